@@ -1,0 +1,115 @@
+"""Batch Normalization Through Time (Kim & Panda 2020).
+
+One BatchNorm per time step, each with its own running statistics and gamma,
+bias fixed at 0. Drop-in for ``snn.BatchNormTT1d/2d`` (same ``len``,
+indexing and state-dict keys), with a fast multi-step path: BNTT over
+``(T, B, C, H, W)`` equals one BatchNorm over the ``T*C`` channels of
+``(B, T*C, H, W)``, so all steps are normalised in a single call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .through_time import ThroughTime
+
+
+class _BatchNormTT(ThroughTime):
+    _norm: type[nn.modules.batchnorm._BatchNorm]
+    _step_ranks: tuple[int, ...]
+    _step_shape: str
+
+    def __init__(self, num_features: int, time_steps: int, eps: float = 1e-4, momentum: float = 0.1, affine: bool = True):
+        norm = self._norm
+        super().__init__(
+            lambda: norm(num_features, eps=eps, momentum=momentum, affine=affine), time_steps, self._step_ranks[0]
+        )
+        for bn in self:
+            bn.bias = None
+        self.num_features = num_features
+        self.affine = affine
+        self._register_load_state_dict_pre_hook(_rename_spikingjelly_keys)
+
+    @property
+    def gammas(self) -> torch.Tensor:
+        """Per-step gammas, ``(time_steps, num_features)`` (a detached copy)."""
+        return torch.stack([bn.weight.detach() for bn in self])
+
+    def _is_sequence(self, x: torch.Tensor) -> bool:
+        return x.dim() in tuple(r + 1 for r in self._step_ranks)
+
+    def _check_step_input(self, x: torch.Tensor, counter: bool = False) -> None:
+        ranks = self._step_ranks[:1] if counter else self._step_ranks
+        if x.dim() not in ranks or x.shape[1] != self.num_features:
+            seq = " or ".join(f"(T, {s[1:]}" for s in self._step_shape.split(" or "))
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}): expected one step {self._step_shape} or a sequence "
+                f"{seq} with C={self.num_features}, got shape {tuple(x.shape)}"
+            )
+
+    def _check_sequence_input(self, x_seq: torch.Tensor) -> None:
+        super()._check_sequence_input(x_seq)
+        if x_seq.shape[2] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}): expected channels C={self.num_features} at dim 2 of "
+                f"(T, B, C, ...), got shape {tuple(x_seq.shape)}"
+            )
+
+    def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
+        steps = self[: x_seq.shape[0]]
+        first = steps[0]
+        if first.momentum is None:  # cumulative averaging: per-step counters may differ
+            return super()._forward_sequence(x_seq)
+        T, B, C = x_seq.shape[:3]
+        rest = x_seq.shape[3:]
+        flat = x_seq.transpose(0, 1).reshape(B, T * C, *rest)
+        weight = torch.cat([bn.weight for bn in steps]) if self.affine else None
+        running_mean = torch.cat([bn.running_mean for bn in steps])
+        running_var = torch.cat([bn.running_var for bn in steps])
+        out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
+        if self.training:
+            with torch.no_grad():
+                torch._foreach_copy_([bn.running_mean for bn in steps], list(running_mean.view(T, C)))
+                torch._foreach_copy_([bn.running_var for bn in steps], list(running_var.view(T, C)))
+                torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+        return out.view(B, T, C, *rest).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, time_steps={self.time_steps}, eps={self[0].eps}, momentum={self[0].momentum}, affine={self.affine}"
+
+
+class BatchNormTT1d(_BatchNormTT):
+    """BNTT for ``(B, C)`` / ``(B, C, L)`` steps; sequences ``(T, B, C)`` / ``(T, B, C, L)``.
+
+    ``bn(x, t)`` runs step ``t``; ``bn(x_seq)`` all steps in one batch-norm
+    call; ``bn(x)`` with ``x`` ``(B, C)`` uses the step counter (see
+    :class:`~bntt_snntorch.ThroughTime`). A ``(B, C, L)`` step needs the
+    explicit ``t`` (its rank equals a ``(T, B, C)`` sequence's).
+    """
+
+    _norm = nn.BatchNorm1d
+    _step_ranks = (2, 3)
+    _step_shape = "(B, C) or (B, C, L)"
+
+
+class BatchNormTT2d(_BatchNormTT):
+    """BNTT for ``(B, C, H, W)`` steps; sequences ``(T, B, C, H, W)``.
+
+    ``bn(x, t)`` runs step ``t``; ``bn(x_seq)`` all steps in one batch-norm
+    call (equal to the per-step loop in outputs, gradients and running
+    statistics); ``bn(x)`` uses the step counter (see
+    :class:`~bntt_snntorch.ThroughTime`).
+    """
+
+    _norm = nn.BatchNorm2d
+    _step_ranks = (4,)
+    _step_shape = "(B, C, H, W)"
+
+
+def _rename_spikingjelly_keys(state_dict, prefix, *args) -> None:
+    """Accept SpikingJelly's ``BatchNormThroughTime*d`` layout (``bn_list.<t>.*``)."""
+    old = prefix + "bn_list."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        state_dict[prefix + key[len(old) :]] = state_dict.pop(key)

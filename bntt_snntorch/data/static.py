@@ -1,0 +1,192 @@
+"""Static image data sets: digits (offline default), CIFAR-10/100, Tiny-ImageNet.
+
+Each builder returns ``(train, test)`` datasets of ``(image (C, H, W), label)``
+with the BNTT seed's normalisation; training sets are augmented with the
+seed's random crop (padding 4) and horizontal flip.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import Dataset, TensorDataset
+from torchvision import transforms
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set is not where it was looked for; the message says where to put it."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
+# ----------------------------------------------------------------------------- digits
+def digits(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+    """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
+    (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32) / 16.0
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0
+    )
+    mean, std = x_train.mean(), x_train.std()
+
+    def tensors(x, y):
+        return TensorDataset(torch.from_numpy((x - mean) / std).unsqueeze(1), torch.from_numpy(y).long())
+
+    return tensors(x_train, y_train), tensors(x_test, y_test)
+
+
+# ----------------------------------------------------------------------------- CIFAR
+def _presence_checked(base: type) -> type:
+    """torchvision's CIFAR class, checking on load that the files exist rather than
+    re-hashing them every time (``--download`` still verifies the archive's MD5)."""
+    return type(
+        base.__name__,
+        (base,),
+        {
+            "train_list": [[name, None] for name, _ in base.train_list],
+            "test_list": [[name, None] for name, _ in base.test_list],
+            "meta": {**base.meta, "md5": None},
+            "__doc__": _presence_checked.__doc__,
+        },
+    )
+
+
+CIFAR10 = _presence_checked(torchvision.datasets.CIFAR10)
+CIFAR100 = _presence_checked(torchvision.datasets.CIFAR100)
+
+_CIFAR_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+}
+
+
+def _image_transforms(size: int, mean, std) -> tuple[Callable, Callable]:
+    normalize = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    train = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(), *normalize])
+    return train, transforms.Compose(normalize)
+
+
+def _cifar(cls: type, key: str, folder: str, url_name: str) -> Callable[[Path, bool], tuple[Dataset, Dataset]]:
+    def build(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+        if not download and not (data_dir / folder).is_dir():
+            raise DatasetNotFoundError(
+                f"{url_name} not found: expected the folder {data_dir / folder}; download the 'CIFAR python version' "
+                f"from https://www.cs.toronto.edu/~kriz/cifar.html and extract it into {data_dir}, or pass --download"
+            )
+        train_tf, test_tf = _image_transforms(32, *_CIFAR_STATS[key])
+        try:
+            return (
+                cls(str(data_dir), train=True, transform=train_tf, download=download),
+                cls(str(data_dir), train=False, transform=test_tf, download=False),
+            )
+        except RuntimeError as err:
+            raise DatasetNotFoundError(
+                f"{url_name} in {data_dir / folder} is incomplete ({err}); re-extract it or pass --download"
+            ) from None
+
+    return build
+
+
+cifar10 = _cifar(CIFAR10, "cifar10", "cifar-10-batches-py", "CIFAR-10")
+cifar100 = _cifar(CIFAR100, "cifar100", "cifar-100-python", "CIFAR-100")
+
+
+# ----------------------------------------------------------------------------- Tiny-ImageNet
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+_TINY_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
+
+
+class TinyImageNetVal(torchvision.datasets.VisionDataset):
+    """Tiny-ImageNet's validation images, labelled from ``val/val_annotations.txt``.
+
+    The official ``val/images`` folder is flat; this reads the annotation file
+    (``<file>\\t<wnid>\\t...``) instead of moving files into class folders, so
+    the extracted archive is used as is (read-only storage works).
+    """
+
+    def __init__(self, root: str, class_to_idx: dict[str, int], transform: Callable | None = None):
+        super().__init__(root, transform=transform)
+        val = Path(root) / "val"
+        self.samples = []
+        with open(val / "val_annotations.txt") as f:
+            for line in f:
+                fields = line.split("\t")
+                if len(fields) >= 2:
+                    self.samples.append((str(val / "images" / fields[0]), class_to_idx[fields[1]]))
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        image = torchvision.datasets.folder.default_loader(path)
+        return (self.transform(image) if self.transform else image), label
+
+
+def tiny_imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+    """Tiny-ImageNet-200 (64x64, 200 classes) from ``<data_dir>/tiny-imagenet-200``."""
+    root = data_dir / "tiny-imagenet-200"
+    if download and not root.is_dir():
+        torchvision.datasets.utils.download_and_extract_archive(TINY_IMAGENET_URL, str(data_dir))
+    needed = [root / "train", root / "val" / "val_annotations.txt", root / "val" / "images"]
+    missing = [p for p in needed if not p.exists()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"Tiny-ImageNet not found: expected {missing[0]}; download {TINY_IMAGENET_URL} and unzip it into "
+            f"{data_dir}, or pass --download"
+        )
+    train_tf, test_tf = _image_transforms(64, *_TINY_STATS)
+    train = torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf)
+    return train, TinyImageNetVal(str(root), train.class_to_idx, transform=test_tf)
+
+
+# ----------------------------------------------------------------------------- registry
+_BUILDERS: dict[str, tuple[Callable[[Path, bool], tuple[Dataset, Dataset]], DatasetInfo]] = {
+    "digits": (digits, DatasetInfo("digits", 10, 1, 8)),
+    "cifar10": (cifar10, DatasetInfo("cifar10", 10, 3, 32)),
+    "cifar100": (cifar100, DatasetInfo("cifar100", 100, 3, 32)),
+    "tiny-imagenet": (tiny_imagenet, DatasetInfo("tiny-imagenet", 200, 3, 64)),
+}
+
+
+def register_dataset(name: str, builder: Callable[[Path, bool], tuple[Dataset, Dataset]], info: DatasetInfo) -> None:
+    """Make ``name`` available to :func:`build_datasets` and ``--dataset``."""
+    _BUILDERS[name] = (builder, info)
+
+
+def list_datasets() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+    return _BUILDERS[name][1]
+
+
+def build_datasets(name: str, data_dir: str | os.PathLike, download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:
+    """``(train, test, info)`` for data set ``name`` under ``data_dir``.
+
+    Raises :class:`DatasetNotFoundError` with a one-line message naming the
+    path looked at and how to get the data.
+    """
+    info = dataset_info(name)
+    train, test = _BUILDERS[name][0](Path(data_dir), download)
+    return train, test, info

@@ -1,0 +1,40 @@
+"""Input encoders: static images ``(B, ...)`` -> time-major sequences ``(T, B, ...)``."""
+
+from __future__ import annotations
+
+import torch
+
+
+def poisson(x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None, rescale: float = 2.0) -> torch.Tensor:
+    """The BNTT seed's signed Poisson generator.
+
+    Each step draws ``sign(x) * 1[rand * rescale <= |x|]``: spikes in
+    {-1, 0, +1}, redrawn every step, firing with probability ``|x| / rescale``
+    (capped at 1) for normalised images ``x``. Not snnTorch's unsigned
+    ``spikegen.rate``. Reproducible with ``generator``.
+
+    Args:
+        x: images ``(B, C, H, W)`` (any shape ``(B, ...)``).
+        num_steps: T.
+    Returns:
+        ``(T, B, ...)`` tensor of the dtype of ``x``.
+    """
+    rand = torch.rand((num_steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return (rand * rescale <= x.abs()).to(x.dtype) * torch.sign(x)
+
+
+def direct(x: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Direct coding: the analog input ``(B, ...)`` repeated at every step -> ``(T, B, ...)`` (a view)."""
+    return x.unsqueeze(0).expand(num_steps, *x.shape)
+
+
+ENCODERS = {"p": poisson, "poisson": poisson, "d": direct, "direct": direct}
+
+
+def encode(x: torch.Tensor, num_steps: int, method: str = "p", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Encode ``x`` ``(B, ...)`` with ``method`` ('p'/'poisson' or 'd'/'direct') -> ``(T, B, ...)``."""
+    if method not in ENCODERS:
+        raise ValueError(f"unknown encoding {method!r}; choose one of {sorted(ENCODERS)}")
+    if ENCODERS[method] is poisson:
+        return poisson(x, num_steps, generator)
+    return direct(x, num_steps)

@@ -1,0 +1,85 @@
+"""Train and evaluate loops for spiking classifiers on encoded image batches."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from itertools import islice
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    accuracy: float
+    samples: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+
+def _batches(loader, max_batches: int | None, desc: str, show: bool):
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    return tqdm(islice(loader, total), total=total, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    encode: Encoder,
+    device: torch.device,
+    max_batches: int | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> EpochResult:
+    """One pass over ``loader``: images ``(B, C, H, W)`` are encoded to ``(T, B, C, H, W)``
+    and the model's logits ``(B, classes)`` trained with cross-entropy."""
+    model.train()
+    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    bar = _batches(loader, max_batches, desc, progress)
+    for images, labels in bar:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        logits = model(encode(images))
+        loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at batch {seen // max(len(labels), 1)}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
+    return EpochResult(total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    encode: Encoder,
+    device: torch.device,
+    max_batches: int | None = None,
+    desc: str = "test",
+    progress: bool = True,
+) -> EpochResult:
+    """Loss and accuracy of ``model`` on ``loader`` in eval mode (BNTT running statistics)."""
+    model.eval()
+    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    for images, labels in _batches(loader, max_batches, desc, progress):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        logits = model(encode(images))
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return EpochResult(total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)

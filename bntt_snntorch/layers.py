@@ -1,0 +1,80 @@
+"""Spiking building blocks that run per step or multi-step with one state dict.
+
+Every block has two entry points:
+
+* ``block(x_seq)`` — multi-step: ``(T, B, ...)`` in, ``(T, B, ...)`` out;
+  synapses (conv / linear) and pooling run once on the ``(T*B, ...)`` batch,
+  BNTT in one call, the neuron as a scan over T.
+* ``block.step(x, t, state)`` — one step ``(B, ...)`` in snnTorch style;
+  returns ``(y, state)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .neurons import MultiStepLeaky
+
+
+def _over_time(module: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
+    """Apply a stateless ``module`` to every step of ``x_seq`` ``(T, B, ...)`` as one ``(T*B, ...)`` batch."""
+    y = module(x_seq.flatten(0, 1))
+    return y.unflatten(0, x_seq.shape[:2])
+
+
+class TimeDistributed(nn.Module):
+    """A stateless layer (pooling, flatten, dropout) applied to each step independently."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return _over_time(self.module, x_seq)
+
+    def step(self, x: torch.Tensor, t: int, state=None):
+        return self.module(x), state
+
+
+class SpikingBlock(nn.Module):
+    """``synapse -> norm -> neuron``: e.g. Conv2d (no bias) -> BNTT -> leaky neuron.
+
+    Args:
+        synapse: a stateless layer (``nn.Conv2d``, ``nn.Linear``).
+        norm: a :class:`~bntt_snntorch.BatchNormTT2d`/``1d`` (or any
+            :class:`~bntt_snntorch.ThroughTime`), or ``None`` for no normalisation.
+        neuron: a :class:`~bntt_snntorch.MultiStepLeaky`.
+        input_scale: the synaptic current is multiplied by it before
+            integration (``1 - lambda`` in the rate-vs-direct models), default 1.
+
+    The block's state is the neuron's membrane ``(B, ...)``.
+    """
+
+    def __init__(self, synapse: nn.Module, norm: nn.Module | None, neuron: MultiStepLeaky, input_scale: float = 1.0):
+        super().__init__()
+        self.synapse = synapse
+        self.norm = norm
+        self.neuron = neuron
+        self.input_scale = input_scale
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out."""
+        cur = _over_time(self.synapse, x_seq)
+        if self.norm is not None:
+            cur = self.norm(cur)
+        if self.input_scale != 1.0:
+            cur = cur * self.input_scale
+        return self.neuron(cur)[0]
+
+    def step(self, x: torch.Tensor, t: int, mem: torch.Tensor | None = None):
+        """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""
+        cur = self.synapse(x)
+        if self.norm is not None:
+            cur = self.norm(cur, t)
+        if self.input_scale != 1.0:
+            cur = cur * self.input_scale
+        return self.neuron.step(cur, mem)
+
+    def extra_repr(self) -> str:
+        return "" if self.input_scale == 1.0 else f"input_scale={self.input_scale}"

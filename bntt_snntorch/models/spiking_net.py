@@ -1,0 +1,61 @@
+"""``SpikingNet``: a stack of spiking blocks and a readout, run multi-step or per step."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SpikingNet(nn.Module):
+    """Feature blocks (:mod:`bntt_snntorch.layers`) followed by a linear readout.
+
+    The readout has no neuron: its output is averaged over the steps (the
+    BNTT seed's ``sum_t fc(s_t) / T``).
+
+    * ``model(x_seq)`` — the fast multi-step path: ``(T, B, C, H, W)`` -> logits ``(B, classes)``.
+    * ``model.forward_per_step(x_seq)`` — the same result, one step at a time (snnTorch style).
+    * ``model.step(x_t, t, state)`` — one step ``(B, C, H, W)``; returns
+      ``(readout_t (B, classes), state)``; start with ``state=None``.
+    """
+
+    def __init__(self, features: list[nn.Module], classifier: nn.Linear, num_steps: int, in_channels: int):
+        super().__init__()
+        self.features = nn.Sequential(*features)
+        self.classifier = classifier
+        self.num_steps = num_steps
+        self.in_channels = in_channels
+
+    def _check_input(self, x_seq: torch.Tensor) -> None:
+        if x_seq.dim() != 5 or x_seq.shape[2] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects an encoded sequence (T, B, C={self.in_channels}, H, W), "
+                f"got shape {tuple(x_seq.shape)}; encode images with bntt_snntorch.encoding.encode"
+            )
+        if x_seq.shape[0] > self.num_steps:
+            raise ValueError(
+                f"{type(self).__name__} was built for num_steps={self.num_steps}, got a sequence of "
+                f"{x_seq.shape[0]} steps (shape {tuple(x_seq.shape)})"
+            )
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``(T, B, C, H, W)`` -> logits ``(B, classes)``, all steps at once per layer."""
+        self._check_input(x_seq)
+        return self.classifier(self.features(x_seq).mean(0))
+
+    def step(self, x: torch.Tensor, t: int, state: list | None = None):
+        """Step ``t`` of ``(B, C, H, W)`` -> ``(readout (B, classes), state)``."""
+        state = [None] * len(self.features) if state is None else state
+        new_state = []
+        for layer, s in zip(self.features, state):
+            x, s = layer.step(x, t, s)
+            new_state.append(s)
+        return self.classifier(x), new_state
+
+    def forward_per_step(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The per-step reference of :meth:`forward`: loops :meth:`step` over T."""
+        self._check_input(x_seq)
+        state, total = None, 0
+        for t, x in enumerate(x_seq):
+            out, state = self.step(x, t, state)
+            total = total + out
+        return total / x_seq.shape[0]

@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Train a BNTT spiking network; ``python train.py --help`` lists the flags."""
+
+import sys
+
+from bntt_snntorch.cli import run
+
+if __name__ == "__main__":
+    sys.exit(run())
