@@ -1,0 +1,114 @@
+"""Every registered model: multi-step forward equals the per-step loop (logits, all parameter
+gradients, BNTT running statistics) with one state dict. Tolerance 1e-4 abs / 1e-4 rel (float32,
+deep nets sum many terms in a different order). Plus seed-exactness of the BNTT VGGs."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, encoding
+from bntt_snntorch.models import create_model, list_models
+from conftest import assert_close
+
+SMALL = {"vgg9": dict(image_size=16), "vgg11": dict(image_size=32), "bntt_digits": dict()}
+
+
+def _input(model, batch, steps, size):
+    x = torch.randn(batch, model.in_channels, size, size)
+    return encoding.encode(x, steps, "p", torch.Generator().manual_seed(5))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_multistep_equals_per_step(name):
+    kwargs = dict(num_steps=4, num_classes=7, **SMALL.get(name, {}))
+    fast = create_model(name, **kwargs)
+    slow = copy.deepcopy(fast)
+    size = kwargs.get("image_size", 8)
+    x = _input(fast, 3, 3, size)  # T'=3 < num_steps: early-exit shaped input works too
+    for mode in ("train", "eval"):
+        fast.train(mode == "train"), slow.train(mode == "train")
+        y_fast, y_slow = fast(x), slow.forward_per_step(x)
+        assert y_fast.shape == (3, 7)
+        assert_close(y_fast, y_slow, atol=1e-4, rtol=1e-4, msg=f"{mode} logits")
+    fast.zero_grad(), slow.zero_grad()
+    fast.train(), slow.train()
+    g = torch.randn(3, 7)
+    (fast(x) * g).sum().backward()
+    (slow.forward_per_step(x) * g).sum().backward()
+    grads = 0
+    for (n, p_fast), p_slow in zip(fast.named_parameters(), slow.parameters()):
+        if p_slow.grad is None:
+            assert p_fast.grad is None, n
+            continue
+        grads += 1
+        scale = p_slow.grad.abs().max().clamp(min=1e-3)
+        assert_close(p_fast.grad / scale, p_slow.grad / scale, atol=1e-4, rtol=1e-4, msg=f"grad {n}")
+    assert grads > 0
+    for (n, b_fast), b_slow in zip(fast.named_buffers(), slow.buffers()):
+        assert_close(b_fast.float(), b_slow.float(), atol=1e-4, rtol=1e-4, msg=f"buffer {n}")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_state_dict_round_trip(name, tmp_path):
+    kwargs = dict(num_steps=2, **SMALL.get(name, {}))
+    a, b = create_model(name, **kwargs).eval(), create_model(name, **kwargs).eval()
+    torch.save(a.state_dict(), tmp_path / "m.pt")
+    b.load_state_dict(torch.load(tmp_path / "m.pt"))
+    x = _input(a, 2, 2, kwargs.get("image_size", 8))
+    assert torch.equal(a(x), b(x))
+    assert_close(a.forward_per_step(x), b(x), atol=1e-5, rtol=1e-5)
+
+
+def _convs(model):
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize(
+    "name,widths,pools,fc_in,hidden",
+    [
+        ("vgg9", [64, 64, 128, 128, 256, 256, 256], ["A", "A", "A"], 4096, 1024),
+        ("vgg11", [64, 128, 256, 256, 512, 512, 512, 512], ["A", "A", "A", "A", "G"], 512, 4096),
+    ],
+)
+def test_bntt_vgg_is_seed_exact(name, widths, pools, fc_in, hidden):
+    model = create_model(name, num_classes=100, num_steps=3, leak_mem=0.9)
+    convs = _convs(model)
+    assert [c.out_channels for c in convs] == widths
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.bias is None for c in convs)
+    seen_pools = [
+        "A" if isinstance(m, nn.AvgPool2d) else "G"
+        for m in model.modules()
+        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+    ]
+    assert seen_pools == pools
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(fc_in, hidden), (hidden, 100)]
+    assert all(l.bias is None for l in linears)
+    bns = [m for m in model.modules() if isinstance(m, (BatchNormTT1d, BatchNormTT2d))]
+    assert len(bns) == len(widths) + 1 and all(len(b) == 3 and b[0].eps == 1e-4 for b in bns)
+    neurons = [b.neuron for b in model.features if hasattr(b, "neuron")]
+    assert all(float(n.beta) == pytest.approx(0.9) and n.detach_reset for n in neurons)
+    for layer in convs + linears:  # Xavier-uniform, gain 2: U(-a, a), a = 2 * sqrt(6 / (fan_in + fan_out))
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = 2 * math.sqrt(6 / (fan_in + fan_out))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+
+
+def test_create_model_drops_none_and_names_unknown():
+    m = create_model("vgg9", num_steps=None, num_classes=None)
+    assert m.num_steps == 25 and m.classifier.out_features == 10
+    with pytest.raises(ValueError, match="available: .*vgg9"):
+        create_model("resnet")
+
+
+def test_wrong_input_shape_says_expected_and_got():
+    m = create_model("bntt_digits", num_steps=4)
+    with pytest.raises(ValueError, match=r"\(T, B, C=1, H, W\), got shape \(2, 1, 8, 8\)"):
+        m(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="num_steps=4, got a sequence of 6 steps"):
+        m(torch.randn(6, 2, 1, 8, 8))
