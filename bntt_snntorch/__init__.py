@@ -1,6 +1,6 @@
 """Batch Normalization Through Time and its training recipes for snnTorch."""
 
-from . import encoding, functional, surrogate
+from . import encoding, functional, surrogate, utils
 from .bntt import BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
 from .neurons import MultiStepLeaky, bntt_leaky
@@ -19,4 +19,5 @@ __all__ = [
     "encoding",
     "functional",
     "surrogate",
+    "utils",
 ]
