@@ -6,7 +6,8 @@ import snntorch as snn
 import torch
 
 from . import surrogate
-from .functional import RESET_MECHANISMS, LeakyParams, leaky_sequence_reference, leaky_step
+from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
+from .kernels import BACKENDS, leaky_scan
 
 
 class MultiStepLeaky(snn.Leaky):
@@ -33,6 +34,10 @@ class MultiStepLeaky(snn.Leaky):
         detach_reset: the BNTT seed / SpikingJelly neuron: fire, then reset in
             the same step with the detached spike (see
             :func:`bntt_snntorch.functional.leaky_step`); ``reset_delay`` is ignored.
+        backend: how ``forward`` runs the scan: "auto" (default: fused Triton
+            on CUDA, fused torch elsewhere, the per-step reference for
+            surrogates without a closed-form derivative), or force
+            "reference", "torch" or "triton" (see :mod:`bntt_snntorch.kernels`).
     """
 
     def __init__(
@@ -46,7 +51,10 @@ class MultiStepLeaky(snn.Leaky):
         reset_delay: bool = True,
         graded_spikes_factor=1.0,
         detach_reset: bool = False,
+        backend: str = "auto",
     ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if reset_mechanism not in RESET_MECHANISMS:
             raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset_mechanism!r}")
         super().__init__(
@@ -60,6 +68,7 @@ class MultiStepLeaky(snn.Leaky):
             reset_delay=reset_delay,
         )
         self.detach_reset = detach_reset
+        self.backend = backend
 
     def params(self) -> LeakyParams:
         """The layer's parameters for the functional kernels."""
@@ -83,7 +92,7 @@ class MultiStepLeaky(snn.Leaky):
                 f"MultiStepLeaky expects a time-major sequence (T, B, ...), got shape {tuple(x_seq.shape)}; "
                 "for a single step call lif.step(x, mem)"
             )
-        return leaky_sequence_reference(x_seq, self.params(), mem)
+        return leaky_scan(x_seq, self.params(), mem, self.backend)
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
         """One step: ``x`` ``(B, ...)`` and membrane ``mem`` (zeros when ``None``) -> ``(spk, mem)``."""
@@ -98,7 +107,7 @@ class MultiStepLeaky(snn.Leaky):
         )
 
 
-def bntt_leaky(beta: float = 0.95, threshold: float = 1.0) -> MultiStepLeaky:
+def bntt_leaky(beta: float = 0.95, threshold: float = 1.0, backend: str = "auto") -> MultiStepLeaky:
     """The BNTT seed neuron: soft reset in the same step, reset detached, triangle surrogate."""
     return MultiStepLeaky(
         beta,
@@ -106,4 +115,5 @@ def bntt_leaky(beta: float = 0.95, threshold: float = 1.0) -> MultiStepLeaky:
         spike_grad=surrogate.bntt_triangle(0.3, threshold),
         reset_mechanism="subtract",
         detach_reset=True,
+        backend=backend,
     )

@@ -1,8 +1,11 @@
-"""MultiStepLeaky against snn.Leaky looped step by step, and the seed neuron against the original code.
+"""MultiStepLeaky (default backend: the fused scan) against snn.Leaky looped step by step, and the
+seed neuron against the original code.
 
-Tolerance: 1e-6 absolute / 1e-5 relative (float32, same operations in the same order)."""
+Tolerances (float32): spikes, membrane and input gradients 1e-5 abs / 1e-4 rel; beta and
+threshold gradients (sums of ~10^3 terms in another order) 5e-4 relative to max(|grad|, 1)."""
 
 import itertools
+import zlib
 
 import pytest
 import snntorch as snn
@@ -33,7 +36,7 @@ def _snn_loop(lif: snn.Leaky, x_seq):
 
 @pytest.mark.parametrize("reset,delay,sg,learn", COMBOS)
 def test_equals_snn_leaky_looped(reset, delay, sg, learn):
-    g = torch.Generator().manual_seed(hash((reset, delay, sg, learn)) % 2**31)
+    g = torch.Generator().manual_seed(zlib.crc32(repr((reset, delay, sg, learn)).encode()))
     T, shape = 12, (3, 4, 5)
     beta = torch.rand(4, 1, generator=g) * 0.6 + 0.35  # per-channel beta, broadcast over (B, 4, 5)
     threshold = float(torch.rand(1, generator=g) * 0.8 + 0.6)
@@ -50,15 +53,17 @@ def test_equals_snn_leaky_looped(reset, delay, sg, learn):
     spk_ref, mem_ref = _snn_loop(ref, x_ref)
     assert spk.shape == mem.shape == x.shape
     assert spk.sum() > 0, "the test input must make the layer fire"
-    assert_close(spk, spk_ref, atol=1e-6, msg="spikes")
-    assert_close(mem, mem_ref, atol=1e-6, msg="membrane")
+    assert_close(spk, spk_ref, atol=1e-5, rtol=1e-4, msg="spikes")
+    assert_close(mem, mem_ref, atol=1e-5, rtol=1e-4, msg="membrane")
     g_spk, g_mem = torch.randn_like(spk), torch.randn_like(mem)
     ((spk * g_spk).sum() + (mem * g_mem).sum()).backward()
     ((spk_ref * g_spk).sum() + (mem_ref * g_mem).sum()).backward()
-    assert_close(x_ours.grad, x_ref.grad, atol=1e-6, msg="input grad")
+    assert_close(x_ours.grad, x_ref.grad, atol=1e-5, rtol=1e-4, msg="input grad")
     if learn:
-        assert_close(ours.beta.grad, ref.beta.grad, atol=1e-5, msg="beta grad")
-        assert_close(ours.threshold.grad, ref.threshold.grad, atol=1e-5, msg="threshold grad")
+        for name in ("beta", "threshold"):
+            a, b = getattr(ours, name).grad, getattr(ref, name).grad
+            scale = b.abs().max().clamp(min=1.0)
+            assert_close(a / scale, b / scale, atol=5e-4, rtol=0, msg=f"{name} grad")
 
 
 def test_step_api_matches_sequence_and_snn_state_dict_loads():
@@ -71,7 +76,8 @@ def test_step_api_matches_sequence_and_snn_state_dict_loads():
     mem = None
     for t in range(6):
         spk, mem = ours.step(x[t], mem)
-        assert torch.equal(spk, spk_seq[t]) and torch.equal(mem, mem_seq[t])
+        assert torch.equal(spk, spk_seq[t])
+        assert_close(mem, mem_seq[t], atol=1e-6)
 
 
 def test_sequence_shape_error():

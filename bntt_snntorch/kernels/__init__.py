@@ -1,0 +1,72 @@
+"""Fused leaky scans and the choice between them.
+
+Backends of :func:`leaky_scan`:
+
+* ``"reference"`` — :func:`bntt_snntorch.functional.leaky_sequence_reference`, autograd through every step.
+* ``"torch"`` — one autograd node, plain torch loops (:mod:`.torch_scan`); any device.
+* ``"triton"`` — one Triton kernel per direction (:mod:`.triton_scan`); CUDA.
+* ``"auto"`` — Triton on CUDA when available, else torch; the reference when
+  the surrogate is not a :class:`bntt_snntorch.surrogate.Surrogate` (its
+  derivative is then only known to autograd) and under ``torch.compile``
+  (the compiler fuses the unrolled reference itself).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..functional import LeakyParams, leaky_sequence_reference
+from ..surrogate import Surrogate
+from .scan_math import ScanMode
+from .torch_scan import leaky_scan_torch
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+
+
+def _triton_ready(x: torch.Tensor, p: LeakyParams) -> bool:
+    from . import triton_scan
+
+    return triton_scan.available(x) and triton_scan.supports(p)
+
+
+def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -> str:
+    """The backend that will run ``x_seq`` with parameters ``p``; raises if a forced one cannot."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    fusable = isinstance(p.spike_grad, Surrogate)
+    if backend == "auto":
+        if not fusable or torch.compiler.is_compiling():
+            return "reference"
+        return "triton" if x_seq.is_cuda and _triton_ready(x_seq, p) else "torch"
+    if backend in ("torch", "triton") and not fusable:
+        raise ValueError(
+            f"backend={backend!r} needs a spike_grad from bntt_snntorch.surrogate (closed-form derivative), "
+            f"got {p.spike_grad!r}; use backend='reference' or 'auto'"
+        )
+    if backend == "triton" and not _triton_ready(x_seq, p):
+        raise ValueError("backend='triton' needs a CUDA tensor, Triton, and scalar beta/threshold/graded_spikes_factor")
+    return backend
+
+
+def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = None, backend: str = "auto"):
+    """Run a leaky layer over ``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``.
+
+    Fused backends keep the membrane in float32 (also under bf16 autocast) and
+    return spikes in the input's dtype.
+    """
+    chosen = select_backend(x_seq, p, backend)
+    if chosen == "reference":
+        return leaky_sequence_reference(x_seq, p, mem)
+    dtype = x_seq.dtype
+    x32 = x_seq.float()
+    mem0 = torch.zeros_like(x32[0]) if mem is None else mem.float()
+    g = torch.as_tensor(p.graded_spikes_factor, dtype=torch.float32, device=x32.device)
+    beta, theta = p.beta.float(), p.threshold.float()
+    mode = ScanMode.from_params(p)
+    if chosen == "triton":
+        from .triton_scan import leaky_scan_triton
+
+        spk, mem_seq = leaky_scan_triton(x32, mem0, beta, theta, g, p.spike_grad, mode)
+    else:
+        spk, mem_seq = leaky_scan_torch(x32, mem0, beta, theta, g, p.spike_grad, mode)
+    return spk.to(dtype), mem_seq

@@ -1,0 +1,113 @@
+"""The leaky recurrence written as forward and reverse scans, for fused kernels.
+
+Every reset variant of :func:`bntt_snntorch.functional.leaky_step` fits one
+form (``r`` is the previous step's detached reset, ``S`` this step's spike)::
+
+    h_t = keep_t * beta * m_{t-1} + x_t - [snnTorch subtract] r_t * theta
+    S_t = H(h_t - theta),           spk_t = g * S_t
+    m_t = post(h_t, S_t, r_t)
+
+with ``keep_t = 1 - r_t`` for snnTorch's zero reset and 1 otherwise.
+Backward, with ``A_t = dm_t/dh_t`` and ``C_t = keep_t * beta``::
+
+    dL/dh_t = A_t * (dL/dm_t) + g * slope_t * dL/dspk_t
+    dL/dm_t = grad_mem_t + C_{t+1} * dL/dh_{t+1}
+
+Only ``h`` (the surrogate's argument) and the membrane are needed from the
+forward. Kernels walk the steps one at a time (per-step tensors stay in
+cache; a Triton program keeps its neurons in registers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..functional import LeakyParams
+
+
+@dataclass(frozen=True)
+class ScanMode:
+    """The static parts of a leaky layer's update (hashable, for kernel selection)."""
+
+    reset: str  # "subtract" | "zero" | "none"
+    delayed_reset: bool  # snnTorch's reset from the previous step's membrane
+    same_step_reset: str  # "none" | "snn" (snnTorch reset_delay=False) | "detached" (seed)
+
+    @classmethod
+    def from_params(cls, p: LeakyParams) -> "ScanMode":
+        if p.reset_mechanism == "none":
+            return cls("none", False, "none")
+        if p.detach_reset:
+            return cls(p.reset_mechanism, False, "detached")
+        return cls(p.reset_mechanism, True, "none" if p.reset_delay else "snn")
+
+
+def forward_step(x, m_prev, beta, theta, g, mode: ScanMode, h_out, m_out, spk_out) -> None:
+    """One step without autograd, written into the ``(B, ...)`` views ``h_out``, ``m_out``, ``spk_out``."""
+    if mode.delayed_reset:
+        r = (m_prev > theta).to(x.dtype)
+        if mode.reset == "subtract":
+            torch.addcmul(x, beta, m_prev, out=h_out).sub_(r * theta)
+        else:
+            torch.addcmul(x, beta, (1 - r) * m_prev, out=h_out)
+    else:
+        torch.addcmul(x, beta, m_prev, out=h_out)
+    fired = (h_out > theta).to(x.dtype)
+    torch.mul(fired, g, out=spk_out)
+    if mode.same_step_reset == "none":
+        m_out.copy_(h_out)
+    elif mode.same_step_reset == "snn":
+        torch.sub(h_out, (fired - r) * (theta if mode.reset == "subtract" else h_out), out=m_out)
+    elif mode.reset == "subtract":
+        torch.sub(h_out, fired * theta, out=m_out)
+    else:
+        torch.mul(h_out, 1 - fired, out=m_out)
+
+
+def backward_step(grad_spk, grad_mem, carry, h, m_prev, beta, theta, g, surrogate, mode: ScanMode, need_beta, need_theta):
+    """Reverse step ``t`` without autograd; ``(B, ...)`` tensors, ``grad_spk``/``grad_mem``/``carry`` may be ``None``.
+
+    ``carry`` is ``C_{t+1} * dL/dh_{t+1}`` from step t+1. Returns
+    ``(dL/dh_t = dL/dx_t, carry for step t-1, beta term or None, theta term or None)``;
+    the beta / theta terms are per element (sum over steps, then reduce).
+    """
+    z = h - theta
+    slope = surrogate.derivative(z)
+    fired = (h > theta).to(h.dtype) if mode.same_step_reset != "none" else None
+    r = (m_prev > theta).to(h.dtype) if mode.delayed_reset else None
+    fire_grad = None if grad_spk is None else grad_spk * g * slope
+    delta_m = grad_mem if carry is None else (carry if grad_mem is None else grad_mem + carry)
+
+    if delta_m is None:
+        delta_h = fire_grad if fire_grad is not None else torch.zeros_like(h)
+    else:
+        if mode.same_step_reset == "snn" and mode.reset == "subtract":
+            a = 1 - theta * slope
+        elif mode.same_step_reset == "snn":
+            a = (1 - fired + r) - h * slope
+        elif mode.same_step_reset == "detached" and mode.reset == "zero":
+            a = 1 - fired
+        else:
+            a = None  # dm/dh = 1
+        delta_h = delta_m if a is None else delta_m * a
+        delta_h = delta_h if fire_grad is None else delta_h + fire_grad
+    keep = 1 - r if (mode.delayed_reset and mode.reset == "zero") else None
+    carry = delta_h * beta if keep is None else delta_h * (keep * beta)
+
+    grad_beta = grad_theta = None
+    if need_beta:
+        grad_beta = delta_h * m_prev if keep is None else delta_h * keep * m_prev
+    if need_theta:
+        grad_theta = torch.zeros_like(h) if fire_grad is None else -fire_grad
+        if delta_m is not None:
+            if mode.same_step_reset == "snn" and mode.reset == "subtract":
+                grad_theta = grad_theta + delta_m * (theta * slope - (fired - r))
+            elif mode.same_step_reset == "snn":
+                grad_theta = grad_theta + delta_m * h * slope
+            elif mode.same_step_reset == "detached" and mode.reset == "subtract":
+                grad_theta = grad_theta - delta_m * fired
+        if mode.delayed_reset and mode.reset == "subtract":
+            grad_theta = grad_theta - delta_h * r
+    return delta_h, carry, grad_beta, grad_theta
