@@ -76,6 +76,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-dir", "--output_dir", dest="output_dir", help="run folder (default runs/<dataset>-<arch>-<time>)")
     g.add_argument("--max-batches", "--max_batches", dest="max_batches", type=_positive(int), help="batches per epoch (short runs)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", nargs="?", const="bf16", choices=["bf16", "fp16"],
+                   help="mixed precision: bfloat16 autocast (CPU or GPU), or fp16 with a GradScaler (CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (first batches are slow)")
+    g.add_argument("--channels-last", "--channels_last", dest="channels_last", action="store_true",
+                   help="channels_last memory format for the convolutions")
     return p
 
 
@@ -102,6 +108,9 @@ class TrainConfig:
     max_batches: int | None
     recipe: str | None
     progress: bool
+    amp: str | None
+    compile: bool
+    channels_last: bool
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -116,6 +125,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     if values["num_workers"] < 0:
         raise ConfigError(f"--num_workers must be >= 0, got {values['num_workers']}")
     values["device"] = str(resolve_device(values["device"]))
+    if values["amp"] == "fp16" and not values["device"].startswith("cuda"):
+        raise ConfigError("--amp fp16 needs a CUDA device (it uses a GradScaler); on CPU use --amp bf16")
     if values["output_dir"] is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         values["output_dir"] = str(PROJECT_ROOT / "runs" / f"{values['dataset']}-{values['arch']}-{stamp}")
@@ -164,6 +175,8 @@ def main(args: argparse.Namespace) -> dict:
         cfg.arch, num_classes=info.num_classes, num_steps=cfg.num_steps, leak_mem=cfg.leak_mem,
         in_channels=info.in_channels, image_size=info.image_size,
     ).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
@@ -178,6 +191,9 @@ def main(args: argparse.Namespace) -> dict:
     )
     test_loader = DataLoader(test_set, shuffle=False, **loader_kwargs)
     train_gen = torch.Generator(device).manual_seed(cfg.seed)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
+    speed = dict(amp=cfg.amp, memory_format=memory_format)
 
     def train_encode(x):
         return encoding.encode(x, cfg.num_steps, cfg.encode, train_gen)
@@ -191,11 +207,11 @@ def main(args: argparse.Namespace) -> dict:
     best_acc, best_epoch, train_seconds = -1.0, 0, 0.0
     for epoch in range(1, cfg.num_epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, optimizer, train_encode, device, cfg.max_batches,
-                             f"epoch {epoch}/{cfg.num_epochs}", cfg.progress)
+        tr = train_one_epoch(step_model, train_loader, optimizer, train_encode, device, cfg.max_batches,
+                             f"epoch {epoch}/{cfg.num_epochs}", cfg.progress, scaler=scaler, **speed)
         eval_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        te = evaluate(model, test_loader, lambda x: encoding.encode(x, cfg.num_steps, cfg.encode, eval_gen),
-                      device, cfg.max_batches, "test", cfg.progress)
+        te = evaluate(step_model, test_loader, lambda x: encoding.encode(x, cfg.num_steps, cfg.encode, eval_gen),
+                      device, cfg.max_batches, "test", cfg.progress, **speed)
         scheduler.step()
         train_seconds += tr.seconds
         rows.append(dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=te.loss,
@@ -203,7 +219,8 @@ def main(args: argparse.Namespace) -> dict:
         _write_metrics(rows, out / "metrics.csv")
         plot_training_curves(rows, out / "curves.png")
         state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                     epoch=epoch, config=asdict(cfg), metrics=rows[-1])
+                     scaler=None if scaler is None else scaler.state_dict(), epoch=epoch, config=asdict(cfg),
+                     metrics=rows[-1])
         save_checkpoint(state, out / "last.pt")
         if te.accuracy > best_acc:
             best_acc, best_epoch = te.accuracy, epoch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -27,6 +28,13 @@ class EpochResult:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
+def autocast(device: torch.device, amp: str | None):
+    """``torch.autocast`` for ``amp`` in {None, "bf16", "fp16"} (fp16 only on CUDA)."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
 def _batches(loader, max_batches: int | None, desc: str, show: bool):
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     return tqdm(islice(loader, total), total=total, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
@@ -41,21 +49,33 @@ def train_one_epoch(
     max_batches: int | None = None,
     desc: str = "train",
     progress: bool = True,
+    amp: str | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> EpochResult:
     """One pass over ``loader``: images ``(B, C, H, W)`` are encoded to ``(T, B, C, H, W)``
-    and the model's logits ``(B, classes)`` trained with cross-entropy."""
+    and the model's logits ``(B, classes)`` trained with cross-entropy.
+
+    ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32."""
     model.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = _batches(loader, max_batches, desc, progress)
     for images, labels in bar:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = model(encode(images))
-        loss = F.cross_entropy(logits, labels)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(encode(images))
+            loss = F.cross_entropy(logits.float(), labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at batch {seen // max(len(labels), 1)}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
@@ -72,13 +92,17 @@ def evaluate(
     max_batches: int | None = None,
     desc: str = "test",
     progress: bool = True,
+    amp: str | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> EpochResult:
     """Loss and accuracy of ``model`` on ``loader`` in eval mode (BNTT running statistics)."""
     model.eval()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for images, labels in _batches(loader, max_batches, desc, progress):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        logits = model(encode(images))
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(encode(images)).float()
         total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)

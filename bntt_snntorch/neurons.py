@@ -95,8 +95,14 @@ class MultiStepLeaky(snn.Leaky):
         return leaky_scan(x_seq, self.params(), mem, self.backend)
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
-        """One step: ``x`` ``(B, ...)`` and membrane ``mem`` (zeros when ``None``) -> ``(spk, mem)``."""
-        return leaky_step(x, torch.zeros_like(x) if mem is None else mem, self.params())
+        """One step: ``x`` ``(B, ...)`` and membrane ``mem`` -> ``(spk, mem)``.
+
+        ``mem=None`` starts from zeros in float32 at least, so under bf16
+        autocast the membrane stays float32 as in the fused multi-step path.
+        """
+        if mem is None:
+            mem = torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
+        return leaky_step(x, mem, self.params())
 
     def extra_repr(self) -> str:
         return (

@@ -96,3 +96,17 @@ def test_bad_flags_rejected_before_loading(argv, needle, tmp_path):
     assert result.returncode == 2
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_amp_and_channels_last_run(tmp_path):
+    final = main(get_args_parser().parse_args([
+        "--num_epochs", "1", "--max-batches", "2", "--amp", "--channels-last", "--output-dir", str(tmp_path), "--no-progress"]))
+    assert json.load(open(tmp_path / "config.json"))["amp"] == "bf16"
+    assert 0 <= final["test_acc"] <= 1
+
+
+def test_fp16_amp_needs_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = _train("--amp", "fp16", "--device", "cpu", "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--amp fp16 needs a CUDA device" in result.stderr

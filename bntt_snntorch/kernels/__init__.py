@@ -7,8 +7,10 @@ Backends of :func:`leaky_scan`:
 * ``"triton"`` — one Triton kernel per direction (:mod:`.triton_scan`); CUDA.
 * ``"auto"`` — Triton on CUDA when available, else torch; the reference when
   the surrogate is not a :class:`bntt_snntorch.surrogate.Surrogate` (its
-  derivative is then only known to autograd) and under ``torch.compile``
-  (the compiler fuses the unrolled reference itself).
+  derivative is then only known to autograd).
+
+Under ``torch.compile`` a fused scan stays one opaque call (the compiler
+does not unroll T steps of it); the layers around it are compiled.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     fusable = isinstance(p.spike_grad, Surrogate)
     if backend == "auto":
-        if not fusable or torch.compiler.is_compiling():
+        if not fusable:
             return "reference"
         return "triton" if x_seq.is_cuda and _triton_ready(x_seq, p) else "torch"
     if backend in ("torch", "triton") and not fusable:
@@ -48,15 +50,8 @@ def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -
     return backend
 
 
-def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = None, backend: str = "auto"):
-    """Run a leaky layer over ``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``.
-
-    Fused backends keep the membrane in float32 (also under bf16 autocast) and
-    return spikes in the input's dtype.
-    """
-    chosen = select_backend(x_seq, p, backend)
-    if chosen == "reference":
-        return leaky_sequence_reference(x_seq, p, mem)
+@torch.compiler.disable
+def _fused_scan(chosen, x_seq, p: LeakyParams, mem):
     dtype = x_seq.dtype
     x32 = x_seq.float()
     mem0 = torch.zeros_like(x32[0]) if mem is None else mem.float()
@@ -70,3 +65,15 @@ def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = N
     else:
         spk, mem_seq = leaky_scan_torch(x32, mem0, beta, theta, g, p.spike_grad, mode)
     return spk.to(dtype), mem_seq
+
+
+def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = None, backend: str = "auto"):
+    """Run a leaky layer over ``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``.
+
+    Fused backends keep the membrane in float32 (also under bf16 autocast) and
+    return spikes in the input's dtype.
+    """
+    chosen = select_backend(x_seq, p, backend)
+    if chosen == "reference":
+        return leaky_sequence_reference(x_seq, p, mem)
+    return _fused_scan(chosen, x_seq, p, mem)
