@@ -10,6 +10,8 @@ indexing and state-dict keys), with a fast multi-step path: BNTT over
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
@@ -30,6 +32,7 @@ class _BatchNormTT(ThroughTime):
             bn.bias = None
         self.num_features = num_features
         self.affine = affine
+        self.synchronized = False  # set by bntt_snntorch.distributed.sync_batchnorm_tt
         self._register_load_state_dict_pre_hook(_rename_spikingjelly_keys)
 
     @property
@@ -68,7 +71,10 @@ class _BatchNormTT(ThroughTime):
         weight = torch.cat([bn.weight for bn in steps]) if self.affine else None
         running_mean = torch.cat([bn.running_mean for bn in steps])
         running_var = torch.cat([bn.running_var for bn in steps])
-        out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
+        if self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1:
+            out = _synced_batch_norm(flat, running_mean, running_var, weight, first.momentum, first.eps)
+        else:
+            out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
         if self.training:
             with torch.no_grad():
                 torch._foreach_copy_([bn.running_mean for bn in steps], list(running_mean.view(T, C)))
@@ -106,6 +112,27 @@ class BatchNormTT2d(_BatchNormTT):
     _norm = nn.BatchNorm2d
     _step_ranks = (4,)
     _step_shape = "(B, C, H, W)"
+
+
+def _synced_batch_norm(x, running_mean, running_var, weight, momentum, eps):
+    """Training-mode batch norm of ``x`` ``(B, C', ...)`` with statistics over all ranks
+    (SyncBatchNorm for the ``T*C`` channel view; gloo and NCCL). Updates the running statistics."""
+    dims = [0, *range(2, x.dim())]
+    count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
+    local = torch.cat([x.sum(dims), (x * x).sum(dims), count])
+    total = dist_fn.all_reduce(local)  # differentiable: the backward all-reduces the gradients
+    C = x.shape[1]
+    n = total[-1]
+    mean = total[:C] / n
+    var = total[C : 2 * C] / n - mean * mean
+    shape = (1, C) + (1,) * (x.dim() - 2)
+    out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+    if weight is not None:
+        out = out * weight.view(shape)
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
+    return out
 
 
 def _rename_spikingjelly_keys(state_dict, prefix, *args) -> None:

@@ -1,11 +1,19 @@
-"""Atomic checkpoint and file writes: a run killed at any moment leaves the last good file intact."""
+"""Atomic checkpoints, RNG state capture, and loading the newest readable checkpoint.
+
+A run killed at any moment leaves ``last.pt`` (and the one before it,
+``last.prev.pt``) intact: files are written to a temporary name, fsynced and
+renamed.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import tempfile
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -25,11 +33,50 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically."""
+def save_checkpoint(obj: dict, path: str | os.PathLike, keep_previous: bool = False) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically; with ``keep_previous`` the old file
+    becomes ``<name>.prev.pt`` first (the fallback if ``path`` is later found corrupt)."""
+    path = Path(path)
+    if keep_previous and path.exists():
+        os.replace(path, previous_path(path))
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def previous_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`."""
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_latest_good(path: str | os.PathLike, map_location="cpu") -> tuple[dict, Path]:
+    """Load ``path``; if it is unreadable (truncated, corrupt), warn and load ``<name>.prev.pt``."""
+    path = Path(path)
+    try:
+        return load_checkpoint(path, map_location), path
+    except Exception as err:
+        fallback = previous_path(path)
+        if not fallback.exists():
+            raise
+        warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); resuming from {fallback}",
+                      stacklevel=2)
+        return load_checkpoint(fallback, map_location), fallback
+
+
+def rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) generator states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

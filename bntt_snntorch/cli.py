@@ -20,15 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from . import encoding
-from .checkpoint import atomic_write, save_checkpoint
+from .analyze import add_analysis_args, analyze
+from .analysis import count_operations, gamma_curves
+from .checkpoint import atomic_write, load_latest_good, previous_path, rng_state, save_checkpoint, set_rng_state
 from .data import DatasetNotFoundError, build_datasets, list_datasets
-from .engine import evaluate, train_one_epoch
+from .distributed import all_reduce_sum, barrier, gather_generator_states, init_from_env, is_main, sync_batchnorm_tt
+from .engine import EpochProgress, evaluate, train_one_epoch
 from .models import create_model, list_models
 from .plots import plot_training_curves
 from .recipes import RECIPES, recipe_for
+from .runs import CheckpointError
+from .utils import tune_cpu_allocator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_s"]
@@ -76,12 +82,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-dir", "--output_dir", dest="output_dir", help="run folder (default runs/<dataset>-<arch>-<time>)")
     g.add_argument("--max-batches", "--max_batches", dest="max_batches", type=_positive(int), help="batches per epoch (short runs)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
+    g.add_argument("--resume", metavar="PATH|auto",
+                   help="continue from a checkpoint (auto: <output-dir>/last.pt if it exists)")
+    g.add_argument("--save-every", "--save_every", dest="save_every", type=_positive(int),
+                   help="also checkpoint every N training steps (mid-epoch)")
+    g.add_argument("--tensorboard", action="store_true", help="log to <output-dir>/tensorboard")
+    g.add_argument("--evaluate", metavar="RUN_OR_CHECKPOINT",
+                   help="analyse a trained run instead of training (see python -m bntt_snntorch.analyze --help)")
     g = p.add_argument_group("speed")
     g.add_argument("--amp", nargs="?", const="bf16", choices=["bf16", "fp16"],
                    help="mixed precision: bfloat16 autocast (CPU or GPU), or fp16 with a GradScaler (CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (first batches are slow)")
     g.add_argument("--channels-last", "--channels_last", dest="channels_last", action="store_true",
                    help="channels_last memory format for the convolutions")
+    add_analysis_args(p, positional=False)
     return p
 
 
@@ -111,6 +125,7 @@ class TrainConfig:
     amp: str | None
     compile: bool
     channels_last: bool
+    save_every: int | None
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -165,84 +180,219 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
-def main(args: argparse.Namespace) -> dict:
-    """Train as configured by ``args``; returns the final metrics (also printed)."""
-    cfg = resolve_config(args)
-    _seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
-    train_set, test_set, info = build_datasets(cfg.dataset, cfg.data_dir, cfg.download)
+def _build_model(cfg: TrainConfig, info, device, memory_format):
     model = create_model(
         cfg.arch, num_classes=info.num_classes, num_steps=cfg.num_steps, leak_mem=cfg.leak_mem,
         in_channels=info.in_channels, image_size=info.image_size,
-    ).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    )
+    return model.to(device).to(memory_format=memory_format)
+
+
+def _build_optimizer(cfg: TrainConfig, model):
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     milestones = sorted({max(1, int(f * cfg.num_epochs)) for f in cfg.lr_milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
 
-    loader_kwargs = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-    train_loader = DataLoader(
-        train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
-        generator=torch.Generator().manual_seed(cfg.seed), **loader_kwargs,
-    )
-    test_loader = DataLoader(test_set, shuffle=False, **loader_kwargs)
-    train_gen = torch.Generator(device).manual_seed(cfg.seed)
+
+def _train_loader(cfg: TrainConfig, train_set, epoch: int, rank: int, world: int, device):
+    """The loader of one epoch: its order (and the workers' augmentation seeds) depend only on
+    (seed, epoch), so a resumed run draws exactly the same batches. ``--batch_size`` is the
+    global batch, split over ``world`` processes."""
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    per_rank = cfg.batch_size // world
+    return DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=cfg.num_workers,
+                      drop_last=len(train_set) > cfg.batch_size, pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+
+
+def _resume_path(cfg: TrainConfig, resume: str | None) -> Path | None:
+    if resume is None:
+        return None
+    if resume != "auto":
+        return Path(resume)
+    candidate = Path(cfg.output_dir) / "last.pt"
+    return candidate if candidate.exists() or previous_path(candidate).exists() else None
+
+
+def _layer_stats(model, x_seq) -> list[dict]:
+    """Spike rate and mean BNTT gamma of every spiking layer (one batch)."""
+    gammas = {name.rsplit(".norm", 1)[0]: float(c.mean()) for name, c in gamma_curves(model).items()}
+    return [{"layer": op.name, "spike_rate": op.output_rate, "mean_gamma": gammas.get(op.name)}
+            for op in count_operations(model, x_seq) if op.output_rate is not None]
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train as configured by ``args``; returns the final metrics (also printed on rank 0)."""
+    cfg = resolve_config(args)
+    device = torch.device(cfg.device)
+    rank, world = init_from_env(device)
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch_size {cfg.batch_size} must divide evenly over {world} processes")
+    _seed_everything(cfg.seed)
+    train_set, test_set, info = build_datasets(cfg.dataset, cfg.data_dir, cfg.download)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = _build_model(cfg, info, device, memory_format)
+    optimizer, scheduler = _build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
-    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
-    speed = dict(amp=cfg.amp, memory_format=memory_format)
-
-    def train_encode(x):
-        return encoding.encode(x, cfg.num_steps, cfg.encode, train_gen)
-
+    train_gen = torch.Generator(device).manual_seed(cfg.seed * world + rank)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config_json = {**asdict(cfg), "git_commit": _git_commit(), "torch": torch.__version__, "command": sys.argv}
-    atomic_write(out / "config.json", lambda f: f.write(json.dumps(config_json, indent=2).encode()))
 
     rows: list[dict] = []
-    best_acc, best_epoch, train_seconds = -1.0, 0, 0.0
-    for epoch in range(1, cfg.num_epochs + 1):
+    best_acc, best_epoch, start_epoch, progress, step = -1.0, 0, 1, EpochProgress(), 0
+    resume_from = _resume_path(cfg, getattr(args, "resume", None))
+    if resume_from is not None:
+        ckpt, used = load_latest_good(resume_from)
+        _check_same_run(ckpt["config"], cfg, used)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        rows, best_acc, best_epoch = ckpt["rows"], ckpt["best_acc"], ckpt["best_epoch"]
+        start_epoch, progress, step = ckpt["epoch"], EpochProgress(**ckpt["progress"]), ckpt["step"]
+        set_rng_state(ckpt["rng"])
+        train_gen.set_state(ckpt["poisson_generator"][rank])
+        if is_main():
+            print(f"resumed from {used}: epoch {start_epoch}, batch {progress.batches}", flush=True)
+
+    if world > 1:
+        sync_batchnorm_tt(model)
+        train_model = DistributedDataParallel(model)
+    else:
+        train_model = model
+    train_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
+    speed = dict(amp=cfg.amp, memory_format=memory_format)
+    show = cfg.progress and is_main()
+    writer = _tensorboard(out) if (getattr(args, "tensorboard", False) and is_main()) else None
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        config_json = {**asdict(cfg), "git_commit": _git_commit(), "torch": torch.__version__, "command": sys.argv,
+                       "world_size": world}
+        atomic_write(out / "config.json", lambda f: f.write(json.dumps(config_json, indent=2).encode()))
+
+    def state(epoch: int, epoch_progress: EpochProgress) -> dict:
+        """Everything an exact resume needs; ``epoch`` is the epoch to run next (or to finish)."""
+        gens = gather_generator_states(train_gen, world)
+        return dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=None if scaler is None else scaler.state_dict(), epoch=epoch, step=step,
+                    progress=asdict(epoch_progress), rows=rows, best_acc=best_acc, best_epoch=best_epoch,
+                    rng=rng_state(), poisson_generator=gens, config=asdict(cfg))
+
+    def save(epoch, epoch_progress, best=False):
+        snapshot = state(epoch, epoch_progress)  # every rank joins the generator gather
+        if is_main():
+            save_checkpoint(snapshot, out / "last.pt", keep_previous=True)
+            if best:
+                save_checkpoint(snapshot, out / "best.pt")
+
+    def periodic_save(epoch):
+        def on_batch_end(p: EpochProgress):
+            nonlocal step
+            step += 1
+            if cfg.save_every and step % cfg.save_every == 0:
+                save(epoch, p)
+        return on_batch_end
+
+    test_loader = DataLoader(test_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    for epoch in range(start_epoch, cfg.num_epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(step_model, train_loader, optimizer, train_encode, device, cfg.max_batches,
-                             f"epoch {epoch}/{cfg.num_epochs}", cfg.progress, scaler=scaler, **speed)
+        loader = _train_loader(cfg, train_set, epoch, rank, world, device)
+        try:
+            train_one_epoch(train_model, loader, optimizer, lambda x: encoding.encode(x, cfg.num_steps, cfg.encode, train_gen),
+                            device, cfg.max_batches, f"epoch {epoch}/{cfg.num_epochs}", show, scaler=scaler,
+                            state=progress, on_batch_end=periodic_save(epoch), **speed)
+        except FloatingPointError as err:
+            kept = (f"the last good checkpoint is {out / 'last.pt'} (lower --lr and --resume it)" if (out / "last.pt").exists()
+                    else "no checkpoint was written yet (lower --lr)")
+            raise FloatingPointError(f"{err}; {kept}") from None
+        loss_sum, correct, seen = all_reduce_sum([progress.loss_sum, progress.correct, progress.seen], device)
+        tr = EpochProgress(progress.batches, loss_sum, int(correct), int(seen), progress.seconds).result()
         eval_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
-        te = evaluate(step_model, test_loader, lambda x: encoding.encode(x, cfg.num_steps, cfg.encode, eval_gen),
-                      device, cfg.max_batches, "test", cfg.progress, **speed)
+        eval_encode = lambda x: encoding.encode(x, cfg.num_steps, cfg.encode, eval_gen)  # noqa: E731
+        te = evaluate(model, test_loader, eval_encode, device, cfg.max_batches, "test", show, **speed)
         scheduler.step()
-        train_seconds += tr.seconds
         rows.append(dict(epoch=epoch, lr=lr, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=te.loss,
                          test_acc=te.accuracy, epoch_seconds=tr.seconds + te.seconds, samples_per_s=tr.samples_per_s))
-        _write_metrics(rows, out / "metrics.csv")
-        plot_training_curves(rows, out / "curves.png")
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                     scaler=None if scaler is None else scaler.state_dict(), epoch=epoch, config=asdict(cfg),
-                     metrics=rows[-1])
-        save_checkpoint(state, out / "last.pt")
-        if te.accuracy > best_acc:
+        progress = EpochProgress()
+        improved = te.accuracy > best_acc
+        if improved:
             best_acc, best_epoch = te.accuracy, epoch
-            save_checkpoint(state, out / "best.pt")
-        if cfg.progress:
-            print(f"epoch {epoch:3d}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {100 * tr.accuracy:.2f}%  "
-                  f"test loss {te.loss:.4f} acc {100 * te.accuracy:.2f}%  {tr.samples_per_s:.0f} img/s", flush=True)
+        save(epoch + 1, progress, best=improved)
+        if is_main():
+            _write_metrics(rows, out / "metrics.csv")
+            plot_training_curves(rows, out / "curves.png")
+            stats = _layer_stats(model, eval_encode(next(iter(test_loader))[0].to(device)))
+            _append_layer_stats(out / "layer_stats.csv", epoch, stats)
+            if writer is not None:
+                _log_tensorboard(writer, rows[-1], stats, model)
+            if cfg.progress:
+                print(f"epoch {epoch:3d}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {100 * tr.accuracy:.2f}%  "
+                      f"test loss {te.loss:.4f} acc {100 * te.accuracy:.2f}%  {tr.samples_per_s:.0f} img/s", flush=True)
+        barrier()
 
+    if is_main():
+        _write_metrics(rows, out / "metrics.csv")  # also when a finished run is resumed
+    train_seconds = sum(r["epoch_seconds"] for r in rows)
     final = dict(test_acc=rows[-1]["test_acc"], best_test_acc=best_acc, best_epoch=best_epoch,
                  train_seconds=train_seconds, output_dir=str(out))
-    print(f"final test accuracy {100 * final['test_acc']:.2f}% (best {100 * best_acc:.2f}% at epoch {best_epoch}); "
-          f"training time {train_seconds:.1f} s on {device}; results in {out}")
+    if is_main():
+        print(f"final test accuracy {100 * final['test_acc']:.2f}% (best {100 * best_acc:.2f}% at epoch {best_epoch}); "
+              f"training time {train_seconds:.1f} s on {device} x{world}; results in {out}")
+    if writer is not None:
+        writer.close()
     return final
+
+
+def _check_same_run(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    for key in ("arch", "dataset", "num_steps", "encode", "batch_size", "num_epochs"):
+        if saved[key] != getattr(cfg, key):
+            raise ConfigError(f"--resume {path}: the checkpoint has {key}={saved[key]!r}, this run asks for "
+                              f"{getattr(cfg, key)!r}; use the same flags or a new --output-dir")
+
+
+def _append_layer_stats(path: Path, epoch: int, stats: list[dict]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", "layer", "spike_rate", "mean_gamma"])
+        if new:
+            writer.writeheader()
+        writer.writerows({"epoch": epoch, **row} for row in stats)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _log_tensorboard(writer, row: dict, stats: list[dict], model) -> None:
+    epoch = row["epoch"]
+    for key in ("lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_s"):
+        writer.add_scalar(key, row[key], epoch)
+    for s in stats:
+        writer.add_scalar(f"spike_rate/{s['layer']}", s["spike_rate"], epoch)
+    for name, curve in gamma_curves(model).items():
+        writer.add_histogram(f"gamma/{name}", curve, epoch)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point: parse, train, and report user errors in one line (exit 2)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    tune_cpu_allocator()
     try:
-        main(args)
-    except (DatasetNotFoundError, ConfigError) as err:
+        if args.evaluate:
+            args.run = args.evaluate
+            analyze(args)
+        else:
+            main(args)
+    except (DatasetNotFoundError, ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:

@@ -28,11 +28,31 @@ class EpochResult:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class EpochProgress:
+    """Running sums of a training epoch; saved in mid-epoch checkpoints so a resumed epoch
+    reports the same loss and accuracy as an uninterrupted one."""
+
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    def result(self) -> EpochResult:
+        return EpochResult(self.loss_sum / max(self.seen, 1), self.correct / max(self.seen, 1), self.seen, self.seconds)
+
+
 def autocast(device: torch.device, amp: str | None):
     """``torch.autocast`` for ``amp`` in {None, "bf16", "fp16"} (fp16 only on CUDA)."""
     if amp is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _parameters_finite(optimizer: torch.optim.Optimizer) -> bool:
+    params = [p.detach() for group in optimizer.param_groups for p in group["params"]]
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all())
 
 
 def _batches(loader, max_batches: int | None, desc: str, show: bool):
@@ -52,22 +72,33 @@ def train_one_epoch(
     amp: str | None = None,
     scaler: torch.amp.GradScaler | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    state: EpochProgress | None = None,
+    on_batch_end: Callable[[EpochProgress], None] | None = None,
 ) -> EpochResult:
     """One pass over ``loader``: images ``(B, C, H, W)`` are encoded to ``(T, B, C, H, W)``
     and the model's logits ``(B, classes)`` trained with cross-entropy.
 
-    ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32."""
+    ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32.
+    ``state``: progress of this epoch so far (resuming mid-epoch: its first
+    ``state.batches`` batches are drawn and skipped, so the data order and
+    augmentation stay those of an uninterrupted run). ``on_batch_end`` is called
+    after every optimizer step (periodic checkpoints).
+    Raises ``FloatingPointError`` on a non-finite loss, before the step.
+    """
     model.train()
-    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    state = EpochProgress() if state is None else state
     bar = _batches(loader, max_batches, desc, progress)
-    for images, labels in bar:
+    start = time.perf_counter() - state.seconds
+    for index, (images, labels) in enumerate(bar):
+        if index < state.batches:
+            continue
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(encode(images))
             loss = F.cross_entropy(logits.float(), labels)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at batch {seen // max(len(labels), 1)}; lower --lr")
+            raise FloatingPointError(f"loss became {loss.item()} at batch {index} of the epoch")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -76,11 +107,17 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{100 * correct / seen:.1f}%")
-    return EpochResult(total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+        if not _parameters_finite(optimizer):
+            raise FloatingPointError(f"parameters became non-finite after the update at batch {index} of the epoch")
+        state.batches = index + 1
+        state.loss_sum += loss.item() * len(labels)
+        state.correct += (logits.argmax(1) == labels).sum().item()
+        state.seen += len(labels)
+        state.seconds = time.perf_counter() - start
+        bar.set_postfix(loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{100 * state.correct / state.seen:.1f}%")
+        if on_batch_end is not None:
+            on_batch_end(state)
+    return state.result()
 
 
 @torch.no_grad()

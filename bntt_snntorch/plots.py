@@ -24,3 +24,66 @@ def plot_training_curves(rows: list[dict], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_gamma_curves(curves: dict, mean_curve, exit_at: int | None, threshold: float | None, path) -> None:
+    """Mean BNTT gamma per step for each layer, the layer average, and the exit step (the paper's figure)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, alpha=0.6, lw=1, label=name)
+    ax.plot(range(1, len(mean_curve) + 1), mean_curve, "k-", lw=2.5, label="layer average")
+    if threshold is not None:
+        ax.axhline(threshold, color="r", ls=":", lw=1, label=f"exit threshold {threshold:g}")
+    if exit_at is not None:
+        ax.axvline(exit_at + 0.5, color="r", ls="--", lw=1, label=f"exit after step {exit_at}")
+    ax.set(xlabel="time step", ylabel="mean gamma", title="BNTT gamma over time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_steps(accuracy, exit_at: int | None, path, title="Accuracy vs exit step") -> None:
+    """Test accuracy when running 1..T steps, with the gamma-chosen exit step marked."""
+    steps = range(1, len(accuracy) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [100 * a for a in accuracy], "o-")
+    if exit_at is not None:
+        ax.axvline(exit_at, color="r", ls="--", label=f"gamma exit: {exit_at} steps, {100 * accuracy[exit_at - 1]:.2f}%")
+        ax.legend()
+    ax.set(xlabel="time steps run", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_spike_rates(rows: list[dict], path) -> None:
+    """Spike rate of each spiking layer (fraction of neurons firing per step)."""
+    layers = [r for r in rows if r.get("output_rate") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(range(len(layers)), [100 * r["output_rate"] for r in layers])
+    ax.set_xticks(range(len(layers)), [r["name"] for r in layers], rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="spike rate (% of neurons per step)", title="Spike rate per layer")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_energy(rows: list[dict], path) -> None:
+    """ANN vs SNN energy per layer (log scale) and the totals."""
+    layers = [r for r in rows if r["name"] != "total"]
+    total = next(r for r in rows if r["name"] == "total")
+    x = range(len(layers))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.bar([i - 0.2 for i in x], [r["ann_pj"] / 1e6 for r in layers], width=0.4, label=f"ANN (MACs), total {total['ann_pj'] / 1e6:.2f} uJ")
+    ax.bar([i + 0.2 for i in x], [r["snn_pj"] / 1e6 for r in layers], width=0.4, label=f"SNN (ACs), total {total['snn_pj'] / 1e6:.2f} uJ")
+    ax.set_xticks(list(x), [r["name"] for r in layers], rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="energy per image (uJ)", yscale="log", title="Energy per layer (45 nm: 4.6 pJ/MAC, 0.9 pJ/AC)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -124,3 +124,18 @@ def test_gammas_and_affine_false():
     y = bn(torch.randn(2, 8, 3))
     assert_close(y.mean(dim=1), torch.zeros(2, 3), atol=1e-5)
     assert BatchNormTT2d(3, 2).gammas.shape == (2, 3)
+
+
+def test_loads_a_real_spikingjelly_bntt_when_installed():
+    layer = pytest.importorskip("spikingjelly.activation_based.layer")
+    sj = layer.BatchNormThroughTime2d(3, 4, eps=1e-4)
+    with torch.no_grad():
+        for m in sj.bn_list:
+            m.weight.uniform_(0.5, 1.5)
+            m.running_mean.normal_()
+    ours = BatchNormTT2d(4, 3)
+    ours.load_state_dict(sj.state_dict())
+    sj.step_mode = "m"
+    sj.eval(), ours.eval()
+    x = torch.randn(3, 2, 4, 5, 5)
+    assert_close(ours(x), sj(x))

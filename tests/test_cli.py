@@ -32,7 +32,8 @@ def test_short_digits_run_writes_all_outputs(tmp_path):
     config = json.load(open(tmp_path / "config.json"))
     assert config["arch"] == "bntt_digits" and config["num_steps"] == 10
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
-    assert ckpt["epoch"] == 2 and "optimizer" in ckpt and "scheduler" in ckpt
+    assert ckpt["epoch"] == 3 and ckpt["step"] == 6 and ckpt["progress"]["batches"] == 0  # next epoch to run
+    assert {"optimizer", "scheduler", "rng", "poisson_generator", "rows"} <= set(ckpt)
     assert 0 <= final["test_acc"] <= 1
 
 

@@ -52,19 +52,15 @@ def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -
 
 @torch.compiler.disable
 def _fused_scan(chosen, x_seq, p: LeakyParams, mem):
-    dtype = x_seq.dtype
-    x32 = x_seq.float()
-    mem0 = torch.zeros_like(x32[0]) if mem is None else mem.float()
-    g = torch.as_tensor(p.graded_spikes_factor, dtype=torch.float32, device=x32.device)
+    mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem is None else mem.float()
+    g = torch.as_tensor(p.graded_spikes_factor, dtype=torch.float32, device=x_seq.device)
     beta, theta = p.beta.float(), p.threshold.float()
     mode = ScanMode.from_params(p)
     if chosen == "triton":
         from .triton_scan import leaky_scan_triton
 
-        spk, mem_seq = leaky_scan_triton(x32, mem0, beta, theta, g, p.spike_grad, mode)
-    else:
-        spk, mem_seq = leaky_scan_torch(x32, mem0, beta, theta, g, p.spike_grad, mode)
-    return spk.to(dtype), mem_seq
+        return leaky_scan_triton(x_seq, mem0, beta, theta, g, p.spike_grad, mode)
+    return leaky_scan_torch(x_seq, mem0, beta, theta, g, p.spike_grad, mode)
 
 
 def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = None, backend: str = "auto"):

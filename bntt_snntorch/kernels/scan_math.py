@@ -47,14 +47,14 @@ class ScanMode:
 def forward_step(x, m_prev, beta, theta, g, mode: ScanMode, h_out, m_out, spk_out) -> None:
     """One step without autograd, written into the ``(B, ...)`` views ``h_out``, ``m_out``, ``spk_out``."""
     if mode.delayed_reset:
-        r = (m_prev > theta).to(x.dtype)
+        r = (m_prev > theta).to(m_prev.dtype)
         if mode.reset == "subtract":
             torch.addcmul(x, beta, m_prev, out=h_out).sub_(r * theta)
         else:
             torch.addcmul(x, beta, (1 - r) * m_prev, out=h_out)
     else:
         torch.addcmul(x, beta, m_prev, out=h_out)
-    fired = (h_out > theta).to(x.dtype)
+    fired = (h_out > theta).to(h_out.dtype)
     torch.mul(fired, g, out=spk_out)
     if mode.same_step_reset == "none":
         m_out.copy_(h_out)

@@ -25,13 +25,17 @@ class LeakyScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, mem0, beta, theta, g, surrogate: Surrogate, mode: ScanMode):
         beta_c = beta.clamp(0, 1)
-        h_seq, mem_seq, spk_seq = torch.empty_like(x_seq), torch.empty_like(x_seq), torch.empty_like(x_seq)
+        # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in float32,
+        # spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
+        h_seq = torch.empty(x_seq.shape, dtype=mem0.dtype, device=x_seq.device)
+        mem_seq = torch.empty_like(h_seq)
+        spk_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
         m = mem0
         for t in range(x_seq.shape[0]):
             forward_step(x_seq[t], m, beta_c, theta, g, mode, h_seq[t], mem_seq[t], spk_seq[t])
             m = mem_seq[t]
         ctx.save_for_backward(h_seq, mem_seq, mem0, beta, theta, g)
-        ctx.surrogate, ctx.mode = surrogate, mode
+        ctx.surrogate, ctx.mode, ctx.x_dtype = surrogate, mode, x_seq.dtype
         return spk_seq, mem_seq
 
     @staticmethod
@@ -39,7 +43,7 @@ class LeakyScan(torch.autograd.Function):
         h_seq, mem_seq, mem0, beta, theta, g = ctx.saved_tensors
         need_beta, need_theta = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         beta_c = beta.clamp(0, 1)
-        grad_x = torch.empty_like(h_seq)
+        grad_x = torch.empty(h_seq.shape, dtype=ctx.x_dtype, device=h_seq.device)
         carry = d_beta = d_theta = None
         for t in reversed(range(h_seq.shape[0])):
             m_prev = mem_seq[t - 1] if t > 0 else mem0

@@ -85,7 +85,7 @@ if triton is not None:
         mem_ptr += offs
         h_ptr += offs
         for _ in range(T):
-            x = tl.load(x_ptr, mask=mask, other=0.0)
+            x = tl.load(x_ptr, mask=mask, other=0.0).to(tl.float32)
             r = tl.where(m - theta > 0, 1.0, 0.0)
             if DELAYED:
                 if RESET == 0:
@@ -152,7 +152,7 @@ if triton is not None:
             r = tl.where(m_prev - theta > 0, 1.0, 0.0)
             fire_grad = carry * 0.0
             if HAS_GS:
-                fire_grad = tl.load(gs_ptr, mask=mask, other=0.0) * g * slope
+                fire_grad = tl.load(gs_ptr, mask=mask, other=0.0).to(tl.float32) * g * slope
             d_theta = -fire_grad
             if SAME == 1:
                 if RESET == 0:
@@ -199,12 +199,13 @@ class LeakyScanTriton(torch.autograd.Function):
         x = x_seq.contiguous()
         T, N = x.shape[0], x[0].numel()
         m0 = mem0.contiguous()
-        spk, mem, h = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+        spk = torch.empty_like(x)  # the input's dtype; membrane and h in float32
+        mem, h = torch.empty_like(x, dtype=torch.float32), torch.empty_like(x, dtype=torch.float32)
         beta_, theta_, g_ = (v.reshape(1).contiguous() for v in (beta, theta, g))
         grid = (triton.cdiv(N, BLOCK),)
         _forward_kernel[grid](x, m0, spk, mem, h, beta_, theta_, g_, T, N, BLOCK=BLOCK, **_mode_args(mode))
         ctx.save_for_backward(h, mem, m0, beta, theta, g)
-        ctx.surrogate, ctx.mode = surrogate, mode
+        ctx.surrogate, ctx.mode, ctx.x_dtype = surrogate, mode, x.dtype
         return spk, mem
 
     @staticmethod
@@ -212,7 +213,7 @@ class LeakyScanTriton(torch.autograd.Function):
         h, mem, m0, beta, theta, g = ctx.saved_tensors
         T, N = h.shape[0], h[0].numel()
         programs = triton.cdiv(N, BLOCK)
-        grad_x, grad_m0 = torch.empty_like(h), torch.empty_like(m0)
+        grad_x, grad_m0 = torch.empty_like(h, dtype=ctx.x_dtype), torch.empty_like(m0)
         part_beta = torch.empty(programs, device=h.device, dtype=torch.float32)
         part_theta = torch.empty_like(part_beta)
         surr, a, b = _surrogate_args(ctx.surrogate)
@@ -234,6 +235,6 @@ class LeakyScanTriton(torch.autograd.Function):
 
 
 def leaky_scan_triton(x_seq, mem0, beta, theta, g, surrogate, mode: ScanMode):
-    """``(spk_seq, mem_seq)`` for float32 ``x_seq`` ``(T, B, ...)`` on CUDA."""
+    """``(spk_seq, mem_seq)`` for ``x_seq`` ``(T, B, ...)`` on CUDA (spikes in its dtype, membrane float32)."""
     return LeakyScanTriton.apply(x_seq, mem0, beta, theta, g, surrogate, mode)
 

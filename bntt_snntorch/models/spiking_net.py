@@ -42,6 +42,19 @@ class SpikingNet(nn.Module):
         self._check_input(x_seq)
         return self.classifier(self.features(x_seq).mean(0))
 
+    def forward_steps(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Logits after each step: ``(T, B, C, H, W)`` -> ``(T, B, classes)``.
+
+        Entry ``t`` is what :meth:`forward` returns for the first ``t + 1``
+        steps (every layer is causal and BNTT step ``t`` uses its own
+        statistics), computed in one multi-step pass.
+        """
+        self._check_input(x_seq)
+        spikes = self.features(x_seq)
+        steps = torch.arange(1, x_seq.shape[0] + 1, device=x_seq.device, dtype=spikes.dtype)
+        running_mean = spikes.cumsum(0) / steps.view(-1, *([1] * (spikes.dim() - 1)))
+        return self.classifier(running_mean)
+
     def step(self, x: torch.Tensor, t: int, state: list | None = None):
         """Step ``t`` of ``(B, C, H, W)`` -> ``(readout (B, classes), state)``."""
         state = [None] * len(self.features) if state is None else state

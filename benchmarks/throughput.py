@@ -1,0 +1,447 @@
+"""Training and inference throughput of BNTT VGG9 written five ways, plus a Linear+LIF shape.
+
+    python benchmarks/throughput.py                      # CPU defaults: batch 16, T=25
+    python benchmarks/throughput.py --batch-size 256     # the GPU setting
+
+Variants (same layer sizes):
+  a  snnTorch-native per-step loop: snn.Leaky + snn.BatchNormTT2d, the way an snnTorch user writes it
+  b  the original BNTT code's formulation (per-step loop, membrane lists, mask reset), transcribed
+  c  ours, multi-step (bntt_snntorch.create_model("vgg9"))
+  d  ours + bf16 autocast + torch.compile
+  e  the ceiling: the same net as a ReLU ANN over the (T*B) batch (BatchNorm over all steps)
+  f  SpikingJelly's BNTT + LIF, multi-step (its default backend; cupy on CUDA for SpikingJelly < 2.0),
+     when spikingjelly is installed (pip install -e '.[bench]')
+  on-*  the Open Neuromorphic benchmark's shape: Linear + LIF, batch 16, T=500 (16k neurons on GPU)
+
+Each row runs in its own process (peak memory is per row: max RSS on CPU, max allocated on
+CUDA). Times are the median of --iters after --warmup. Writes benchmarks/results/<device>.md
+and .json with the device, torch version and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+VGG9 = [64, 64, "A", 128, 128, "A", 256, 256, 256, "A"]
+
+
+# ----------------------------------------------------------------------------- (a) snnTorch-native
+class SnnTorchVGG9(nn.Module):
+    """VGG9 as an snnTorch user writes it: per-step loop, snn.Leaky, snn.BatchNormTT2d."""
+
+    def __init__(self, num_steps, num_classes=10, image_size=32, beta=0.95):
+        import snntorch as snn
+
+        from bntt_snntorch import surrogate
+
+        super().__init__()
+        self.num_steps = num_steps
+        self.convs, self.bntts, self.lifs, self.pool_after = nn.ModuleList(), nn.ModuleList(), nn.ModuleList(), set()
+        channels = 3
+        for item in VGG9:
+            if item == "A":
+                self.pool_after.add(len(self.convs) - 1)
+                continue
+            self.convs.append(nn.Conv2d(channels, item, 3, padding=1, bias=False))
+            self.bntts.append(snn.BatchNormTT2d(item, num_steps, eps=1e-4))
+            self.lifs.append(snn.Leaky(beta=beta, spike_grad=surrogate.bntt_triangle()))
+            channels = item
+        self.fc1 = nn.Linear(256 * (image_size // 8) ** 2, 1024, bias=False)
+        self.bntt_fc = snn.BatchNormTT1d(1024, num_steps, eps=1e-4)
+        self.lif_fc = snn.Leaky(beta=beta, spike_grad=surrogate.bntt_triangle())
+        self.fc2 = nn.Linear(1024, num_classes, bias=False)
+
+    def forward(self, x_seq):
+        mems = [lif.init_leaky() for lif in self.lifs]
+        mem_fc = self.lif_fc.init_leaky()
+        out = 0
+        for t in range(x_seq.shape[0]):
+            h = x_seq[t]
+            for i, (conv, bntt, lif) in enumerate(zip(self.convs, self.bntts, self.lifs)):
+                h, mems[i] = lif(bntt[t](conv(h)), mems[i])
+                if i in self.pool_after:
+                    h = F.avg_pool2d(h, 2)
+            h, mem_fc = self.lif_fc(self.bntt_fc[t](self.fc1(h.flatten(1))), mem_fc)
+            out = out + self.fc2(h)
+        return out / x_seq.shape[0]
+
+
+# ----------------------------------------------------------------------------- (b) original code
+class _SpikeAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        out = torch.zeros_like(x)
+        out[x > 0] = 1.0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 0.3 * F.threshold(1.0 - torch.abs(x), 0, 0)
+
+
+class OriginalVGG9(nn.Module):
+    """The BNTT repository's forward, transcribed (membrane lists, SpikeAct, mask reset)."""
+
+    def __init__(self, num_steps, num_classes=10, image_size=32, leak_mem=0.95):
+        super().__init__()
+        self.num_steps, self.leak_mem, self.image_size = num_steps, leak_mem, image_size
+        self.conv_list, self.bntt_list, self.pool_list = nn.ModuleList(), nn.ModuleList(), []
+        channels = 3
+        for item in VGG9:
+            if item == "A":
+                self.pool_list[-1] = nn.AvgPool2d(2)
+                continue
+            self.conv_list.append(nn.Conv2d(channels, item, 3, padding=1, bias=False))
+            bntt = nn.ModuleList([nn.BatchNorm2d(item, eps=1e-4, momentum=0.1) for _ in range(num_steps)])
+            for bn in bntt:
+                bn.bias = None
+            self.bntt_list.append(bntt)
+            self.pool_list.append(False)
+            channels = item
+        self.fc1 = nn.Linear((image_size // 8) ** 2 * 256, 1024, bias=False)
+        self.bntt_fc = nn.ModuleList([nn.BatchNorm1d(1024, eps=1e-4, momentum=0.1) for _ in range(num_steps)])
+        for bn in self.bntt_fc:
+            bn.bias = None
+        self.fc2 = nn.Linear(1024, num_classes, bias=False)
+
+    def forward(self, inp):
+        batch_size, device = inp.size(1), inp.device
+        sizes = []
+        size = self.image_size
+        for conv, pool in zip(self.conv_list, self.pool_list):
+            sizes.append((conv.out_channels, size))
+            size = size // 2 if pool else size
+        mem_conv_list = [torch.zeros(batch_size, c, s, s, device=device) for c, s in sizes]
+        mem_fc1 = torch.zeros(batch_size, 1024, device=device)
+        mem_fc2 = torch.zeros(batch_size, self.fc2.out_features, device=device)
+        for t in range(inp.shape[0]):
+            out_prev = inp[t]
+            for i in range(len(self.conv_list)):
+                mem_conv_list[i] = self.leak_mem * mem_conv_list[i] + self.bntt_list[i][t](self.conv_list[i](out_prev))
+                mem_thr = mem_conv_list[i] / 1.0 - 1.0
+                out = _SpikeAct.apply(mem_thr)
+                rst = torch.zeros_like(mem_conv_list[i])
+                rst[mem_thr > 0] = 1.0
+                mem_conv_list[i] = mem_conv_list[i] - rst
+                out_prev = out.clone()
+                if self.pool_list[i] is not False:
+                    out_prev = self.pool_list[i](out_prev)
+            out_prev = out_prev.reshape(batch_size, -1)
+            mem_fc1 = self.leak_mem * mem_fc1 + self.bntt_fc[t](self.fc1(out_prev))
+            mem_thr = mem_fc1 / 1.0 - 1.0
+            out = _SpikeAct.apply(mem_thr)
+            rst = torch.zeros_like(mem_fc1)
+            rst[mem_thr > 0] = 1.0
+            mem_fc1 = mem_fc1 - rst
+            mem_fc2 = mem_fc2 + self.fc2(out.clone())
+        return mem_fc2 / self.num_steps
+
+
+# ----------------------------------------------------------------------------- (e) ReLU ceiling
+class ReLUVGG9(nn.Module):
+    """The ceiling: the same layers as a ReLU ANN over the (T*B) batch."""
+
+    def __init__(self, num_steps, num_classes=10, image_size=32):
+        super().__init__()
+        layers, channels = [], 3
+        for item in VGG9:
+            if item == "A":
+                layers.append(nn.AvgPool2d(2))
+            else:
+                layers += [nn.Conv2d(channels, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
+                channels = item
+        layers += [nn.Flatten(), nn.Linear(256 * (image_size // 8) ** 2, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.fc2 = nn.Linear(1024, num_classes, bias=False)
+
+    def forward(self, x_seq):
+        T, B = x_seq.shape[:2]
+        return self.fc2(self.body(x_seq.flatten(0, 1)).unflatten(0, (T, B)).mean(0))
+
+
+# ----------------------------------------------------------------------------- (f) SpikingJelly
+def spikingjelly_vgg9(num_steps, num_classes=10, image_size=32):
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    def lif():  # soft reset, detached, leak 0.95 (tau = 20, no input decay), SpikingJelly's default surrogate
+        kwargs = dict(tau=1 / (1 - 0.95), decay_input=False, v_reset=None, detach_reset=True)
+        if "backend" in neuron.LIFNode.__init__.__code__.co_varnames:  # SpikingJelly < 2.0
+            kwargs["backend"] = "cupy" if torch.cuda.is_available() else "torch"
+        return neuron.LIFNode(**kwargs)
+
+    layers, channels = [], 3
+    for item in VGG9:
+        if item == "A":
+            layers.append(layer.AvgPool2d(2))
+        else:
+            layers += [
+                layer.Conv2d(channels, item, 3, padding=1, bias=False),
+                layer.BatchNormThroughTime2d(num_steps, item, eps=1e-4),
+                lif(),
+            ]
+            channels = item
+    layers += [layer.Flatten(), layer.Linear(256 * (image_size // 8) ** 2, 1024, bias=False),
+               layer.BatchNormThroughTime1d(num_steps, 1024, eps=1e-4),
+               lif(),
+               layer.Linear(1024, num_classes, bias=False)]
+    net = nn.Sequential(*layers)
+    functional.set_step_mode(net, "m")
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x_seq):
+            functional.reset_net(self.net)
+            return self.net(x_seq).mean(0)
+
+    return Wrapped()
+
+
+# ----------------------------------------------------------------------------- Linear + LIF
+class LinearLIFSnnTorch(nn.Module):
+    def __init__(self, n):
+        import snntorch as snn
+
+        from bntt_snntorch import surrogate
+
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.lif = snn.Leaky(beta=0.9, spike_grad=surrogate.atan())
+
+    def forward(self, x_seq):
+        mem, out = self.lif.init_leaky(), []
+        for x in x_seq:
+            spk, mem = self.lif(self.fc(x), mem)
+            out.append(spk)
+        return torch.stack(out).mean(0)
+
+
+class LinearLIFOurs(nn.Module):
+    def __init__(self, n):
+        from bntt_snntorch import MultiStepLeaky
+
+        super().__init__()
+        self.fc = nn.Linear(n, n)
+        self.lif = MultiStepLeaky(0.9)
+
+    def forward(self, x_seq):
+        return self.lif(self.fc(x_seq))[0].mean(0)
+
+
+# ----------------------------------------------------------------------------- measurement
+ROWS = {
+    # name: (label, builder, amp, compile)
+    "a": ("(a) snnTorch per-step loop", "snntorch", None, False),
+    "a-bf16": ("(a) snnTorch per-step loop, bf16 autocast", "snntorch", "bf16", False),
+    "b": ("(b) original BNTT code", "original", None, False),
+    "c": ("(c) ours, multi-step", "ours", None, False),
+    "c-bf16": ("(c) ours, multi-step, bf16 autocast", "ours", "bf16", False),
+    "d": ("(d) ours + bf16 autocast + compile", "ours", "bf16", True),
+    "e": ("(e) ceiling: ReLU ANN over T*B", "relu", None, False),
+    "e-bf16": ("(e) ceiling: ReLU ANN over T*B, bf16 autocast", "relu", "bf16", False),
+    "f": ("(f) SpikingJelly BNTT + LIF, multi-step", "spikingjelly", None, False),
+    "on-a": ("Linear+LIF: snnTorch per-step loop", "on-snntorch", None, False),
+    "on-c": ("Linear+LIF: ours, MultiStepLeaky", "on-ours", None, False),
+}
+
+
+def build(kind, args):
+    from bntt_snntorch import create_model
+
+    if kind == "snntorch":
+        return SnnTorchVGG9(args.num_steps)
+    if kind == "original":
+        return OriginalVGG9(args.num_steps)
+    if kind == "ours":
+        return create_model("vgg9", num_steps=args.num_steps)
+    if kind == "relu":
+        return ReLUVGG9(args.num_steps)
+    if kind == "spikingjelly":
+        return spikingjelly_vgg9(args.num_steps)
+    if kind == "on-snntorch":
+        return LinearLIFSnnTorch(args.on_neurons)
+    return LinearLIFOurs(args.on_neurons)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_time(fn, device, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_row(row: str, args) -> dict:
+    """Time one row in this process: train step (fwd+bwd+SGD) and inference."""
+    label, kind, amp, compile_ = ROWS[row]
+    device = torch.device(args.device)
+    if not args.default_allocator:
+        from bntt_snntorch.utils import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    torch.manual_seed(0)
+    model = build(kind, args).to(device)
+    run = torch.compile(model, dynamic=False) if compile_ else model
+    linear = kind.startswith("on-")
+    T, B = (args.on_steps, args.on_batch) if linear else (args.num_steps, args.batch_size)
+    shape = (T, B, args.on_neurons) if linear else (T, B, 3, 32, 32)
+    x = (torch.rand(shape, device=device) < 0.2).float()
+    labels = torch.randint(0, args.on_neurons if linear else 10, (B,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else torch.enable_grad
+
+    def train_step():
+        with ctx():
+            loss = F.cross_entropy(run(x).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer():
+        with ctx():
+            run(x)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    model.train()
+    train_s = _median_time(train_step, device, args.warmup, args.iters)
+    train_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    model.eval()
+    infer_s = _median_time(infer, device, args.warmup, args.iters)
+    peak = train_peak if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    result = dict(row=row, label=label, batch=B, steps=T, train_s=train_s, infer_s=infer_s,
+                  train_img_s=B / train_s, infer_img_s=B / infer_s, peak_mem_mib=peak / 2**20,
+                  peak_kind="max allocated (CUDA)" if device.type == "cuda"
+                  else "growth of the process's max RSS over the run (model and libraries excluded)")
+    if args.profile:
+        model.train()
+        with torch.profiler.profile() as prof:
+            train_step()
+        result["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    return result
+
+
+def device_name(device: torch.device) -> tuple[str, str]:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+                     platform.processor())
+        name = f"{model}, {torch.get_num_threads()} threads"
+    slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return name, slug
+
+
+def write_results(results, args, out_dir: Path):
+    device = torch.device(args.device)
+    name, slug = device_name(device)
+    slug += "-default-allocator" if args.default_allocator and device.type == "cpu" else ""
+    command = "python benchmarks/throughput.py " + " ".join(sys.argv[1:])
+    by = {r["row"]: r for r in results if "error" not in r}
+    ratios = {}
+    for num, den, key in [("c", "a", "c/a fp32"), ("c-bf16", "a-bf16", "c/a bf16"), ("d", "a-bf16", "d/a bf16"),
+                          ("d", "a", "d/a"), ("c", "e", "c/e fp32"), ("c-bf16", "e-bf16", "c/e bf16"),
+                          ("c", "b", "c/b"), ("c", "f", "c/f"), ("on-c", "on-a", "Linear+LIF ours/snnTorch")]:
+        if num in by and den in by:
+            ratios[key] = by[num]["train_img_s"] / by[den]["train_img_s"]
+    meta = dict(device=name, torch=torch.__version__, command=command, date=time.strftime("%Y-%m-%d"),
+                python=platform.python_version())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{slug}.json").write_text(json.dumps(dict(meta=meta, results=results, train_ratios=ratios), indent=2))
+    lines = [f"# Throughput on {name}", "", f"- torch {torch.__version__}, Python {meta['python']}, {meta['date']}",
+             f"- command: `{command}`", "- train = forward + backward + SGD step; median of "
+             f"{args.iters} after {args.warmup} warm-up; peak memory: {results[0].get('peak_kind', '')}",
+             "- allocator: " + ("glibc defaults" if args.default_allocator else
+                                "bntt_snntorch.utils.tune_cpu_allocator() in every row (as train.py does)"), "",
+             "| variant | batch | T | train img/s | inference img/s | peak MiB |", "|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {ROWS[r['row']][0]} | – | – | not run: {r['error']} | | |")
+        else:
+            lines.append(f"| {r['label']} | {r['batch']} | {r['steps']} | {r['train_img_s']:.1f} | "
+                         f"{r['infer_img_s']:.1f} | {r['peak_mem_mib']:.0f} |")
+    lines += ["", "Train-step speed ratios:", ""] + [f"- {k}: **{v:.2f}x**" for k, v in ratios.items()]
+    for r in results:
+        if "profile" in r:
+            lines += ["", f"Profile of one train step, {r['label']}:", "", "```", r["profile"], "```"]
+    (out_dir / f"{slug}.md").write_text("\n".join(lines) + "\n")
+    return out_dir / f"{slug}.md"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=256 if torch.cuda.is_available() else 16)
+    p.add_argument("--num-steps", type=int, default=25)
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows: " + ",".join(ROWS))
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--on-neurons", type=int, default=16384 if torch.cuda.is_available() else 2048)
+    p.add_argument("--on-steps", type=int, default=500)
+    p.add_argument("--on-batch", type=int, default=16)
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc malloc as is (default: bntt_snntorch.utils.tune_cpu_allocator() for every row)")
+    p.add_argument("--profile", action="store_true", help="add a torch.profiler table of one train step per row")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--single", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.single:
+        print(json.dumps(measure_row(args.single, args)))
+        return
+    results = []
+    forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+    for row in args.rows.split(","):
+        if row == "f":
+            try:
+                import spikingjelly  # noqa: F401
+            except ImportError:
+                results.append(dict(row=row, error="spikingjelly not installed (pip install -e '.[bench]')"))
+                print(f"{row}: skipped, spikingjelly not installed", flush=True)
+                continue
+        proc = subprocess.run([sys.executable, __file__, *forwarded, "--single", row], capture_output=True, text=True)
+        if proc.returncode != 0:
+            results.append(dict(row=row, error=proc.stderr.strip().splitlines()[-1][:200] if proc.stderr else "failed"))
+            print(f"{row}: failed: {results[-1]['error']}", flush=True)
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(f"{r['label']:<48} train {r['train_img_s']:8.1f} img/s   inference {r['infer_img_s']:8.1f} img/s   "
+              f"peak {r['peak_mem_mib']:.0f} MiB", flush=True)
+    path = write_results(results, args, Path(args.out))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Finding a training run's checkpoint and rebuilding its model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .data import dataset_info
+from .models import create_model
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing or is not a bntt_snntorch training checkpoint."""
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else ``best.pt`` (or ``last.pt``) in the run folder ``path``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"no checkpoint at {path}: expected a .pt file or a run folder with best.pt or last.pt")
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu"):
+    """``(model, config dict, checkpoint path)`` of a run folder or checkpoint file."""
+    ckpt_path = find_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+    except Exception as err:  # truncated or not a torch file
+        raise CheckpointError(f"cannot read {ckpt_path}: {err}") from None
+    if "config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{ckpt_path} is not a bntt_snntorch training checkpoint (no 'config' / 'model' entries)")
+    cfg = ckpt["config"]
+    info = dataset_info(cfg["dataset"])
+    model = create_model(cfg["arch"], num_classes=info.num_classes, num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"],
+                         in_channels=info.in_channels, image_size=info.image_size)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, ckpt_path
