@@ -364,6 +364,32 @@ def device_name(device: torch.device) -> tuple[str, str]:
     return name, slug
 
 
+def check_targets(by: dict, device_type: str) -> list[str]:
+    """The issue's targets, each 'met' or 'MISSED by X%' (ratios of train images/s)."""
+    def ratio(a, b):
+        return by[a]["train_img_s"] / by[b]["train_img_s"] if a in by and b in by else None
+
+    if device_type == "cpu":
+        wanted = [("ours >= 1.3x (a), both under bf16 autocast", ratio("c-bf16", "a-bf16"), 1.3),
+                  ("ours fp32 not slower than (a)", ratio("c", "a"), 1.0)]
+    else:
+        wanted = [("ours >= 10x (a)", ratio("c", "a"), 10.0),
+                  ("ours within 1.3x of the ReLU ceiling (e)", ratio("c", "e"), 1 / 1.3),
+                  ("ours faster than SpikingJelly (f)", ratio("c", "f"), 1.0)]
+        if "c" in by and "a" in by:
+            mem = by["a"]["peak_mem_mib"] / by["c"]["peak_mem_mib"]
+            wanted.append(("peak memory <= (a)", mem, 1.0))
+    lines = []
+    for text, value, goal in wanted:
+        if value is None:
+            lines.append(f"{text}: not measured")
+        elif value >= goal:
+            lines.append(f"{text}: met ({value:.2f} vs {goal:.2f})")
+        else:
+            lines.append(f"{text}: MISSED by {100 * (1 - value / goal):.0f}% ({value:.2f} vs {goal:.2f}); see the profiles below")
+    return lines
+
+
 def write_results(results, args, out_dir: Path):
     device = torch.device(args.device)
     name, slug = device_name(device)
@@ -393,6 +419,7 @@ def write_results(results, args, out_dir: Path):
             lines.append(f"| {r['label']} | {r['batch']} | {r['steps']} | {r['train_img_s']:.1f} | "
                          f"{r['infer_img_s']:.1f} | {r['peak_mem_mib']:.0f} |")
     lines += ["", "Train-step speed ratios:", ""] + [f"- {k}: **{v:.2f}x**" for k, v in ratios.items()]
+    lines += ["", "Targets (issue 4):", ""] + [f"- {t}" for t in check_targets(by, device.type)]
     for r in results:
         if "profile" in r:
             lines += ["", f"Profile of one train step, {r['label']}:", "", "```", r["profile"], "```"]
@@ -415,8 +442,14 @@ def main(argv=None):
                    help="leave glibc malloc as is (default: bntt_snntorch.utils.tune_cpu_allocator() for every row)")
     p.add_argument("--profile", action="store_true", help="add a torch.profiler table of one train step per row")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--from-json", help="rewrite the .md of an existing results .json (no measuring)")
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        sys.argv = saved["meta"]["command"].split()[1:]
+        print(f"wrote {write_results(saved['results'], p.parse_args(sys.argv[1:]), Path(args.out))}")
+        return
     if args.single:
         print(json.dumps(measure_row(args.single, args)))
         return

@@ -30,10 +30,10 @@ from .checkpoint import atomic_write, load_latest_good, previous_path, rng_state
 from .data import DatasetNotFoundError, build_datasets, list_datasets
 from .distributed import all_reduce_sum, barrier, gather_generator_states, init_from_env, is_main, sync_batchnorm_tt
 from .engine import EpochProgress, evaluate, train_one_epoch
-from .models import create_model, list_models
+from .models import list_models
 from .plots import plot_training_curves
 from .recipes import RECIPES, recipe_for
-from .runs import CheckpointError
+from .runs import CheckpointError, build_model
 from .utils import tune_cpu_allocator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("BNTT seed flags")
     g.add_argument("--num_steps", "--num-steps", "--T", dest="num_steps", type=_positive(int), help="time steps T")
     g.add_argument("--lr", type=_positive(float), help="initial learning rate")
-    g.add_argument("--arch", choices=list_models(), help="model name")
+    g.add_argument("--arch", choices=sorted({*list_models(), *RECIPES["rate-vs-direct"]["arch_names"]}),
+                   help="model name (mlp / vgg5 / vgg9 with --recipe rate-vs-direct: that work's nets)")
     g.add_argument("--dataset", choices=list_datasets(), default="digits", help="data set")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=_positive(int), help="images per batch")
     g.add_argument("--leak_mem", "--leak-mem", dest="leak_mem", type=float, help="membrane leak (beta) in [0, 1]")
@@ -133,8 +134,11 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     recipe = recipe_for(args.dataset, args.recipe)
     values = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}
     for key, default in recipe.items():
-        if values.get(key) is None:
+        if key in values and values[key] is None:
             values[key] = default
+    values["arch"] = recipe.get("arch_names", {}).get(values["arch"], values["arch"])
+    if values["arch"] not in list_models():
+        raise ConfigError(f"--arch {values['arch']} is a net of the rate-vs-direct work: add --recipe rate-vs-direct")
     if not 0.0 <= values["leak_mem"] <= 1.0:
         raise ConfigError(f"--leak_mem must be in [0, 1], got {values['leak_mem']}")
     if values["num_workers"] < 0:
@@ -180,12 +184,8 @@ def _write_metrics(rows: list[dict], path: Path) -> None:
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
-def _build_model(cfg: TrainConfig, info, device, memory_format):
-    model = create_model(
-        cfg.arch, num_classes=info.num_classes, num_steps=cfg.num_steps, leak_mem=cfg.leak_mem,
-        in_channels=info.in_channels, image_size=info.image_size,
-    )
-    return model.to(device).to(memory_format=memory_format)
+def _build_model(cfg: TrainConfig, device, memory_format):
+    return build_model(asdict(cfg)).to(device).to(memory_format=memory_format)
 
 
 def _build_optimizer(cfg: TrainConfig, model):
@@ -233,9 +233,9 @@ def main(args: argparse.Namespace) -> dict:
     if cfg.batch_size % world:
         raise ConfigError(f"--batch_size {cfg.batch_size} must divide evenly over {world} processes")
     _seed_everything(cfg.seed)
-    train_set, test_set, info = build_datasets(cfg.dataset, cfg.data_dir, cfg.download)
+    train_set, test_set, _ = build_datasets(cfg.dataset, cfg.data_dir, cfg.download)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = _build_model(cfg, info, device, memory_format)
+    model = _build_model(cfg, device, memory_format)
     optimizer, scheduler = _build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
     train_gen = torch.Generator(device).manual_seed(cfg.seed * world + rank)

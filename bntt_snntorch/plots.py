@@ -87,3 +87,30 @@ def plot_energy(rows: list[dict], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_coding_comparison(rows: list[dict], eps_list, path_steps, path_eps) -> None:
+    """Clean accuracy vs T, and FGSM / PGD accuracy vs eps at the largest T, per coding."""
+    codings = sorted({r["coding"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for coding in codings:
+        rs = sorted((r for r in rows if r["coding"] == coding), key=lambda r: r["T"])
+        ax.plot([r["T"] for r in rs], [100 * r["clean_acc"] for r in rs], "o-", label=coding)
+    ax.set(xlabel="time steps T", ylabel="clean test accuracy (%)", title="Accuracy vs time steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path_steps, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for coding, marker in zip(codings, "os"):
+        r = max((r for r in rows if r["coding"] == coding), key=lambda r: r["T"])
+        ax.plot(eps_list, [100 * r[f"fgsm_{e:g}"] for e in eps_list], marker + "-", label=f"{coding}, FGSM (T={r['T']})")
+        ax.plot(eps_list, [100 * r[f"pgd_{e:g}"] for e in eps_list], marker + "--", label=f"{coding}, PGD (T={r['T']})")
+    ax.set(xlabel="eps (pixel units)", ylabel="accuracy under attack (%)", title="Robustness")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path_eps, dpi=110)
+    plt.close(fig)

@@ -17,6 +17,13 @@ RECIPES: dict[str, dict] = {
         arch="bntt_digits", num_steps=10, lr=0.1, batch_size=64, leak_mem=0.95, num_epochs=30, encode="p",
         optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr_milestones=(0.5, 0.7, 0.9), num_workers=0,
     ),
+    # Rate vs direct coding (Kim et al. 2022): Adam 1e-3, lr / 10 at 50/70/90 % of 100 epochs,
+    # batch 128, leak 0.5, T in {5, 10, 15, 20, 30}. --arch mlp|vgg5|vgg9 name that work's nets.
+    "rate-vs-direct": dict(
+        arch="vgg5", num_steps=10, lr=1e-3, batch_size=128, leak_mem=0.5, num_epochs=100, encode="p",
+        optimizer="adam", momentum=0.9, weight_decay=0.0, lr_milestones=(0.5, 0.7, 0.9), num_workers=4,
+        arch_names={"mlp": "rvd_mlp", "vgg5": "rvd_vgg5", "vgg9": "rvd_vgg9"},
+    ),
 }
 
 DEFAULT_RECIPE_FOR_DATASET = {"digits": "digits"}

@@ -8,7 +8,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data import dataset_info
-from .models import create_model
+from .models import accepts, create_model
 
 
 class CheckpointError(ValueError):
@@ -26,6 +26,14 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path}: expected a .pt file or a run folder with best.pt or last.pt")
 
 
+def build_model(cfg: dict):
+    """The model a training config describes (arch, dataset, num_steps, leak_mem, encode)."""
+    info = dataset_info(cfg["dataset"])
+    extra = {"encode": cfg["encode"]} if accepts(cfg["arch"], "encode") else {}
+    return create_model(cfg["arch"], num_classes=info.num_classes, num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"],
+                        in_channels=info.in_channels, image_size=info.image_size, **extra)
+
+
 def load_run(path: str | Path, device: torch.device | str = "cpu"):
     """``(model, config dict, checkpoint path)`` of a run folder or checkpoint file."""
     ckpt_path = find_checkpoint(path)
@@ -36,8 +44,10 @@ def load_run(path: str | Path, device: torch.device | str = "cpu"):
     if "config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is not a bntt_snntorch training checkpoint (no 'config' / 'model' entries)")
     cfg = ckpt["config"]
-    info = dataset_info(cfg["dataset"])
-    model = create_model(cfg["arch"], num_classes=info.num_classes, num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"],
-                         in_channels=info.in_channels, image_size=info.image_size)
-    model.load_state_dict(ckpt["model"])
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{ckpt_path} does not fit a {cfg['arch']!r} model: {first}") from None
     return model.to(device).eval(), cfg, ckpt_path

@@ -65,3 +65,17 @@ def write_tiny_imagenet(root: Path, classes=("n01443537", "n01629819", "n0164157
         annotations.append((name, wnid))
     (base / "val" / "val_annotations.txt").write_text("".join(f"{n}\t{w}\t0\t0\t63\t63\n" for n, w in annotations))
     return annotations
+
+
+def write_mnist(root: Path, n: int = 20, seed: int = 0) -> Path:
+    """``root/MNIST/raw`` with the four idx files (uncompressed), as torchvision reads them."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            np.array([2051, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], dtype=">i4").tobytes() + labels.tobytes())
+    return raw

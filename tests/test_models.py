@@ -13,7 +13,8 @@ from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, encoding
 from bntt_snntorch.models import create_model, list_models
 from conftest import assert_close
 
-SMALL = {"vgg9": dict(image_size=16), "vgg11": dict(image_size=32), "bntt_digits": dict()}
+SMALL = {"vgg9": dict(image_size=16), "vgg11": dict(image_size=32), "bntt_digits": dict(),
+         "rvd_vgg9": dict(image_size=16), "rvd_vgg5": dict(image_size=16), "rvd_mlp": dict(image_size=8)}
 
 
 def _input(model, batch, steps, size):

@@ -7,8 +7,9 @@ seed's random crop (padding 4) and horizontal flip.
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,25 +26,39 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """What a model and an attack need to know of a data set. ``mean``/``std``: the per-channel
+    normalisation applied to pixels in [0, 1] (so pixel-unit quantities map to ``x / std``)."""
+
     name: str
     num_classes: int
     in_channels: int
     image_size: int
+    mean: tuple = (0.0,)
+    std: tuple = (1.0,)
 
 
 # ----------------------------------------------------------------------------- digits
-def digits(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
-    """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
-    (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std."""
+def _digits_split():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0
-    )
-    mean, std = x_train.mean(), x_train.std()
+    return train_test_split(images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0)
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_stats() -> tuple[float, float]:
+    """The training split's pixel mean and std (pixels scaled to [0, 1])."""
+    x_train = _digits_split()[0]
+    return float(x_train.mean()), float(x_train.std())
+
+
+def digits(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+    """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
+    (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std."""
+    x_train, x_test, y_train, y_test = _digits_split()
+    mean, std = _digits_stats()
 
     def tensors(x, y):
         return TensorDataset(torch.from_numpy((x - mean) / std).unsqueeze(1), torch.from_numpy(y).long())
@@ -107,6 +122,25 @@ cifar10 = _cifar(CIFAR10, "cifar10", "cifar-10-batches-py", "CIFAR-10")
 cifar100 = _cifar(CIFAR100, "cifar100", "cifar-100-python", "CIFAR-100")
 
 
+# ----------------------------------------------------------------------------- MNIST
+_MNIST_STATS = ((0.1307,), (0.3081,))
+
+
+def mnist(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+    """MNIST (28x28, 10 classes) from ``<data_dir>/MNIST/raw`` (the idx files), no augmentation."""
+    raw = data_dir / "MNIST" / "raw"
+    if not download and not (raw / "train-images-idx3-ubyte").exists():
+        raise DatasetNotFoundError(
+            f"MNIST not found: expected {raw / 'train-images-idx3-ubyte'} (and the other three idx files, "
+            f"gunzipped) from https://yann.lecun.com/exdb/mnist/, or pass --download"
+        )
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(*_MNIST_STATS)])
+    return (
+        torchvision.datasets.MNIST(str(data_dir), train=True, transform=tf, download=download),
+        torchvision.datasets.MNIST(str(data_dir), train=False, transform=tf, download=False),
+    )
+
+
 # ----------------------------------------------------------------------------- Tiny-ImageNet
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 _TINY_STATS = ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
@@ -159,10 +193,11 @@ def tiny_imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Data
 
 # ----------------------------------------------------------------------------- registry
 _BUILDERS: dict[str, tuple[Callable[[Path, bool], tuple[Dataset, Dataset]], DatasetInfo]] = {
-    "digits": (digits, DatasetInfo("digits", 10, 1, 8)),
-    "cifar10": (cifar10, DatasetInfo("cifar10", 10, 3, 32)),
-    "cifar100": (cifar100, DatasetInfo("cifar100", 100, 3, 32)),
-    "tiny-imagenet": (tiny_imagenet, DatasetInfo("tiny-imagenet", 200, 3, 64)),
+    "digits": (digits, DatasetInfo("digits", 10, 1, 8, mean=None, std=None)),  # stats computed on first use
+    "mnist": (mnist, DatasetInfo("mnist", 10, 1, 28, *_MNIST_STATS)),
+    "cifar10": (cifar10, DatasetInfo("cifar10", 10, 3, 32, *_CIFAR_STATS["cifar10"])),
+    "cifar100": (cifar100, DatasetInfo("cifar100", 100, 3, 32, *_CIFAR_STATS["cifar100"])),
+    "tiny-imagenet": (tiny_imagenet, DatasetInfo("tiny-imagenet", 200, 3, 64, *_TINY_STATS)),
 }
 
 
@@ -178,7 +213,11 @@ def list_datasets() -> list[str]:
 def dataset_info(name: str) -> DatasetInfo:
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
-    return _BUILDERS[name][1]
+    info = _BUILDERS[name][1]
+    if name == "digits" and info.mean is None:
+        mean, std = _digits_stats()
+        info = replace(info, mean=(mean,), std=(std,))
+    return info
 
 
 def build_datasets(name: str, data_dir: str | os.PathLike, download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:

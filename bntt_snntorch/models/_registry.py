@@ -30,3 +30,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return _MODELS[name](**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def accepts(name: str, argument: str) -> bool:
+    """Whether model ``name``'s factory takes ``argument`` (e.g. ``encode``)."""
+    import inspect
+
+    return argument in inspect.signature(_MODELS[name]).parameters
