@@ -84,7 +84,7 @@ def test_missing_dataset_is_one_line_without_traceback(tmp_path):
     "argv,needle",
     [
         (["--arch", "resnet18"], "invalid choice: 'resnet18' (choose from"),
-        (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from"),
+        (["--dataset", "imagenet21k"], "invalid choice: 'imagenet21k' (choose from"),
         (["--num_steps", "0"], "must be positive, got 0"),
         (["--batch_size", "-4"], "must be positive, got -4"),
         (["--lr", "0"], "must be positive, got 0"),
