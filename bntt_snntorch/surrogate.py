@@ -37,6 +37,10 @@ class Surrogate:
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def derivative_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`derivative`, allowed to overwrite ``x`` (fused kernels pass a temporary)."""
+        return self.derivative(x)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -61,6 +65,9 @@ class BNTTTriangle(Surrogate):
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale / self.width * torch.clamp(1.0 - x.abs() / self.width, min=0.0)
+
+    def derivative_(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs_().sub_(self.width).clamp_(max=0.0).mul_(-self.scale / self.width**2)
 
 
 class ATan(Surrogate):

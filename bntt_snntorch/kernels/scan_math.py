@@ -44,7 +44,7 @@ class ScanMode:
         return cls(p.reset_mechanism, True, "none" if p.reset_delay else "snn")
 
 
-def forward_step(x, m_prev, beta, theta, g, mode: ScanMode, h_out, m_out, spk_out) -> None:
+def forward_step(x, m_prev, beta, theta, g: float, mode: ScanMode, h_out, m_out, spk_out) -> None:
     """One step without autograd, written into the ``(B, ...)`` views ``h_out``, ``m_out``, ``spk_out``."""
     if mode.delayed_reset:
         r = (m_prev > theta).to(m_prev.dtype)
@@ -54,53 +54,59 @@ def forward_step(x, m_prev, beta, theta, g, mode: ScanMode, h_out, m_out, spk_ou
             torch.addcmul(x, beta, (1 - r) * m_prev, out=h_out)
     else:
         torch.addcmul(x, beta, m_prev, out=h_out)
-    fired = (h_out > theta).to(h_out.dtype)
-    torch.mul(fired, g, out=spk_out)
+    torch.gt(h_out, theta, out=spk_out)  # 0 / 1 in the spikes' dtype
+    fired = spk_out
+    if g != 1.0:
+        fired = spk_out.to(h_out.dtype, copy=True)
+        spk_out.mul_(g)
     if mode.same_step_reset == "none":
         m_out.copy_(h_out)
     elif mode.same_step_reset == "snn":
         torch.sub(h_out, (fired - r) * (theta if mode.reset == "subtract" else h_out), out=m_out)
     elif mode.reset == "subtract":
-        torch.sub(h_out, fired * theta, out=m_out)
+        torch.addcmul(h_out, fired, theta, value=-1.0, out=m_out)
     else:
-        torch.mul(h_out, 1 - fired, out=m_out)
+        torch.addcmul(h_out, fired, h_out, value=-1.0, out=m_out)
 
 
-def backward_step(grad_spk, grad_mem, carry, h, m_prev, beta, theta, g, surrogate, mode: ScanMode, need_beta, need_theta):
+def backward_step(grad_spk, grad_mem, carry, h, m_prev, beta, theta, g: float, surrogate, mode: ScanMode,
+                  need_beta: bool, need_theta: bool, out):
     """Reverse step ``t`` without autograd; ``(B, ...)`` tensors, ``grad_spk``/``grad_mem``/``carry`` may be ``None``.
 
-    ``carry`` is ``C_{t+1} * dL/dh_{t+1}`` from step t+1. Returns
-    ``(dL/dh_t = dL/dx_t, carry for step t-1, beta term or None, theta term or None)``;
-    the beta / theta terms are per element (sum over steps, then reduce).
+    ``carry`` is ``C_{t+1} * dL/dh_{t+1}`` from step t+1. Writes ``dL/dh_t = dL/dx_t`` into ``out`` and
+    returns ``(carry for step t-1, beta term or None, theta term or None)``; the beta / theta terms are
+    per element (sum over steps, then reduce). Gradients are accumulated in float32.
     """
-    z = h - theta
-    slope = surrogate.derivative(z)
+    slope = surrogate.derivative_(h - theta)
     fired = (h > theta).to(h.dtype) if mode.same_step_reset != "none" else None
     r = (m_prev > theta).to(h.dtype) if mode.delayed_reset else None
-    fire_grad = None if grad_spk is None else grad_spk * g * slope
     delta_m = grad_mem if carry is None else (carry if grad_mem is None else grad_mem + carry)
 
-    if delta_m is None:
-        delta_h = fire_grad if fire_grad is not None else torch.zeros_like(h)
+    a = None  # dm/dh, None for 1
+    if mode.same_step_reset == "snn" and mode.reset == "subtract":
+        a = 1 - theta * slope
+    elif mode.same_step_reset == "snn":
+        a = (1 - fired + r) - h * slope
+    elif mode.same_step_reset == "detached" and mode.reset == "zero":
+        a = 1 - fired
+    base = None if delta_m is None else (delta_m if a is None else delta_m * a)
+    delta_h = out if out.dtype == h.dtype else torch.empty_like(h)
+    if grad_spk is None:
+        delta_h.copy_(base) if base is not None else delta_h.zero_()
+    elif base is None:
+        torch.mul(grad_spk, slope, out=delta_h).mul_(g)
     else:
-        if mode.same_step_reset == "snn" and mode.reset == "subtract":
-            a = 1 - theta * slope
-        elif mode.same_step_reset == "snn":
-            a = (1 - fired + r) - h * slope
-        elif mode.same_step_reset == "detached" and mode.reset == "zero":
-            a = 1 - fired
-        else:
-            a = None  # dm/dh = 1
-        delta_h = delta_m if a is None else delta_m * a
-        delta_h = delta_h if fire_grad is None else delta_h + fire_grad
+        torch.addcmul(base, grad_spk, slope, value=g, out=delta_h)
+    if delta_h is not out:
+        out.copy_(delta_h)
+
     keep = 1 - r if (mode.delayed_reset and mode.reset == "zero") else None
     carry = delta_h * beta if keep is None else delta_h * (keep * beta)
-
     grad_beta = grad_theta = None
     if need_beta:
         grad_beta = delta_h * m_prev if keep is None else delta_h * keep * m_prev
     if need_theta:
-        grad_theta = torch.zeros_like(h) if fire_grad is None else -fire_grad
+        grad_theta = torch.zeros_like(h) if grad_spk is None else -(grad_spk * slope) * g
         if delta_m is not None:
             if mode.same_step_reset == "snn" and mode.reset == "subtract":
                 grad_theta = grad_theta + delta_m * (theta * slope - (fired - r))
@@ -110,4 +116,4 @@ def backward_step(grad_spk, grad_mem, carry, h, m_prev, beta, theta, g, surrogat
                 grad_theta = grad_theta - delta_m * fired
         if mode.delayed_reset and mode.reset == "subtract":
             grad_theta = grad_theta - delta_h * r
-    return delta_h, carry, grad_beta, grad_theta
+    return carry, grad_beta, grad_theta

@@ -30,9 +30,9 @@ class LeakyScan(torch.autograd.Function):
         h_seq = torch.empty(x_seq.shape, dtype=mem0.dtype, device=x_seq.device)
         mem_seq = torch.empty_like(h_seq)
         spk_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-        m = mem0
+        m, g_value = mem0, float(g)
         for t in range(x_seq.shape[0]):
-            forward_step(x_seq[t], m, beta_c, theta, g, mode, h_seq[t], mem_seq[t], spk_seq[t])
+            forward_step(x_seq[t], m, beta_c, theta, g_value, mode, h_seq[t], mem_seq[t], spk_seq[t])
             m = mem_seq[t]
         ctx.save_for_backward(h_seq, mem_seq, mem0, beta, theta, g)
         ctx.surrogate, ctx.mode, ctx.x_dtype = surrogate, mode, x_seq.dtype
@@ -45,11 +45,12 @@ class LeakyScan(torch.autograd.Function):
         beta_c = beta.clamp(0, 1)
         grad_x = torch.empty(h_seq.shape, dtype=ctx.x_dtype, device=h_seq.device)
         carry = d_beta = d_theta = None
+        g_value = float(g)
         for t in reversed(range(h_seq.shape[0])):
             m_prev = mem_seq[t - 1] if t > 0 else mem0
-            grad_x[t], carry, beta_t, theta_t = backward_step(
+            carry, beta_t, theta_t = backward_step(
                 None if grad_spk is None else grad_spk[t], None if grad_mem is None else grad_mem[t], carry,
-                h_seq[t], m_prev, beta_c, theta, g, ctx.surrogate, ctx.mode, need_beta, need_theta,
+                h_seq[t], m_prev, beta_c, theta, g_value, ctx.surrogate, ctx.mode, need_beta, need_theta, grad_x[t],
             )
             if need_beta:
                 beta_t = _reduce_to(beta_t, beta.shape)
