@@ -116,3 +116,21 @@ def test_triton_kernels_under_the_cpu_interpreter():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert re.search(r"\b28 passed", result.stdout), result.stdout[-500:]
+
+
+def test_auto_falls_back_to_torch_when_triton_fails(monkeypatch):
+    import bntt_snntorch.kernels as kernels
+    from bntt_snntorch.kernels import triton_scan
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image for this GPU")
+
+    monkeypatch.setattr(kernels, "select_backend", lambda x, p, backend="auto": "triton")
+    monkeypatch.setattr(triton_scan, "leaky_scan_triton", broken)
+    monkeypatch.setattr(kernels, "_TRITON_BROKEN", [])
+    lif = MultiStepLeaky(0.9, spike_grad=surrogate.bntt_triangle())
+    x = torch.randn(5, 3, 4) + 0.5
+    with pytest.warns(UserWarning, match="no kernel image"):
+        spk, mem = leaky_scan(x, lif.params())
+    ref_spk, ref_mem = leaky_sequence_reference(x, lif.params())
+    assert torch.equal(spk, ref_spk) and kernels._TRITON_BROKEN

@@ -15,6 +15,8 @@ does not unroll T steps of it); the layers around it are compiled.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..functional import LeakyParams, leaky_sequence_reference
@@ -28,7 +30,7 @@ BACKENDS = ("auto", "reference", "torch", "triton")
 def _triton_ready(x: torch.Tensor, p: LeakyParams) -> bool:
     from . import triton_scan
 
-    return triton_scan.available(x) and triton_scan.supports(p)
+    return not _TRITON_BROKEN and triton_scan.available(x) and triton_scan.supports(p)
 
 
 def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -> str:
@@ -72,4 +74,21 @@ def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = N
     chosen = select_backend(x_seq, p, backend)
     if chosen == "reference":
         return leaky_sequence_reference(x_seq, p, mem)
+    if chosen == "triton" and backend == "auto":
+        try:
+            return _fused_scan("triton", x_seq, p, mem)
+        except Exception as err:  # e.g. a Triton build failure on an untested GPU
+            _disable_triton(err)
+            chosen = "torch"
     return _fused_scan(chosen, x_seq, p, mem)
+
+
+_TRITON_BROKEN: list[str] = []
+
+
+def _disable_triton(err: Exception) -> None:
+    """After a Triton failure, "auto" uses the torch scan for the rest of the process (warned once)."""
+    if not _TRITON_BROKEN:
+        warnings.warn(f"the Triton leaky scan failed ({type(err).__name__}: {err}); using the torch scan instead",
+                      stacklevel=3)
+    _TRITON_BROKEN.append(repr(err))
