@@ -334,14 +334,14 @@ def main(args: argparse.Namespace) -> dict:
                       f"test loss {te.loss:.4f} acc {100 * te.accuracy:.2f}%  {tr.samples_per_s:.0f} img/s", flush=True)
         barrier()
 
-    if is_main():
-        _write_metrics(rows, out / "metrics.csv")  # also when a finished run is resumed
-    train_seconds = sum(r["epoch_seconds"] for r in rows)
+    if is_main() and start_epoch > cfg.num_epochs:  # a finished run was resumed: no epoch rewrote it
+        _write_metrics(rows, out / "metrics.csv")
+    seconds = sum(r["epoch_seconds"] for r in rows)
     final = dict(test_acc=rows[-1]["test_acc"], best_test_acc=best_acc, best_epoch=best_epoch,
-                 train_seconds=train_seconds, output_dir=str(out))
+                 seconds=seconds, output_dir=str(out))
     if is_main():
         print(f"final test accuracy {100 * final['test_acc']:.2f}% (best {100 * best_acc:.2f}% at epoch {best_epoch}); "
-              f"training time {train_seconds:.1f} s on {device} x{world}; results in {out}")
+              f"{seconds:.1f} s of training and evaluation on {device} x{world}; results in {out}")
     if writer is not None:
         writer.close()
     return final
