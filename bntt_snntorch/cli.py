@@ -30,7 +30,7 @@ from .checkpoint import atomic_write, load_latest_good, previous_path, rng_state
 from .data import DatasetNotFoundError, build_datasets, list_datasets
 from .distributed import all_reduce_sum, barrier, gather_generator_states, init_from_env, is_main, sync_batchnorm_tt
 from .engine import EpochProgress, evaluate, train_one_epoch
-from .models import list_models
+from .models import SpikingNet, is_ann, list_models
 from .plots import plot_training_curves
 from .recipes import RECIPES, recipe_for
 from .runs import CheckpointError, build_model
@@ -60,7 +60,8 @@ def _positive(kind):
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser; flags left unset (None) are filled from the recipe."""
     p = argparse.ArgumentParser(
-        description="Train a BNTT spiking network. With no flags: a small BNTT net on sklearn's digits, offline.",
+        description="Train a BNTT spiking network. With no flags: a small BNTT net on sklearn's digits, offline. "
+                    "'train.py convert --help': convert a trained ANN (bsnn-* recipes) to an SNN.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("BNTT seed flags")
@@ -73,7 +74,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--leak_mem", "--leak-mem", dest="leak_mem", type=float, help="membrane leak (beta) in [0, 1]")
     g.add_argument("--num_workers", "--num-workers", dest="num_workers", type=int, help="data-loading processes")
     g.add_argument("--num_epochs", "--num-epochs", dest="num_epochs", type=_positive(int), help="epochs")
-    g.add_argument("--encode", choices=["p", "d"], help="input coding: p = signed Poisson rate, d = direct")
+    g.add_argument("--encode", choices=["p", "d", "none"],
+                   help="input coding: p = signed Poisson rate, d = direct, none = images as they are (ANNs to convert)")
     g = p.add_argument_group("run")
     g.add_argument("--recipe", choices=sorted(RECIPES), help="hyper-parameter set (default: by data set)")
     g.add_argument("--data-dir", "--data_dir", dest="data_dir", default=str(PROJECT_ROOT / "datasets"), help="data root")
@@ -127,6 +129,10 @@ class TrainConfig:
     compile: bool
     channels_last: bool
     save_every: int | None
+    adam_betas: tuple | None = None  # recipe-only settings; None: (0.9, 0.999)
+    lr_gamma: float | None = None  # lr factor at each milestone / step; None: 0.1
+    lr_step: int | None = None  # decay every N epochs instead of at lr_milestones
+    weight_decay_until: int | None = None  # weight decay 0 after this epoch
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
@@ -139,6 +145,11 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values["arch"] = recipe.get("arch_names", {}).get(values["arch"], values["arch"])
     if values["arch"] not in list_models():
         raise ConfigError(f"--arch {values['arch']} is a net of the rate-vs-direct work: add --recipe rate-vs-direct")
+    ann = is_ann(values["arch"])
+    if ann != (values["encode"] == "none"):
+        raise ConfigError(f"--arch {values['arch']} is an ANN (to convert later): train it with --encode none or a "
+                          "bsnn-* --recipe" if ann else f"--encode none gives no time axis; --arch {values['arch']} "
+                          "is a spiking net: use --encode p or d")
     if not 0.0 <= values["leak_mem"] <= 1.0:
         raise ConfigError(f"--leak_mem must be in [0, 1], got {values['leak_mem']}")
     if values["num_workers"] < 0:
@@ -150,6 +161,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         values["output_dir"] = str(PROJECT_ROOT / "runs" / f"{values['dataset']}-{values['arch']}-{stamp}")
     values["lr_milestones"] = tuple(values["lr_milestones"])
+    values["adam_betas"] = tuple(values["adam_betas"] or (0.9, 0.999))
+    values["lr_gamma"] = values["lr_gamma"] or 0.1
     return TrainConfig(**values)
 
 
@@ -192,9 +205,11 @@ def _build_optimizer(cfg: TrainConfig, model):
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    milestones = sorted({max(1, int(f * cfg.num_epochs)) for f in cfg.lr_milestones})
-    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    if cfg.lr_step:
+        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, gamma=cfg.lr_gamma)
+    milestones = sorted({max(1, int(round(f * cfg.num_epochs))) for f in cfg.lr_milestones})
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
 
 
 def _train_loader(cfg: TrainConfig, train_set, epoch: int, rank: int, world: int, device):
@@ -219,7 +234,9 @@ def _resume_path(cfg: TrainConfig, resume: str | None) -> Path | None:
 
 
 def _layer_stats(model, x_seq) -> list[dict]:
-    """Spike rate and mean BNTT gamma of every spiking layer (one batch)."""
+    """Spike rate and mean BNTT gamma of every spiking layer (one batch); none for an ANN."""
+    if not isinstance(model, SpikingNet):
+        return []
     gammas = {name.rsplit(".norm", 1)[0]: float(c.mean()) for name, c in gamma_curves(model).items()}
     return [{"layer": op.name, "spike_rate": op.output_rate, "mean_gamma": gammas.get(op.name)}
             for op in count_operations(model, x_seq) if op.output_rate is not None]
@@ -299,6 +316,9 @@ def main(args: argparse.Namespace) -> dict:
 
     test_loader = DataLoader(test_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
     for epoch in range(start_epoch, cfg.num_epochs + 1):
+        if cfg.weight_decay_until is not None and epoch > cfg.weight_decay_until:
+            for group in optimizer.param_groups:
+                group["weight_decay"] = 0.0
         lr = optimizer.param_groups[0]["lr"]
         loader = _train_loader(cfg, train_set, epoch, rank, world, device)
         try:
@@ -382,7 +402,13 @@ def _log_tensorboard(writer, row: dict, stats: list[dict], model) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Console entry point: parse, train, and report user errors in one line (exit 2)."""
+    """Console entry point: parse, train, and report user errors in one line (exit 2).
+    ``train.py convert ...`` runs the ANN -> SNN conversion (:mod:`bntt_snntorch.convert`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:
+        from .convert import run as run_conversion
+
+        return run_conversion(argv[1:])
     parser = get_args_parser()
     args = parser.parse_args(argv)
     tune_cpu_allocator()

@@ -28,13 +28,19 @@ def direct(x: torch.Tensor, num_steps: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(num_steps, *x.shape)
 
 
-ENCODERS = {"p": poisson, "poisson": poisson, "d": direct, "direct": direct}
+def none(x: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """No encoding: the images ``(B, ...)`` themselves, no time axis (for the ANNs that get converted)."""
+    return x
+
+
+ENCODERS = {"p": poisson, "poisson": poisson, "d": direct, "direct": direct, "none": none}
 
 
 def encode(x: torch.Tensor, num_steps: int, method: str = "p", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Encode ``x`` ``(B, ...)`` with ``method`` ('p'/'poisson' or 'd'/'direct') -> ``(T, B, ...)``."""
+    """Encode ``x`` ``(B, ...)`` with ``method`` ('p'/'poisson', 'd'/'direct', or 'none')
+    -> ``(T, B, ...)`` (``(B, ...)`` for 'none')."""
     if method not in ENCODERS:
         raise ValueError(f"unknown encoding {method!r}; choose one of {sorted(ENCODERS)}")
     if ENCODERS[method] is poisson:
         return poisson(x, num_steps, generator)
-    return direct(x, num_steps)
+    return ENCODERS[method](x, num_steps)

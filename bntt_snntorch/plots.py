@@ -114,3 +114,34 @@ def plot_coding_comparison(rows: list[dict], eps_list, path_steps, path_eps) -> 
     fig.tight_layout()
     fig.savefig(path_eps, dpi=110)
     plt.close(fig)
+
+
+def plot_conversion(snn_accuracy, ann_accuracy: float, path, title="Converted SNN: accuracy vs time steps") -> None:
+    """Accuracy of the converted SNN after 1..T steps, with its ANN's accuracy as a line."""
+    steps = range(1, len(snn_accuracy) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [100 * a for a in snn_accuracy], "-", label=f"SNN (after T: {100 * snn_accuracy[-1]:.2f}%)")
+    ax.axhline(100 * ann_accuracy, color="k", ls="--", lw=1, label=f"ANN {100 * ann_accuracy:.2f}%")
+    ax.set(xlabel="time steps", ylabel="test accuracy (%)", title=title, ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_conversion_comparison(curves: dict, ann_accuracy: dict, path) -> None:
+    """Accuracy vs time steps of several converted SNNs (``{label: [acc per step]}``), with the
+    ANN accuracies (``{precision: acc}``) as dashed lines."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=f"SNN {label}")
+    for (precision, acc), color in zip(ann_accuracy.items(), ("k", "gray")):
+        ax.axhline(100 * acc, color=color, ls="--", lw=1, label=f"ANN {precision} {100 * acc:.2f}%")
+    ax.set(xlabel="time steps", ylabel="test accuracy (%)", title="ANN -> SNN conversion: accuracy vs time",
+           ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

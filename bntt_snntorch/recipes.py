@@ -24,6 +24,41 @@ RECIPES: dict[str, dict] = {
         optimizer="adam", momentum=0.9, weight_decay=0.0, lr_milestones=(0.5, 0.7, 0.9), num_workers=4,
         arch_names={"mlp": "rvd_mlp", "vgg5": "rvd_vgg5", "vgg9": "rvd_vgg9"},
     ),
+    # Binary SNNs by conversion (Lu & Sengupta 2020): ANNs trained here, converted by
+    # `train.py convert`. num_steps / leak_mem are unused by ANNs. CIFAR-100 FP: SGD 0.05,
+    # lr / 10 at epochs 81 and 122 of 200. Binary: Adam 5e-4 halved every 30 epochs, weight
+    # decay 5e-4 switched off after epoch 30. ImageNet FP: SGD 0.01 / 10 every 30 epochs of 100;
+    # binary: Adam(betas 0, 0.999) 5e-4 halved every 30. (The source states no weight decay
+    # for ImageNet: FP uses torchvision's 1e-4, binary none.)
+    "bsnn-cifar100-fp": dict(
+        arch="vgg15ab", num_steps=1, lr=0.05, batch_size=256, leak_mem=1.0, num_epochs=200, encode="none",
+        optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr_milestones=(81 / 200, 122 / 200), num_workers=4,
+    ),
+    "bsnn-cifar100-binary": dict(
+        arch="vgg15ab_binary", num_steps=1, lr=5e-4, batch_size=256, leak_mem=1.0, num_epochs=200, encode="none",
+        optimizer="adam", momentum=0.9, weight_decay=5e-4, weight_decay_until=30, lr_milestones=(),
+        lr_step=30, lr_gamma=0.5, num_workers=4,
+    ),
+    "bsnn-imagenet-fp": dict(
+        arch="vgg15ab", num_steps=1, lr=0.01, batch_size=128, leak_mem=1.0, num_epochs=100, encode="none",
+        optimizer="sgd", momentum=0.9, weight_decay=1e-4, lr_milestones=(), lr_step=30, lr_gamma=0.1, num_workers=8,
+    ),
+    "bsnn-imagenet-binary": dict(
+        arch="vgg15ab_binary", num_steps=1, lr=5e-4, batch_size=128, leak_mem=1.0, num_epochs=100, encode="none",
+        optimizer="adam", adam_betas=(0.0, 0.999), momentum=0.9, weight_decay=0.0, lr_milestones=(),
+        lr_step=30, lr_gamma=0.5, num_workers=8,
+    ),
+    # Scaled to the offline digits (~15 s each on 2 CPU cores). Both use Adam halved every 10
+    # epochs: SGD (0.05-0.2) left this BN-free net at chance or diverged on 8x8 digits.
+    "bsnn-digits-fp": dict(
+        arch="vggab_digits", num_steps=1, lr=2e-3, batch_size=64, leak_mem=1.0, num_epochs=40, encode="none",
+        optimizer="adam", momentum=0.9, weight_decay=0.0, lr_milestones=(), lr_step=10, lr_gamma=0.5, num_workers=0,
+    ),
+    "bsnn-digits-binary": dict(
+        arch="vggab_digits_binary", num_steps=1, lr=3e-3, batch_size=64, leak_mem=1.0, num_epochs=40, encode="none",
+        optimizer="adam", momentum=0.9, weight_decay=5e-4, weight_decay_until=10, lr_milestones=(),
+        lr_step=10, lr_gamma=0.5, num_workers=0,
+    ),
 }
 
 DEFAULT_RECIPE_FOR_DATASET = {"digits": "digits"}

@@ -8,7 +8,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data import dataset_info
-from .models import accepts, create_model
+from .models import accepts, create_model, is_ann
 
 
 class CheckpointError(ValueError):
@@ -27,11 +27,15 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def build_model(cfg: dict):
-    """The model a training config describes (arch, dataset, num_steps, leak_mem, encode)."""
+    """The model a training config describes (arch, dataset, num_steps, leak_mem, encode); each
+    factory gets the arguments it takes (an ANN takes no num_steps)."""
     info = dataset_info(cfg["dataset"])
-    extra = {"encode": cfg["encode"]} if accepts(cfg["arch"], "encode") else {}
-    return create_model(cfg["arch"], num_classes=info.num_classes, num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"],
-                        in_channels=info.in_channels, image_size=info.image_size, **extra)
+    arguments = dict(num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
+    if not is_ann(cfg["arch"]):
+        arguments.update(num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"])
+    if accepts(cfg["arch"], "encode"):
+        arguments["encode"] = cfg["encode"]
+    return create_model(cfg["arch"], **arguments)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu"):

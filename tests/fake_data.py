@@ -79,3 +79,16 @@ def write_mnist(root: Path, n: int = 20, seed: int = 0) -> Path:
             np.array([2051, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], dtype=">i4").tobytes() + labels.tobytes())
     return raw
+
+
+def write_imagenet(root: Path, classes=("n01440764", "n01443537"), per_class: int = 2, seed: int = 0) -> Path:
+    """``root/imagenet/{train,val}/<wnid>/*.JPEG`` (torchvision's ImageFolder layout), 40x48 JPEGs."""
+    rng = np.random.default_rng(seed)
+    base = root / "imagenet"
+    for split in ("train", "val"):
+        for wnid in classes:
+            folder = base / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{wnid}_{i}.JPEG")
+    return base

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from bntt_snntorch import encoding
 from bntt_snntorch.analysis.robustness import PixelBox, differentiable_encoder, fgsm, pgd
 from bntt_snntorch.cli import get_args_parser, resolve_config
 from bntt_snntorch.data import build_datasets, dataset_info

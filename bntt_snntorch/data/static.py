@@ -1,4 +1,4 @@
-"""Static image data sets: digits (offline default), CIFAR-10/100, Tiny-ImageNet.
+"""Static image data sets: digits (offline default), MNIST, CIFAR-10/100, Tiny-ImageNet, ImageNet.
 
 Each builder returns ``(train, test)`` datasets of ``(image (C, H, W), label)``
 with the BNTT seed's normalisation; training sets are augmented with the
@@ -191,6 +191,27 @@ def tiny_imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Data
     return train, TinyImageNetVal(str(root), train.class_to_idx, transform=test_tf)
 
 
+# ----------------------------------------------------------------------------- ImageNet
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+    """ImageNet-1k in torchvision's ImageFolder layout: ``<data_dir>/imagenet/{train,val}/<wnid>/*.JPEG``
+    (val sorted into class folders). Training: random-resized 224 crop + flip; test: resize 256, centre 224."""
+    root = data_dir / "imagenet"
+    missing = [p for p in (root / "train", root / "val") if not p.is_dir()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"ImageNet not found: expected {missing[0]} with one folder per class; get ILSVRC2012 from "
+            "https://image-net.org (it cannot be downloaded automatically) and sort val into class folders"
+        )
+    normalize = [transforms.ToTensor(), transforms.Normalize(*_IMAGENET_STATS)]
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), *normalize])
+    test_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), *normalize])
+    return (torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf),
+            torchvision.datasets.ImageFolder(str(root / "val"), transform=test_tf))
+
+
 # ----------------------------------------------------------------------------- registry
 _BUILDERS: dict[str, tuple[Callable[[Path, bool], tuple[Dataset, Dataset]], DatasetInfo]] = {
     "digits": (digits, DatasetInfo("digits", 10, 1, 8, mean=None, std=None)),  # stats computed on first use
@@ -198,6 +219,7 @@ _BUILDERS: dict[str, tuple[Callable[[Path, bool], tuple[Dataset, Dataset]], Data
     "cifar10": (cifar10, DatasetInfo("cifar10", 10, 3, 32, *_CIFAR_STATS["cifar10"])),
     "cifar100": (cifar100, DatasetInfo("cifar100", 100, 3, 32, *_CIFAR_STATS["cifar100"])),
     "tiny-imagenet": (tiny_imagenet, DatasetInfo("tiny-imagenet", 200, 3, 64, *_TINY_STATS)),
+    "imagenet": (imagenet, DatasetInfo("imagenet", 1000, 3, 224, *_IMAGENET_STATS)),
 }
 
 

@@ -1,7 +1,11 @@
 """Model registry: ``create_model(name, ...)``, ``list_models()``."""
 
-from . import bntt_vgg, rate_direct  # noqa: F401  (registers the models)
-from ._registry import accepts, create_model, list_models, register_model
+from . import ann, bntt_vgg, rate_direct  # noqa: F401  (registers the models)
+from ._registry import accepts, create_model, is_ann, list_models, register_ann, register_model
+from .ann import VGGAB, BinaryConv2d, BinaryLinear
 from .spiking_net import SpikingNet
 
-__all__ = ["create_model", "list_models", "register_model", "SpikingNet"]
+__all__ = [
+    "BinaryConv2d", "BinaryLinear", "SpikingNet", "VGGAB", "accepts", "create_model", "is_ann", "list_models",
+    "register_ann", "register_model",
+]

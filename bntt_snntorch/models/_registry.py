@@ -7,12 +7,24 @@ from typing import Callable
 import torch.nn as nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_ANNS: set[str] = set()
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register ``fn`` under its function name."""
     _MODELS[fn.__name__] = fn
     return fn
+
+
+def register_ann(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register an ANN (images ``(B, C, H, W)`` in, no time steps; for conversion) under its name."""
+    _ANNS.add(fn.__name__)
+    return register_model(fn)
+
+
+def is_ann(name: str) -> bool:
+    """Whether model ``name`` is an ANN (trained with ``--encode none``, then converted)."""
+    return name in _ANNS
 
 
 def list_models() -> list[str]:
