@@ -25,8 +25,8 @@ from .analysis import ENERGY_45NM, accuracy_per_step, count_operations, energy_t
 from .analysis.energy import average_operations
 from .analysis.early_exit import DEFAULT_EXIT_THRESHOLD
 from .checkpoint import atomic_write
-from .data import DatasetNotFoundError, build_datasets
-from .runs import CheckpointError, load_run
+from .data import DatasetNotFoundError
+from .runs import CheckpointError, load_run, run_datasets
 
 
 def add_analysis_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -73,7 +73,7 @@ def analyze(args: argparse.Namespace) -> dict:
     out = Path(args.analysis_dir) if args.analysis_dir else ckpt_path.parent / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     data_dir = getattr(args, "data_dir", None) or cfg["data_dir"]
-    _, test_set, _ = build_datasets(cfg["dataset"], data_dir, False)
+    _, test_set, _ = run_datasets(cfg, data_dir)
     loader = DataLoader(test_set, batch_size=cfg["batch_size"], shuffle=False, num_workers=0)
     T = cfg["num_steps"]
     seed = cfg.get("seed", 0) + 1

@@ -27,13 +27,13 @@ from . import encoding
 from .analyze import add_analysis_args, analyze
 from .analysis import count_operations, gamma_curves
 from .checkpoint import atomic_write, load_latest_good, previous_path, rng_state, save_checkpoint, set_rng_state
-from .data import DatasetNotFoundError, build_datasets, list_datasets
+from .data import CorruptRecordingError, DatasetNotFoundError, dataset_info, list_datasets
 from .distributed import all_reduce_sum, barrier, gather_generator_states, init_from_env, is_main, sync_batchnorm_tt
 from .engine import EpochProgress, evaluate, train_one_epoch
 from .models import SpikingNet, is_ann, list_models
 from .plots import plot_training_curves
 from .recipes import RECIPES, recipe_for
-from .runs import CheckpointError, build_model
+from .runs import CheckpointError, build_model, run_datasets
 from .utils import tune_cpu_allocator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +76,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_epochs", "--num-epochs", dest="num_epochs", type=_positive(int), help="epochs")
     g.add_argument("--encode", choices=["p", "d", "none"],
                    help="input coding: p = signed Poisson rate, d = direct, none = images as they are (ANNs to convert)")
+    g = p.add_argument_group("event data (cifar10-dvs, digits-dvs)")
+    g.add_argument("--dvs-size", "--dvs_size", dest="dvs_size", type=_positive(int),
+                   help="frame size: events are downsampled to SIZE x SIZE (recipe bntt-dvs: 64; default the sensor's)")
+    g.add_argument("--dvs-augment", "--dvs_augment", dest="dvs_augment", choices=["none", "flip", "translate", "both"],
+                   help="training augmentation of the event frames (recipes: both)")
+    g.add_argument("--skip-corrupt", "--skip_corrupt", dest="skip_corrupt", action="store_true", default=None,
+                   help="leave out recordings that cannot be decoded (with a warning) instead of stopping")
     g = p.add_argument_group("run")
     g.add_argument("--recipe", choices=sorted(RECIPES), help="hyper-parameter set (default: by data set)")
     g.add_argument("--data-dir", "--data_dir", dest="data_dir", default=str(PROJECT_ROOT / "datasets"), help="data root")
@@ -133,16 +140,28 @@ class TrainConfig:
     lr_gamma: float | None = None  # lr factor at each milestone / step; None: 0.1
     lr_step: int | None = None  # decay every N epochs instead of at lr_milestones
     weight_decay_until: int | None = None  # weight decay 0 after this epoch
+    dvs_size: int | None = None  # event data: frame size (None: the sensor's)
+    dvs_augment: tuple | None = None  # event data: ("flip", "translate") or a part of it
+    skip_corrupt: bool | None = None  # event data: skip unreadable recordings
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Fill unset flags from the recipe and validate, before any data is touched."""
     recipe = recipe_for(args.dataset, args.recipe)
     values = {f.name: getattr(args, f.name, None) for f in fields(TrainConfig)}
+    augment = values["dvs_augment"]
+    if isinstance(augment, str):
+        values["dvs_augment"] = {"none": (), "both": ("flip", "translate")}.get(augment, (augment,))
     for key, default in recipe.items():
         if key in values and values[key] is None:
             values[key] = default
     values["arch"] = recipe.get("arch_names", {}).get(values["arch"], values["arch"])
+    if dataset_info(values["dataset"]).events:
+        if args.encode not in (None, "events"):
+            raise ConfigError(f"--dataset {values['dataset']} gives event frames: leave out --encode {args.encode}")
+        values["encode"] = "events"
+    elif values["encode"] == "events":
+        raise ConfigError(f"--recipe {args.recipe} is for event data: use --dataset cifar10-dvs or digits-dvs")
     if values["arch"] not in list_models():
         raise ConfigError(f"--arch {values['arch']} is a net of the rate-vs-direct work: add --recipe rate-vs-direct")
     ann = is_ann(values["arch"])
@@ -163,6 +182,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values["lr_milestones"] = tuple(values["lr_milestones"])
     values["adam_betas"] = tuple(values["adam_betas"] or (0.9, 0.999))
     values["lr_gamma"] = values["lr_gamma"] or 0.1
+    values["dvs_augment"] = tuple(values["dvs_augment"] or ())
+    values["skip_corrupt"] = bool(values["skip_corrupt"])
     return TrainConfig(**values)
 
 
@@ -250,7 +271,7 @@ def main(args: argparse.Namespace) -> dict:
     if cfg.batch_size % world:
         raise ConfigError(f"--batch_size {cfg.batch_size} must divide evenly over {world} processes")
     _seed_everything(cfg.seed)
-    train_set, test_set, _ = build_datasets(cfg.dataset, cfg.data_dir, cfg.download)
+    train_set, test_set, _ = run_datasets(asdict(cfg), download=cfg.download, progress=cfg.progress and is_main())
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = _build_model(cfg, device, memory_format)
     optimizer, scheduler = _build_optimizer(cfg, model)
@@ -418,7 +439,7 @@ def run(argv: list[str] | None = None) -> int:
             analyze(args)
         else:
             main(args)
-    except (DatasetNotFoundError, ConfigError, CheckpointError) as err:
+    except (DatasetNotFoundError, ConfigError, CheckpointError, CorruptRecordingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:

@@ -25,8 +25,8 @@ from .analysis import count_operations, energy_table
 from .analysis.robustness import PixelBox, robust_accuracy
 from .cli import get_args_parser as train_parser
 from .cli import main as train_main
-from .data import DatasetNotFoundError, build_datasets, dataset_info
-from .runs import CheckpointError, load_run
+from .data import DatasetNotFoundError, dataset_info
+from .runs import CheckpointError, load_run, run_datasets
 from .utils import tune_cpu_allocator
 
 CODINGS = {"p": "rate (Poisson)", "d": "direct"}
@@ -69,7 +69,7 @@ def evaluate_run(run: Path, args, device) -> dict:
     """Clean / FGSM / PGD accuracy, spike rate and energy of one trained run."""
     model, cfg, _ = load_run(run, device)
     info = dataset_info(cfg["dataset"])
-    _, test_set, _ = build_datasets(cfg["dataset"], args.data_dir or cfg["data_dir"])
+    _, test_set, _ = run_datasets(cfg, args.data_dir)
     loader = DataLoader(test_set, batch_size=256, shuffle=False)
     box = PixelBox(info.mean, info.std, device)
     steps, coding = cfg["num_steps"], cfg["encode"]

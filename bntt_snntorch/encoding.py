@@ -33,12 +33,20 @@ def none(x: torch.Tensor, num_steps: int) -> torch.Tensor:
     return x
 
 
-ENCODERS = {"p": poisson, "poisson": poisson, "d": direct, "direct": direct, "none": none}
+def events(x: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Event frames: a batch ``(B, T, P, H, W)`` of counts from the loader -> time-major float
+    ``(T, B, P, H, W)`` (float32; under autocast the first conv casts it)."""
+    if x.dim() < 3 or x.shape[1] != num_steps:
+        raise ValueError(f"expected event frames (B, T={num_steps}, P, H, W), got shape {tuple(x.shape)}")
+    return x.transpose(0, 1).float()
+
+
+ENCODERS = {"p": poisson, "poisson": poisson, "d": direct, "direct": direct, "none": none, "events": events}
 
 
 def encode(x: torch.Tensor, num_steps: int, method: str = "p", generator: torch.Generator | None = None) -> torch.Tensor:
-    """Encode ``x`` ``(B, ...)`` with ``method`` ('p'/'poisson', 'd'/'direct', or 'none')
-    -> ``(T, B, ...)`` (``(B, ...)`` for 'none')."""
+    """Encode ``x`` ``(B, ...)`` with ``method`` ('p'/'poisson', 'd'/'direct', 'events' for
+    frames ``(B, T, ...)``, or 'none') -> ``(T, B, ...)`` (``(B, ...)`` for 'none')."""
     if method not in ENCODERS:
         raise ValueError(f"unknown encoding {method!r}; choose one of {sorted(ENCODERS)}")
     if ENCODERS[method] is poisson:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_checkpoint
-from .data import dataset_info
+from .data import EventOptions, build_datasets, dataset_info
 from .models import accepts, create_model, is_ann
 
 
@@ -29,13 +29,22 @@ def find_checkpoint(path: str | Path) -> Path:
 def build_model(cfg: dict):
     """The model a training config describes (arch, dataset, num_steps, leak_mem, encode); each
     factory gets the arguments it takes (an ANN takes no num_steps)."""
-    info = dataset_info(cfg["dataset"])
+    info = dataset_info(cfg["dataset"], cfg.get("dvs_size"))
     arguments = dict(num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
     if not is_ann(cfg["arch"]):
         arguments.update(num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"])
     if accepts(cfg["arch"], "encode"):
         arguments["encode"] = cfg["encode"]
     return create_model(cfg["arch"], **arguments)
+
+
+def run_datasets(cfg: dict, data_dir: str | Path | None = None, download: bool = False, progress: bool = True):
+    """``(train, test, info)`` of a training config; event data sets get its frame settings
+    (T, ``dvs_size``, augmentation, workers)."""
+    events = EventOptions(num_steps=cfg["num_steps"], size=cfg.get("dvs_size"),
+                          augment=tuple(cfg.get("dvs_augment") or ()), num_workers=cfg.get("num_workers") or 0,
+                          skip_corrupt=bool(cfg.get("skip_corrupt")), progress=progress)
+    return build_datasets(cfg["dataset"], data_dir or cfg["data_dir"], download, events)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu"):

@@ -35,6 +35,7 @@ class DatasetInfo:
     image_size: int
     mean: tuple = (0.0,)
     std: tuple = (1.0,)
+    events: bool = False  # samples are frames (T, 2, H, W), not images
 
 
 # ----------------------------------------------------------------------------- digits
@@ -232,22 +233,34 @@ def list_datasets() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, frame_size: int | None = None) -> DatasetInfo:
+    """What ``name`` holds; for event data sets ``frame_size`` (``--dvs-size``) replaces the sensor size."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
     info = _BUILDERS[name][1]
+    if info.events and frame_size:
+        info = replace(info, image_size=frame_size)
     if name == "digits" and info.mean is None:
         mean, std = _digits_stats()
         info = replace(info, mean=(mean,), std=(std,))
     return info
 
 
-def build_datasets(name: str, data_dir: str | os.PathLike, download: bool = False) -> tuple[Dataset, Dataset, DatasetInfo]:
+def build_datasets(name: str, data_dir: str | os.PathLike, download: bool = False,
+                   events=None) -> tuple[Dataset, Dataset, DatasetInfo]:
     """``(train, test, info)`` for data set ``name`` under ``data_dir``.
 
+    ``events``: :class:`~bntt_snntorch.data.events.EventOptions` (T, frame size,
+    augmentation, workers) for event data sets, which yield ``(frames (T, 2, H, W), label)``.
     Raises :class:`DatasetNotFoundError` with a one-line message naming the
     path looked at and how to get the data.
     """
-    info = dataset_info(name)
-    train, test = _BUILDERS[name][0](Path(data_dir), download)
-    return train, test, info
+    builder, info = _BUILDERS[name] if name in _BUILDERS else (None, dataset_info(name))
+    if not info.events:
+        train, test = builder(Path(data_dir), download)
+        return train, test, dataset_info(name)
+    from .events import EventOptions
+
+    events = events or EventOptions()
+    train, test = builder(Path(data_dir), download, events)
+    return train, test, dataset_info(name, events.size)

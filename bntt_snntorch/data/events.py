@@ -1,0 +1,292 @@
+"""Event data sets as frames: DVS-CIFAR10 through tonic, a fixed 9:1 split, and a disk frame cache.
+
+Recordings are binned with ``tonic.transforms.ToFrame(n_time_bins=T)`` (after
+``Downsample`` to ``size``) into event counts ``(T, 2, size, size)``. The first
+pass writes every recording's frames under ``<data-dir>/frame-cache/<key>/``,
+where ``key`` hashes everything that changes them (data set, recordings, T,
+size, the tonic transform and tonic's version); later epochs read arrays.
+Training augmentation (left-right flip, translation) runs on the cached
+frames: it equals flipping / shifting the events before binning (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tonic
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write
+from .static import DatasetNotFoundError
+
+CIFAR10_DVS_URL = "https://figshare.com/ndownloader/files/38023437"
+CACHE_FORMAT = 1
+
+
+class CorruptRecordingError(RuntimeError):
+    """A recording could not be decoded; the message names the file."""
+
+
+class CIFAR10DVS(tonic.datasets.CIFAR10DVS):
+    """tonic's CIFAR10DVS that accepts the extracted folder alone.
+
+    tonic's existence check wants ``CIFAR10DVS.zip`` beside the extracted
+    recordings (and downloads again without it); here the 1,000 ``.aedat4``
+    files tonic requires are enough, so the zip may be deleted. Files are
+    listed in a machine-independent order (class, then natural file-name order).
+    """
+
+    def _check_exists(self) -> bool:
+        return self._folder_contains_at_least_n_files_of_type(1000, ".aedat4")
+
+    def __init__(self, save_to: str, **kwargs):
+        super().__init__(save_to, **kwargs)
+        order = sorted(range(len(self.data)), key=lambda i: (self.targets[i], natural_key(Path(self.data[i]).name)))
+        self.data = [self.data[i] for i in order]
+        self.targets = [self.targets[i] for i in order]
+
+
+def natural_key(name: str) -> tuple:
+    """``cifar10_cat_10`` after ``cifar10_cat_9``: digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def stratified_split(targets, test_fraction: float = 0.1) -> tuple[list[int], list[int]]:
+    """The fixed split: within each class, in the data set's order, the first
+    ``1 - test_fraction`` of the recordings train and the rest test (SpikingJelly's
+    convention). No randomness: the same files on every machine."""
+    targets = np.asarray(targets)
+    train, test = [], []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label).tolist()
+        n_train = int(round(len(members) * (1.0 - test_fraction)))
+        train += members[:n_train]
+        test += members[n_train:]
+    return sorted(train), sorted(test)
+
+
+def frame_transform(sensor_size: tuple[int, int, int], size: int, num_steps: int) -> Callable:
+    """tonic transform: events -> int16 counts ``(T, 2, size, size)`` (downsampled if ``size`` differs)."""
+    steps = []
+    if size != sensor_size[0]:
+        steps.append(tonic.transforms.Downsample(spatial_factor=size / sensor_size[0]))
+    steps.append(tonic.transforms.ToFrame(sensor_size=(size, size, sensor_size[2]), n_time_bins=num_steps))
+    return tonic.transforms.Compose(steps)
+
+
+def to_frames(events: np.ndarray, transform: Callable, num_steps: int, size: int, polarities: int = 2) -> np.ndarray:
+    """``transform(events)`` as int16 ``(T, P, size, size)``; zeros for a recording without events."""
+    if len(events) == 0:
+        return np.zeros((num_steps, polarities, size, size), np.int16)
+    return transform(events).astype(np.int16)
+
+
+# ----------------------------------------------------------------------------- the cache
+@dataclass(frozen=True)
+class CacheSpec:
+    """What the cached frames depend on; its hash names the cache folder."""
+
+    dataset: str
+    num_steps: int
+    size: int
+    transform: str
+    recordings: str  # digest of the recording list (or of the simulation parameters)
+
+    def key(self) -> str:
+        text = json.dumps({**self.__dict__, "tonic": tonic.__version__, "format": CACHE_FORMAT}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def recordings_digest(paths) -> str:
+    """Names, sizes and modification times of the recordings (a changed file changes the cache key)."""
+    h = hashlib.sha1()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{Path(p).parent.name}/{Path(p).name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+class _FrameBuilder(Dataset):
+    """Item ``i``: frames of recording ``i`` written to ``folder/i.npy`` (atomic), unless there.
+    Returns ``(i, error message or "")`` so a bad file is reported by the main process."""
+
+    def __init__(self, source, folder: Path, frames_of: Callable[[np.ndarray], np.ndarray], indices):
+        self.source, self.folder, self.frames_of, self.indices = source, folder, frames_of, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, n: int):
+        i = self.indices[n]
+        path = self.folder / f"{i:06d}.npy"
+        if path.exists():
+            return i, ""
+        try:
+            events, _ = self.source[i]
+            frames = self.frames_of(events)
+        except Exception as err:  # the decoder's errors have no common type
+            name = self.source.data[i] if hasattr(self.source, "data") else f"recording {i}"
+            return i, f"{name}: {type(err).__name__}: {err}".splitlines()[0]
+        atomic_write(path, lambda f: np.save(f, frames))
+        return i, ""
+
+
+def build_frame_cache(source, spec: CacheSpec, cache_root: Path, frames_of: Callable, num_workers: int = 0,
+                      skip_corrupt: bool = False, progress: bool = True) -> tuple[Path, list[int]]:
+    """Frames of every recording of ``source`` in ``cache_root/<spec.key()>/frames.npy``
+    (int16 ``(N, T, P, H, W)``, row ``i`` = recording ``i``); returns the folder and the usable
+    indices. Recordings are framed in parallel (``num_workers``) into one file each (resumable:
+    files already there are kept), then gathered into ``frames.npy``; ``manifest.json``, written
+    last, marks the cache complete. A recording that cannot be decoded raises
+    :class:`CorruptRecordingError` naming it, or with ``skip_corrupt`` is left out with a warning."""
+    folder = cache_root / spec.key()
+    manifest = folder / "manifest.json"
+    if manifest.exists():
+        return folder, json.loads(manifest.read_text())["indices"]
+    folder.mkdir(parents=True, exist_ok=True)
+    builder = _FrameBuilder(source, folder, frames_of, range(len(source)))
+    loader = DataLoader(builder, batch_size=None, num_workers=min(num_workers, os.cpu_count() or 1))
+    bad = []
+    for _, error in tqdm(loader, total=len(builder), desc=f"caching {spec.dataset} frames", disable=not progress,
+                         leave=False):
+        if error:
+            if not skip_corrupt:
+                raise CorruptRecordingError(f"cannot read {error}; re-extract or delete it, or pass --skip-corrupt")
+            bad.append(error)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable recording(s), first: {bad[0]}", stacklevel=2)
+    items = {i: folder / f"{i:06d}.npy" for i in range(len(source))}
+    indices = [i for i, path in items.items() if path.exists()]
+    if not indices:
+        raise CorruptRecordingError(f"no recording of {spec.dataset} could be read")
+    shape = np.load(items[indices[0]], mmap_mode="r").shape
+    tmp = folder / ".frames.tmp.npy"
+    frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(source), *shape))
+    for i in indices:
+        frames[i] = np.load(items[i])
+    frames.flush()
+    del frames
+    os.replace(tmp, folder / "frames.npy")
+    content = {"spec": spec.__dict__, "tonic": tonic.__version__, "shape": [len(source), *shape],
+               "indices": indices, "skipped": bad}
+    atomic_write(manifest, lambda f: f.write(json.dumps(content, indent=1).encode()))
+    for i in indices:
+        items[i].unlink()
+    return folder, indices
+
+
+# ----------------------------------------------------------------------------- frames as a data set
+class FrameAugment:
+    """Training augmentation of frames ``(T, P, H, W)``: left-right flip with probability
+    ``flip_p``, and a translation by up to ``max_shift`` pixels in x and y (zero fill), done in
+    one copy. Equal to flipping / shifting the events before binning when no event leaves the
+    sensor (tested). Draws from torch's generator (seeded per loader worker)."""
+
+    def __init__(self, flip_p: float = 0.5, max_shift: int = 0):
+        self.flip_p, self.max_shift = flip_p, max_shift
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        flip = torch.rand(()).item() < self.flip_p
+        dx, dy = (torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist() if self.max_shift else (0, 0))
+        return translate(frames[..., ::-1] if flip else frames, dx, dy)
+
+    def __repr__(self) -> str:
+        return f"FrameAugment(flip_p={self.flip_p}, max_shift={self.max_shift})"
+
+
+def translate(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """A copy of ``(..., H, W)`` shifted by ``dx`` columns and ``dy`` rows, filled with zeros."""
+    out = np.zeros(frames.shape, frames.dtype)
+    H, W = frames.shape[-2:]
+    src_y, dst_y = slice(max(0, -dy), min(H, H - dy)), slice(max(0, dy), min(H, H + dy))
+    src_x, dst_x = slice(max(0, -dx), min(W, W - dx)), slice(max(0, dx), min(W, W + dx))
+    out[..., dst_y, dst_x] = frames[..., src_y, src_x]
+    return out
+
+
+class CachedFrames(Dataset):
+    """``(frames (T, P, H, W) int16 event counts, label)`` of ``indices``, read from a frame cache's
+    ``frames.npy`` (memory-mapped, opened lazily in each loader process). The counts stay int16
+    until :func:`bntt_snntorch.encoding.events` makes them float on the training device."""
+
+    def __init__(self, folder: Path, indices, targets, augment: FrameAugment | None = None):
+        self.folder, self.indices, self.targets, self.augment = folder, list(indices), list(targets), augment
+        self._frames = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_frames": None}  # workers map the file themselves
+
+    def __getitem__(self, n: int):
+        if self._frames is None:
+            self._frames = np.load(self.folder / "frames.npy", mmap_mode="r")
+        i = self.indices[n]
+        row = self._frames[i]  # a view into the mapped file
+        frames = np.array(row) if self.augment is None else self.augment(row)
+        return torch.from_numpy(frames), self.targets[i]
+
+
+@dataclass(frozen=True)
+class EventOptions:
+    """Frame settings from the command line."""
+
+    num_steps: int = 10
+    size: int | None = None  # None: the sensor's size
+    augment: tuple = ("flip", "translate")
+    num_workers: int = 0
+    skip_corrupt: bool = False
+    progress: bool = True
+
+
+def _augment(options: EventOptions, size: int) -> FrameAugment | None:
+    if not options.augment:
+        return None
+    shift = max(1, size // 16) if "translate" in options.augment else 0
+    return FrameAugment(0.5 if "flip" in options.augment else 0.0, shift)
+
+
+def framed_split(source, name: str, sensor_size, options: EventOptions, cache_root: Path, train_idx, test_idx,
+                 recordings: str):
+    """Train / test :class:`CachedFrames` of ``source`` (recordings -> frames via the cache)."""
+    size = options.size or sensor_size[0]
+    transform = frame_transform(sensor_size, size, options.num_steps)
+    spec = CacheSpec(name, options.num_steps, size, repr(transform), recordings)
+
+    def frames_of(events):
+        return to_frames(events, transform, options.num_steps, size, sensor_size[2])
+
+    folder, usable = build_frame_cache(source, spec, cache_root, frames_of, options.num_workers,
+                                       options.skip_corrupt, options.progress)
+    usable = set(usable)
+    targets = list(source.targets)
+    train = CachedFrames(folder, [i for i in train_idx if i in usable], targets, _augment(options, size))
+    test = CachedFrames(folder, [i for i in test_idx if i in usable], targets)
+    return train, test
+
+
+def cifar10_dvs(data_dir: Path, download: bool, options: EventOptions):
+    """DVS-CIFAR10 from ``<data_dir>/CIFAR10DVS/<class>/*.aedat4``: fixed 9:1 split, cached frames."""
+    root = data_dir / "CIFAR10DVS"
+    n_files = len(list(root.glob("*/*.aedat4"))) if root.is_dir() else 0
+    if n_files < 1000 and not download:
+        found = f"only {n_files} recordings found in {root}" if n_files else f"expected the folder {root}"
+        raise DatasetNotFoundError(
+            f"CIFAR10-DVS not found: {found} (10 class folders of .aedat4 files); download CIFAR10DVS.zip from "
+            f"{CIFAR10_DVS_URL}, unzip it and the 10 class zips into {root}, or pass --download"
+        )
+    source = CIFAR10DVS(str(data_dir))
+    train_idx, test_idx = stratified_split(source.targets)
+    return framed_split(source, "cifar10-dvs", CIFAR10DVS.sensor_size, options, data_dir / "frame-cache",
+                        train_idx, test_idx, recordings_digest(source.data))
