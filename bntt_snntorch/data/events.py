@@ -30,7 +30,7 @@ from ..checkpoint import atomic_write
 from .static import DatasetNotFoundError
 
 CIFAR10_DVS_URL = "https://figshare.com/ndownloader/files/38023437"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump when the cache layout changes
 
 
 class CorruptRecordingError(RuntimeError):
@@ -151,7 +151,7 @@ def build_frame_cache(source, spec: CacheSpec, cache_root: Path, frames_of: Call
     :class:`CorruptRecordingError` naming it, or with ``skip_corrupt`` is left out with a warning."""
     folder = cache_root / spec.key()
     manifest = folder / "manifest.json"
-    if manifest.exists():
+    if manifest.exists() and (folder / "frames.npy").exists():
         return folder, json.loads(manifest.read_text())["indices"]
     folder.mkdir(parents=True, exist_ok=True)
     builder = _FrameBuilder(source, folder, frames_of, range(len(source)))

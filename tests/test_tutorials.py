@@ -1,0 +1,82 @@
+"""The tutorials run end to end in quick mode and produce what they describe; each opens as a notebook."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
+
+
+def _run(name: str, tmp_path: Path) -> str:
+    env = {**os.environ, "BNTT_TUTORIAL_QUICK": "1", "BNTT_TUTORIAL_OUT": str(tmp_path / "out"),
+           "BNTT_TUTORIAL_DATA": str(tmp_path / "data"), "MPLBACKEND": "Agg"}
+    res = subprocess.run([sys.executable, str(ROOT / "tutorials" / name)], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_there_are_five_tutorials_in_jupytext_percent_format():
+    assert [t.name[:2] for t in TUTORIALS] == ["01", "02", "03", "04", "05"]
+    for path in TUTORIALS:
+        notebook = jupytext.read(path)
+        kinds = [cell.cell_type for cell in notebook.cells]
+        assert kinds.count("markdown") >= 3 and kinds.count("code") >= 3, path.name
+        assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# Tutorial")
+
+
+def test_01_bntt_in_snntorch(tmp_path):
+    out = _run("01_bntt_in_snntorch.py", tmp_path)
+    drop_in = float(re.search(r"drop-in: largest difference to snnTorch (\S+)", out).group(1))
+    multi = float(re.search(r"multi-step vs the per-step loop: largest difference (\S+)", out).group(1))
+    assert drop_in < 1e-5 and multi < 1e-4
+    accuracy = float(re.search(r"test accuracy (\S+) %", out).group(1))
+    assert accuracy > 30  # two quick epochs: well above chance (10 %)
+    assert (tmp_path / "out" / "gammas.png").stat().st_size > 10_000
+
+
+def test_02_event_data(tmp_path):
+    out = _run("02_event_data.py", tmp_path)
+    assert "frames: (10, 2, 16, 16)" in out and "1437 training / 360 test recordings" in out
+    assert (tmp_path / "out" / "frames.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "digit0.aedat4").read_bytes().startswith(b"#!AER-DAT4.0")
+    assert len(list((tmp_path / "data" / "frame-cache").glob("*/frames.npy"))) == 1
+    assert (tmp_path / "out" / "run" / "metrics.csv").exists()
+
+
+def test_03_early_exit_and_energy(tmp_path):
+    out = _run("03_early_exit_and_energy.py", tmp_path)
+    accuracies = [float(a) for a in re.findall(r"after +\d+ steps: (\S+) %", out)]
+    assert len(accuracies) == 3 and accuracies[-1] > 50
+    assert re.search(r"exit at step \d+ of 10", out) and "total  ANN" in out
+    for png in ("accuracy_vs_steps.png", "energy.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 10_000
+
+
+def test_04_rate_vs_direct(tmp_path):
+    _run("04_rate_vs_direct.py", tmp_path)
+    with open(tmp_path / "out" / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["coding"], r["T"]) for r in rows) == [("direct", "2"), ("direct", "4"),
+                                                          ("rate (Poisson)", "2"), ("rate (Poisson)", "4")]
+    assert (tmp_path / "out" / "accuracy_vs_eps.png").exists()
+
+
+def test_05_ann_to_snn_conversion(tmp_path):
+    out = _run("05_ann_to_snn_conversion.py", tmp_path)
+    for precision in ("fp", "binary"):
+        ann, snn_acc = map(float, re.search(rf"{precision}: ANN (\S+) %, SNN after 30 steps (\S+) %", out).groups())
+        assert ann > 30 and abs(snn_acc - ann) < 15  # 4 quick epochs; the full run is in results/bsnn-digits
+    assert (tmp_path / "out" / "accuracy_vs_time.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
+def test_readme_links_every_tutorial(path):
+    assert f"tutorials/{path.name}" in (ROOT / "README.md").read_text()
