@@ -55,6 +55,13 @@ def _parameters_finite(optimizer: torch.optim.Optimizer) -> bool:
     return bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all())
 
 
+def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
+    """Images ``(B, C, H, W)`` in ``memory_format``; event frames ``(B, T, P, H, W)`` as they are."""
+    if images.dim() != 4:
+        return images.to(device, non_blocking=True)
+    return images.to(device, non_blocking=True, memory_format=memory_format)
+
+
 def _batches(loader, max_batches: int | None, desc: str, show: bool):
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     return tqdm(islice(loader, total), total=total, desc=desc, leave=False, disable=not show, dynamic_ncols=True)
@@ -92,7 +99,7 @@ def train_one_epoch(
     for index, (images, labels) in enumerate(bar):
         if index < state.batches:
             continue
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = _to_device(images, device, memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(encode(images))
@@ -136,7 +143,7 @@ def evaluate(
     model.eval()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for images, labels in _batches(loader, max_batches, desc, progress):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = _to_device(images, device, memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(encode(images)).float()

@@ -223,7 +223,7 @@ def test_digits_dvs_events_look_like_a_dvs_recording():
 def test_digits_dvs_trains_end_to_end_through_train_py(tmp_path):
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "digits-dvs", "--data-dir", str(tmp_path),
-                          "--num_epochs", "1", "--max-batches", "3", "--num_workers", "2", "--no-progress",
+                          "--num_epochs", "1", "--max-batches", "3", "--num_workers", "2", "--channels-last", "--no-progress",
                           "--output-dir", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
