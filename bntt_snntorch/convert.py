@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import plots
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import atomic_write
 from .conversion import accuracy_over_time, activation_scales, convert
-from .data import DatasetNotFoundError, build_datasets, dataset_info
-from .models import VGGAB, create_model, is_ann, list_models
-from .runs import CheckpointError, find_checkpoint, load_run
+from .data import DatasetNotFoundError, build_datasets
+from .models import is_ann, list_models
+from .runs import CheckpointError, build_model, load_weights, model_from_checkpoint, read_checkpoint
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,29 +70,22 @@ def _strip_prefix(state: dict) -> dict:
 
 def load_ann(path: str, arch: str | None, dataset: str | None, device: torch.device):
     """``(ann, arch, dataset)`` from a train.py run / checkpoint or a plain state dict."""
-    ckpt_path = find_checkpoint(path)
-    raw = load_checkpoint(ckpt_path, map_location=device)
+    raw, ckpt_path = read_checkpoint(path, device)
     if isinstance(raw, dict) and "config" in raw:
         saved_arch, saved_dataset = raw["config"]["arch"], raw["config"]["dataset"]
         if arch is not None and arch != saved_arch:
             raise CheckpointError(f"{ckpt_path} holds a {saved_arch!r} network, but --arch asks for {arch!r}")
         if dataset is not None and dataset != saved_dataset:
             raise CheckpointError(f"{ckpt_path} was trained on {saved_dataset!r}, but --dataset asks for {dataset!r}")
-        ann, cfg, _ = load_run(ckpt_path, device)
-        if not isinstance(ann, VGGAB):
+        if not is_ann(saved_arch):
             raise CheckpointError(f"{ckpt_path} holds the spiking net {saved_arch!r}; conversion needs an ANN trained "
                                   "with a bsnn-* recipe (e.g. python train.py --recipe bsnn-digits-fp)")
+        ann, _ = model_from_checkpoint(raw, ckpt_path, device)
         return ann, saved_arch, saved_dataset
     if arch is None or dataset is None:
         raise CheckpointError(f"{ckpt_path} is a plain state dict: pass --arch and --dataset to say what it holds")
-    info = dataset_info(dataset)
-    ann = create_model(arch, num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
-    state = _strip_prefix(raw.get("state_dict", raw))
-    try:
-        ann.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{ckpt_path} does not fit --arch {arch} on {dataset}: {first}") from None
+    ann = build_model({"arch": arch, "dataset": dataset})
+    load_weights(ann, _strip_prefix(raw.get("state_dict", raw)), ckpt_path, f"--arch {arch} on {dataset}")
     return ann.to(device).eval(), arch, dataset
 
 

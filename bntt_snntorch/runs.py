@@ -47,20 +47,37 @@ def run_datasets(cfg: dict, data_dir: str | Path | None = None, download: bool =
     return build_datasets(cfg["dataset"], data_dir or cfg["data_dir"], download, events)
 
 
-def load_run(path: str | Path, device: torch.device | str = "cpu"):
-    """``(model, config dict, checkpoint path)`` of a run folder or checkpoint file."""
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[object, Path]:
+    """``(loaded object, checkpoint path)`` of a run folder or checkpoint file."""
     ckpt_path = find_checkpoint(path)
     try:
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        return load_checkpoint(ckpt_path, map_location=device), ckpt_path
     except Exception as err:  # truncated or not a torch file
         raise CheckpointError(f"cannot read {ckpt_path}: {err}") from None
-    if "config" not in ckpt or "model" not in ckpt:
+
+
+def load_weights(model, state_dict: dict, ckpt_path: Path, what: str) -> None:
+    """``model.load_state_dict(state_dict)``; a mismatch is a one-line :class:`CheckpointError`
+    saying ``ckpt_path does not fit <what>``."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"{ckpt_path} does not fit {what}: {first}") from None
+
+
+def model_from_checkpoint(ckpt, ckpt_path: Path, device: torch.device | str = "cpu"):
+    """``(model in eval mode, config dict)`` of a loaded training checkpoint."""
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is not a bntt_snntorch training checkpoint (no 'config' / 'model' entries)")
     cfg = ckpt["config"]
     model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{ckpt_path} does not fit a {cfg['arch']!r} model: {first}") from None
-    return model.to(device).eval(), cfg, ckpt_path
+    load_weights(model, ckpt["model"], ckpt_path, f"a {cfg['arch']!r} model")
+    return model.to(device).eval(), cfg
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu"):
+    """``(model, config dict, checkpoint path)`` of a run folder or checkpoint file."""
+    ckpt, ckpt_path = read_checkpoint(path, device)
+    model, cfg = model_from_checkpoint(ckpt, ckpt_path, device)
+    return model, cfg, ckpt_path

@@ -46,8 +46,10 @@ class CIFAR10DVS(tonic.datasets.CIFAR10DVS):
     listed in a machine-independent order (class, then natural file-name order).
     """
 
+    min_recordings = 1000  # tonic's own threshold for "extracted"
+
     def _check_exists(self) -> bool:
-        return self._folder_contains_at_least_n_files_of_type(1000, ".aedat4")
+        return self._folder_contains_at_least_n_files_of_type(self.min_recordings, ".aedat4")
 
     def __init__(self, save_to: str, **kwargs):
         super().__init__(save_to, **kwargs)
@@ -280,7 +282,7 @@ def cifar10_dvs(data_dir: Path, download: bool, options: EventOptions):
     """DVS-CIFAR10 from ``<data_dir>/CIFAR10DVS/<class>/*.aedat4``: fixed 9:1 split, cached frames."""
     root = data_dir / "CIFAR10DVS"
     n_files = len(list(root.glob("*/*.aedat4"))) if root.is_dir() else 0
-    if n_files < 1000 and not download:
+    if n_files < CIFAR10DVS.min_recordings and not download:
         found = f"only {n_files} recordings found in {root}" if n_files else f"expected the folder {root}"
         raise DatasetNotFoundError(
             f"CIFAR10-DVS not found: {found} (10 class folders of .aedat4 files); download CIFAR10DVS.zip from "

@@ -113,12 +113,10 @@ class DigitsDVS:
 
 def digits_dvs(data_dir: Path, download: bool, options):
     """The simulated event digits, split like ``digits`` (stratified 80/20, ``random_state=0``), cached frames."""
-    from sklearn.model_selection import train_test_split
-
     from .events import framed_split
+    from .static import digits_split_indices
 
     source = DigitsDVS()
-    train_idx, test_idx = train_test_split(np.arange(len(source)), test_size=0.2, stratify=source.targets,
-                                           random_state=0)
+    train_idx, test_idx = digits_split_indices(source.targets)
     return framed_split(source, "digits-dvs", DigitsDVS.sensor_size, options, data_dir / "frame-cache",
                         sorted(train_idx.tolist()), sorted(test_idx.tolist()), source.digest())

@@ -39,13 +39,21 @@ class DatasetInfo:
 
 
 # ----------------------------------------------------------------------------- digits
+def digits_split_indices(targets) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed digits split: stratified 80/20, ``random_state=0`` -> (train, test) indices
+    (shared by ``digits`` and ``digits-dvs``)."""
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(len(targets)), test_size=0.2, stratify=targets, random_state=0)
+
+
 def _digits_split():
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
-    return train_test_split(images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0)
+    train, test = digits_split_indices(bunch.target)
+    return images[train], images[test], bunch.target[train], bunch.target[test]
 
 
 @functools.lru_cache(maxsize=1)
@@ -255,12 +263,11 @@ def build_datasets(name: str, data_dir: str | os.PathLike, download: bool = Fals
     Raises :class:`DatasetNotFoundError` with a one-line message naming the
     path looked at and how to get the data.
     """
-    builder, info = _BUILDERS[name] if name in _BUILDERS else (None, dataset_info(name))
+    info = dataset_info(name)  # raises for an unknown name
+    builder = _BUILDERS[name][0]
     if not info.events:
-        train, test = builder(Path(data_dir), download)
-        return train, test, dataset_info(name)
+        return (*builder(Path(data_dir), download), info)
     from .events import EventOptions
 
     events = events or EventOptions()
-    train, test = builder(Path(data_dir), download, events)
-    return train, test, dataset_info(name, events.size)
+    return (*builder(Path(data_dir), download, events), dataset_info(name, events.size))

@@ -117,3 +117,8 @@ def backward_step(grad_spk, grad_mem, carry, h, m_prev, beta, theta, g: float, s
         if mode.delayed_reset and mode.reset == "subtract":
             grad_theta = grad_theta - delta_h * r
     return carry, grad_beta, grad_theta
+
+
+def clamp_grad_mask(beta: torch.Tensor) -> torch.Tensor:
+    """Derivative of ``beta.clamp(0, 1)``: 1 where beta is inside [0, 1], else 0."""
+    return ((beta >= 0) & (beta <= 1)).to(beta.dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..surrogate import Surrogate
-from .scan_math import ScanMode, backward_step, forward_step
+from .scan_math import ScanMode, backward_step, clamp_grad_mask, forward_step
 
 
 def _reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -59,7 +59,7 @@ class LeakyScan(torch.autograd.Function):
                 theta_t = _reduce_to(theta_t, theta.shape)
                 d_theta = theta_t if d_theta is None else d_theta + theta_t
         grad_mem0 = carry
-        grad_beta = None if d_beta is None else d_beta * ((beta >= 0) & (beta <= 1)).to(beta.dtype)
+        grad_beta = None if d_beta is None else d_beta * clamp_grad_mask(beta)
         return grad_x, grad_mem0, grad_beta, d_theta, None, None, None
 
 

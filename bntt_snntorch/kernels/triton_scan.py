@@ -16,7 +16,7 @@ import torch
 
 from .. import surrogate as sg
 from ..functional import LeakyParams
-from .scan_math import ScanMode
+from .scan_math import ScanMode, clamp_grad_mask
 
 try:
     import triton
@@ -227,8 +227,7 @@ class LeakyScanTriton(torch.autograd.Function):
         )
         grad_beta = grad_theta = None
         if ctx.needs_input_grad[2]:
-            inside = ((beta >= 0) & (beta <= 1)).to(beta.dtype)
-            grad_beta = (part_beta.sum() * inside).reshape(beta.shape)
+            grad_beta = (part_beta.sum() * clamp_grad_mask(beta)).reshape(beta.shape)
         if ctx.needs_input_grad[3]:
             grad_theta = part_theta.sum().reshape(theta.shape)
         return grad_x, grad_m0, grad_beta, grad_theta, None, None, None
