@@ -58,23 +58,33 @@ def main(args: argparse.Namespace) -> list[dict]:
                              snn_acc=summary["snn_accuracy_final"], gap_points=100 * (summary["ann_accuracy"] - summary["snn_accuracy_final"]),
                              within_1_point_at=summary["first_step_within_1_point"],
                              within_2_points_at=summary["first_step_within_2_points"]))
-    _write_tables(rows, out, args.time)
+    _write_tables(rows, out, args.time, "python -m bntt_snntorch.compare_conversion " + " ".join(argv_of(args)))
     anns = {r["precision"]: r["ann_acc"] for r in rows}
     plot_conversion_comparison(curves, anns, out / "accuracy_vs_time.png")
     return rows
 
 
-def _write_tables(rows: list[dict], out: Path, steps: int) -> None:
+def argv_of(args: argparse.Namespace) -> list[str]:
+    """The flags that reproduce ``args``."""
+    argv = ["--output-dir", str(args.output_dir), "--time", str(args.time), "--percentile", str(args.percentile),
+            "--norm", str(args.norm), "--seed", str(args.seed)]
+    return argv + (["--num_epochs", str(args.num_epochs)] if args.num_epochs else [])
+
+
+def _write_tables(rows: list[dict], out: Path, steps: int, command: str) -> None:
     with open(out / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    header = [f"# ANN -> SNN conversion on digits, T={steps}", "",
+              "ANN and SNN accuracy on the 360 test images; 'within N pt(s) from step': the first step whose "
+              "accumulated SNN prediction is at most N points below the ANN.", "", f"Command: `{command}`", ""]
     lines = [f"| ANN | propagation | ANN acc. | SNN acc. at T={steps} | gap (points) | within 1 pt from step "
              "| within 2 pts from step |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['precision']} | {r['mode']} | {100 * r['ann_acc']:.2f}% | {100 * r['snn_acc']:.2f}% | "
                      f"{r['gap_points']:.2f} | {r['within_1_point_at']} | {r['within_2_points_at']} |")
-    (out / "comparison.md").write_text("\n".join(lines) + "\n")
+    (out / "comparison.md").write_text("\n".join(header + lines) + "\n")
     print("\n".join(lines))
 
 
