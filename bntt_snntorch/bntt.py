@@ -1,8 +1,8 @@
 """Batch Normalization Through Time (Kim & Panda 2020).
 
 One BatchNorm per time step, each with its own running statistics and gamma,
-bias fixed at 0. Drop-in for ``snn.BatchNormTT1d/2d`` (same ``len``,
-indexing and state-dict keys), with a fast multi-step path: BNTT over
+bias fixed at 0. Drop-in for ``snn.BatchNormTT1d/2d`` (same arguments and
+defaults, ``len``, indexing and state-dict keys), with a fast multi-step path: BNTT over
 ``(T, B, C, H, W)`` equals one BatchNorm over the ``T*C`` channels of
 ``(B, T*C, H, W)``, so all steps are normalised in a single call.
 """
@@ -18,12 +18,36 @@ from torch import nn
 from .through_time import ThroughTime
 
 
-class _BatchNormTT(ThroughTime):
+SEED_EPS = 1e-4  # the BNTT paper's code; snnTorch, SpikingJelly and torch use 1e-5
+
+
+class BatchNormTT(ThroughTime):
+    """The shared base of :class:`BatchNormTT1d` and :class:`BatchNormTT2d` (use it in ``isinstance``).
+
+    ``BatchNormTT2d(num_features, time_steps, eps=1e-5, momentum=0.1, affine=True)``: snnTorch's
+    signature and defaults; its keyword ``input_features`` is accepted for ``num_features``.
+    """
+
     _norm: type[nn.modules.batchnorm._BatchNorm]
     _step_ranks: tuple[int, ...]
     _step_shape: str
 
-    def __init__(self, num_features: int, time_steps: int, eps: float = 1e-4, momentum: float = 0.1, affine: bool = True):
+    def __init__(
+        self,
+        num_features: int | None = None,
+        time_steps: int | None = None,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        *,
+        input_features: int | None = None,
+    ):
+        name = type(self).__name__
+        if (num_features is None) == (input_features is None):
+            raise TypeError(f"{name}() takes the channel count once: num_features (or snnTorch's input_features)")
+        num_features = num_features if input_features is None else input_features
+        if time_steps is None:
+            raise TypeError(f"{name}() missing required argument: 'time_steps'")
         norm = self._norm
         super().__init__(
             lambda: norm(num_features, eps=eps, momentum=momentum, affine=affine), time_steps, self._step_ranks[0]
@@ -76,9 +100,12 @@ class _BatchNormTT(ThroughTime):
         else:
             out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
         if self.training:
+            # Written through .data, as batch norm's own kernel updates running statistics: without
+            # a version bump, so a per-step call earlier in the same graph (which saved these
+            # buffers) still runs backward.
             with torch.no_grad():
-                torch._foreach_copy_([bn.running_mean for bn in steps], list(running_mean.view(T, C)))
-                torch._foreach_copy_([bn.running_var for bn in steps], list(running_var.view(T, C)))
+                torch._foreach_copy_([bn.running_mean.data for bn in steps], list(running_mean.view(T, C)))
+                torch._foreach_copy_([bn.running_var.data for bn in steps], list(running_var.view(T, C)))
                 torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
         return out.view(B, T, C, *rest).transpose(0, 1)
 
@@ -86,7 +113,7 @@ class _BatchNormTT(ThroughTime):
         return f"{self.num_features}, time_steps={self.time_steps}, eps={self[0].eps}, momentum={self[0].momentum}, affine={self.affine}"
 
 
-class BatchNormTT1d(_BatchNormTT):
+class BatchNormTT1d(BatchNormTT):
     """BNTT for ``(B, C)`` / ``(B, C, L)`` steps; sequences ``(T, B, C)`` / ``(T, B, C, L)``.
 
     ``bn(x, t)`` runs step ``t``; ``bn(x_seq)`` all steps in one batch-norm
@@ -100,7 +127,7 @@ class BatchNormTT1d(_BatchNormTT):
     _step_shape = "(B, C) or (B, C, L)"
 
 
-class BatchNormTT2d(_BatchNormTT):
+class BatchNormTT2d(BatchNormTT):
     """BNTT for ``(B, C, H, W)`` steps; sequences ``(T, B, C, H, W)``.
 
     ``bn(x, t)`` runs step ``t``; ``bn(x_seq)`` all steps in one batch-norm

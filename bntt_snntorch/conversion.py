@@ -210,7 +210,7 @@ class ConvertedSNN(nn.Module):
                 if stage.neuron is None:
                     outputs.append(current)
                     break
-                spikes, mem_seq = stage.neuron(current, mem[i])
+                spikes, mem_seq = stage.neuron.multi_step(current, mem[i])
                 mem[i] = mem_seq[-1]
         return torch.cat(outputs)
 

@@ -43,10 +43,10 @@ def barrier() -> None:
 
 def sync_batchnorm_tt(model: nn.Module) -> nn.Module:
     """Make every BNTT layer of ``model`` compute its training statistics over all ranks."""
-    from .bntt import _BatchNormTT
+    from .bntt import BatchNormTT
 
     for m in model.modules():
-        if isinstance(m, _BatchNormTT):
+        if isinstance(m, BatchNormTT):
             m.synchronized = True
     return model
 

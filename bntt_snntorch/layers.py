@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .neurons import MultiStepLeaky
+from .neurons import Leaky
 
 
 def _over_time(module: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
@@ -44,14 +44,15 @@ class SpikingBlock(nn.Module):
         synapse: a stateless layer (``nn.Conv2d``, ``nn.Linear``).
         norm: a :class:`~bntt_snntorch.BatchNormTT2d`/``1d`` (or any
             :class:`~bntt_snntorch.ThroughTime`), or ``None`` for no normalisation.
-        neuron: a :class:`~bntt_snntorch.MultiStepLeaky`.
+        neuron: a :class:`~bntt_snntorch.Leaky` (its step mode does not matter: the block calls
+            ``multi_step`` / ``step`` explicitly).
         input_scale: the synaptic current is multiplied by it before
             integration (``1 - lambda`` in the rate-vs-direct models), default 1.
 
     The block's state is the neuron's membrane ``(B, ...)``.
     """
 
-    def __init__(self, synapse: nn.Module, norm: nn.Module | None, neuron: MultiStepLeaky, input_scale: float = 1.0):
+    def __init__(self, synapse: nn.Module, norm: nn.Module | None, neuron: Leaky, input_scale: float = 1.0):
         super().__init__()
         self.synapse = synapse
         self.norm = norm
@@ -65,7 +66,7 @@ class SpikingBlock(nn.Module):
             cur = self.norm(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
-        return self.neuron(cur)[0]
+        return self.neuron.multi_step(cur)[0]
 
     def step(self, x: torch.Tensor, t: int, mem: torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""

@@ -1,4 +1,4 @@
-"""``MultiStepLeaky``: ``snn.Leaky`` that takes a whole time-major sequence."""
+"""``Leaky``: ``snn.Leaky`` with an explicit step mode; ``MultiStepLeaky``: the same, multi-step by default."""
 
 from __future__ import annotations
 
@@ -9,47 +9,66 @@ from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
 from .kernels import BACKENDS, leaky_scan
 
+STEP_MODES = ("s", "m")
 
-class MultiStepLeaky(snn.Leaky):
-    """A leaky integrate-and-fire layer over a time-major sequence.
 
-    It is an ``snn.Leaky`` (same arguments, buffers, parameters and state-dict
-    keys) whose ``forward`` runs all steps at once::
+class Leaky(snn.Leaky):
+    """``snn.Leaky`` with the same constructor (names, defaults, positional order) and an
+    explicit step mode (SpikingJelly's ``step_mode``), never guessed from a tensor's rank.
 
-        spk_seq, mem_seq = lif(x_seq)        # x_seq: (T, B, ...) -> both (T, B, ...)
-        spk, mem = lif.step(x_t, mem)        # one step, (B, ...), snnTorch style
+    * ``step_mode="s"`` (default): ``forward(x, mem)`` is ``snn.Leaky.forward``, one step
+      ``(B, ...)`` -> ``(spk, mem)``; ``init_hidden``, ``output``, ``inhibition``,
+      ``state_quant`` and the empty ``mem = lif.init_leaky()`` idiom behave as in snnTorch.
+    * ``step_mode="m"``: ``forward(x_seq, mem)`` runs a time-major sequence ``(T, B, ...)``
+      at once -> ``(spk_seq, mem_seq)``, both ``(T, B, ...)``; ``mem`` ``(B, ...)`` is the
+      membrane before the first step (zeros when omitted, empty or wrongly shaped, as in
+      snnTorch). With ``init_hidden=True`` the membrane is kept on the layer between calls
+      and only ``spk_seq`` is returned (``(spk_seq, mem_seq)`` with ``output=True``).
 
-    Looped from zero state, the result equals ``snn.Leaky`` called step by step
+    ``lif.step(x, mem)`` and ``lif.multi_step(x_seq, mem)`` run one step / a sequence
+    whatever the mode, without touching the layer's hidden state.
+
+    Looped from zero state, the multi-step result equals ``snn.Leaky`` called step by step
     (values and gradients for input, beta and threshold).
 
-    Args:
-        beta: membrane decay, float or tensor broadcastable to ``(B, ...)``; clamped to [0, 1].
-        threshold: firing threshold.
-        spike_grad: surrogate, ``spk = spike_grad(mem - threshold)``; default
-            :func:`bntt_snntorch.surrogate.atan` (snnTorch's default, same formula).
-        learn_beta, learn_threshold: make beta / threshold trainable parameters.
-        reset_mechanism: "subtract", "zero" or "none".
-        reset_delay: snnTorch's flag (``False``: reset in the step that fired).
-        graded_spikes_factor: spikes are scaled by it.
-        detach_reset: the BNTT seed / SpikingJelly neuron: fire, then reset in
-            the same step with the detached spike (see
-            :func:`bntt_snntorch.functional.leaky_step`); ``reset_delay`` is ignored.
-        backend: how ``forward`` runs the scan: "auto" (default: fused Triton
-            on CUDA, fused torch elsewhere, the per-step reference for
-            surrogates without a closed-form derivative), or force
-            "reference", "torch" or "triton" (see :mod:`bntt_snntorch.kernels`).
+    Args (``snn.Leaky``'s, in its order): beta, threshold, spike_grad (default
+    :func:`bntt_snntorch.surrogate.atan`, snnTorch's ATan formula with a closed-form
+    derivative the fused scans use), surrogate_disable, init_hidden, inhibition,
+    learn_beta, learn_threshold, reset_mechanism ("subtract", "zero", "none"),
+    state_quant, output, graded_spikes_factor, learn_graded_spikes_factor, reset_delay.
+
+    Keyword-only additions:
+        step_mode: "s" (one step a call) or "m" (a whole sequence a call).
+        detach_reset: the BNTT seed / SpikingJelly neuron: fire, then reset in the same
+            step with the detached spike (see :func:`bntt_snntorch.functional.leaky_step`);
+            ``reset_delay`` is ignored. Not combinable with ``inhibition`` / ``state_quant``.
+        backend: how a sequence runs: "auto" (fused Triton on CUDA, fused torch elsewhere,
+            the per-step reference where a fused scan cannot), or "reference", "torch",
+            "triton" (see :mod:`bntt_snntorch.kernels`). ``inhibition``, ``state_quant``,
+            ``surrogate_disable`` and a learnable graded-spikes factor always use the
+            per-step reference.
     """
+
+    default_step_mode = "s"
 
     def __init__(
         self,
         beta,
         threshold=1.0,
         spike_grad=None,
-        learn_beta: bool = False,
-        learn_threshold: bool = False,
-        reset_mechanism: str = "subtract",
-        reset_delay: bool = True,
+        surrogate_disable=False,
+        init_hidden=False,
+        inhibition=False,
+        learn_beta=False,
+        learn_threshold=False,
+        reset_mechanism="subtract",
+        state_quant=False,
+        output=False,
         graded_spikes_factor=1.0,
+        learn_graded_spikes_factor=False,
+        reset_delay=True,
+        *,
+        step_mode: str | None = None,
         detach_reset: bool = False,
         backend: str = "auto",
     ):
@@ -57,18 +76,39 @@ class MultiStepLeaky(snn.Leaky):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if reset_mechanism not in RESET_MECHANISMS:
             raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset_mechanism!r}")
+        if detach_reset and (inhibition or state_quant):
+            raise ValueError("detach_reset=True (the BNTT seed neuron) cannot be combined with inhibition or "
+                             "state_quant; use snnTorch's reset (detach_reset=False) for those")
         super().__init__(
             beta,
-            threshold=threshold,
-            spike_grad=surrogate.atan() if spike_grad is None else spike_grad,
-            learn_beta=learn_beta,
-            learn_threshold=learn_threshold,
-            reset_mechanism=reset_mechanism,
-            graded_spikes_factor=graded_spikes_factor,
-            reset_delay=reset_delay,
+            threshold,
+            surrogate.atan() if spike_grad is None else spike_grad,
+            surrogate_disable,
+            init_hidden,
+            inhibition,
+            learn_beta,
+            learn_threshold,
+            reset_mechanism,
+            state_quant,
+            output,
+            graded_spikes_factor,
+            learn_graded_spikes_factor,
+            reset_delay,
         )
+        self.step_mode = self.default_step_mode if step_mode is None else step_mode
         self.detach_reset = detach_reset
         self.backend = backend
+
+    @property
+    def step_mode(self) -> str:
+        """"s": ``forward`` runs one step; "m": a whole ``(T, B, ...)`` sequence."""
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, mode: str) -> None:
+        if mode not in STEP_MODES:
+            raise ValueError(f"step_mode must be 's' (single step) or 'm' (multi-step), got {mode!r}")
+        self._step_mode = mode
 
     def params(self) -> LeakyParams:
         """The layer's parameters for the functional kernels."""
@@ -82,35 +122,106 @@ class MultiStepLeaky(snn.Leaky):
             detach_reset=self.detach_reset,
         )
 
-    def forward(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):
-        """``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``, both ``(T, B, ...)``.
+    # -- forward --------------------------------------------------------------
+    def forward(self, x: torch.Tensor, mem: torch.Tensor | None = None):
+        """One step (``step_mode="s"``) or a sequence (``"m"``); see the class docstring."""
+        if self.step_mode == "s":
+            return self._forward_single(x, mem)
+        return self._forward_multi(x, mem)
 
-        ``mem`` (``(B, ...)``) is the membrane before the first step, zeros when omitted.
-        """
+    def _forward_single(self, x: torch.Tensor, mem: torch.Tensor | None):
+        if not self.detach_reset:
+            return super().forward(x, mem)
+        if self.init_hidden and mem is not None:
+            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+        mem = self.mem if mem is None else mem
+        if mem.shape != x.shape:
+            mem = torch.zeros_like(x)
+        spk, self.mem = leaky_step(x, mem, self.params())
+        return spk if self.init_hidden and not self.output else (spk, self.mem)
+
+    def _forward_multi(self, x_seq: torch.Tensor, mem: torch.Tensor | None):
+        if self.init_hidden and mem is not None:
+            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+        if self.init_hidden:
+            mem = self.mem
+        self._check_sequence(x_seq, mem)
+        spk_seq, mem_seq = self.multi_step(x_seq, _initial_membrane(mem, x_seq))
+        if not self.init_hidden:
+            return spk_seq, mem_seq
+        self.mem = mem_seq[-1]
+        return (spk_seq, mem_seq) if self.output else spk_seq
+
+    def _check_sequence(self, x_seq: torch.Tensor, mem: torch.Tensor | None) -> None:
+        name = type(self).__name__
         if x_seq.dim() < 2:
-            raise ValueError(
-                f"MultiStepLeaky expects a time-major sequence (T, B, ...), got shape {tuple(x_seq.shape)}; "
-                "for a single step call lif.step(x, mem)"
-            )
+            raise ValueError(f"{name}(step_mode='m') expects a time-major sequence (T, B, ...), got shape "
+                             f"{tuple(x_seq.shape)}; for one step call lif.step(x, mem) or use step_mode='s'")
+        if mem is not None and mem.numel() and mem.shape == x_seq.shape:
+            raise ValueError(f"{name}(step_mode='m') got one step: input and mem both {tuple(mem.shape)}; a "
+                             "multi-step call takes x_seq (T, B, ...) and mem (B, ...). For an snn.Leaky-style "
+                             "loop use bntt_snntorch.Leaky (step_mode='s') or lif.step(x, mem)")
+
+    # -- stateless entry points -------------------------------------------------
+    def multi_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):
+        """``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``, both ``(T, B, ...)``, from membrane
+        ``mem`` ``(B, ...)`` (zeros when ``None``). The layer's hidden state is not touched."""
+        if self.inhibition or self.state_quant:
+            return self._loop_snntorch_step(x_seq, mem)
         return leaky_scan(x_seq, self.params(), mem, self.backend)
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
-        """One step: ``x`` ``(B, ...)`` and membrane ``mem`` -> ``(spk, mem)``.
+        """One step: ``x`` ``(B, ...)`` and membrane ``mem`` -> ``(spk, mem)``; hidden state untouched.
 
-        ``mem=None`` starts from zeros in float32 at least, so under bf16
-        autocast the membrane stays float32 as in the fused multi-step path.
+        ``mem=None`` (or an empty / wrongly shaped one) starts from zeros in float32 at least,
+        so under bf16 autocast the membrane stays float32 as in the fused multi-step path.
         """
-        if mem is None:
+        if mem is None or mem.shape != x.shape:  # snnTorch's rule: init_leaky()'s empty membrane means zeros
             mem = torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
+        if self.inhibition or self.state_quant:
+            spikes, mems = self._loop_snntorch_step(x.unsqueeze(0), mem)
+            return spikes[0], mems[0]
         return leaky_step(x, mem, self.params())
+
+    def _loop_snntorch_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None):
+        """``snn.Leaky.forward`` step by step (for inhibition / state_quant), hidden state restored after."""
+        saved, hidden, output = self.mem, self.init_hidden, self.output
+        self.init_hidden, self.output = False, False
+        try:
+            mem = torch.zeros_like(x_seq[0]) if mem is None else mem
+            spikes, mems = [], []
+            for x in x_seq:
+                spk, mem = snn.Leaky.forward(self, x, mem)
+                spikes.append(spk)
+                mems.append(mem)
+        finally:
+            self.mem, self.init_hidden, self.output = saved, hidden, output
+        return torch.stack(spikes), torch.stack(mems)
 
     def extra_repr(self) -> str:
         return (
             f"beta={self.beta.tolist() if self.beta.numel() < 5 else '...'}, "
             f"threshold={self.threshold.tolist() if self.threshold.numel() < 5 else '...'}, "
             f"reset_mechanism={self.reset_mechanism!r}, reset_delay={self.reset_delay}, "
-            f"detach_reset={self.detach_reset}, spike_grad={self.spike_grad!r}"
+            f"step_mode={self.step_mode!r}, detach_reset={self.detach_reset}, spike_grad={self.spike_grad!r}"
         )
+
+
+class MultiStepLeaky(Leaky):
+    """:class:`Leaky` with ``step_mode="m"`` by default (same constructor, same state dict)::
+
+        spk_seq, mem_seq = lif(x_seq)        # x_seq: (T, B, ...) -> both (T, B, ...)
+        spk, mem = lif.step(x_t, mem)        # one step, (B, ...), snnTorch style
+    """
+
+    default_step_mode = "m"
+
+
+def _initial_membrane(mem: torch.Tensor | None, x_seq: torch.Tensor) -> torch.Tensor | None:
+    """snnTorch's rule: an empty or wrongly shaped membrane (``init_leaky()``) means zeros."""
+    if mem is None or mem.shape != x_seq.shape[1:]:
+        return None
+    return mem
 
 
 def bntt_leaky(beta: float = 0.95, threshold: float = 1.0, backend: str = "auto") -> MultiStepLeaky:

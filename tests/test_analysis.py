@@ -11,7 +11,7 @@ from bntt_snntorch import MultiStepLeaky, encoding
 from bntt_snntorch.analysis import count_operations, energy_table, exit_step, gamma_curves, mean_gamma_curve
 from bntt_snntorch.layers import SpikingBlock, TimeDistributed
 from bntt_snntorch.models import SpikingNet, create_model
-from conftest import assert_close
+from .helpers import assert_close
 
 
 def test_exit_rule_on_hand_set_gammas():

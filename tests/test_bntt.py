@@ -7,7 +7,7 @@ import snntorch as snn
 import torch
 
 from bntt_snntorch import BatchNormTT1d, BatchNormTT2d
-from conftest import assert_close
+from .helpers import assert_close
 
 CASES = [
     (BatchNormTT2d, snn.BatchNormTT2d, (2, 5, 4)),     # step shape without C: (B, H, W) -> (B, C, H, W)
@@ -35,14 +35,14 @@ def test_snntorch_compatible_container():
     assert len(bn) == 5
     assert all(isinstance(m, torch.nn.BatchNorm2d) and m.bias is None for m in bn)
     assert set(bn.state_dict()) == set(ref.state_dict())
-    assert bn[0].eps == 1e-4 and bn[0].momentum == 0.1
+    assert all(m.eps == r.eps == 1e-5 and m.momentum == r.momentum == 0.1 for m, r in zip(bn, ref))
     assert all("bias" not in name for name, _ in bn.named_parameters())
 
 
 @pytest.mark.parametrize("cls,snn_cls,dims", CASES)
 def test_loads_snntorch_state_dict_and_matches_per_step(cls, snn_cls, dims):
     C, T = 6, 4
-    ref = _randomize(snn_cls(C, T, eps=1e-4))
+    ref = _randomize(snn_cls(C, T))  # both with their default eps
     bn = cls(C, T)
     bn.load_state_dict(ref.state_dict())
     for mode in ("train", "eval"):
@@ -128,7 +128,7 @@ def test_gammas_and_affine_false():
 
 def test_loads_a_real_spikingjelly_bntt_when_installed():
     layer = pytest.importorskip("spikingjelly.activation_based.layer")
-    sj = layer.BatchNormThroughTime2d(3, 4, eps=1e-4)
+    sj = layer.BatchNormThroughTime2d(3, 4)  # defaults on both sides
     with torch.no_grad():
         for m in sj.bn_list:
             m.weight.uniform_(0.5, 1.5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bntt_snntorch.cli import get_args_parser, main, resolve_config
-from fake_data import write_cifar10, write_tiny_imagenet
+from .fake_data import write_cifar10, write_tiny_imagenet
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_VGG9 = "--num_steps 25 --lr 0.3 --arch vgg9 --dataset cifar10 --batch_size 256 --leak_mem 0.95 --num_workers 4 --num_epochs 100"

@@ -10,8 +10,8 @@ import pytest
 import snntorch as snn
 import torch
 import torch.nn.functional as F
-from conftest import assert_close
-from fake_data import write_imagenet
+from .helpers import assert_close
+from .fake_data import write_imagenet
 from torch import nn
 
 from bntt_snntorch.cli import ConfigError, get_args_parser, main, resolve_config

@@ -10,7 +10,7 @@ from torch import nn
 
 import bntt_snntorch as bn
 from bntt_snntorch.utils import reset
-from conftest import assert_close
+from .helpers import assert_close
 
 
 def test_counter_advances_wraps_and_resets():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tonic
 import torch
-from fake_data import event_packet_one_by_one, random_events, write_cifar10_dvs
+from .fake_data import event_packet_one_by_one, random_events, write_cifar10_dvs
 from tonic.io import read_aedat4
 
 from bntt_snntorch import encoding
@@ -58,6 +58,17 @@ def test_extracted_folder_alone_is_accepted(dvs_root):
     assert len(data) == 1000 and sorted(set(data.targets)) == list(range(10))
     events, label = data[0]
     assert label == 0 and len(events) == 200
+
+
+def test_tonics_positional_arguments(dvs_root):
+    """tonic's CIFAR10DVS(save_to, transform, target_transform, transforms), positional as in tonic."""
+    to_count = lambda events: len(events)  # noqa: E731
+    data = CIFAR10DVS(str(dvs_root), to_count, lambda label: label + 100)
+    assert data[0] == (200, 100)
+    both = CIFAR10DVS(str(dvs_root), None, None, lambda events, label: (len(events), -label))
+    assert both[0] == (200, 0) and both[999][1] == -9
+    keywords = CIFAR10DVS(save_to=str(dvs_root), transform=to_count, target_transform=None)
+    assert keywords[0] == (200, 0)
 
 
 def _located(folder):

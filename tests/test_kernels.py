@@ -19,7 +19,7 @@ import torch
 from bntt_snntorch import MultiStepLeaky, surrogate
 from bntt_snntorch.functional import leaky_sequence_reference
 from bntt_snntorch.kernels import leaky_scan, select_backend
-from conftest import assert_close
+from .helpers import assert_close
 
 SURROGATES = [surrogate.bntt_triangle(0.3, 1.0), surrogate.atan(2.0), surrogate.fast_sigmoid(5.0), surrogate.sigmoid(4.0)]
 VARIANTS = [  # (reset_mechanism, reset_delay, detach_reset)

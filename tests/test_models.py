@@ -11,7 +11,7 @@ from torch import nn
 
 from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, encoding
 from bntt_snntorch.models import create_model, is_ann, list_models
-from conftest import assert_close
+from .helpers import assert_close
 
 SMALL = {"vgg9": dict(image_size=16), "vgg11": dict(image_size=32), "bntt_digits": dict(),
          "rvd_vgg9": dict(image_size=16), "rvd_vgg5": dict(image_size=16), "rvd_mlp": dict(image_size=8)}

@@ -13,7 +13,7 @@ import torch
 from snntorch import surrogate as snn_surrogate
 
 from bntt_snntorch import MultiStepLeaky, bntt_leaky, surrogate
-from conftest import assert_close
+from .helpers import assert_close
 
 SURROGATES = {
     "snn.atan": snn_surrogate.atan,

@@ -10,7 +10,7 @@ from bntt_snntorch.analysis.robustness import PixelBox, differentiable_encoder, 
 from bntt_snntorch.cli import get_args_parser, resolve_config
 from bntt_snntorch.data import build_datasets, dataset_info
 from bntt_snntorch.models import create_model
-from fake_data import write_mnist
+from .fake_data import write_mnist
 
 MEAN, STD = (0.3,), (0.4,)
 

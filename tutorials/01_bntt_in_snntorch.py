@@ -80,11 +80,10 @@ x_seq = poisson(torch.randn(32, 1, 8, 8), T)  # signed Poisson spikes (T, B, C, 
 # %% [markdown]
 # ## 2. Drop in ours
 # `bntt_snntorch.BatchNormTT2d` is indexed the same way and loads snnTorch's
-# state dict, so the loop does not change. (Its default `eps` is the BNTT
-# paper's 1e-4; snnTorch's is 1e-5, so we pass that to match exactly.)
+# state dict, with snnTorch's arguments and defaults, so the loop does not change.
 
 # %%
-ours = SnnTorchNet(bs.BatchNormTT2d(16, T, eps=1e-5))
+ours = SnnTorchNet(bs.BatchNormTT2d(16, T))
 ours.load_state_dict(reference.state_dict())
 reference.train(), ours.train()
 difference = (reference(x_seq) - ours(x_seq)).abs().max().item()
@@ -95,13 +94,13 @@ assert difference < 1e-5
 # ## 3. The same weights, multi-step
 # Now every layer takes the whole `(T, B, ...)` sequence: the convolution runs on
 # a `(T*B)` batch, BNTT normalises all steps in **one** batch-norm call, and
-# `MultiStepLeaky` (an `snn.Leaky`) scans over time. The state dict is the same.
+# `bs.Leaky(..., step_mode="m")` (an `snn.Leaky`) scans over time. The state dict is the same.
 
 # %%
 class MultiStepNet(SnnTorchNet):
     def __init__(self):
-        super().__init__(bs.BatchNormTT2d(16, T, eps=1e-5))
-        self.lif = bs.MultiStepLeaky(beta=BETA)
+        super().__init__(bs.BatchNormTT2d(16, T))
+        self.lif = bs.Leaky(beta=BETA, step_mode="m")
 
     def forward(self, x_seq):
         steps, batch = x_seq.shape[:2]

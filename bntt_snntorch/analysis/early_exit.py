@@ -12,14 +12,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..bntt import _BatchNormTT
+from ..bntt import BatchNormTT
 
 DEFAULT_EXIT_THRESHOLD = 0.1  # the paper's value (unconfirmed from code)
 
 
 def gamma_curves(model: nn.Module) -> dict[str, torch.Tensor]:
     """Mean gamma of every BNTT layer at every step: ``{layer name: (time_steps,)}``."""
-    return {name: m.gammas.mean(dim=1) for name, m in model.named_modules() if isinstance(m, _BatchNormTT) and m.affine}
+    return {name: m.gammas.mean(dim=1) for name, m in model.named_modules() if isinstance(m, BatchNormTT) and m.affine}
 
 
 def mean_gamma_curve(model: nn.Module) -> torch.Tensor:

@@ -51,8 +51,9 @@ class CIFAR10DVS(tonic.datasets.CIFAR10DVS):
     def _check_exists(self) -> bool:
         return self._folder_contains_at_least_n_files_of_type(self.min_recordings, ".aedat4")
 
-    def __init__(self, save_to: str, **kwargs):
-        super().__init__(save_to, **kwargs)
+    def __init__(self, save_to: str, transform=None, target_transform=None, transforms=None):
+        """tonic's arguments, in tonic's order, positional or keyword."""
+        super().__init__(save_to, transform, target_transform, transforms)
         order = sorted(range(len(self.data)), key=lambda i: (self.targets[i], natural_key(Path(self.data[i]).name)))
         self.data = [self.data[i] for i in order]
         self.targets = [self.targets[i] for i in order]

@@ -7,7 +7,8 @@ Backends of :func:`leaky_scan`:
 * ``"triton"`` — one Triton kernel per direction (:mod:`.triton_scan`); CUDA.
 * ``"auto"`` — Triton on CUDA when available, else torch; the reference when
   the surrogate is not a :class:`bntt_snntorch.surrogate.Surrogate` (its
-  derivative is then only known to autograd).
+  derivative is then only known to autograd) or the graded-spikes factor is
+  learnable or per neuron.
 
 Under ``torch.compile`` a fused scan stays one opaque call (the compiler
 does not unroll T steps of it); the layers around it are compiled.
@@ -33,19 +34,25 @@ def _triton_ready(x: torch.Tensor, p: LeakyParams) -> bool:
     return not _TRITON_BROKEN and triton_scan.available(x) and triton_scan.supports(p)
 
 
+def _fusable(p: LeakyParams) -> bool:
+    """A fused scan needs the surrogate's closed-form derivative and a constant scalar spike factor."""
+    g = torch.as_tensor(p.graded_spikes_factor)
+    return isinstance(p.spike_grad, Surrogate) and g.numel() == 1 and not g.requires_grad
+
+
 def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -> str:
     """The backend that will run ``x_seq`` with parameters ``p``; raises if a forced one cannot."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    fusable = isinstance(p.spike_grad, Surrogate)
+    fusable = _fusable(p)
     if backend == "auto":
         if not fusable:
             return "reference"
         return "triton" if x_seq.is_cuda and _triton_ready(x_seq, p) else "torch"
     if backend in ("torch", "triton") and not fusable:
         raise ValueError(
-            f"backend={backend!r} needs a spike_grad from bntt_snntorch.surrogate (closed-form derivative), "
-            f"got {p.spike_grad!r}; use backend='reference' or 'auto'"
+            f"backend={backend!r} needs a spike_grad from bntt_snntorch.surrogate (closed-form derivative) and a "
+            f"fixed scalar graded_spikes_factor, got {p.spike_grad!r}; use backend='reference' or 'auto'"
         )
     if backend == "triton" and not _triton_ready(x_seq, p):
         raise ValueError("backend='triton' needs a CUDA tensor, Triton, and scalar beta/threshold/graded_spikes_factor")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..bntt import BatchNormTT1d, BatchNormTT2d
+from ..bntt import SEED_EPS, BatchNormTT1d, BatchNormTT2d
 from ..layers import SpikingBlock, TimeDistributed
 from ..neurons import bntt_leaky
 from ._registry import register_model
@@ -43,14 +43,14 @@ def _create_bntt_vgg(
             size = 1
         else:
             conv = nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False)
-            features.append(SpikingBlock(conv, BatchNormTT2d(item, num_steps), bntt_leaky(leak_mem)))
+            features.append(SpikingBlock(conv, BatchNormTT2d(item, num_steps, eps=SEED_EPS), bntt_leaky(leak_mem)))
             channels = item
     if size < 1:
         raise ValueError(f"image_size={image_size} is too small for {cfg}: it pools to nothing")
     hidden = hidden_features[cfg]
     features.append(TimeDistributed(nn.Flatten()))
     fc = nn.Linear(channels * size * size, hidden, bias=False)
-    features.append(SpikingBlock(fc, BatchNormTT1d(hidden, num_steps), bntt_leaky(leak_mem)))
+    features.append(SpikingBlock(fc, BatchNormTT1d(hidden, num_steps, eps=SEED_EPS), bntt_leaky(leak_mem)))
     model = SpikingNet(features, nn.Linear(hidden, num_classes, bias=False), num_steps, in_channels)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
