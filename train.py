@@ -3,7 +3,7 @@
 
 import sys
 
-from bntt_snntorch.cli import run
+from bntt_snntorch.commands.train import run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -27,7 +27,7 @@ import tonic
 import torch
 from torch.utils.data import DataLoader
 
-from bntt_snntorch.data import EventOptions, build_datasets
+from bntt_snntorch.data import DataOptions, build_datasets
 from bntt_snntorch.data.aedat4 import write_aedat4
 from bntt_snntorch.data.events import CIFAR10DVS
 
@@ -52,8 +52,9 @@ def write_recordings(root: Path, per_class: int, events: int, seed: int = 0) -> 
 
 
 def timed_epoch(dataset, batch_size: int, workers: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        persistent_workers=False, drop_last=False)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=False, drop_last=False
+    )
     start = time.perf_counter()
     n = 0
     for frames, _ in loader:
@@ -79,9 +80,9 @@ def main(argv=None) -> dict:
             total_events = None
         else:
             total_events = write_recordings(tmp, 100, args.events)
-        options = EventOptions(num_steps=args.T, size=args.dvs_size, num_workers=args.workers, progress=False)
+        options = DataOptions(num_steps=args.T, size=args.dvs_size, num_workers=args.workers, progress=False)
         start = time.perf_counter()
-        train, test, _ = build_datasets("cifar10-dvs", tmp, events=options)
+        train, test, _ = build_datasets("cifar10-dvs", tmp, options=options)
         first = time.perf_counter() - start
         n = len(train) + len(test)
         rows = {"first_pass_samples_per_s": n / first}
@@ -90,34 +91,56 @@ def main(argv=None) -> dict:
         for workers in (0, 2):
             rates = [timed_epoch(train, args.batch_size, workers) for _ in range(args.epochs)]
             rows[f"cached_samples_per_s_workers{workers}"] = statistics.median(rates)
-        no_aug = build_datasets("cifar10-dvs", tmp, events=EventOptions(num_steps=args.T, size=args.dvs_size,
-                                                                         augment=(), progress=False))[0]
+        no_aug = build_datasets(
+            "cifar10-dvs", tmp, options=DataOptions(num_steps=args.T, size=args.dvs_size, augment=(), progress=False)
+        )[0]
         rows["cached_samples_per_s_workers0_no_augment"] = statistics.median(
-            timed_epoch(no_aug, args.batch_size, 0) for _ in range(args.epochs))
+            timed_epoch(no_aug, args.batch_size, 0) for _ in range(args.epochs)
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     device = f"cpu-{os.cpu_count()}cores"
-    meta = {"device": device, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "tonic": tonic.__version__, "python": platform.python_version(),
-            "command": "python benchmarks/dvs_loading.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "recordings": n, "events_per_recording": None if args.data_dir else args.events,
-            "T": args.T, "dvs_size": args.dvs_size, "first_pass_workers": args.workers, "batch_size": args.batch_size}
+    meta = {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "tonic": tonic.__version__,
+        "python": platform.python_version(),
+        "command": "python benchmarks/dvs_loading.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "recordings": n,
+        "events_per_recording": None if args.data_dir else args.events,
+        "T": args.T,
+        "dvs_size": args.dvs_size,
+        "first_pass_workers": args.workers,
+        "batch_size": args.batch_size,
+    }
     result = {**meta, **{k: round(v, 1) for k, v in rows.items()}}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"dvs_loading-{device}.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# DVS-CIFAR10 loading, {device}", "",
-             f"`{meta['command']}` — torch {meta['torch']}, tonic {meta['tonic']}, {n} recordings"
-             + (f" of {args.events:,} events (synthetic, real AEDAT4 format)" if not args.data_dir else ""),
-             f", T={args.T}, frames {args.dvs_size}x{args.dvs_size}, batch {args.batch_size}.", "",
-             "| stage | samples/s |", "|---|---|"]
-    lines.append(f"| first pass: decode + ToFrame + cache write ({args.workers} workers) | "
-                 f"{rows['first_pass_samples_per_s']:,.0f}"
-                 + (f" ({rows['first_pass_events_per_s'] / 1e6:.1f} M events/s) |" if total_events else " |"))
+    lines = [
+        f"# DVS-CIFAR10 loading, {device}",
+        "",
+        f"`{meta['command']}` — torch {meta['torch']}, tonic {meta['tonic']}, {n} recordings"
+        + (f" of {args.events:,} events (synthetic, real AEDAT4 format)" if not args.data_dir else ""),
+        f", T={args.T}, frames {args.dvs_size}x{args.dvs_size}, batch {args.batch_size}.",
+        "",
+        "| stage | samples/s |",
+        "|---|---|",
+    ]
+    lines.append(
+        f"| first pass: decode + ToFrame + cache write ({args.workers} workers) | "
+        f"{rows['first_pass_samples_per_s']:,.0f}"
+        + (f" ({rows['first_pass_events_per_s'] / 1e6:.1f} M events/s) |" if total_events else " |")
+    )
     for workers in (0, 2):
-        lines.append(f"| cached epoch, {workers} loader workers, flip + translate | "
-                     f"{rows[f'cached_samples_per_s_workers{workers}']:,.0f} |")
-    lines.append(f"| cached epoch, 0 workers, no augmentation | {rows['cached_samples_per_s_workers0_no_augment']:,.0f} |")
+        lines.append(
+            f"| cached epoch, {workers} loader workers, flip + translate | "
+            f"{rows[f'cached_samples_per_s_workers{workers}']:,.0f} |"
+        )
+    lines.append(
+        f"| cached epoch, 0 workers, no augmentation | {rows['cached_samples_per_s_workers0_no_augment']:,.0f} |"
+    )
     target = rows["cached_samples_per_s_workers0"] >= 5000 or rows["cached_samples_per_s_workers2"] >= 5000
     lines += ["", f"Target >= 5,000 cached samples/s: {'met' if target else 'MISSED'}."]
     (RESULTS / f"dvs_loading-{device}.md").write_text("\n".join(lines).replace("\n, T=", ", T=") + "\n")

@@ -38,7 +38,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VGG9 = [64, 64, "A", 128, 128, "A", 256, 256, 256, "A"]
+from bntt_snntorch.models.bntt_vgg import cfgs  # noqa: E402  (after the path insert)
+
+VGG9 = cfgs["vgg9"]
 
 
 # ----------------------------------------------------------------------------- (a) snnTorch-native
@@ -168,7 +170,12 @@ class ReLUVGG9(nn.Module):
             else:
                 layers += [nn.Conv2d(channels, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
                 channels = item
-        layers += [nn.Flatten(), nn.Linear(256 * (image_size // 8) ** 2, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU()]
+        layers += [
+            nn.Flatten(),
+            nn.Linear(256 * (image_size // 8) ** 2, 1024, bias=False),
+            nn.BatchNorm1d(1024),
+            nn.ReLU(),
+        ]
         self.body = nn.Sequential(*layers)
         self.fc2 = nn.Linear(1024, num_classes, bias=False)
 
@@ -198,10 +205,13 @@ def spikingjelly_vgg9(num_steps, num_classes=10, image_size=32):
                 lif(),
             ]
             channels = item
-    layers += [layer.Flatten(), layer.Linear(256 * (image_size // 8) ** 2, 1024, bias=False),
-               layer.BatchNormThroughTime1d(num_steps, 1024, eps=1e-4),
-               lif(),
-               layer.Linear(1024, num_classes, bias=False)]
+    layers += [
+        layer.Flatten(),
+        layer.Linear(256 * (image_size // 8) ** 2, 1024, bias=False),
+        layer.BatchNormThroughTime1d(num_steps, 1024, eps=1e-4),
+        lif(),
+        layer.Linear(1024, num_classes, bias=False),
+    ]
     net = nn.Sequential(*layers)
     functional.set_step_mode(net, "m")
 
@@ -340,11 +350,23 @@ def measure_row(row: str, args) -> dict:
     train_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     model.eval()
     infer_s = _median_time(infer, device, args.warmup, args.iters)
-    peak = train_peak if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
-    result = dict(row=row, label=label, batch=B, steps=T, train_s=train_s, infer_s=infer_s,
-                  train_img_s=B / train_s, infer_img_s=B / infer_s, peak_mem_mib=peak / 2**20,
-                  peak_kind="max allocated (CUDA)" if device.type == "cuda"
-                  else "growth of the process's max RSS over the run (model and libraries excluded)")
+    peak = (
+        train_peak if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    )
+    result = dict(
+        row=row,
+        label=label,
+        batch=B,
+        steps=T,
+        train_s=train_s,
+        infer_s=infer_s,
+        train_img_s=B / train_s,
+        infer_img_s=B / infer_s,
+        peak_mem_mib=peak / 2**20,
+        peak_kind="max allocated (CUDA)"
+        if device.type == "cuda"
+        else "growth of the process's max RSS over the run (model and libraries excluded)",
+    )
     if args.profile:
         model.train()
         with torch.profiler.profile() as prof:
@@ -357,8 +379,10 @@ def device_name(device: torch.device) -> tuple[str, str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-                     platform.processor())
+        model = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            platform.processor(),
+        )
         name = f"{model}, {torch.get_num_threads()} threads"
     slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return name, slug
@@ -366,16 +390,21 @@ def device_name(device: torch.device) -> tuple[str, str]:
 
 def check_targets(by: dict, device_type: str) -> list[str]:
     """The issue's targets, each 'met' or 'MISSED by X%' (ratios of train images/s)."""
+
     def ratio(a, b):
         return by[a]["train_img_s"] / by[b]["train_img_s"] if a in by and b in by else None
 
     if device_type == "cpu":
-        wanted = [("ours >= 1.3x (a), both under bf16 autocast", ratio("c-bf16", "a-bf16"), 1.3),
-                  ("ours fp32 not slower than (a)", ratio("c", "a"), 1.0)]
+        wanted = [
+            ("ours >= 1.3x (a), both under bf16 autocast", ratio("c-bf16", "a-bf16"), 1.3),
+            ("ours fp32 not slower than (a)", ratio("c", "a"), 1.0),
+        ]
     else:
-        wanted = [("ours >= 10x (a)", ratio("c", "a"), 10.0),
-                  ("ours within 1.3x of the ReLU ceiling (e)", ratio("c", "e"), 1 / 1.3),
-                  ("ours faster than SpikingJelly (f)", ratio("c", "f"), 1.0)]
+        wanted = [
+            ("ours >= 10x (a)", ratio("c", "a"), 10.0),
+            ("ours within 1.3x of the ReLU ceiling (e)", ratio("c", "e"), 1 / 1.3),
+            ("ours faster than SpikingJelly (f)", ratio("c", "f"), 1.0),
+        ]
         if "c" in by and "a" in by:
             mem = by["a"]["peak_mem_mib"] / by["c"]["peak_mem_mib"]
             wanted.append(("peak memory <= (a)", mem, 1.0))
@@ -386,7 +415,9 @@ def check_targets(by: dict, device_type: str) -> list[str]:
         elif value >= goal:
             lines.append(f"{text}: met ({value:.2f} vs {goal:.2f})")
         else:
-            lines.append(f"{text}: MISSED by {100 * (1 - value / goal):.0f}% ({value:.2f} vs {goal:.2f}); see the profiles below")
+            lines.append(
+                f"{text}: MISSED by {100 * (1 - value / goal):.0f}% ({value:.2f} vs {goal:.2f}); see the profiles below"
+            )
     return lines
 
 
@@ -397,27 +428,53 @@ def write_results(results, args, out_dir: Path):
     command = "python benchmarks/throughput.py " + " ".join(sys.argv[1:])
     by = {r["row"]: r for r in results if "error" not in r}
     ratios = {}
-    for num, den, key in [("c", "a", "c/a fp32"), ("c-bf16", "a-bf16", "c/a bf16"), ("d", "a-bf16", "d/a bf16"),
-                          ("d", "a", "d/a"), ("c", "e", "c/e fp32"), ("c-bf16", "e-bf16", "c/e bf16"),
-                          ("c", "b", "c/b"), ("c", "f", "c/f"), ("on-c", "on-a", "Linear+LIF ours/snnTorch")]:
+    for num, den, key in [
+        ("c", "a", "c/a fp32"),
+        ("c-bf16", "a-bf16", "c/a bf16"),
+        ("d", "a-bf16", "d/a bf16"),
+        ("d", "a", "d/a"),
+        ("c", "e", "c/e fp32"),
+        ("c-bf16", "e-bf16", "c/e bf16"),
+        ("c", "b", "c/b"),
+        ("c", "f", "c/f"),
+        ("on-c", "on-a", "Linear+LIF ours/snnTorch"),
+    ]:
         if num in by and den in by:
             ratios[key] = by[num]["train_img_s"] / by[den]["train_img_s"]
-    meta = dict(device=name, torch=torch.__version__, command=command, date=time.strftime("%Y-%m-%d"),
-                python=platform.python_version())
+    meta = dict(
+        device=name,
+        torch=torch.__version__,
+        command=command,
+        date=time.strftime("%Y-%m-%d"),
+        python=platform.python_version(),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{slug}.json").write_text(json.dumps(dict(meta=meta, results=results, train_ratios=ratios), indent=2))
-    lines = [f"# Throughput on {name}", "", f"- torch {torch.__version__}, Python {meta['python']}, {meta['date']}",
-             f"- command: `{command}`", "- train = forward + backward + SGD step; median of "
-             f"{args.iters} after {args.warmup} warm-up; peak memory: {results[0].get('peak_kind', '')}",
-             "- allocator: " + ("glibc defaults" if args.default_allocator else
-                                "bntt_snntorch.utils.tune_cpu_allocator() in every row (as train.py does)"), "",
-             "| variant | batch | T | train img/s | inference img/s | peak MiB |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Throughput on {name}",
+        "",
+        f"- torch {torch.__version__}, Python {meta['python']}, {meta['date']}",
+        f"- command: `{command}`",
+        "- train = forward + backward + SGD step; median of "
+        f"{args.iters} after {args.warmup} warm-up; peak memory: {results[0].get('peak_kind', '')}",
+        "- allocator: "
+        + (
+            "glibc defaults"
+            if args.default_allocator
+            else "bntt_snntorch.utils.tune_cpu_allocator() in every row (as train.py does)"
+        ),
+        "",
+        "| variant | batch | T | train img/s | inference img/s | peak MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {ROWS[r['row']][0]} | – | – | not run: {r['error']} | | |")
         else:
-            lines.append(f"| {r['label']} | {r['batch']} | {r['steps']} | {r['train_img_s']:.1f} | "
-                         f"{r['infer_img_s']:.1f} | {r['peak_mem_mib']:.0f} |")
+            lines.append(
+                f"| {r['label']} | {r['batch']} | {r['steps']} | {r['train_img_s']:.1f} | "
+                f"{r['infer_img_s']:.1f} | {r['peak_mem_mib']:.0f} |"
+            )
     lines += ["", "Train-step speed ratios:", ""] + [f"- {k}: **{v:.2f}x**" for k, v in ratios.items()]
     lines += ["", "Targets (issue 4):", ""] + [f"- {t}" for t in check_targets(by, device.type)]
     for r in results:
@@ -438,8 +495,11 @@ def main(argv=None):
     p.add_argument("--on-neurons", type=int, default=16384 if torch.cuda.is_available() else 2048)
     p.add_argument("--on-steps", type=int, default=500)
     p.add_argument("--on-batch", type=int, default=16)
-    p.add_argument("--default-allocator", action="store_true",
-                   help="leave glibc malloc as is (default: bntt_snntorch.utils.tune_cpu_allocator() for every row)")
+    p.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc malloc as is (default: bntt_snntorch.utils.tune_cpu_allocator() for every row)",
+    )
     p.add_argument("--profile", action="store_true", help="add a torch.profiler table of one train step per row")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--from-json", help="rewrite the .md of an existing results .json (no measuring)")
@@ -470,8 +530,11 @@ def main(argv=None):
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"{r['label']:<48} train {r['train_img_s']:8.1f} img/s   inference {r['infer_img_s']:8.1f} img/s   "
-              f"peak {r['peak_mem_mib']:.0f} MiB", flush=True)
+        print(
+            f"{r['label']:<48} train {r['train_img_s']:8.1f} img/s   inference {r['infer_img_s']:8.1f} img/s   "
+            f"peak {r['peak_mem_mib']:.0f} MiB",
+            flush=True,
+        )
     path = write_results(results, args, Path(args.out))
     print(f"wrote {path}")
 

@@ -1,10 +1,17 @@
-"""Batch Normalization Through Time and its training recipes for snnTorch."""
+"""Batch Normalization Through Time and its training recipes for snnTorch.
+
+Tiers, each importing only the ones before it: the library (functional, surrogate,
+kernels, through_time, bntt, neurons, layers, encoding, models, conversion, analysis,
+data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``), and
+:mod:`bntt_snntorch.commands` (the command lines). This module re-exports the public names.
+"""
 
 from . import encoding, functional, surrogate, utils
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, bntt_leaky
 from .through_time import ThroughTime
+from .training import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -15,9 +22,12 @@ __all__ = [
     "Leaky",
     "MultiStepLeaky",
     "ThroughTime",
+    "TrainConfig",
+    "TrainResult",
     "bntt_leaky",
     "create_model",
     "list_models",
+    "train",
     "encoding",
     "functional",
     "surrogate",

@@ -17,7 +17,6 @@ from torch import nn
 
 from .through_time import ThroughTime
 
-
 SEED_EPS = 1e-4  # the BNTT paper's code; snnTorch, SpikingJelly and torch use 1e-5
 
 
@@ -110,7 +109,11 @@ class BatchNormTT(ThroughTime):
         return out.view(B, T, C, *rest).transpose(0, 1)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, time_steps={self.time_steps}, eps={self[0].eps}, momentum={self[0].momentum}, affine={self.affine}"
+        first = self[0]
+        return (
+            f"{self.num_features}, time_steps={self.time_steps}, eps={first.eps}, momentum={first.momentum}, "
+            f"affine={self.affine}"
+        )
 
 
 class BatchNormTT1d(BatchNormTT):

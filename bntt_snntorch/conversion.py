@@ -20,7 +20,7 @@ logits. Typical use::
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -74,8 +74,9 @@ def _leaves(ann: nn.Module) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def activation_scales(ann: nn.Module, batches: Iterable[torch.Tensor], num_images: int,
-                      percentile: float = 99.9) -> list[float]:
+def activation_scales(
+    ann: nn.Module, batches: Iterable[torch.Tensor], num_images: int, percentile: float = 99.9
+) -> list[float]:
     """``lambda_l``: the ``percentile`` of each ReLU's outputs (zeros included, as in
     BindsNET) over ``num_images`` images, in layer order.
 
@@ -90,6 +91,7 @@ def activation_scales(ann: nn.Module, batches: Iterable[torch.Tensor], num_image
             if trackers[index] is None:
                 trackers[index] = StreamingPercentile(percentile, num_images * output[0].numel())
             trackers[index].update(output)
+
         return record
 
     handles = [relu.register_forward_hook(hook(i)) for i, relu in enumerate(relus)]
@@ -112,16 +114,27 @@ def activation_scales(ann: nn.Module, batches: Iterable[torch.Tensor], num_image
     scales = [t.value() for t in trackers]
     for i, s in enumerate(scales):
         if s <= 0:
-            raise ValueError(f"ReLU {i} is silent at the {percentile} percentile (lambda = {s}); "
-                             "use more --norm images or a higher --percentile")
+            raise ValueError(
+                f"ReLU {i} is silent at the {percentile} percentile (lambda = {s}); "
+                "use more --norm images or a higher --percentile"
+            )
     return scales
 
 
 def _plain_copy(layer: nn.Module, scale: float) -> nn.Module:
     """A plain conv / linear with ``effective_weight(layer) * scale`` (bias / its lambda handled by caller)."""
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, layer.groups, bias=layer.bias is not None, padding_mode=layer.padding_mode)
+        new = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+        )
     else:
         new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
     new = new.to(layer.weight.device)
@@ -230,8 +243,10 @@ def convert(ann: nn.Module, scales: list[float], one_step: bool = True) -> Conve
             continue
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             if weight_layer is not None:
-                raise ValueError(f"two weight layers without a ReLU between them ({weight_layer} then {layer}); "
-                                 "fold them into one first")
+                raise ValueError(
+                    f"two weight layers without a ReLU between them ({weight_layer} then {layer}); "
+                    "fold them into one first"
+                )
             if isinstance(layer, nn.Linear) and spatial:
                 pending.append(nn.Flatten())
             spatial = isinstance(layer, nn.Conv2d)
@@ -249,8 +264,10 @@ def convert(ann: nn.Module, scales: list[float], one_step: bool = True) -> Conve
             stages.append(ConvertedStage(_synapse(pending, weight_layer, previous_scale, scale), if_neuron()))
             previous_scale, relu_index, pending, weight_layer = scale, relu_index + 1, [], None
         else:
-            raise ValueError(f"cannot convert a {type(layer).__name__} layer: supported are Conv2d, Linear, "
-                             "AvgPool2d, ReLU, Dropout, Flatten")
+            raise ValueError(
+                f"cannot convert a {type(layer).__name__} layer: supported are Conv2d, Linear, "
+                "AvgPool2d, ReLU, Dropout, Flatten"
+            )
     if weight_layer is None:
         raise ValueError("the ANN must end with a conv / linear output layer (no ReLU after it)")
     if relu_index != len(scales):
@@ -276,8 +293,9 @@ def _synapse(layers: list[nn.Module], weight_layer: nn.Module, previous_scale: f
 
 
 @torch.no_grad()
-def accuracy_over_time(snn_net: ConvertedSNN, images: torch.Tensor, labels: torch.Tensor, num_steps: int,
-                       chunk_steps: int = 16) -> torch.Tensor:
+def accuracy_over_time(
+    snn_net: ConvertedSNN, images: torch.Tensor, labels: torch.Tensor, num_steps: int, chunk_steps: int = 16
+) -> torch.Tensor:
     """Number of correct predictions after each step ``1..T`` -> ``(T,)`` int64."""
     out = snn_net(images, num_steps, chunk_steps)
     predictions = out.cumsum(0).argmax(-1)

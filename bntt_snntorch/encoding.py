@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def poisson(x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None, rescale: float = 2.0) -> torch.Tensor:
+def poisson(
+    x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None, rescale: float = 2.0
+) -> torch.Tensor:
     """The BNTT seed's signed Poisson generator.
 
     Each step draws ``sign(x) * 1[rand * rescale <= |x|]``: spikes in
@@ -44,7 +46,9 @@ def events(x: torch.Tensor, num_steps: int) -> torch.Tensor:
 ENCODERS = {"p": poisson, "poisson": poisson, "d": direct, "direct": direct, "none": none, "events": events}
 
 
-def encode(x: torch.Tensor, num_steps: int, method: str = "p", generator: torch.Generator | None = None) -> torch.Tensor:
+def encode(
+    x: torch.Tensor, num_steps: int, method: str = "p", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Encode ``x`` ``(B, ...)`` with ``method`` ('p'/'poisson', 'd'/'direct', 'events' for
     frames ``(B, T, ...)``, or 'none') -> ``(T, B, ...)`` (``(B, ...)`` for 'none')."""
     if method not in ENCODERS:

@@ -77,8 +77,10 @@ class Leaky(snn.Leaky):
         if reset_mechanism not in RESET_MECHANISMS:
             raise ValueError(f"reset_mechanism must be one of {RESET_MECHANISMS}, got {reset_mechanism!r}")
         if detach_reset and (inhibition or state_quant):
-            raise ValueError("detach_reset=True (the BNTT seed neuron) cannot be combined with inhibition or "
-                             "state_quant; use snnTorch's reset (detach_reset=False) for those")
+            raise ValueError(
+                "detach_reset=True (the BNTT seed neuron) cannot be combined with inhibition or "
+                "state_quant; use snnTorch's reset (detach_reset=False) for those"
+            )
         super().__init__(
             beta,
             threshold,
@@ -101,7 +103,7 @@ class Leaky(snn.Leaky):
 
     @property
     def step_mode(self) -> str:
-        """"s": ``forward`` runs one step; "m": a whole ``(T, B, ...)`` sequence."""
+        """ "s": ``forward`` runs one step; "m": a whole ``(T, B, ...)`` sequence."""
         return self._step_mode
 
     @step_mode.setter
@@ -155,12 +157,16 @@ class Leaky(snn.Leaky):
     def _check_sequence(self, x_seq: torch.Tensor, mem: torch.Tensor | None) -> None:
         name = type(self).__name__
         if x_seq.dim() < 2:
-            raise ValueError(f"{name}(step_mode='m') expects a time-major sequence (T, B, ...), got shape "
-                             f"{tuple(x_seq.shape)}; for one step call lif.step(x, mem) or use step_mode='s'")
+            raise ValueError(
+                f"{name}(step_mode='m') expects a time-major sequence (T, B, ...), got shape "
+                f"{tuple(x_seq.shape)}; for one step call lif.step(x, mem) or use step_mode='s'"
+            )
         if mem is not None and mem.numel() and mem.shape == x_seq.shape:
-            raise ValueError(f"{name}(step_mode='m') got one step: input and mem both {tuple(mem.shape)}; a "
-                             "multi-step call takes x_seq (T, B, ...) and mem (B, ...). For an snn.Leaky-style "
-                             "loop use bntt_snntorch.Leaky (step_mode='s') or lif.step(x, mem)")
+            raise ValueError(
+                f"{name}(step_mode='m') got one step: input and mem both {tuple(mem.shape)}; a "
+                "multi-step call takes x_seq (T, B, ...) and mem (B, ...). For an snn.Leaky-style "
+                "loop use bntt_snntorch.Leaky (step_mode='s') or lif.step(x, mem)"
+            )
 
     # -- stateless entry points -------------------------------------------------
     def multi_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):
@@ -210,8 +216,8 @@ class Leaky(snn.Leaky):
 class MultiStepLeaky(Leaky):
     """:class:`Leaky` with ``step_mode="m"`` by default (same constructor, same state dict)::
 
-        spk_seq, mem_seq = lif(x_seq)        # x_seq: (T, B, ...) -> both (T, B, ...)
-        spk, mem = lif.step(x_t, mem)        # one step, (B, ...), snnTorch style
+    spk_seq, mem_seq = lif(x_seq)        # x_seq: (T, B, ...) -> both (T, B, ...)
+    spk, mem = lif.step(x_t, mem)        # one step, (B, ...), snnTorch style
     """
 
     default_step_mode = "m"

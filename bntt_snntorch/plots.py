@@ -50,7 +50,9 @@ def plot_accuracy_vs_steps(accuracy, exit_at: int | None, path, title="Accuracy 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps, [100 * a for a in accuracy], "o-")
     if exit_at is not None:
-        ax.axvline(exit_at, color="r", ls="--", label=f"gamma exit: {exit_at} steps, {100 * accuracy[exit_at - 1]:.2f}%")
+        ax.axvline(
+            exit_at, color="r", ls="--", label=f"gamma exit: {exit_at} steps, {100 * accuracy[exit_at - 1]:.2f}%"
+        )
         ax.legend()
     ax.set(xlabel="time steps run", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
@@ -78,8 +80,18 @@ def plot_energy(rows: list[dict], path) -> None:
     total = next(r for r in rows if r["name"] == "total")
     x = range(len(layers))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.bar([i - 0.2 for i in x], [r["ann_pj"] / 1e6 for r in layers], width=0.4, label=f"ANN (MACs), total {total['ann_pj'] / 1e6:.2f} uJ")
-    ax.bar([i + 0.2 for i in x], [r["snn_pj"] / 1e6 for r in layers], width=0.4, label=f"SNN (ACs), total {total['snn_pj'] / 1e6:.2f} uJ")
+    ax.bar(
+        [i - 0.2 for i in x],
+        [r["ann_pj"] / 1e6 for r in layers],
+        width=0.4,
+        label=f"ANN (MACs), total {total['ann_pj'] / 1e6:.2f} uJ",
+    )
+    ax.bar(
+        [i + 0.2 for i in x],
+        [r["snn_pj"] / 1e6 for r in layers],
+        width=0.4,
+        label=f"SNN (ACs), total {total['snn_pj'] / 1e6:.2f} uJ",
+    )
     ax.set_xticks(list(x), [r["name"] for r in layers], rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="energy per image (uJ)", yscale="log", title="Energy per layer (45 nm: 4.6 pJ/MAC, 0.9 pJ/AC)")
     ax.grid(alpha=0.3, axis="y")
@@ -106,7 +118,9 @@ def plot_coding_comparison(rows: list[dict], eps_list, path_steps, path_eps) -> 
     fig, ax = plt.subplots(figsize=(6, 4))
     for coding, marker in zip(codings, "os"):
         r = max((r for r in rows if r["coding"] == coding), key=lambda r: r["T"])
-        ax.plot(eps_list, [100 * r[f"fgsm_{e:g}"] for e in eps_list], marker + "-", label=f"{coding}, FGSM (T={r['T']})")
+        ax.plot(
+            eps_list, [100 * r[f"fgsm_{e:g}"] for e in eps_list], marker + "-", label=f"{coding}, FGSM (T={r['T']})"
+        )
         ax.plot(eps_list, [100 * r[f"pgd_{e:g}"] for e in eps_list], marker + "--", label=f"{coding}, PGD (T={r['T']})")
     ax.set(xlabel="eps (pixel units)", ylabel="accuracy under attack (%)", title="Robustness")
     ax.grid(alpha=0.3)
@@ -138,8 +152,9 @@ def plot_conversion_comparison(curves: dict, ann_accuracy: dict, path) -> None:
         ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=f"SNN {label}")
     for (precision, acc), color in zip(ann_accuracy.items(), ("k", "gray")):
         ax.axhline(100 * acc, color=color, ls="--", lw=1, label=f"ANN {precision} {100 * acc:.2f}%")
-    ax.set(xlabel="time steps", ylabel="test accuracy (%)", title="ANN -> SNN conversion: accuracy vs time",
-           ylim=(0, 100))
+    ax.set(
+        xlabel="time steps", ylabel="test accuracy (%)", title="ANN -> SNN conversion: accuracy vs time", ylim=(0, 100)
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -17,7 +17,7 @@ import torch
 
 class _SpikeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, surrogate: "Surrogate") -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
         return (x > 0).to(x.dtype)

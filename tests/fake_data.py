@@ -40,7 +40,9 @@ def write_cifar100(root: Path, n: int = 12, seed: int = 0) -> Path:
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
     with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}, f)
+        pickle.dump(
+            {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}, f
+        )
     return folder
 
 
@@ -76,7 +78,8 @@ def write_mnist(root: Path, n: int = 20, seed: int = 0) -> Path:
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, n, dtype=np.uint8)
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            np.array([2051, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+            np.array([2051, n, 28, 28], dtype=">i4").tobytes() + images.tobytes()
+        )
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], dtype=">i4").tobytes() + labels.tobytes())
     return raw
 

@@ -11,6 +11,7 @@ from bntt_snntorch import MultiStepLeaky, encoding
 from bntt_snntorch.analysis import count_operations, energy_table, exit_step, gamma_curves, mean_gamma_curve
 from bntt_snntorch.layers import SpikingBlock, TimeDistributed
 from bntt_snntorch.models import SpikingNet, create_model
+
 from .helpers import assert_close
 
 
@@ -25,10 +26,10 @@ def test_exit_rule_on_hand_set_gammas():
     curve = mean_gamma_curve(model)
     assert_close(curve, torch.tensor(per_step))
     assert len(gamma_curves(model)) == 5  # four conv BNTTs and the FC one
-    assert exit_step(curve, 0.1) == 4   # step index 4 (gamma 0.05) is the first below 0.1: run 4 steps
+    assert exit_step(curve, 0.1) == 4  # step index 4 (gamma 0.05) is the first below 0.1: run 4 steps
     assert exit_step(curve, 0.6) == 2
     assert exit_step(curve, 0.001) == 6  # never below: all steps
-    assert exit_step(curve, 2.0) == 1    # at least one step
+    assert exit_step(curve, 2.0) == 1  # at least one step
 
 
 def test_fewer_steps_equal_the_first_steps_of_the_full_run():
@@ -44,8 +45,17 @@ def _tiny_net():
     lif = lambda: MultiStepLeaky(0.5, threshold=1.0)  # noqa: E731
     conv = nn.Conv2d(1, 2, 3, padding=1, bias=False)
     fc = nn.Linear(8, 3, bias=False)
-    net = SpikingNet([SpikingBlock(conv, None, lif()), TimeDistributed(nn.AvgPool2d(2)), TimeDistributed(nn.Flatten()),
-                      SpikingBlock(fc, None, lif())], nn.Linear(3, 2, bias=False), num_steps=2, in_channels=1)
+    net = SpikingNet(
+        [
+            SpikingBlock(conv, None, lif()),
+            TimeDistributed(nn.AvgPool2d(2)),
+            TimeDistributed(nn.Flatten()),
+            SpikingBlock(fc, None, lif()),
+        ],
+        nn.Linear(3, 2, bias=False),
+        num_steps=2,
+        in_channels=1,
+    )
     with torch.no_grad():
         conv.weight.fill_(0.6)
         fc.weight.fill_(1.0)
@@ -56,8 +66,8 @@ def _tiny_net():
 def test_operation_counts_and_rates_equal_a_hand_count():
     net = _tiny_net()
     x = torch.zeros(2, 1, 1, 4, 4)
-    x[0, 0, 0, :2, :2] = 1      # step 0: 4 of 16 inputs spike
-    x[1, 0, 0, 0, :] = 1        # step 1: 4 of 16
+    x[0, 0, 0, :2, :2] = 1  # step 0: 4 of 16 inputs spike
+    x[1, 0, 0, 0, :] = 1  # step 1: 4 of 16
     ops = {op.name: op for op in count_operations(net, x)}
     conv, fc, readout = ops["features.0"], ops["features.3"], ops["classifier"]
     assert (conv.macs, fc.macs, readout.macs) == (2 * 4 * 4 * 1 * 9, 8 * 3, 3 * 2)
@@ -84,27 +94,44 @@ def test_direct_coding_first_layer_counts_macs():
 
 
 def test_analyze_command_writes_tables_and_plots(tmp_path):
-    from bntt_snntorch.analyze import main as analyze_main
-    from bntt_snntorch.cli import get_args_parser, main
+    from bntt_snntorch.commands.analyze import run as analyze_main
+    from bntt_snntorch.commands.train import get_args_parser, main
 
     run = tmp_path / "run"
-    main(get_args_parser().parse_args(["--num_epochs", "1", "--max-batches", "4", "--num_steps", "6",
-                                       "--output-dir", str(run), "--no-progress"]))
+    main(
+        get_args_parser().parse_args(
+            ["--num_epochs", "1", "--max-batches", "4", "--num_steps", "6", "--output-dir", str(run), "--no-progress"]
+        )
+    )
     assert analyze_main([str(run), "--plots", "--max-batches", "2"]) == 0
     out = run / "analysis"
-    for name in ("gammas.csv", "accuracy_per_step.csv", "energy.csv", "summary.json", "gamma_over_time.png",
-                 "accuracy_vs_exit_step.png", "spike_rates.png", "energy.png"):
+    for name in (
+        "gammas.csv",
+        "accuracy_per_step.csv",
+        "energy.csv",
+        "summary.json",
+        "gamma_over_time.png",
+        "accuracy_vs_exit_step.png",
+        "spike_rates.png",
+        "energy.png",
+    ):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "accuracy_per_step.csv")))
     assert [int(r["steps"]) for r in rows] == list(range(1, 7))
     summary = json.load(open(out / "summary.json"))
     assert 1 <= summary["early_exit"]["exit_steps"] <= 6
     assert summary["energy"]["snn_uj"] > 0
-    assert set(summary["energy"]["spike_rates"]) == {"features.0", "features.1", "features.3", "features.4", "features.7"}
+    assert set(summary["energy"]["spike_rates"]) == {
+        "features.0",
+        "features.1",
+        "features.3",
+        "features.4",
+        "features.7",
+    }
 
 
 def test_train_evaluate_flag_and_bad_checkpoint(tmp_path):
-    from bntt_snntorch.cli import run
+    from bntt_snntorch.commands.train import run
 
     assert run(["--evaluate", str(tmp_path / "missing")]) == 2
     bad = tmp_path / "bad.pt"

@@ -7,12 +7,13 @@ import snntorch as snn
 import torch
 
 from bntt_snntorch import BatchNormTT1d, BatchNormTT2d
+
 from .helpers import assert_close
 
 CASES = [
-    (BatchNormTT2d, snn.BatchNormTT2d, (2, 5, 4)),     # step shape without C: (B, H, W) -> (B, C, H, W)
-    (BatchNormTT1d, snn.BatchNormTT1d, (4,)),          # (B, C)
-    (BatchNormTT1d, snn.BatchNormTT1d, (3, 6)),        # (B, C, L)
+    (BatchNormTT2d, snn.BatchNormTT2d, (2, 5, 4)),  # step shape without C: (B, H, W) -> (B, C, H, W)
+    (BatchNormTT1d, snn.BatchNormTT1d, (4,)),  # (B, C)
+    (BatchNormTT1d, snn.BatchNormTT1d, (3, 6)),  # (B, C, L)
 ]
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from bntt_snntorch.data import DatasetNotFoundError, build_datasets
+
 from .fake_data import write_cifar10, write_cifar100, write_tiny_imagenet
 
 

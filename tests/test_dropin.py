@@ -10,6 +10,7 @@ from torch import nn
 
 import bntt_snntorch as bn
 from bntt_snntorch.utils import reset
+
 from .helpers import assert_close
 
 

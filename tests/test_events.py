@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import tonic
 import torch
-from .fake_data import event_packet_one_by_one, random_events, write_cifar10_dvs
 from tonic.io import read_aedat4
 
 from bntt_snntorch import encoding
-from bntt_snntorch.data import CIFAR10DVS, CorruptRecordingError, DigitsDVS, EventOptions, build_datasets
+from bntt_snntorch.data import CIFAR10DVS, CorruptRecordingError, DataOptions, DigitsDVS, build_datasets
 from bntt_snntorch.data.aedat4 import event_packet, write_aedat4
 from bntt_snntorch.data.events import FrameAugment, frame_transform, stratified_split, translate
+
+from .fake_data import event_packet_one_by_one, random_events, write_cifar10_dvs
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTS = {"num_steps": 5, "size": 32, "progress": False}
@@ -78,9 +79,22 @@ def _located(folder):
     return obj
 
 
+@pytest.mark.slow
 def test_missing_folder_is_one_line_naming_it(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "cifar10-dvs", "--data-dir", str(tmp_path),
-                          "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dataset",
+            "cifar10-dvs",
+            "--data-dir",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert str(tmp_path / "CIFAR10DVS") in res.stderr and "figshare" in res.stderr
 
@@ -100,14 +114,14 @@ def test_split_is_stratified_9_to_1_and_disjoint(dvs_root):
 
 
 def test_train_and_test_sets_never_share_a_recording(dvs_copy):
-    train, test, info = build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS))
+    train, test, info = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     assert set(train.indices).isdisjoint(test.indices) and len(train) + len(test) == 1000
     assert info.in_channels == 2 and info.image_size == 32
 
 
 # ----------------------------------------------------------------------------- frames and the cache
 def test_frames_are_tonics_toframe(dvs_copy):
-    train, test, _ = build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS, augment=()))
+    train, test, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS, augment=()))
     frames, label = test[3]
     source = CIFAR10DVS(str(dvs_copy))
     i = test.indices[3]
@@ -116,12 +130,12 @@ def test_frames_are_tonics_toframe(dvs_copy):
     assert frames.shape == (5, 2, 32, 32) and frames.dtype == torch.int16 and label == expected_label
     assert torch.equal(frames, torch.from_numpy(expected.astype(np.int16)))
     assert not list((dvs_copy / "frame-cache").glob("*/0*.npy"))  # gathered into frames.npy
-    full, _, _ = build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(num_steps=3, progress=False))
+    full, _, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(num_steps=3, progress=False))
     assert full[0][0].shape == (3, 2, 128, 128)  # no --dvs-size: the sensor's size
 
 
 def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(dvs_copy, monkeypatch):
-    build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS))
+    build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     cache = dvs_copy / "frame-cache"
     assert len(list(cache.iterdir())) == 1
     calls = []
@@ -129,18 +143,18 @@ def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(dvs_copy, monkeypa
 
     original = events_module.to_frames
     monkeypatch.setattr(events_module, "to_frames", lambda *a, **k: calls.append(1) or original(*a, **k))
-    train, _, _ = build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS))
+    train, _, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     assert calls == [] and len(train) == 900  # second time: arrays read, nothing decoded
-    build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**{**OPTS, "num_steps": 6}))
+    build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**{**OPTS, "num_steps": 6}))
     assert len(calls) == 1000 and len(list(cache.iterdir())) == 2  # T changed: a new cache
-    build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**{**OPTS, "size": 16}))
+    build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**{**OPTS, "size": 16}))
     assert len(list(cache.iterdir())) == 3
     manifest = json.loads(next(p for p in cache.glob("*/manifest.json")).read_text())
     assert manifest["tonic"] == tonic.__version__ and "ToFrame" in manifest["spec"]["transform"]
     # a recording replaced on disk changes the key too
     victim = next((dvs_copy / "CIFAR10DVS" / "cat").glob("*.aedat4"))
     write_aedat4(victim, random_events(np.random.default_rng(9), 50, 3))
-    build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS))
+    build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     assert len(list(cache.iterdir())) == 4
 
 
@@ -148,8 +162,8 @@ def test_parallel_build_equals_serial(dvs_root, tmp_path):
     serial, parallel = tmp_path / "s", tmp_path / "p"
     for dst in (serial, parallel):
         shutil.copytree(dvs_root / "CIFAR10DVS", dst / "CIFAR10DVS")
-    a, _, _ = build_datasets("cifar10-dvs", serial, events=EventOptions(**OPTS, augment=()))
-    b, _, _ = build_datasets("cifar10-dvs", parallel, events=EventOptions(**OPTS, augment=(), num_workers=2))
+    a, _, _ = build_datasets("cifar10-dvs", serial, options=DataOptions(**OPTS, augment=()))
+    b, _, _ = build_datasets("cifar10-dvs", parallel, options=DataOptions(**OPTS, augment=(), num_workers=2))
     for n in (0, 450, 899):
         assert torch.equal(a[n][0], b[n][0])
 
@@ -159,19 +173,37 @@ def test_corrupt_recording_is_named_or_skipped(dvs_copy):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) - 100])  # the last packet cut short
     with pytest.raises(CorruptRecordingError, match="cifar10_dog_7.aedat4.*--skip-corrupt"):
-        build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS))
+        build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train, test, _ = build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS, skip_corrupt=True))
+        train, test, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS, skip_corrupt=True))
     assert any("cifar10_dog_7" in str(w.message) for w in caught)
     assert len(train) + len(test) == 999
 
 
+@pytest.mark.slow
 def test_cli_reports_a_corrupt_recording_in_one_line(dvs_copy):
     (dvs_copy / "CIFAR10DVS" / "cat" / "cifar10_cat_3.aedat4").write_bytes(b"not an aedat file")
-    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "cifar10-dvs", "--data-dir", str(dvs_copy),
-                          "--dvs-size", "16", "--T", "3", "--no-progress", "--output-dir", str(dvs_copy / "run")],
-                         capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dataset",
+            "cifar10-dvs",
+            "--data-dir",
+            str(dvs_copy),
+            "--dvs-size",
+            "16",
+            "--T",
+            "3",
+            "--no-progress",
+            "--output-dir",
+            str(dvs_copy / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert last.startswith("error: cannot read") and "cifar10_cat_3.aedat4" in last
@@ -203,7 +235,7 @@ def test_frame_translation_equals_shifting_the_events(dx, dy):
 
 
 def test_augmentation_only_on_training(dvs_copy):
-    train, test, _ = build_datasets("cifar10-dvs", dvs_copy, events=EventOptions(**OPTS))
+    train, test, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     assert isinstance(train.augment, FrameAugment) and train.augment.max_shift > 0 and test.augment is None
     torch.manual_seed(0)
     draws = [train[0][0] for _ in range(12)]
@@ -231,23 +263,71 @@ def test_digits_dvs_events_look_like_a_dvs_recording():
     assert label == data.targets[5]
 
 
+@pytest.mark.slow
 def test_digits_dvs_trains_end_to_end_through_train_py(tmp_path):
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "digits-dvs", "--data-dir", str(tmp_path),
-                          "--num_epochs", "1", "--max-batches", "3", "--num_workers", "2", "--channels-last", "--no-progress",
-                          "--output-dir", str(out)], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dataset",
+            "digits-dvs",
+            "--data-dir",
+            str(tmp_path),
+            "--num_epochs",
+            "1",
+            "--max-batches",
+            "3",
+            "--num_workers",
+            "2",
+            "--channels-last",
+            "--no-progress",
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["encode"] == "events" and config["num_steps"] == 10 and config["dvs_augment"] == ["flip", "translate"]
     assert (out / "metrics.csv").read_text().count("\n") == 2 and len(list((tmp_path / "frame-cache").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_cifar10_dvs_short_training_run(dvs_copy):
     out = dvs_copy / "run"
-    res = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "cifar10-dvs", "--data-dir", str(dvs_copy),
-                          "--arch", "vgg9", "--dvs-size", "32", "--T", "4", "--batch_size", "8", "--num_epochs", "1",
-                          "--max-batches", "2", "--num_workers", "0", "--no-progress", "--output-dir", str(out)],
-                         capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--dataset",
+            "cifar10-dvs",
+            "--data-dir",
+            str(dvs_copy),
+            "--arch",
+            "vgg9",
+            "--dvs-size",
+            "32",
+            "--T",
+            "4",
+            "--batch_size",
+            "8",
+            "--num_epochs",
+            "1",
+            "--max-batches",
+            "2",
+            "--num_workers",
+            "0",
+            "--no-progress",
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["dvs_size"] == 32 and config["num_steps"] == 4 and config["arch"] == "vgg9"
@@ -256,9 +336,10 @@ def test_cifar10_dvs_short_training_run(dvs_copy):
 
 
 def test_encode_flag_is_refused_for_event_data():
-    from bntt_snntorch.cli import ConfigError, get_args_parser, resolve_config
+    from bntt_snntorch.commands.train import config_from_args, get_args_parser
+    from bntt_snntorch.training import ConfigError
 
     with pytest.raises(ConfigError, match="event frames: leave out --encode p"):
-        resolve_config(get_args_parser().parse_args(["--dataset", "digits-dvs", "--encode", "p"]))
+        config_from_args(get_args_parser().parse_args(["--dataset", "digits-dvs", "--encode", "p"]))
     with pytest.raises(ValueError, match=r"expected event frames \(B, T=4"):
         encoding.encode(torch.zeros(2, 3, 2, 8, 8), 4, "events")

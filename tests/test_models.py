@@ -11,10 +11,17 @@ from torch import nn
 
 from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, encoding
 from bntt_snntorch.models import create_model, is_ann, list_models
+
 from .helpers import assert_close
 
-SMALL = {"vgg9": dict(image_size=16), "vgg11": dict(image_size=32), "bntt_digits": dict(),
-         "rvd_vgg9": dict(image_size=16), "rvd_vgg5": dict(image_size=16), "rvd_mlp": dict(image_size=8)}
+SMALL = {
+    "vgg9": dict(image_size=16),
+    "vgg11": dict(image_size=32),
+    "bntt_digits": dict(),
+    "rvd_vgg9": dict(image_size=16),
+    "rvd_vgg5": dict(image_size=16),
+    "rvd_mlp": dict(image_size=8),
+}
 
 
 SPIKING = [m for m in list_models() if not is_ann(m)]
@@ -89,8 +96,8 @@ def test_bntt_vgg_is_seed_exact(name, widths, pools, fc_in, hidden):
     ]
     assert seen_pools == pools
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(fc_in, hidden), (hidden, 100)]
-    assert all(l.bias is None for l in linears)
+    assert [(fc.in_features, fc.out_features) for fc in linears] == [(fc_in, hidden), (hidden, 100)]
+    assert all(fc.bias is None for fc in linears)
     bns = [m for m in model.modules() if isinstance(m, (BatchNormTT1d, BatchNormTT2d))]
     assert len(bns) == len(widths) + 1 and all(len(b) == 3 and b[0].eps == 1e-4 for b in bns)
     neurons = [b.neuron for b in model.features if hasattr(b, "neuron")]
@@ -155,6 +162,7 @@ def test_channels_last_equals_per_step():
     assert_close(w_fast / w_slow.abs().max(), w_slow / w_slow.abs().max(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_torch_compile_equals_per_step():
     """torch.compile around the model (the fused scan stays one opaque call). Tolerance 1e-4."""
     fast = create_model("bntt_digits", num_steps=3)

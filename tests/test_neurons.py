@@ -13,6 +13,7 @@ import torch
 from snntorch import surrogate as snn_surrogate
 
 from bntt_snntorch import MultiStepLeaky, bntt_leaky, surrogate
+
 from .helpers import assert_close
 
 SURROGATES = {
@@ -42,8 +43,13 @@ def test_equals_snn_leaky_looped(reset, delay, sg, learn):
     threshold = float(torch.rand(1, generator=g) * 0.8 + 0.6)
     gsf = float(torch.rand(1, generator=g) + 0.5)
     kwargs = dict(
-        threshold=threshold, spike_grad=SURROGATES[sg](), learn_beta=learn, learn_threshold=learn,
-        reset_mechanism=reset, reset_delay=delay, graded_spikes_factor=gsf,
+        threshold=threshold,
+        spike_grad=SURROGATES[sg](),
+        learn_beta=learn,
+        learn_threshold=learn,
+        reset_mechanism=reset,
+        reset_delay=delay,
+        graded_spikes_factor=gsf,
     )
     ours = MultiStepLeaky(beta.clone(), **kwargs)
     ref = snn.Leaky(beta.clone(), **kwargs)

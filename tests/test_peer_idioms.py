@@ -24,8 +24,12 @@ from .helpers import assert_close
 # ----------------------------------------------------------------------------- BNTT constructors
 @pytest.mark.parametrize("ours,theirs", [(BatchNormTT1d, snn.BatchNormTT1d), (BatchNormTT2d, snn.BatchNormTT2d)])
 def test_bntt_takes_snntorch_arguments_and_defaults(ours, theirs):
-    for args, kwargs in [((4, 2), {}), ((), {"input_features": 4, "time_steps": 2}),
-                         ((4, 2, 1e-3, 0.2, False), {}), ((4,), {"time_steps": 2, "eps": 1e-3})]:
+    for args, kwargs in [
+        ((4, 2), {}),
+        ((), {"input_features": 4, "time_steps": 2}),
+        ((4, 2, 1e-3, 0.2, False), {}),
+        ((4,), {"time_steps": 2, "eps": 1e-3}),
+    ]:
         a, b = ours(*args, **kwargs), theirs(*args, **kwargs)
         assert len(a) == len(b)
         for m, r in zip(a, b):
@@ -101,9 +105,10 @@ def test_leaky_signature_is_snn_leakys_then_our_keywords():
     theirs = list(inspect.signature(snn.Leaky.__init__).parameters.values())
     for cls in (Leaky, MultiStepLeaky):
         ours = list(inspect.signature(cls.__init__).parameters.values())
-        assert [(p.name, p.default, p.kind) for p in ours[: len(theirs)]] == \
-            [(p.name, p.default, p.kind) for p in theirs]
-        extra = ours[len(theirs):]
+        assert [(p.name, p.default, p.kind) for p in ours[: len(theirs)]] == [
+            (p.name, p.default, p.kind) for p in theirs
+        ]
+        extra = ours[len(theirs) :]
         assert [p.name for p in extra] == ["step_mode", "detach_reset", "backend"]
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
 
@@ -121,7 +126,9 @@ def test_positional_arguments_mean_what_they_mean_in_snntorch():
     for name in ("init_hidden", "inhibition", "output", "reset_mechanism", "reset_delay", "state_quant"):
         assert getattr(ours, name) == getattr(ref, name), name
     for name in ("beta", "threshold", "graded_spikes_factor"):
-        assert isinstance(getattr(ours, name), torch.nn.Parameter) and torch.equal(getattr(ours, name), getattr(ref, name))
+        assert isinstance(getattr(ours, name), torch.nn.Parameter) and torch.equal(
+            getattr(ours, name), getattr(ref, name)
+        )
 
 
 def test_step_mode_is_explicit():
@@ -146,9 +153,15 @@ def _loop(lif, x_seq, mem=None, hidden=False):
     return torch.stack(spikes), torch.stack(mems)
 
 
-LOOP_CASES = [dict(), dict(reset_mechanism="zero"), dict(reset_mechanism="none"), dict(reset_delay=False),
-              dict(learn_beta=True, learn_threshold=True), dict(learn_graded_spikes_factor=True, graded_spikes_factor=0.5),
-              dict(surrogate_disable=True)]
+LOOP_CASES = [
+    dict(),
+    dict(reset_mechanism="zero"),
+    dict(reset_mechanism="none"),
+    dict(reset_delay=False),
+    dict(learn_beta=True, learn_threshold=True),
+    dict(learn_graded_spikes_factor=True, graded_spikes_factor=0.5),
+    dict(surrogate_disable=True),
+]
 
 
 @pytest.mark.parametrize("kwargs", LOOP_CASES, ids=[repr(k) for k in LOOP_CASES])
@@ -183,8 +196,11 @@ def test_init_hidden_rejects_mem_and_output_returns_both():
     assert spk.shape == mem.shape == x.shape
 
 
-@pytest.mark.parametrize("kwargs", [dict(inhibition=True), dict(state_quant=lambda m: torch.round(m * 4) / 4)],
-                         ids=["inhibition", "state_quant"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(inhibition=True), dict(state_quant=lambda m: torch.round(m * 4) / 4)],
+    ids=["inhibition", "state_quant"],
+)
 def test_inhibition_and_state_quant_run_the_reference_in_both_modes(kwargs):
     x = torch.randn(5, 4, 6) + 0.8
     ref = snn.Leaky(0.7, **kwargs)

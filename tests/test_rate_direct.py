@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from bntt_snntorch.analysis.robustness import PixelBox, differentiable_encoder, fgsm, pgd
-from bntt_snntorch.cli import get_args_parser, resolve_config
+from bntt_snntorch.commands.train import config_from_args, get_args_parser
 from bntt_snntorch.data import build_datasets, dataset_info
 from bntt_snntorch.models import create_model
+
 from .fake_data import write_mnist
 
 MEAN, STD = (0.3,), (0.4,)
@@ -50,11 +51,20 @@ def test_membrane_placement_and_gains():
     assert float(b9.neuron.beta) == pytest.approx(1 - lam) and b9.input_scale == pytest.approx(lam)
     assert b5.norm is None
     assert all(m.bias is None for m in vgg5.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-    for name, encode, gain in [("rvd_vgg5", "d", 3), ("rvd_vgg5", "p", 4), ("rvd_vgg9", "p", 5), ("rvd_mlp", None, 2)]:
+    for name, encode, gain in [("rvd_vgg5", "d", 3), ("rvd_vgg5", "p", 4), ("rvd_vgg9", None, 5), ("rvd_mlp", None, 2)]:
         model = create_model(name, **({"encode": encode} if encode else {}))
         w = model.classifier.weight
         bound = gain * math.sqrt(6 / sum(w.shape))
         assert bound * 0.9 < w.abs().max() <= bound
+
+
+def test_only_vgg5_takes_the_coding():
+    """Model facts are registry metadata: only rvd_vgg5's init depends on the coding."""
+    from bntt_snntorch.models import model_info
+
+    assert [n for n in ("rvd_mlp", "rvd_vgg5", "rvd_vgg9") if model_info(n).takes_encoding] == ["rvd_vgg5"]
+    with pytest.raises(TypeError):
+        create_model("rvd_vgg9", encode="p")
 
 
 def test_update_rule_of_vgg5_block():
@@ -73,11 +83,14 @@ def test_update_rule_of_vgg5_block():
 
 
 def test_recipe_selector_runs_the_seed_command_line():
-    argv = "--recipe rate-vs-direct --dataset cifar10 --arch vgg5 --encode d --leak_mem 0.5 --T 10 --lr 1e-3 --batch_size 128"
-    cfg = resolve_config(get_args_parser().parse_args(argv.split()))
+    argv = (
+        "--recipe rate-vs-direct --dataset cifar10 --arch vgg5 --encode d --leak_mem 0.5 --T 10 --lr 1e-3 "
+        "--batch_size 128"
+    )
+    cfg = config_from_args(get_args_parser().parse_args(argv.split()))
     assert (cfg.arch, cfg.optimizer, cfg.num_epochs, cfg.encode, cfg.num_steps) == ("rvd_vgg5", "adam", 100, "d", 10)
     assert cfg.lr_milestones == (0.5, 0.7, 0.9) and cfg.leak_mem == 0.5
-    assert resolve_config(get_args_parser().parse_args(["--arch", "vgg9"])).arch == "vgg9"  # BNTT's VGG9 by default
+    assert config_from_args(get_args_parser().parse_args(["--arch", "vgg9"])).arch == "vgg9"  # BNTT's VGG9 by default
 
 
 def test_fgsm_with_zero_eps_changes_nothing():
@@ -95,7 +108,10 @@ def test_attacks_raise_the_loss_and_stay_in_the_ball_and_range(coding):
     eval_encode = differentiable_encoder(coding, 4, torch.Generator().manual_seed(9)) if coding == "p" else encode
     eps = 0.1
     clean = _loss(model, x, y, eval_encode)
-    for x_adv in (fgsm(model, x, y, eps, encode, box, draws=4), pgd(model, x, y, eps, encode, box, steps=5, draws=4, generator=gen)):
+    for x_adv in (
+        fgsm(model, x, y, eps, encode, box, draws=4),
+        pgd(model, x, y, eps, encode, box, steps=5, draws=4, generator=gen),
+    ):
         pixel_change = ((x_adv - x) * STD[0]).abs()
         assert pixel_change.max() <= eps + 1e-6
         assert x_adv.min() >= box.low.min() - 1e-6 and x_adv.max() <= box.high.max() + 1e-6
@@ -119,10 +135,30 @@ def test_mnist_real_idx_files(tmp_path):
 
 
 def test_compare_coding_command(tmp_path):
-    from bntt_snntorch.compare_coding import main
+    from bntt_snntorch.commands.compare_coding import run as main
 
-    assert main(["--T", "2", "--num_epochs", "1", "--eps", "0.05", "--pgd-steps", "2", "--draws", "1",
-                 "--max-batches", "1", "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--T",
+                "2",
+                "--num_epochs",
+                "1",
+                "--eps",
+                "0.05",
+                "--pgd-steps",
+                "2",
+                "--draws",
+                "1",
+                "--max-batches",
+                "1",
+                "--output-dir",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
     assert [r["coding"] for r in rows] == ["rate (Poisson)", "direct"]
     assert {"clean_acc", "fgsm_0.05", "pgd_0.05", "spike_rate", "snn_energy_uj"} <= set(rows[0])

@@ -11,14 +11,26 @@ import jupytext
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
 
 
 def _run(name: str, tmp_path: Path) -> str:
-    env = {**os.environ, "BNTT_TUTORIAL_QUICK": "1", "BNTT_TUTORIAL_OUT": str(tmp_path / "out"),
-           "BNTT_TUTORIAL_DATA": str(tmp_path / "data"), "MPLBACKEND": "Agg"}
-    res = subprocess.run([sys.executable, str(ROOT / "tutorials" / name)], capture_output=True, text=True,
-                         cwd=tmp_path, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "BNTT_TUTORIAL_QUICK": "1",
+        "BNTT_TUTORIAL_OUT": str(tmp_path / "out"),
+        "BNTT_TUTORIAL_DATA": str(tmp_path / "data"),
+        "MPLBACKEND": "Agg",
+    }
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "tutorials" / name)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
 
@@ -64,8 +76,12 @@ def test_04_rate_vs_direct(tmp_path):
     _run("04_rate_vs_direct.py", tmp_path)
     with open(tmp_path / "out" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted((r["coding"], r["T"]) for r in rows) == [("direct", "2"), ("direct", "4"),
-                                                          ("rate (Poisson)", "2"), ("rate (Poisson)", "4")]
+    assert sorted((r["coding"], r["T"]) for r in rows) == [
+        ("direct", "2"),
+        ("direct", "4"),
+        ("rate (Poisson)", "2"),
+        ("rate (Poisson)", "4"),
+    ]
     assert (tmp_path / "out" / "accuracy_vs_eps.png").exists()
 
 

@@ -56,6 +56,7 @@ T, BETA = 8, 0.9
 # linear readout. `snn.BatchNormTT2d(channels, T)` is a list of T BatchNorms;
 # step `t` uses `bn[t]`.
 
+
 # %%
 class SnnTorchNet(nn.Module):
     def __init__(self, bntt: nn.Module):
@@ -96,6 +97,7 @@ assert difference < 1e-5
 # a `(T*B)` batch, BNTT normalises all steps in **one** batch-norm call, and
 # `bs.Leaky(..., step_mode="m")` (an `snn.Leaky`) scans over time. The state dict is the same.
 
+
 # %%
 class MultiStepNet(SnnTorchNet):
     def __init__(self):
@@ -127,7 +129,7 @@ loader = torch.utils.data.DataLoader(train_set, batch_size=64, shuffle=True)
 optimizer = torch.optim.SGD(fast.parameters(), lr=0.1, momentum=0.9)
 epochs = 2 if QUICK else 15
 start = time.perf_counter()
-for epoch in range(epochs):
+for _ in range(epochs):
     for images, labels in loader:
         loss = F.cross_entropy(fast(poisson(images, T)), labels)
         optimizer.zero_grad()

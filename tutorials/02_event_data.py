@@ -38,8 +38,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tonic
 
-from bntt_snntorch.cli import get_args_parser, main
-from bntt_snntorch.data import DigitsDVS, EventOptions, build_datasets
+from bntt_snntorch import TrainConfig, train
+from bntt_snntorch.data import DataOptions, DigitsDVS, build_datasets
 from bntt_snntorch.data.aedat4 import write_aedat4
 
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
@@ -54,8 +54,7 @@ OUT.mkdir(parents=True, exist_ok=True)
 # %%
 recordings = DigitsDVS()
 events, label = recordings[0]
-print(f"digit {label}: {len(events)} events over {events['t'].max() / 1e3:.0f} ms, "
-      f"{100 * events['p'].mean():.0f} % ON")
+print(f"digit {label}: {len(events)} events over {events['t'].max() / 1e3:.0f} ms, {100 * events['p'].mean():.0f} % ON")
 assert len(events) > 0 and events["p"].any() and (~events["p"]).any()
 
 # %% [markdown]
@@ -78,7 +77,7 @@ frames = tonic.transforms.ToFrame(sensor_size=DigitsDVS.sensor_size, n_time_bins
 print("frames:", frames.shape)  # (T, 2, 16, 16)
 fig, axes = plt.subplots(2, T, figsize=(T * 1.2, 2.8))
 for t in range(T):
-    for p, name in enumerate(("OFF", "ON")):
+    for p in range(2):  # OFF, ON
         axes[p, t].imshow(frames[t, p], cmap="gray")
         axes[p, t].set_axis_off()
     axes[0, t].set_title(f"t={t + 1}", fontsize=8)
@@ -94,19 +93,22 @@ fig.savefig(OUT / "frames.png", dpi=100)
 # epochs read a memory-mapped array. Training frames are flipped and shifted.
 
 # %%
-train_set, test_set, info = build_datasets("digits-dvs", DATA, events=EventOptions(num_steps=T))
+train_set, test_set, info = build_datasets("digits-dvs", DATA, options=DataOptions(num_steps=T))
 x, y = train_set[0]
 print(f"{len(train_set)} training / {len(test_set)} test recordings; one sample {tuple(x.shape)} {x.dtype}")
 print("cache folders:", [p.name for p in (DATA / "frame-cache").iterdir()])
 
 # %% [markdown]
 # ## 4. Train a BNTT network on the frames
-# `train.py --dataset digits-dvs` uses the digits recipe; the frames are the
-# input at each step, so there is no rate coding (`encode = "events"`).
+# `train(TrainConfig.from_recipe(dataset="digits-dvs"))` (the same as `train.py
+# --dataset digits-dvs`) uses the digits-dvs recipe; the frames are the input at
+# each step, so there is no rate coding (`encode = "events"`).
 
 # %%
-argv = ["--dataset", "digits-dvs", "--data-dir", str(DATA), "--output-dir", str(OUT / "run"), "--no-progress"]
-argv += ["--num_epochs", "1", "--max-batches", "5"] if QUICK else ["--num_epochs", "10"]
-result = main(get_args_parser().parse_args(argv))
-print(f"test accuracy {100 * result['test_acc']:.1f} %")
+quick = dict(num_epochs=1, max_batches=5) if QUICK else dict(num_epochs=10)
+cfg = TrainConfig.from_recipe(
+    dataset="digits-dvs", data_dir=str(DATA), output_dir=str(OUT / "run"), progress=False, **quick
+)
+result = train(cfg)
+print(f"test accuracy {100 * result.test_acc:.1f} %")
 assert (OUT / "run" / "metrics.csv").exists()

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from bntt_snntorch import encoding, plots
+from bntt_snntorch import TrainConfig, encoding, plots, train
 from bntt_snntorch.analysis import accuracy_per_step, count_operations, energy_table, exit_step, mean_gamma_curve
-from bntt_snntorch.cli import get_args_parser, main
-from bntt_snntorch.runs import load_run, run_datasets
+from bntt_snntorch.training import load_run
+from bntt_snntorch.training.runs import run_datasets
 
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("BNTT_TUTORIAL_OUT", "tutorial_output/03"))
@@ -47,10 +47,9 @@ OUT.mkdir(parents=True, exist_ok=True)
 # %%
 run = OUT / "digits-bntt"
 if not (run / "best.pt").exists():
-    argv = ["--output-dir", str(run), "--no-progress"] + (["--num_epochs", "3"] if QUICK else [])
-    main(get_args_parser().parse_args(argv))
+    train(TrainConfig.from_recipe("digits", output_dir=str(run), progress=False, num_epochs=3 if QUICK else None))
 model, cfg, _ = load_run(run)
-T = cfg["num_steps"]
+T = cfg.num_steps
 
 # %% [markdown]
 # ## 1. Gammas and the exit step
@@ -71,7 +70,7 @@ print(f"exit at step {exit_at} of {T} (threshold {threshold})")
 _, test_set, _ = run_datasets(cfg, progress=False)
 loader = DataLoader(test_set, batch_size=256)
 generator = torch.Generator().manual_seed(1)
-accuracy = accuracy_per_step(model, loader, lambda x: encoding.encode(x, T, cfg["encode"], generator), "cpu")
+accuracy = accuracy_per_step(model, loader, lambda x: encoding.encode(x, T, cfg.encode, generator), "cpu")
 for t in (1, T // 2, T):
     print(f"after {t:2d} steps: {100 * accuracy[t - 1]:.1f} %")
 plots.plot_accuracy_vs_steps(accuracy.tolist(), exit_at if exit_at < T else None, OUT / "accuracy_vs_steps.png")
@@ -84,7 +83,7 @@ plots.plot_accuracy_vs_steps(accuracy.tolist(), exit_at if exit_at < T else None
 
 # %%
 images, _ = next(iter(loader))
-ops = count_operations(model, encoding.encode(images, T, cfg["encode"], generator))
+ops = count_operations(model, encoding.encode(images, T, cfg.encode, generator))
 rows = energy_table(ops)
 for r in rows:
     rate = "" if r.get("output_rate") is None else f"spike rate {100 * r['output_rate']:5.1f} %"

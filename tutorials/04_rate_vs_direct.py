@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bntt_snntorch import compare_coding
+from bntt_snntorch.commands import compare_coding
 from bntt_snntorch.encoding import direct, poisson
 
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
@@ -53,17 +53,22 @@ print("direct (4 steps):\n", direct(image, 4)[:, 0])  # the same analog values e
 
 # %%
 steps = ["2", "4"] if QUICK else ["4", "8", "16"]
-argv = ["--dataset", "digits", "--arch", "mlp", "--T", *steps, "--output-dir", str(OUT), "--no-progress"]
-argv += ["--num_epochs", "1", "--eps", "0.05", "--pgd-steps", "2", "--draws", "1", "--max-batches", "1"] if QUICK \
-    else ["--num_epochs", "30"]
-assert compare_coding.main(argv) == 0
+argv = ["--dataset", "digits", "--arch", "mlp", "--num-steps", *steps, "--output-dir", str(OUT), "--no-progress"]
+argv += (
+    ["--num-epochs", "1", "--eps", "0.05", "--pgd-steps", "2", "--draws", "1", "--max-batches", "1"]
+    if QUICK
+    else ["--num-epochs", "30"]
+)
+assert compare_coding.run(argv) == 0
 
 # %%
 with open(OUT / "comparison.csv") as f:
     rows = list(csv.DictReader(f))
 for r in rows:
-    print(f"{r['coding']:>15s} T={r['T']:>2s}: clean {100 * float(r['clean_acc']):5.1f} %, "
-          f"spike rate {100 * float(r['spike_rate']):4.1f} %, SNN energy {float(r['snn_energy_uj']):.3f} uJ")
+    print(
+        f"{r['coding']:>15s} T={r['T']:>2s}: clean {100 * float(r['clean_acc']):5.1f} %, "
+        f"spike rate {100 * float(r['spike_rate']):4.1f} %, SNN energy {float(r['snn_energy_uj']):.3f} uJ"
+    )
 assert {r["coding"] for r in rows} == {"rate (Poisson)", "direct"}
 
 # %% [markdown]

@@ -33,9 +33,10 @@ import matplotlib.pyplot as plt
 import torch
 from torch.utils.data import DataLoader
 
-from bntt_snntorch.cli import get_args_parser, main
+from bntt_snntorch import TrainConfig, train
 from bntt_snntorch.conversion import accuracy_over_time, activation_scales, convert
-from bntt_snntorch.runs import load_run, run_datasets
+from bntt_snntorch.training import load_run
+from bntt_snntorch.training.runs import run_datasets
 
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("BNTT_TUTORIAL_OUT", "tutorial_output/05"))
@@ -53,8 +54,11 @@ anns = {}
 for precision in ("fp", "binary"):
     run = OUT / precision
     if not (run / "best.pt").exists():
-        argv = ["--recipe", f"bsnn-digits-{precision}", "--output-dir", str(run), "--no-progress"]
-        main(get_args_parser().parse_args(argv + (["--num_epochs", "4"] if QUICK else [])))
+        train(
+            TrainConfig.from_recipe(
+                f"bsnn-digits-{precision}", output_dir=str(run), progress=False, num_epochs=4 if QUICK else None
+            )
+        )
     anns[precision], cfg = load_run(run)[:2]
 
 # %% [markdown]
@@ -74,8 +78,10 @@ for precision, ann in anns.items():
     with torch.no_grad():
         ann_accuracy[precision] = (ann(images).argmax(1) == labels).float().mean().item()
     curves[precision] = (accuracy_over_time(snn_net, images, labels, TIME).double() / len(labels)).tolist()
-    print(f"{precision}: ANN {100 * ann_accuracy[precision]:.1f} %, SNN after {TIME} steps "
-          f"{100 * curves[precision][-1]:.1f} %")
+    print(
+        f"{precision}: ANN {100 * ann_accuracy[precision]:.1f} %, SNN after {TIME} steps "
+        f"{100 * curves[precision][-1]:.1f} %"
+    )
 
 # %% [markdown]
 # The converted network is an ordinary module of `snn.Leaky` neurons; it runs

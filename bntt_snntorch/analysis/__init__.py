@@ -4,6 +4,12 @@ from .early_exit import accuracy_per_step, exit_step, gamma_curves, mean_gamma_c
 from .energy import ENERGY_45NM, LayerOps, count_operations, energy_table
 
 __all__ = [
-    "accuracy_per_step", "exit_step", "gamma_curves", "mean_gamma_curve",
-    "ENERGY_45NM", "LayerOps", "count_operations", "energy_table",
+    "accuracy_per_step",
+    "exit_step",
+    "gamma_curves",
+    "mean_gamma_curve",
+    "ENERGY_45NM",
+    "LayerOps",
+    "count_operations",
+    "energy_table",
 ]

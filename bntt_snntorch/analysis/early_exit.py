@@ -7,7 +7,7 @@ gamma is below a threshold.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,7 +38,9 @@ def exit_step(curve: torch.Tensor, threshold: float = DEFAULT_EXIT_THRESHOLD) ->
 
 
 @torch.no_grad()
-def accuracy_per_step(model: nn.Module, loader, encode: Callable, device, max_batches: int | None = None) -> torch.Tensor:
+def accuracy_per_step(
+    model: nn.Module, loader, encode: Callable, device, max_batches: int | None = None
+) -> torch.Tensor:
     """Test accuracy when exiting after 1, 2, ..., T steps, ``(T,)``, from one pass per batch
     (``model.forward_steps``)."""
     model.eval()

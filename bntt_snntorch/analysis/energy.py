@@ -70,10 +70,12 @@ def count_operations(model: nn.Module, x_seq: torch.Tensor) -> list[LayerOps]:
         def hook(block, inputs, output):
             x = inputs[0]
             records[name] = dict(
-                macs=_macs(block.synapse, output[0]), input_rate=(x != 0).double().mean().item(),
+                macs=_macs(block.synapse, output[0]),
+                input_rate=(x != 0).double().mean().item(),
                 output_rate=(output != 0).double().mean().item(),
                 analog=name == first and not _is_spike_like(x),
             )
+
         return hook
 
     blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, SpikingBlock)]
@@ -89,8 +91,9 @@ def count_operations(model: nn.Module, x_seq: torch.Tensor) -> list[LayerOps]:
             h.remove()
         model.train(was_training)
     ops = [LayerOps(n, r["macs"], r["input_rate"], r["output_rate"], r["analog"], T) for n, r in records.items()]
-    ops.append(LayerOps("classifier", _macs(model.classifier, spikes[0]), (spikes != 0).double().mean().item(),
-                        None, False, T))
+    ops.append(
+        LayerOps("classifier", _macs(model.classifier, spikes[0]), (spikes != 0).double().mean().item(), None, False, T)
+    )
     return ops
 
 
@@ -101,18 +104,36 @@ def average_operations(per_batch: list[list[LayerOps]]) -> list[LayerOps]:
     for layers in zip(*per_batch):
         first = layers[0]
         out_rates = [op.output_rate for op in layers]
-        merged.append(LayerOps(first.name, first.macs, sum(op.input_rate for op in layers) / n,
-                               None if first.output_rate is None else sum(out_rates) / n, first.analog_input, first.steps))
+        merged.append(
+            LayerOps(
+                first.name,
+                first.macs,
+                sum(op.input_rate for op in layers) / n,
+                None if first.output_rate is None else sum(out_rates) / n,
+                first.analog_input,
+                first.steps,
+            )
+        )
     return merged
 
 
-def energy_table(ops: list[LayerOps], mac_pj: float = ENERGY_45NM["mac_pj"], ac_pj: float = ENERGY_45NM["ac_pj"]) -> list[dict]:
+def energy_table(
+    ops: list[LayerOps], mac_pj: float = ENERGY_45NM["mac_pj"], ac_pj: float = ENERGY_45NM["ac_pj"]
+) -> list[dict]:
     """Rows per layer plus a "total" row: MACs, SNN ops, rates, energies (pJ per image)."""
     rows = []
     for op in ops:
         e = op.energy(mac_pj, ac_pj)
         rows.append({**asdict(op), "snn_ops": op.snn_ops, **e})
     total = {k: sum(r[k] for r in rows) for k in ("macs", "snn_ops", "ann_pj", "snn_pj")}
-    rows.append({"name": "total", **total, "input_rate": None, "output_rate": None, "analog_input": None,
-                 "steps": ops[0].steps if ops else 0})
+    rows.append(
+        {
+            "name": "total",
+            **total,
+            "input_rate": None,
+            "output_rate": None,
+            "analog_input": None,
+            "steps": ops[0].steps if ops else 0,
+        }
+    )
     return rows

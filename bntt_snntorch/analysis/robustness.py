@@ -14,7 +14,7 @@ spike has no gradient of its own.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,9 @@ from torch import nn
 from .. import encoding
 
 
-def differentiable_encoder(method: str, num_steps: int, generator: torch.Generator | None = None,
-                           rescale: float = 2.0) -> Callable[[torch.Tensor], torch.Tensor]:
+def differentiable_encoder(
+    method: str, num_steps: int, generator: torch.Generator | None = None, rescale: float = 2.0
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x (B, ...) -> (T, B, ...)`` with a gradient: direct coding as is; Poisson with fresh draws
     and the straight-through gradient of the expected spike ``clamp(x / rescale, -1, 1)``."""
     if method in ("d", "direct"):
@@ -70,8 +71,19 @@ def fgsm(model: nn.Module, x, y, eps: float, encode, box: PixelBox, draws: int =
     return box.project(x + grad.sign() * eps / box.std, x, eps).detach()
 
 
-def pgd(model: nn.Module, x, y, eps: float, encode, box: PixelBox, steps: int = 7, step_size: float | None = None,
-        draws: int = 1, random_start: bool = True, generator: torch.Generator | None = None):
+def pgd(
+    model: nn.Module,
+    x,
+    y,
+    eps: float,
+    encode,
+    box: PixelBox,
+    steps: int = 7,
+    step_size: float | None = None,
+    draws: int = 1,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+):
     """``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``, pixel units),
     projected onto the eps-ball and the valid range; uniform random start inside the ball."""
     if eps == 0:
@@ -92,9 +104,20 @@ def _accuracy(model, x, y, encode) -> int:
     return (model(encode(x)).argmax(1) == y).sum().item()
 
 
-def robust_accuracy(model: nn.Module, loader, encode_method: str, num_steps: int, box: PixelBox, eps_list,
-                    attack: str = "fgsm", device="cpu", draws: int = 1, pgd_steps: int = 7, seed: int = 0,
-                    max_batches: int | None = None) -> dict[float, float]:
+def robust_accuracy(
+    model: nn.Module,
+    loader,
+    encode_method: str,
+    num_steps: int,
+    box: PixelBox,
+    eps_list,
+    attack: str = "fgsm",
+    device="cpu",
+    draws: int = 1,
+    pgd_steps: int = 7,
+    seed: int = 0,
+    max_batches: int | None = None,
+) -> dict[float, float]:
     """Accuracy under ``attack`` ("fgsm" or "pgd") for each eps: ``{eps: accuracy}``."""
     model.eval()
     gen = torch.Generator(device).manual_seed(seed)

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"#!AER-DAT4.0\r\n"
-_EVENT_STRUCT = np.dtype({"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "?"],
-                          "offsets": [0, 8, 10, 12], "itemsize": 16})
+_EVENT_STRUCT = np.dtype(
+    {"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "?"], "offsets": [0, 8, 10, 12], "itemsize": 16}
+)
 
 
 def _flatbuffers():
@@ -60,7 +61,7 @@ def event_packet(events: np.ndarray) -> bytes:
     builder = fb.Builder(len(data) + 64)
     builder.StartVector(16, len(events), 8)
     builder.head -= len(data)  # StartVector reserved the room: copy the packed structs in at once
-    builder.Bytes[builder.head:builder.head + len(data)] = data
+    builder.Bytes[builder.head : builder.head + len(data)] = data
     elements = builder.EndVector()
     builder.StartObject(1)
     builder.PrependUOffsetTRelativeSlot(0, elements, 0)
@@ -68,8 +69,9 @@ def event_packet(events: np.ndarray) -> bytes:
     return bytes(builder.Output())
 
 
-def write_aedat4(path: str | Path, events: np.ndarray, width: int = 128, height: int = 128,
-                 packet_size: int = 4096) -> Path:
+def write_aedat4(
+    path: str | Path, events: np.ndarray, width: int = 128, height: int = 128, packet_size: int = 4096
+) -> Path:
     """Write ``events`` (structured array with t [us], x, y, p) to ``path`` in packets of ``packet_size``."""
     path = Path(path)
     header = io_header(width, height)
@@ -77,6 +79,6 @@ def write_aedat4(path: str | Path, events: np.ndarray, width: int = 128, height:
         f.write(MAGIC)
         f.write(np.uint32(len(header)).tobytes() + header)
         for start in range(0, len(events), packet_size):
-            packet = event_packet(events[start:start + packet_size])
+            packet = event_packet(events[start : start + packet_size])
             f.write(np.uint32(0).tobytes() + np.uint32(len(packet)).tobytes() + packet)
     return path

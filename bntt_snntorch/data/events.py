@@ -16,9 +16,9 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tonic
@@ -26,15 +26,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write
-from .static import DatasetNotFoundError
+from ..files import atomic_write
+from .registry import CorruptRecordingError, DataOptions, DatasetInfo, DatasetNotFoundError, register_dataset
 
 CIFAR10_DVS_URL = "https://figshare.com/ndownloader/files/38023437"
 CACHE_FORMAT = 2  # bump when the cache layout changes
-
-
-class CorruptRecordingError(RuntimeError):
-    """A recording could not be decoded; the message names the file."""
 
 
 class CIFAR10DVS(tonic.datasets.CIFAR10DVS):
@@ -144,8 +140,15 @@ class _FrameBuilder(Dataset):
         return i, ""
 
 
-def build_frame_cache(source, spec: CacheSpec, cache_root: Path, frames_of: Callable, num_workers: int = 0,
-                      skip_corrupt: bool = False, progress: bool = True) -> tuple[Path, list[int]]:
+def build_frame_cache(
+    source,
+    spec: CacheSpec,
+    cache_root: Path,
+    frames_of: Callable,
+    num_workers: int = 0,
+    skip_corrupt: bool = False,
+    progress: bool = True,
+) -> tuple[Path, list[int]]:
     """Frames of every recording of ``source`` in ``cache_root/<spec.key()>/frames.npy``
     (int16 ``(N, T, P, H, W)``, row ``i`` = recording ``i``); returns the folder and the usable
     indices. Recordings are framed in parallel (``num_workers``) into one file each (resumable:
@@ -160,8 +163,9 @@ def build_frame_cache(source, spec: CacheSpec, cache_root: Path, frames_of: Call
     builder = _FrameBuilder(source, folder, frames_of, range(len(source)))
     loader = DataLoader(builder, batch_size=None, num_workers=min(num_workers, os.cpu_count() or 1))
     bad = []
-    for _, error in tqdm(loader, total=len(builder), desc=f"caching {spec.dataset} frames", disable=not progress,
-                         leave=False):
+    for _, error in tqdm(
+        loader, total=len(builder), desc=f"caching {spec.dataset} frames", disable=not progress, leave=False
+    ):
         if error:
             if not skip_corrupt:
                 raise CorruptRecordingError(f"cannot read {error}; re-extract or delete it, or pass --skip-corrupt")
@@ -180,8 +184,13 @@ def build_frame_cache(source, spec: CacheSpec, cache_root: Path, frames_of: Call
     frames.flush()
     del frames
     os.replace(tmp, folder / "frames.npy")
-    content = {"spec": spec.__dict__, "tonic": tonic.__version__, "shape": [len(source), *shape],
-               "indices": indices, "skipped": bad}
+    content = {
+        "spec": spec.__dict__,
+        "tonic": tonic.__version__,
+        "shape": [len(source), *shape],
+        "indices": indices,
+        "skipped": bad,
+    }
     atomic_write(manifest, lambda f: f.write(json.dumps(content, indent=1).encode()))
     for i in indices:
         items[i].unlink()
@@ -200,7 +209,7 @@ class FrameAugment:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         flip = torch.rand(()).item() < self.flip_p
-        dx, dy = (torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist() if self.max_shift else (0, 0))
+        dx, dy = torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist() if self.max_shift else (0, 0)
         return translate(frames[..., ::-1] if flip else frames, dx, dy)
 
     def __repr__(self) -> str:
@@ -241,27 +250,16 @@ class CachedFrames(Dataset):
         return torch.from_numpy(frames), self.targets[i]
 
 
-@dataclass(frozen=True)
-class EventOptions:
-    """Frame settings from the command line."""
-
-    num_steps: int = 10
-    size: int | None = None  # None: the sensor's size
-    augment: tuple = ("flip", "translate")
-    num_workers: int = 0
-    skip_corrupt: bool = False
-    progress: bool = True
-
-
-def _augment(options: EventOptions, size: int) -> FrameAugment | None:
+def _augment(options: DataOptions, size: int) -> FrameAugment | None:
     if not options.augment:
         return None
     shift = max(1, size // 16) if "translate" in options.augment else 0
     return FrameAugment(0.5 if "flip" in options.augment else 0.0, shift)
 
 
-def framed_split(source, name: str, sensor_size, options: EventOptions, cache_root: Path, train_idx, test_idx,
-                 recordings: str):
+def framed_split(
+    source, name: str, sensor_size, options: DataOptions, cache_root: Path, train_idx, test_idx, recordings: str
+):
     """Train / test :class:`CachedFrames` of ``source`` (recordings -> frames via the cache)."""
     size = options.size or sensor_size[0]
     transform = frame_transform(sensor_size, size, options.num_steps)
@@ -270,8 +268,9 @@ def framed_split(source, name: str, sensor_size, options: EventOptions, cache_ro
     def frames_of(events):
         return to_frames(events, transform, options.num_steps, size, sensor_size[2])
 
-    folder, usable = build_frame_cache(source, spec, cache_root, frames_of, options.num_workers,
-                                       options.skip_corrupt, options.progress)
+    folder, usable = build_frame_cache(
+        source, spec, cache_root, frames_of, options.num_workers, options.skip_corrupt, options.progress
+    )
     usable = set(usable)
     targets = list(source.targets)
     train = CachedFrames(folder, [i for i in train_idx if i in usable], targets, _augment(options, size))
@@ -279,7 +278,8 @@ def framed_split(source, name: str, sensor_size, options: EventOptions, cache_ro
     return train, test
 
 
-def cifar10_dvs(data_dir: Path, download: bool, options: EventOptions):
+@register_dataset("cifar10-dvs", DatasetInfo("cifar10-dvs", 10, 2, 128, events=True))
+def cifar10_dvs(data_dir: Path, download: bool, options: DataOptions):
     """DVS-CIFAR10 from ``<data_dir>/CIFAR10DVS/<class>/*.aedat4``: fixed 9:1 split, cached frames."""
     root = data_dir / "CIFAR10DVS"
     n_files = len(list(root.glob("*/*.aedat4"))) if root.is_dir() else 0
@@ -291,5 +291,13 @@ def cifar10_dvs(data_dir: Path, download: bool, options: EventOptions):
         )
     source = CIFAR10DVS(str(data_dir))
     train_idx, test_idx = stratified_split(source.targets)
-    return framed_split(source, "cifar10-dvs", CIFAR10DVS.sensor_size, options, data_dir / "frame-cache",
-                        train_idx, test_idx, recordings_digest(source.data))
+    return framed_split(
+        source,
+        "cifar10-dvs",
+        CIFAR10DVS.sensor_size,
+        options,
+        data_dir / "frame-cache",
+        train_idx,
+        test_idx,
+        recordings_digest(source.data),
+    )

@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .events import framed_split
+from .registry import DataOptions, DatasetInfo, register_dataset
+from .static import digits_split_indices
+
 EVENT_DTYPE = np.dtype([("t", np.int64), ("x", np.int16), ("y", np.int16), ("p", bool)])
 
 
@@ -43,7 +47,9 @@ def _saccade_path(n: int, amplitude: float) -> np.ndarray:
     return corners[segment] * (1 - frac) + corners[segment + 1] * frac
 
 
-def image_to_events(image: np.ndarray, rng: np.random.Generator, settings: CameraSettings = CameraSettings()) -> np.ndarray:
+def image_to_events(
+    image: np.ndarray, rng: np.random.Generator, settings: CameraSettings = CameraSettings()
+) -> np.ndarray:
     """Events of a moving image.
 
     Args:
@@ -111,12 +117,18 @@ class DigitsDVS:
         return hashlib.sha1(text.encode()).hexdigest()
 
 
-def digits_dvs(data_dir: Path, download: bool, options):
+@register_dataset("digits-dvs", DatasetInfo("digits-dvs", 10, 2, 16, events=True))
+def digits_dvs(data_dir: Path, download: bool, options: DataOptions):
     """The simulated event digits, split like ``digits`` (stratified 80/20, ``random_state=0``), cached frames."""
-    from .events import framed_split
-    from .static import digits_split_indices
-
     source = DigitsDVS()
     train_idx, test_idx = digits_split_indices(source.targets)
-    return framed_split(source, "digits-dvs", DigitsDVS.sensor_size, options, data_dir / "frame-cache",
-                        sorted(train_idx.tolist()), sorted(test_idx.tolist()), source.digest())
+    return framed_split(
+        source,
+        "digits-dvs",
+        DigitsDVS.sensor_size,
+        options,
+        data_dir / "frame-cache",
+        sorted(train_idx.tolist()),
+        sorted(test_idx.tolist()),
+        source.digest(),
+    )

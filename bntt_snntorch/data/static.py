@@ -8,10 +8,8 @@ seed's random crop (padding 4) and horizontal flip.
 from __future__ import annotations
 
 import functools
-import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,23 +17,7 @@ import torchvision
 from torch.utils.data import Dataset, TensorDataset
 from torchvision import transforms
 
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A data set is not where it was looked for; the message says where to put it."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a model and an attack need to know of a data set. ``mean``/``std``: the per-channel
-    normalisation applied to pixels in [0, 1] (so pixel-unit quantities map to ``x / std``)."""
-
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    mean: tuple = (0.0,)
-    std: tuple = (1.0,)
-    events: bool = False  # samples are frames (T, 2, H, W), not images
+from .registry import DataOptions, DatasetInfo, DatasetNotFoundError, register_dataset
 
 
 # ----------------------------------------------------------------------------- digits
@@ -63,7 +45,8 @@ def _digits_stats() -> tuple[float, float]:
     return float(x_train.mean()), float(x_train.std())
 
 
-def digits(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+@register_dataset("digits", DatasetInfo("digits", 10, 1, 8, mean=None, std=None), stats=_digits_stats)
+def digits(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
     (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std."""
     x_train, x_test, y_train, y_test = _digits_split()
@@ -106,8 +89,8 @@ def _image_transforms(size: int, mean, std) -> tuple[Callable, Callable]:
     return train, transforms.Compose(normalize)
 
 
-def _cifar(cls: type, key: str, folder: str, url_name: str) -> Callable[[Path, bool], tuple[Dataset, Dataset]]:
-    def build(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+def _cifar(cls: type, key: str, folder: str, url_name: str, num_classes: int):
+    def build(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
         if not download and not (data_dir / folder).is_dir():
             raise DatasetNotFoundError(
                 f"{url_name} not found: expected the folder {data_dir / folder}; download the 'CIFAR python version' "
@@ -124,18 +107,19 @@ def _cifar(cls: type, key: str, folder: str, url_name: str) -> Callable[[Path, b
                 f"{url_name} in {data_dir / folder} is incomplete ({err}); re-extract it or pass --download"
             ) from None
 
-    return build
+    return register_dataset(key, DatasetInfo(key, num_classes, 3, 32, *_CIFAR_STATS[key]))(build)
 
 
-cifar10 = _cifar(CIFAR10, "cifar10", "cifar-10-batches-py", "CIFAR-10")
-cifar100 = _cifar(CIFAR100, "cifar100", "cifar-100-python", "CIFAR-100")
+cifar10 = _cifar(CIFAR10, "cifar10", "cifar-10-batches-py", "CIFAR-10", 10)
+cifar100 = _cifar(CIFAR100, "cifar100", "cifar-100-python", "CIFAR-100", 100)
 
 
 # ----------------------------------------------------------------------------- MNIST
 _MNIST_STATS = ((0.1307,), (0.3081,))
 
 
-def mnist(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+@register_dataset("mnist", DatasetInfo("mnist", 10, 1, 28, *_MNIST_STATS))
+def mnist(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """MNIST (28x28, 10 classes) from ``<data_dir>/MNIST/raw`` (the idx files), no augmentation."""
     raw = data_dir / "MNIST" / "raw"
     if not download and not (raw / "train-images-idx3-ubyte").exists():
@@ -183,7 +167,10 @@ class TinyImageNetVal(torchvision.datasets.VisionDataset):
         return (self.transform(image) if self.transform else image), label
 
 
-def tiny_imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+@register_dataset("tiny-imagenet", DatasetInfo("tiny-imagenet", 200, 3, 64, *_TINY_STATS))
+def tiny_imagenet(
+    data_dir: Path, download: bool = False, options: DataOptions | None = None
+) -> tuple[Dataset, Dataset]:
     """Tiny-ImageNet-200 (64x64, 200 classes) from ``<data_dir>/tiny-imagenet-200``."""
     root = data_dir / "tiny-imagenet-200"
     if download and not root.is_dir():
@@ -204,7 +191,8 @@ def tiny_imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Data
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
+@register_dataset("imagenet", DatasetInfo("imagenet", 1000, 3, 224, *_IMAGENET_STATS))
+def imagenet(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """ImageNet-1k in torchvision's ImageFolder layout: ``<data_dir>/imagenet/{train,val}/<wnid>/*.JPEG``
     (val sorted into class folders). Training: random-resized 224 crop + flip; test: resize 256, centre 224."""
     root = data_dir / "imagenet"
@@ -217,57 +205,7 @@ def imagenet(data_dir: Path, download: bool = False) -> tuple[Dataset, Dataset]:
     normalize = [transforms.ToTensor(), transforms.Normalize(*_IMAGENET_STATS)]
     train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), *normalize])
     test_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), *normalize])
-    return (torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf),
-            torchvision.datasets.ImageFolder(str(root / "val"), transform=test_tf))
-
-
-# ----------------------------------------------------------------------------- registry
-_BUILDERS: dict[str, tuple[Callable[[Path, bool], tuple[Dataset, Dataset]], DatasetInfo]] = {
-    "digits": (digits, DatasetInfo("digits", 10, 1, 8, mean=None, std=None)),  # stats computed on first use
-    "mnist": (mnist, DatasetInfo("mnist", 10, 1, 28, *_MNIST_STATS)),
-    "cifar10": (cifar10, DatasetInfo("cifar10", 10, 3, 32, *_CIFAR_STATS["cifar10"])),
-    "cifar100": (cifar100, DatasetInfo("cifar100", 100, 3, 32, *_CIFAR_STATS["cifar100"])),
-    "tiny-imagenet": (tiny_imagenet, DatasetInfo("tiny-imagenet", 200, 3, 64, *_TINY_STATS)),
-    "imagenet": (imagenet, DatasetInfo("imagenet", 1000, 3, 224, *_IMAGENET_STATS)),
-}
-
-
-def register_dataset(name: str, builder: Callable[[Path, bool], tuple[Dataset, Dataset]], info: DatasetInfo) -> None:
-    """Make ``name`` available to :func:`build_datasets` and ``--dataset``."""
-    _BUILDERS[name] = (builder, info)
-
-
-def list_datasets() -> list[str]:
-    return sorted(_BUILDERS)
-
-
-def dataset_info(name: str, frame_size: int | None = None) -> DatasetInfo:
-    """What ``name`` holds; for event data sets ``frame_size`` (``--dvs-size``) replaces the sensor size."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
-    info = _BUILDERS[name][1]
-    if info.events and frame_size:
-        info = replace(info, image_size=frame_size)
-    if name == "digits" and info.mean is None:
-        mean, std = _digits_stats()
-        info = replace(info, mean=(mean,), std=(std,))
-    return info
-
-
-def build_datasets(name: str, data_dir: str | os.PathLike, download: bool = False,
-                   events=None) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """``(train, test, info)`` for data set ``name`` under ``data_dir``.
-
-    ``events``: :class:`~bntt_snntorch.data.events.EventOptions` (T, frame size,
-    augmentation, workers) for event data sets, which yield ``(frames (T, 2, H, W), label)``.
-    Raises :class:`DatasetNotFoundError` with a one-line message naming the
-    path looked at and how to get the data.
-    """
-    info = dataset_info(name)  # raises for an unknown name
-    builder = _BUILDERS[name][0]
-    if not info.events:
-        return (*builder(Path(data_dir), download), info)
-    from .events import EventOptions
-
-    events = events or EventOptions()
-    return (*builder(Path(data_dir), download, events), dataset_info(name, events.size))
+    return (
+        torchvision.datasets.ImageFolder(str(root / "train"), transform=train_tf),
+        torchvision.datasets.ImageFolder(str(root / "val"), transform=test_tf),
+    )

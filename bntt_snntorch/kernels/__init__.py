@@ -96,6 +96,7 @@ _TRITON_BROKEN: list[str] = []
 def _disable_triton(err: Exception) -> None:
     """After a Triton failure, "auto" uses the torch scan for the rest of the process (warned once)."""
     if not _TRITON_BROKEN:
-        warnings.warn(f"the Triton leaky scan failed ({type(err).__name__}: {err}); using the torch scan instead",
-                      stacklevel=3)
+        warnings.warn(
+            f"the Triton leaky scan failed ({type(err).__name__}: {err}); using the torch scan instead", stacklevel=3
+        )
     _TRITON_BROKEN.append(repr(err))

@@ -36,7 +36,7 @@ class ScanMode:
     same_step_reset: str  # "none" | "snn" (snnTorch reset_delay=False) | "detached" (seed)
 
     @classmethod
-    def from_params(cls, p: LeakyParams) -> "ScanMode":
+    def from_params(cls, p: LeakyParams) -> ScanMode:
         if p.reset_mechanism == "none":
             return cls("none", False, "none")
         if p.detach_reset:
@@ -69,8 +69,21 @@ def forward_step(x, m_prev, beta, theta, g: float, mode: ScanMode, h_out, m_out,
         torch.addcmul(h_out, fired, h_out, value=-1.0, out=m_out)
 
 
-def backward_step(grad_spk, grad_mem, carry, h, m_prev, beta, theta, g: float, surrogate, mode: ScanMode,
-                  need_beta: bool, need_theta: bool, out):
+def backward_step(
+    grad_spk,
+    grad_mem,
+    carry,
+    h,
+    m_prev,
+    beta,
+    theta,
+    g: float,
+    surrogate,
+    mode: ScanMode,
+    need_beta: bool,
+    need_theta: bool,
+    out,
+):
     """Reverse step ``t`` without autograd; ``(B, ...)`` tensors, ``grad_spk``/``grad_mem``/``carry`` may be ``None``.
 
     ``carry`` is ``C_{t+1} * dL/dh_{t+1}`` from step t+1. Writes ``dL/dh_t = dL/dx_t`` into ``out`` and

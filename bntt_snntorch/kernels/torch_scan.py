@@ -49,8 +49,19 @@ class LeakyScan(torch.autograd.Function):
         for t in reversed(range(h_seq.shape[0])):
             m_prev = mem_seq[t - 1] if t > 0 else mem0
             carry, beta_t, theta_t = backward_step(
-                None if grad_spk is None else grad_spk[t], None if grad_mem is None else grad_mem[t], carry,
-                h_seq[t], m_prev, beta_c, theta, g_value, ctx.surrogate, ctx.mode, need_beta, need_theta, grad_x[t],
+                None if grad_spk is None else grad_spk[t],
+                None if grad_mem is None else grad_mem[t],
+                carry,
+                h_seq[t],
+                m_prev,
+                beta_c,
+                theta,
+                g_value,
+                ctx.surrogate,
+                ctx.mode,
+                need_beta,
+                need_theta,
+                grad_x[t],
             )
             if need_beta:
                 beta_t = _reduce_to(beta_t, beta.shape)

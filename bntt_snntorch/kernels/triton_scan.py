@@ -71,8 +71,20 @@ if triton is not None:
 
     @triton.jit
     def _forward_kernel(
-        x_ptr, m0_ptr, spk_ptr, mem_ptr, h_ptr, beta_ptr, theta_ptr, g_ptr, T, N,
-        RESET: tl.constexpr, DELAYED: tl.constexpr, SAME: tl.constexpr, BLOCK: tl.constexpr,
+        x_ptr,
+        m0_ptr,
+        spk_ptr,
+        mem_ptr,
+        h_ptr,
+        beta_ptr,
+        theta_ptr,
+        g_ptr,
+        T,
+        N,
+        RESET: tl.constexpr,
+        DELAYED: tl.constexpr,
+        SAME: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
@@ -117,10 +129,30 @@ if triton is not None:
 
     @triton.jit
     def _backward_kernel(
-        gs_ptr, gm_ptr, h_ptr, mem_ptr, m0_ptr, gx_ptr, gm0_ptr, gbeta_ptr, gtheta_ptr,
-        beta_ptr, theta_ptr, g_ptr, a, b, T, N, last,
-        RESET: tl.constexpr, DELAYED: tl.constexpr, SAME: tl.constexpr, SURR: tl.constexpr,
-        HAS_GS: tl.constexpr, HAS_GM: tl.constexpr, BLOCK: tl.constexpr,
+        gs_ptr,
+        gm_ptr,
+        h_ptr,
+        mem_ptr,
+        m0_ptr,
+        gx_ptr,
+        gm0_ptr,
+        gbeta_ptr,
+        gtheta_ptr,
+        beta_ptr,
+        theta_ptr,
+        g_ptr,
+        a,
+        b,
+        T,
+        N,
+        last,
+        RESET: tl.constexpr,
+        DELAYED: tl.constexpr,
+        SAME: tl.constexpr,
+        SURR: tl.constexpr,
+        HAS_GS: tl.constexpr,
+        HAS_GM: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -221,9 +253,28 @@ class LeakyScanTriton(torch.autograd.Function):
         gm = grad_mem.contiguous() if grad_mem is not None else h
         beta_, theta_, g_ = (v.reshape(1).contiguous() for v in (beta, theta, g))
         _backward_kernel[(programs,)](
-            gs, gm, h, mem, m0, grad_x, grad_m0, part_beta, part_theta, beta_, theta_, g_,
-            float(a), float(b), T, N, (T - 1) * N, SURR=surr, HAS_GS=grad_spk is not None, HAS_GM=grad_mem is not None,
-            BLOCK=BLOCK, **_mode_args(ctx.mode),
+            gs,
+            gm,
+            h,
+            mem,
+            m0,
+            grad_x,
+            grad_m0,
+            part_beta,
+            part_theta,
+            beta_,
+            theta_,
+            g_,
+            float(a),
+            float(b),
+            T,
+            N,
+            (T - 1) * N,
+            SURR=surr,
+            HAS_GS=grad_spk is not None,
+            HAS_GM=grad_mem is not None,
+            BLOCK=BLOCK,
+            **_mode_args(ctx.mode),
         )
         grad_beta = grad_theta = None
         if ctx.needs_input_grad[2]:
@@ -236,4 +287,3 @@ class LeakyScanTriton(torch.autograd.Function):
 def leaky_scan_triton(x_seq, mem0, beta, theta, g, surrogate, mode: ScanMode):
     """``(spk_seq, mem_seq)`` for ``x_seq`` ``(T, B, ...)`` on CUDA (spikes in its dtype, membrane float32)."""
     return LeakyScanTriton.apply(x_seq, mem0, beta, theta, g, surrogate, mode)
-

@@ -1,30 +1,60 @@
-"""A timm-style model registry: ``@register_model`` and ``create_model(name, **kwargs)``."""
+"""A timm-style model registry: ``@register_model`` and ``create_model(name, **kwargs)``.
+
+Each entry keeps its facts as metadata (:class:`ModelInfo`): whether it is an ANN (images in,
+no time steps; trained to be converted) and whether its factory takes the input coding.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch.nn as nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_ANNS: set[str] = set()
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the training code needs to know of a registered model."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    ann: bool = False  # images (B, C, H, W) in, no time axis (converted to an SNN later)
+    takes_encoding: bool = False  # the factory takes ``encode`` ("p" / "d"): its init depends on the coding
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn`` under its function name."""
-    _MODELS[fn.__name__] = fn
-    return fn
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, ann: bool = False, takes_encoding: bool = False):
+    """Register ``fn`` under its function name (``@register_model`` or ``@register_model(ann=True)``).
+    Registering a name twice replaces the first entry with a warning (as timm does)."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = factory.__name__
+        if name in _MODELS:
+            warnings.warn(f"model {name!r} was registered already; the new registration replaces it", stacklevel=3)
+        _MODELS[name] = ModelInfo(name, factory, ann, takes_encoding)
+        return factory
+
+    return decorate if fn is None else decorate(fn)
 
 
 def register_ann(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register an ANN (images ``(B, C, H, W)`` in, no time steps; for conversion) under its name."""
-    _ANNS.add(fn.__name__)
-    return register_model(fn)
+    """``register_model(fn, ann=True)``: an ANN (for conversion)."""
+    return register_model(fn, ann=True)
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry of ``name``."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _MODELS[name]
 
 
 def is_ann(name: str) -> bool:
     """Whether model ``name`` is an ANN (trained with ``--encode none``, then converted)."""
-    return name in _ANNS
+    return model_info(name).ann
 
 
 def list_models() -> list[str]:
@@ -39,13 +69,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
     Common arguments: ``num_classes``, ``num_steps``, ``leak_mem``,
     ``in_channels``, ``image_size``.
     """
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _MODELS[name](**{k: v for k, v in kwargs.items() if v is not None})
-
-
-def accepts(name: str, argument: str) -> bool:
-    """Whether model ``name``'s factory takes ``argument`` (e.g. ``encode``)."""
-    import inspect
-
-    return argument in inspect.signature(_MODELS[name]).parameters
+    return model_info(name).factory(**{k: v for k, v in kwargs.items() if v is not None})

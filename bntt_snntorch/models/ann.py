@@ -108,8 +108,17 @@ class VGGAB(nn.Module):
     Shapes: ``(B, in_channels, image_size, image_size)`` -> ``(B, num_classes)``.
     """
 
-    def __init__(self, blocks, hidden: int, num_classes: int, in_channels: int, image_size: int,
-                 binary: bool = False, dropout: float = 0.1, ceil_from: int = 2):
+    def __init__(
+        self,
+        blocks,
+        hidden: int,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        binary: bool = False,
+        dropout: float = 0.1,
+        ceil_from: int = 2,
+    ):
         super().__init__()
         conv = BinaryConv2d if binary else nn.Conv2d
         linear = BinaryLinear if binary else nn.Linear
@@ -126,8 +135,9 @@ class VGGAB(nn.Module):
             features += [nn.AvgPool2d(2, 2, ceil_mode=ceil), nn.ReLU()]
             size = -(-size // 2) if ceil else size // 2
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), linear(channels * size * size, hidden, bias=False),
-                                        nn.ReLU(), nn.Dropout(dropout))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), linear(channels * size * size, hidden, bias=False), nn.ReLU(), nn.Dropout(dropout)
+        )
         self.top_layer = nn.Linear(hidden, num_classes, bias=False)
         self.binary = binary
         for m in self.modules():
@@ -138,8 +148,10 @@ class VGGAB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(f"{type(self).__name__} expects images (B, C, H, W), got shape {tuple(x.shape)}; "
-                             "train it with --encode none")
+            raise ValueError(
+                f"{type(self).__name__} expects images (B, C, H, W), got shape {tuple(x.shape)}; "
+                "train it with --encode none"
+            )
         return self.top_layer(self.classifier(self.features(x).flatten(1)))
 
 

@@ -18,12 +18,13 @@ from torch import nn
 
 from ..layers import SpikingBlock, TimeDistributed
 from ..neurons import bntt_leaky
+from . import bntt_vgg
 from ._registry import register_model
 from .spiking_net import SpikingNet
 
 cfgs = {
     "vgg5": ([64, "A", 128, 128, "A"], 1024),
-    "vgg9": ([64, 64, "A", 128, 128, "A", 256, 256, 256, "A"], 1024),
+    "vgg9": (bntt_vgg.cfgs["vgg9"], bntt_vgg.hidden_features["vgg9"]),  # the BNTT VGG9's layers, without BNTT
 }
 
 
@@ -41,8 +42,9 @@ def _init(model: nn.Module, gain: float) -> nn.Module:
     return model
 
 
-def _create_vgg(cfg: str, gain: float, leak_on_input: bool, num_classes=10, num_steps=10, leak_mem=0.5,
-                in_channels=3, image_size=32) -> SpikingNet:
+def _create_vgg(
+    cfg: str, gain: float, leak_on_input: bool, num_classes=10, num_steps=10, leak_mem=0.5, in_channels=3, image_size=32
+) -> SpikingNet:
     layers, hidden = cfgs[cfg]
     features: list[nn.Module] = []
     channels, size = in_channels, image_size
@@ -62,13 +64,15 @@ def _create_vgg(cfg: str, gain: float, leak_on_input: bool, num_classes=10, num_
 @register_model
 def rvd_mlp(num_classes=10, num_steps=10, leak_mem=0.5, in_channels=1, image_size=28) -> SpikingNet:
     """MLP: input -> FC 800 (LIF) -> FC classes; ``U = lam U + (1 - lam) I``; Xavier gain 2."""
-    features = [TimeDistributed(nn.Flatten()),
-                _block(nn.Linear(in_channels * image_size * image_size, 800, bias=False), leak_mem, True)]
+    features = [
+        TimeDistributed(nn.Flatten()),
+        _block(nn.Linear(in_channels * image_size * image_size, 800, bias=False), leak_mem, True),
+    ]
     model = SpikingNet(features, nn.Linear(800, num_classes, bias=False), num_steps, in_channels)
     return _init(model, 2.0)
 
 
-@register_model
+@register_model(takes_encoding=True)
 def rvd_vgg5(encode="p", **kwargs) -> SpikingNet:
     """VGG5: conv64, AP, conv128 x2, AP, FC 1024, FC classes; ``U = lam U + (1 - lam) I``;
     Xavier gain 3 (direct coding) or 4 (Poisson)."""
@@ -76,7 +80,7 @@ def rvd_vgg5(encode="p", **kwargs) -> SpikingNet:
 
 
 @register_model
-def rvd_vgg9(encode="p", **kwargs) -> SpikingNet:
+def rvd_vgg9(**kwargs) -> SpikingNet:
     """The BNTT VGG9 without BNTT; ``U = (1 - lam) U + lam I``; Xavier gain 5."""
     return _create_vgg("vgg9", 5.0, False, **kwargs)
 

@@ -43,7 +43,7 @@ def barrier() -> None:
 
 def sync_batchnorm_tt(model: nn.Module) -> nn.Module:
     """Make every BNTT layer of ``model`` compute its training statistics over all ranks."""
-    from .bntt import BatchNormTT
+    from ..bntt import BatchNormTT
 
     for m in model.modules():
         if isinstance(m, BatchNormTT):

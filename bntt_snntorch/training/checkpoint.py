@@ -9,28 +9,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ..files import atomic_write
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike, keep_previous: bool = False) -> None:
@@ -60,8 +45,9 @@ def load_latest_good(path: str | os.PathLike, map_location="cpu") -> tuple[dict,
         fallback = previous_path(path)
         if not fallback.exists():
             raise
-        warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); resuming from {fallback}",
-                      stacklevel=2)
+        warnings.warn(
+            f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); resuming from {fallback}", stacklevel=2
+        )
         return load_checkpoint(fallback, map_location), fallback
 
 

@@ -1,4 +1,4 @@
-"""Finding a training run's checkpoint and rebuilding its model."""
+"""A training run's pieces rebuilt from its config: model, data sets, checkpoint."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from ..data import DataOptions, build_datasets, dataset_info
+from ..models import create_model, is_ann, model_info
 from .checkpoint import load_checkpoint
-from .data import EventOptions, build_datasets, dataset_info
-from .models import accepts, create_model, is_ann
+from .config import TrainConfig
 
 
 class CheckpointError(ValueError):
@@ -26,25 +27,30 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no checkpoint at {path}: expected a .pt file or a run folder with best.pt or last.pt")
 
 
-def build_model(cfg: dict):
-    """The model a training config describes (arch, dataset, num_steps, leak_mem, encode); each
-    factory gets the arguments it takes (an ANN takes no num_steps)."""
-    info = dataset_info(cfg["dataset"], cfg.get("dvs_size"))
+def build_model(cfg: TrainConfig):
+    """The model ``cfg`` describes (arch, dataset, num_steps, leak_mem, encode); each factory gets
+    the arguments its registry entry declares (an ANN takes no num_steps)."""
+    info = dataset_info(cfg.dataset, cfg.dvs_size)
     arguments = dict(num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
-    if not is_ann(cfg["arch"]):
-        arguments.update(num_steps=cfg["num_steps"], leak_mem=cfg["leak_mem"])
-    if accepts(cfg["arch"], "encode"):
-        arguments["encode"] = cfg["encode"]
-    return create_model(cfg["arch"], **arguments)
+    if not is_ann(cfg.arch):
+        arguments.update(num_steps=cfg.num_steps, leak_mem=cfg.leak_mem)
+    if model_info(cfg.arch).takes_encoding:
+        arguments["encode"] = cfg.encode
+    return create_model(cfg.arch, **arguments)
 
 
-def run_datasets(cfg: dict, data_dir: str | Path | None = None, download: bool = False, progress: bool = True):
-    """``(train, test, info)`` of a training config; event data sets get its frame settings
-    (T, ``dvs_size``, augmentation, workers)."""
-    events = EventOptions(num_steps=cfg["num_steps"], size=cfg.get("dvs_size"),
-                          augment=tuple(cfg.get("dvs_augment") or ()), num_workers=cfg.get("num_workers") or 0,
-                          skip_corrupt=bool(cfg.get("skip_corrupt")), progress=progress)
-    return build_datasets(cfg["dataset"], data_dir or cfg["data_dir"], download, events)
+def run_datasets(cfg: TrainConfig, data_dir: str | Path | None = None, download: bool = False, progress: bool = True):
+    """``(train, test, info)`` of a run; event data sets get its frame settings (T, ``dvs_size``,
+    augmentation, workers)."""
+    options = DataOptions(
+        num_steps=cfg.num_steps,
+        size=cfg.dvs_size,
+        augment=tuple(cfg.dvs_augment or ()),
+        num_workers=cfg.num_workers or 0,
+        skip_corrupt=bool(cfg.skip_corrupt),
+        progress=progress,
+    )
+    return build_datasets(cfg.dataset, data_dir or cfg.data_dir, download, options)
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[object, Path]:
@@ -67,17 +73,17 @@ def load_weights(model, state_dict: dict, ckpt_path: Path, what: str) -> None:
 
 
 def model_from_checkpoint(ckpt, ckpt_path: Path, device: torch.device | str = "cpu"):
-    """``(model in eval mode, config dict)`` of a loaded training checkpoint."""
+    """``(model in eval mode, TrainConfig)`` of a loaded training checkpoint."""
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{ckpt_path} is not a bntt_snntorch training checkpoint (no 'config' / 'model' entries)")
-    cfg = ckpt["config"]
+    cfg = TrainConfig.from_dict(ckpt["config"])
     model = build_model(cfg)
-    load_weights(model, ckpt["model"], ckpt_path, f"a {cfg['arch']!r} model")
+    load_weights(model, ckpt["model"], ckpt_path, f"a {cfg.arch!r} model")
     return model.to(device).eval(), cfg
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu"):
-    """``(model, config dict, checkpoint path)`` of a run folder or checkpoint file."""
+    """``(model, TrainConfig, checkpoint path)`` of a run folder or checkpoint file."""
     ckpt, ckpt_path = read_checkpoint(path, device)
     model, cfg = model_from_checkpoint(ckpt, ckpt_path, device)
     return model, cfg, ckpt_path

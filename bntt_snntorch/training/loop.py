@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,59 @@
+"""What every command shares: the flag spellings, and user errors as one line and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from ..data import CorruptRecordingError, DatasetNotFoundError
+from ..training.config import ConfigError
+from ..training.runs import CheckpointError
+
+# One spelling per concept (dash style); the seed repositories' spellings stay as aliases, so
+# their command lines run unchanged. Every command declares its flags through add_flag.
+FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "--num-steps": ("--num_steps", "--T", "--time"),  # BNTT seed: --num_steps; rate-vs-direct: --T; conversion: --time
+    "--batch-size": ("--batch_size",),
+    "--leak-mem": ("--leak_mem",),
+    "--num-workers": ("--num_workers", "--n-workers", "--n_workers"),
+    "--num-epochs": ("--num_epochs",),
+    "--data-dir": ("--data_dir", "--data"),
+    "--output-dir": ("--output_dir", "--job-dir", "--job_dir"),
+    "--max-batches": ("--max_batches",),
+    "--save-every": ("--save_every",),
+    "--channels-last": ("--channels_last",),
+    "--dvs-size": ("--dvs_size",),
+    "--dvs-augment": ("--dvs_augment",),
+    "--skip-corrupt": ("--skip_corrupt",),
+    "--results-file": ("--results_file",),
+    "--one-step": ("--one_step",),
+    "--eval-size": ("--eval_size",),
+}
+
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, CorruptRecordingError)
+
+
+def add_flag(parser, flag: str, **kwargs) -> argparse.Action:
+    """``parser.add_argument(flag, *its aliases, dest=<flag with underscores>, **kwargs)``."""
+    kwargs.setdefault("dest", flag.lstrip("-").replace("-", "_"))
+    return parser.add_argument(flag, *FLAG_ALIASES.get(flag, ()), **kwargs)
+
+
+def add_device_flag(parser) -> None:
+    """``--device`` (auto, cpu, cuda, cuda:N) and the conversion code's ``--gpu`` (= ``--device cuda``)."""
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--gpu", dest="device", action="store_const", const="cuda", help="the same as --device cuda")
+
+
+def exit_status(action: Callable[[], object]) -> int:
+    """Run ``action``; a user error is one line on stderr and exit status 2, a diverged run 1, else 0."""
+    try:
+        action()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        return 1
+    return 0

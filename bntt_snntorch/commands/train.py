@@ -1,0 +1,142 @@
+"""``train.py``: the BNTT seed's command line, on any registered model and data set.
+
+``get_args_parser()`` builds the parser, ``config_from_args(args)`` turns parsed flags into a
+:class:`~bntt_snntorch.TrainConfig`, ``main(args)`` trains (:func:`bntt_snntorch.train`) and
+returns the :class:`~bntt_snntorch.TrainResult`; ``run(argv)`` is the console entry point
+(user errors: one line on stderr, exit status 2). ``train.py convert ...`` runs the ANN -> SNN
+conversion (:mod:`bntt_snntorch.commands.convert`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from ..data import list_datasets
+from ..models import list_models
+from ..training import RECIPES, TrainConfig, TrainResult, train
+from ..utils import tune_cpu_allocator
+from .analyze import add_analysis_args, analyze_from_args
+from .common import add_device_flag, add_flag, exit_status
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The parser; flags left unset (None) are filled from the recipe."""
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a BNTT spiking network. With no flags: a small BNTT net on sklearn's digits, offline. "
+        "'train.py convert --help': convert a trained ANN (bsnn-* recipes) to an SNN.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("model and optimisation (the BNTT seed's flags; unset ones come from the recipe)")
+    add_flag(g, "--num-steps", type=_positive(int), help="time steps T")
+    g.add_argument("--lr", type=_positive(float), help="initial learning rate")
+    g.add_argument(
+        "--arch",
+        choices=sorted({*list_models(), *RECIPES["rate-vs-direct"]["arch_names"]}),
+        help="model name (mlp / vgg5 / vgg9 with --recipe rate-vs-direct: that work's nets)",
+    )
+    g.add_argument("--dataset", choices=list_datasets(), default="digits", help="data set")
+    add_flag(g, "--batch-size", type=_positive(int), help="images per batch (the global batch under torchrun)")
+    add_flag(g, "--leak-mem", type=float, help="membrane leak (beta) in [0, 1]")
+    add_flag(g, "--num-workers", type=int, help="data-loading processes")
+    add_flag(g, "--num-epochs", type=_positive(int), help="epochs")
+    g.add_argument(
+        "--encode",
+        choices=["p", "d", "none"],
+        help="input coding: p = signed Poisson rate, d = direct, none = images as they are (ANNs to convert)",
+    )
+    g = p.add_argument_group("event data (cifar10-dvs, digits-dvs)")
+    add_flag(
+        g,
+        "--dvs-size",
+        type=_positive(int),
+        help="frame size: events are downsampled to SIZE x SIZE (recipe bntt-dvs: 64; default the sensor's)",
+    )
+    add_flag(
+        g,
+        "--dvs-augment",
+        choices=["none", "flip", "translate", "both"],
+        help="training augmentation of the event frames (recipes: both)",
+    )
+    add_flag(
+        g,
+        "--skip-corrupt",
+        action="store_true",
+        default=None,
+        help="leave out recordings that cannot be decoded (with a warning) instead of stopping",
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--recipe", choices=sorted(RECIPES), help="hyper-parameter set (default: by data set)")
+    add_flag(g, "--data-dir", help="data root (default: $BNTT_DATA_DIR, else ./datasets)")
+    g.add_argument("--download", action="store_true", help="let torchvision / tonic download the data set if missing")
+    add_device_flag(g)
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    add_flag(g, "--output-dir", help="run folder (default: $BNTT_RUNS_DIR or ./runs, then <dataset>-<arch>-<time>)")
+    add_flag(g, "--max-batches", type=_positive(int), help="batches per epoch (short runs)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
+    g.add_argument(
+        "--resume", metavar="PATH|auto", help="continue from a checkpoint (auto: <output-dir>/last.pt if it exists)"
+    )
+    add_flag(g, "--save-every", type=_positive(int), help="also checkpoint every N training steps (mid-epoch)")
+    g.add_argument("--tensorboard", action="store_true", help="log to <output-dir>/tensorboard")
+    g.add_argument(
+        "--evaluate",
+        metavar="RUN_OR_CHECKPOINT",
+        help="analyse a trained run instead of training (see python -m bntt_snntorch.analyze --help)",
+    )
+    g = p.add_argument_group("speed")
+    g.add_argument(
+        "--amp",
+        nargs="?",
+        const="bf16",
+        choices=["bf16", "fp16"],
+        help="mixed precision: bfloat16 autocast (CPU or GPU), or fp16 with a GradScaler (CUDA)",
+    )
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (first batches are slow)")
+    add_flag(g, "--channels-last", action="store_true", help="channels_last memory format for the convolutions")
+    add_analysis_args(p, positional=False)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed flags: the recipe, with every flag the user set as an override."""
+    names = {f.name for f in fields(TrainConfig)} - {"recipe"}
+    return TrainConfig.from_recipe(args.recipe, **{k: v for k, v in vars(args).items() if k in names})
+
+
+def main(args: argparse.Namespace) -> TrainResult:
+    """Train as the parsed flags say; returns the :class:`TrainResult`."""
+    return train(config_from_args(args))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Console entry point: parse, then train (or ``--evaluate`` a run, or ``convert``); exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:
+        from .convert import run as run_conversion
+
+        return run_conversion(argv[1:])
+    args = get_args_parser().parse_args(argv)
+    tune_cpu_allocator()
+    if args.evaluate:
+        return exit_status(lambda: analyze_from_args(args, args.evaluate))
+    return exit_status(lambda: main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,172 @@
+"""``TrainConfig``: everything one training run needs, filled from a recipe and validated.
+
+``TrainConfig.from_recipe("digits", num_epochs=5)`` takes any field as an override; a field
+left ``None`` takes the recipe's value. The CLI builds its overrides from the flags a user
+set, so a command line and a Python call with the same values give the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ..data import dataset_info, list_datasets
+from ..models import is_ann, list_models
+from .recipes import RECIPES, recipe_for
+
+DATA_DIR_ENV, RUNS_DIR_ENV = "BNTT_DATA_DIR", "BNTT_RUNS_DIR"
+EVAL_SEED_OFFSET = 1  # test-set Poisson draws use seed + 1, so they differ from the first training draws
+
+
+class ConfigError(ValueError):
+    """A setting (or combination) that cannot run; the message says what to change."""
+
+
+def default_data_dir() -> str:
+    """``$BNTT_DATA_DIR``, else ``datasets`` in the current folder (never the install location)."""
+    return str(Path(os.environ.get(DATA_DIR_ENV) or "datasets").resolve())
+
+
+def default_runs_dir() -> Path:
+    """``$BNTT_RUNS_DIR``, else ``runs`` in the current folder."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; a GPU asked for but absent is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for a GPU but torch sees none; use --device cpu or auto")
+    return device
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Units: ``lr`` per batch of ``batch_size`` images (the global batch
+    under torchrun), ``lr_milestones`` as fractions of ``num_epochs``."""
+
+    # model and data
+    arch: str | None = None
+    dataset: str = "digits"
+    num_steps: int | None = None  # time steps T
+    leak_mem: float | None = None  # membrane leak beta in [0, 1]
+    encode: str | None = None  # "p" Poisson rate, "d" direct, "none" (ANNs), "events" (event frames)
+    # optimisation
+    lr: float | None = None
+    batch_size: int | None = None
+    num_epochs: int | None = None
+    optimizer: str | None = None  # "sgd" or "adam"
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_milestones: tuple | None = None  # lr *= lr_gamma at these fractions of num_epochs
+    lr_gamma: float | None = None  # lr factor at each milestone / step (recipe default 0.1)
+    lr_step: int | None = None  # decay every N epochs instead of at lr_milestones
+    adam_betas: tuple | None = None  # (0.9, 0.999) unless the recipe says otherwise
+    weight_decay_until: int | None = None  # weight decay 0 after this epoch
+    # event data
+    dvs_size: int | None = None  # frame size (None: the sensor's)
+    dvs_augment: tuple | None = None  # ("flip", "translate") or a part of it
+    skip_corrupt: bool | None = None  # skip unreadable recordings
+    # run
+    recipe: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    device: str = "auto"
+    seed: int = 0
+    output_dir: str | None = None  # default runs/<dataset>-<arch>-<time>
+    num_workers: int | None = None
+    max_batches: int | None = None  # batches per epoch (short runs)
+    progress: bool = True
+    resume: str | None = None  # checkpoint path, or "auto": <output_dir>/last.pt if it exists
+    save_every: int | None = None  # also checkpoint every N training steps
+    tensorboard: bool = False
+    # speed
+    amp: str | None = None  # "bf16" or "fp16"
+    compile: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe: str | None = None, **overrides) -> TrainConfig:
+        """The recipe ``recipe`` (default: the data set's) with ``overrides`` applied, validated.
+
+        Any field may be overridden; ``None`` keeps the recipe's value. Raises
+        :class:`ConfigError` (one line saying what to change) before any data is touched.
+        """
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {sorted(unknown)}; see bntt_snntorch.TrainConfig")
+        values = {k: v for k, v in overrides.items() if v is not None}
+        dataset = values.get("dataset", cls.dataset)
+        try:
+            base = recipe_for(dataset, recipe)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        arch_names = base.get("arch_names", {})
+        merged = {**{k: v for k, v in base.items() if k != "arch_names"}, **values, "recipe": recipe}
+        merged["arch"] = arch_names.get(merged.get("arch"), merged.get("arch"))
+        return cls(**merged)._validated(explicit_encode=values.get("encode"))
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainConfig:
+        """A config saved with a run (``config.json`` / a checkpoint); fields it lacks keep their defaults."""
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def eval_seed(self) -> int:
+        """Seed of the test-set Poisson draws (the run's evaluation and every later analysis)."""
+        return self.seed + EVAL_SEED_OFFSET
+
+    def _validated(self, explicit_encode: str | None) -> TrainConfig:
+        if self.dataset not in list_datasets():
+            raise ConfigError(f"unknown dataset {self.dataset!r}; available: {', '.join(list_datasets())}")
+        if dataset_info(self.dataset).events:
+            if explicit_encode not in (None, "events"):
+                raise ConfigError(f"--dataset {self.dataset} gives event frames: leave out --encode {explicit_encode}")
+            self.encode = "events"
+        elif self.encode == "events":
+            raise ConfigError(f"--recipe {self.recipe} is for event data: use --dataset cifar10-dvs or digits-dvs")
+        if self.arch not in list_models():
+            if self.arch in RECIPES["rate-vs-direct"]["arch_names"]:
+                raise ConfigError(
+                    f"--arch {self.arch} is a net of the rate-vs-direct work: add --recipe rate-vs-direct"
+                )
+            raise ConfigError(f"unknown --arch {self.arch!r}; available: {', '.join(list_models())}")
+        ann = is_ann(self.arch)
+        if ann != (self.encode == "none"):
+            raise ConfigError(
+                f"--arch {self.arch} is an ANN (to convert later): train it with --encode none or a bsnn-* --recipe"
+                if ann
+                else f"--encode none gives no time axis; --arch {self.arch} is a spiking net: use --encode p or d"
+            )
+        if not 0.0 <= self.leak_mem <= 1.0:
+            raise ConfigError(f"--leak-mem must be in [0, 1], got {self.leak_mem}")
+        if self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        self.device = str(resolve_device(self.device))
+        if self.amp == "fp16" and not self.device.startswith("cuda"):
+            raise ConfigError("--amp fp16 needs a CUDA device (it uses a GradScaler); on CPU use --amp bf16")
+        if self.data_dir is None:
+            self.data_dir = default_data_dir()
+        if self.output_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.output_dir = str(default_runs_dir() / f"{self.dataset}-{self.arch}-{stamp}")
+        self.lr_milestones = tuple(self.lr_milestones)
+        self.adam_betas = tuple(self.adam_betas or (0.9, 0.999))
+        self.lr_gamma = self.lr_gamma or 0.1
+        augment = self.dvs_augment
+        if isinstance(augment, str):
+            augment = {"none": (), "both": ("flip", "translate")}.get(augment, (augment,))
+        self.dvs_augment = tuple(augment or ())
+        self.skip_corrupt = bool(self.skip_corrupt)
+        return self
