@@ -10,17 +10,31 @@ from . import encoding, functional, surrogate, utils
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, bntt_leaky
+from .temporal_norm import (
+    BatchNormOverTime1d,
+    BatchNormOverTime2d,
+    TemporalEffectiveBatchNorm1d,
+    TemporalEffectiveBatchNorm2d,
+    ThresholdDependentBatchNorm1d,
+    ThresholdDependentBatchNorm2d,
+)
 from .through_time import ThroughTime
 from .training import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNormOverTime1d",
+    "BatchNormOverTime2d",
     "BatchNormTT",
     "BatchNormTT1d",
     "BatchNormTT2d",
     "Leaky",
     "MultiStepLeaky",
+    "TemporalEffectiveBatchNorm1d",
+    "TemporalEffectiveBatchNorm2d",
+    "ThresholdDependentBatchNorm1d",
+    "ThresholdDependentBatchNorm2d",
     "ThroughTime",
     "TrainConfig",
     "TrainResult",

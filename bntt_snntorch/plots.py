@@ -1,17 +1,24 @@
-"""Matplotlib figures written as PNGs without a display (Agg)."""
+"""Matplotlib figures written as PNGs.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, outside pyplot: no display is
+needed and the caller's pyplot backend (a notebook's inline plots) is left alone.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
-def plot_training_curves(rows: list[dict], path) -> None:
+def _figure(nrows: int = 1, ncols: int = 1, figsize=(6, 4)):
+    """``(figure, axes)`` like ``plt.subplots``, without pyplot's global state."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols)
+
+
+def plot_training_curves(rows: list[dict], path) -> Figure:
     """Loss and accuracy per epoch (rows of ``metrics.csv``) -> PNG at ``path``."""
     epochs = [r["epoch"] for r in rows]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_acc) = _figure(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
     ax_loss.plot(epochs, [r["test_loss"] for r in rows], "s-", label="test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
@@ -23,12 +30,12 @@ def plot_training_curves(rows: list[dict], path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_gamma_curves(curves: dict, mean_curve, exit_at: int | None, threshold: float | None, path) -> None:
+def plot_gamma_curves(curves: dict, mean_curve, exit_at: int | None, threshold: float | None, path) -> Figure:
     """Mean BNTT gamma per step for each layer, the layer average, and the exit step (the paper's figure)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(figsize=(7, 4.5))
     for name, curve in curves.items():
         ax.plot(range(1, len(curve) + 1), curve, alpha=0.6, lw=1, label=name)
     ax.plot(range(1, len(mean_curve) + 1), mean_curve, "k-", lw=2.5, label="layer average")
@@ -41,13 +48,13 @@ def plot_gamma_curves(curves: dict, mean_curve, exit_at: int | None, threshold: 
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_accuracy_vs_steps(accuracy, exit_at: int | None, path, title="Accuracy vs exit step") -> None:
+def plot_accuracy_vs_steps(accuracy, exit_at: int | None, path, title="Accuracy vs exit step") -> Figure:
     """Test accuracy when running 1..T steps, with the gamma-chosen exit step marked."""
     steps = range(1, len(accuracy) + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     ax.plot(steps, [100 * a for a in accuracy], "o-")
     if exit_at is not None:
         ax.axvline(
@@ -58,28 +65,28 @@ def plot_accuracy_vs_steps(accuracy, exit_at: int | None, path, title="Accuracy 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_spike_rates(rows: list[dict], path) -> None:
+def plot_spike_rates(rows: list[dict], path) -> Figure:
     """Spike rate of each spiking layer (fraction of neurons firing per step)."""
     layers = [r for r in rows if r.get("output_rate") is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _figure(figsize=(7, 4))
     ax.bar(range(len(layers)), [100 * r["output_rate"] for r in layers])
     ax.set_xticks(range(len(layers)), [r["name"] for r in layers], rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="spike rate (% of neurons per step)", title="Spike rate per layer")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_energy(rows: list[dict], path) -> None:
+def plot_energy(rows: list[dict], path) -> Figure:
     """ANN vs SNN energy per layer (log scale) and the totals."""
     layers = [r for r in rows if r["name"] != "total"]
     total = next(r for r in rows if r["name"] == "total")
     x = range(len(layers))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = _figure(figsize=(8, 4.5))
     ax.bar(
         [i - 0.2 for i in x],
         [r["ann_pj"] / 1e6 for r in layers],
@@ -98,13 +105,13 @@ def plot_energy(rows: list[dict], path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def plot_coding_comparison(rows: list[dict], eps_list, path_steps, path_eps) -> None:
     """Clean accuracy vs T, and FGSM / PGD accuracy vs eps at the largest T, per coding."""
     codings = sorted({r["coding"] for r in rows})
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     for coding in codings:
         rs = sorted((r for r in rows if r["coding"] == coding), key=lambda r: r["T"])
         ax.plot([r["T"] for r in rs], [100 * r["clean_acc"] for r in rs], "o-", label=coding)
@@ -113,9 +120,8 @@ def plot_coding_comparison(rows: list[dict], eps_list, path_steps, path_eps) -> 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path_steps, dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     for coding, marker in zip(codings, "os"):
         r = max((r for r in rows if r["coding"] == coding), key=lambda r: r["T"])
         ax.plot(
@@ -127,13 +133,12 @@ def plot_coding_comparison(rows: list[dict], eps_list, path_steps, path_eps) -> 
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path_eps, dpi=110)
-    plt.close(fig)
 
 
-def plot_conversion(snn_accuracy, ann_accuracy: float, path, title="Converted SNN: accuracy vs time steps") -> None:
+def plot_conversion(snn_accuracy, ann_accuracy: float, path, title="Converted SNN: accuracy vs time steps") -> Figure:
     """Accuracy of the converted SNN after 1..T steps, with its ANN's accuracy as a line."""
     steps = range(1, len(snn_accuracy) + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(figsize=(6, 4))
     ax.plot(steps, [100 * a for a in snn_accuracy], "-", label=f"SNN (after T: {100 * snn_accuracy[-1]:.2f}%)")
     ax.axhline(100 * ann_accuracy, color="k", ls="--", lw=1, label=f"ANN {100 * ann_accuracy:.2f}%")
     ax.set(xlabel="time steps", ylabel="test accuracy (%)", title=title, ylim=(0, 100))
@@ -141,13 +146,13 @@ def plot_conversion(snn_accuracy, ann_accuracy: float, path, title="Converted SN
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_conversion_comparison(curves: dict, ann_accuracy: dict, path) -> None:
+def plot_conversion_comparison(curves: dict, ann_accuracy: dict, path) -> Figure:
     """Accuracy vs time steps of several converted SNNs (``{label: [acc per step]}``), with the
     ANN accuracies (``{precision: acc}``) as dashed lines."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(figsize=(7, 4.5))
     for label, curve in curves.items():
         ax.plot(range(1, len(curve) + 1), [100 * a for a in curve], label=f"SNN {label}")
     for (precision, acc), color in zip(ann_accuracy.items(), ("k", "gray")):
@@ -159,4 +164,31 @@ def plot_conversion_comparison(curves: dict, ann_accuracy: dict, path) -> None:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_norm_comparison(accuracy: dict, gains: dict, path_accuracy, path_gains, dataset: str) -> None:
+    """Mean test accuracy per exit step for each normalisation; per-step gains (BNTT gamma, TEBN scale)."""
+    fig, ax = _figure(figsize=(6, 4))
+    for name, values in accuracy.items():
+        ax.plot(range(1, len(values) + 1), [100 * a for a in values], "o-", ms=3, label=name)
+    ax.set(xlabel="time steps run (exit step)", ylabel="test accuracy (%)", title=f"Accuracy vs exit step, {dataset}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path_accuracy, dpi=110)
+    fig, ax = _figure(figsize=(6, 4))
+    for name, values in gains.items():
+        ax.plot(
+            range(1, len(values) + 1),
+            values,
+            "o-",
+            ms=3,
+            label=f"{name} ({'mean gamma' if name == 'BNTT' else 'scale'})",
+        )
+    ax.axhline(0.1, color="r", ls="--", lw=1, label="BNTT exit threshold 0.1")
+    ax.set(xlabel="time step", ylabel="per-step gain", title=f"Learned per-step gains, {dataset}", ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path_gains, dpi=110)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bntt_snntorch import TrainConfig, train
-from bntt_snntorch.commands import analyze, compare_coding, compare_conversion, convert
+from bntt_snntorch.commands import analyze, compare_coding, compare_conversion, compare_norms, convert
 from bntt_snntorch.commands import train as train_command
 from bntt_snntorch.models import create_model, register_model
 
@@ -24,6 +24,7 @@ PACKAGE = ROOT / "bntt_snntorch"
 COMMAND_ALIASES = {
     "bntt_snntorch.analyze",
     "bntt_snntorch.convert",
+    "bntt_snntorch.compare_norms",
     "bntt_snntorch.compare_coding",
     "bntt_snntorch.compare_conversion",
 }
@@ -158,6 +159,7 @@ def _readme_commands() -> list[list[str]]:
 
 
 PARSERS = {
+    "bntt_snntorch.compare_norms": compare_norms,
     "bntt_snntorch.analyze": analyze,
     "bntt_snntorch.compare_coding": compare_coding,
     "bntt_snntorch.compare_conversion": compare_conversion,

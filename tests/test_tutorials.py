@@ -21,6 +21,7 @@ def _run(name: str, tmp_path: Path) -> str:
         "BNTT_TUTORIAL_QUICK": "1",
         "BNTT_TUTORIAL_OUT": str(tmp_path / "out"),
         "BNTT_TUTORIAL_DATA": str(tmp_path / "data"),
+        "BNTT_RESULTS_DIR": str(ROOT / "results"),
         "MPLBACKEND": "Agg",
     }
     res = subprocess.run(
@@ -35,8 +36,8 @@ def _run(name: str, tmp_path: Path) -> str:
     return res.stdout
 
 
-def test_there_are_five_tutorials_in_jupytext_percent_format():
-    assert [t.name[:2] for t in TUTORIALS] == ["01", "02", "03", "04", "05"]
+def test_there_are_six_tutorials_in_jupytext_percent_format():
+    assert [t.name[:2] for t in TUTORIALS] == ["01", "02", "03", "04", "05", "06"]
     for path in TUTORIALS:
         notebook = jupytext.read(path)
         kinds = [cell.cell_type for cell in notebook.cells]
@@ -96,3 +97,20 @@ def test_05_ann_to_snn_conversion(tmp_path):
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
 def test_readme_links_every_tutorial(path):
     assert f"tutorials/{path.name}" in (ROOT / "README.md").read_text()
+
+
+def test_06_temporal_normalisation(tmp_path):
+    out = _run("06_temporal_normalisation.py", tmp_path)
+    differences = re.findall(r"^(\w+) +(\S+) +multi-step vs per step: (\S+)$", out, re.M)
+    assert [d[0] for d in differences] == ["bntt", "bn", "tdbn", "tebn", "none"]
+    assert [d[1] for d in differences] == [
+        "BatchNormTT2d",
+        "BatchNormOverTime2d",
+        "ThresholdDependentBatchNorm2d",
+        "TemporalEffectiveBatchNorm2d",
+        "-",
+    ]
+    assert all(float(d[2]) < 1e-4 for d in differences)
+    with open(tmp_path / "out" / "study" / "comparison.csv") as f:
+        assert [r["norm"] for r in csv.DictReader(f)] == ["bntt", "tebn"]
+    assert out.count("# Temporal normalisation on") >= 2  # the committed studies are printed

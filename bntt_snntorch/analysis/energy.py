@@ -22,6 +22,7 @@ from torch import nn
 
 from ..layers import SpikingBlock
 
+#: Energy per operation at 45 nm CMOS (Horowitz 2014), pJ: a 32-bit multiply-accumulate and an accumulate.
 ENERGY_45NM = {"mac_pj": 4.6, "ac_pj": 0.9}
 
 

@@ -15,6 +15,7 @@ from dataclasses import fields
 
 from ..data import list_datasets
 from ..models import list_models
+from ..temporal_norm import NORMS
 from ..training import RECIPES, TrainConfig, TrainResult, train
 from ..utils import tune_cpu_allocator
 from .analyze import add_analysis_args, analyze_from_args
@@ -55,6 +56,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(g, "--leak-mem", type=float, help="membrane leak (beta) in [0, 1]")
     add_flag(g, "--num-workers", type=int, help="data-loading processes")
     add_flag(g, "--num-epochs", type=_positive(int), help="epochs")
+    g.add_argument(
+        "--norm",
+        choices=NORMS,
+        default="bntt",
+        help="temporal normalisation of the BNTT VGGs: BNTT (per-step statistics and gamma), one BN over all steps, "
+        "tdBN, TEBN, or none",
+    )
     g.add_argument(
         "--encode",
         choices=["p", "d", "none"],

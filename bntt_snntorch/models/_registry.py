@@ -21,12 +21,19 @@ class ModelInfo:
     factory: Callable[..., nn.Module]
     ann: bool = False  # images (B, C, H, W) in, no time axis (converted to an SNN later)
     takes_encoding: bool = False  # the factory takes ``encode`` ("p" / "d"): its init depends on the coding
+    takes_norm: bool = False  # the factory takes ``norm`` (bntt, bn, tdbn, tebn, none)
 
 
 _MODELS: dict[str, ModelInfo] = {}
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, ann: bool = False, takes_encoding: bool = False):
+def register_model(
+    fn: Callable[..., nn.Module] | None = None,
+    *,
+    ann: bool = False,
+    takes_encoding: bool = False,
+    takes_norm: bool = False,
+):
     """Register ``fn`` under its function name (``@register_model`` or ``@register_model(ann=True)``).
     Registering a name twice replaces the first entry with a warning (as timm does)."""
 
@@ -34,7 +41,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, ann: bool = Fa
         name = factory.__name__
         if name in _MODELS:
             warnings.warn(f"model {name!r} was registered already; the new registration replaces it", stacklevel=3)
-        _MODELS[name] = ModelInfo(name, factory, ann, takes_encoding)
+        _MODELS[name] = ModelInfo(name, factory, ann, takes_encoding, takes_norm)
         return factory
 
     return decorate if fn is None else decorate(fn)

@@ -1,7 +1,8 @@
 """BNTT spiking VGGs of Kim & Panda (2020), seed-exact, and a small net for digits.
 
 Convolutions 3x3, padding 1, no bias; BNTT after every synapse but the
-readout; the seed neuron (:func:`bntt_snntorch.neurons.bntt_leaky`); average
+readout (``norm=`` swaps it for another temporal normalisation, see
+:mod:`bntt_snntorch.temporal_norm`); the seed neuron (:func:`bntt_snntorch.neurons.bntt_leaky`); average
 pooling on spikes; Xavier-uniform init with gain 2.
 """
 
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..bntt import SEED_EPS, BatchNormTT1d, BatchNormTT2d
+from ..bntt import SEED_EPS
 from ..layers import SpikingBlock, TimeDistributed
 from ..neurons import bntt_leaky
+from ..temporal_norm import temporal_norm
 from ._registry import register_model
 from .spiking_net import SpikingNet
 
@@ -31,6 +33,7 @@ def _create_bntt_vgg(
     leak_mem: float = 0.95,
     in_channels: int = 3,
     image_size: int = 32,
+    norm: str = "bntt",
 ) -> SpikingNet:
     features: list[nn.Module] = []
     channels, size = in_channels, image_size
@@ -43,14 +46,16 @@ def _create_bntt_vgg(
             size = 1
         else:
             conv = nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False)
-            features.append(SpikingBlock(conv, BatchNormTT2d(item, num_steps, eps=SEED_EPS), bntt_leaky(leak_mem)))
+            bn = temporal_norm(norm, item, num_steps, dims=2, bntt_eps=SEED_EPS)
+            features.append(SpikingBlock(conv, bn, bntt_leaky(leak_mem)))
             channels = item
     if size < 1:
         raise ValueError(f"image_size={image_size} is too small for {cfg}: it pools to nothing")
     hidden = hidden_features[cfg]
     features.append(TimeDistributed(nn.Flatten()))
     fc = nn.Linear(channels * size * size, hidden, bias=False)
-    features.append(SpikingBlock(fc, BatchNormTT1d(hidden, num_steps, eps=SEED_EPS), bntt_leaky(leak_mem)))
+    bn = temporal_norm(norm, hidden, num_steps, dims=1, bntt_eps=SEED_EPS)
+    features.append(SpikingBlock(fc, bn, bntt_leaky(leak_mem)))
     model = SpikingNet(features, nn.Linear(hidden, num_classes, bias=False), num_steps, in_channels)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -58,19 +63,19 @@ def _create_bntt_vgg(
     return model
 
 
-@register_model
+@register_model(takes_norm=True)
 def vgg9(**kwargs) -> SpikingNet:
     """BNTT VGG9: conv64 x2, AP, conv128 x2, AP, conv256 x3, AP, FC 1024 (BNTT+LIF), FC classes."""
     return _create_bntt_vgg("vgg9", **kwargs)
 
 
-@register_model
+@register_model(takes_norm=True)
 def vgg11(**kwargs) -> SpikingNet:
     """BNTT VGG11: conv64, AP, conv128, AP, conv256 x2, AP, conv512 x2, AP, conv512 x2, GAP, FC 4096, FC classes."""
     return _create_bntt_vgg("vgg11", **kwargs)
 
 
-@register_model
+@register_model(takes_norm=True)
 def bntt_digits(**kwargs) -> SpikingNet:
     """A small BNTT conv net for 8x8 digits: conv32 x2, AP, conv64 x2, AP, FC 256, FC classes."""
     kwargs = {"in_channels": 1, "image_size": 8, **kwargs}

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ..data import dataset_info, list_datasets
-from ..models import is_ann, list_models
+from ..models import is_ann, list_models, model_info
+from ..temporal_norm import NORMS
 from .recipes import RECIPES, recipe_for
 
 DATA_DIR_ENV, RUNS_DIR_ENV = "BNTT_DATA_DIR", "BNTT_RUNS_DIR"
@@ -57,6 +58,7 @@ class TrainConfig:
     num_steps: int | None = None  # time steps T
     leak_mem: float | None = None  # membrane leak beta in [0, 1]
     encode: str | None = None  # "p" Poisson rate, "d" direct, "none" (ANNs), "events" (event frames)
+    norm: str = "bntt"  # temporal normalisation of the BNTT VGGs: bntt, bn, tdbn, tebn, none
     # optimisation
     lr: float | None = None
     batch_size: int | None = None
@@ -142,6 +144,12 @@ class TrainConfig:
                     f"--arch {self.arch} is a net of the rate-vs-direct work: add --recipe rate-vs-direct"
                 )
             raise ConfigError(f"unknown --arch {self.arch!r}; available: {', '.join(list_models())}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.norm != "bntt" and not model_info(self.arch).takes_norm:
+            raise ConfigError(
+                f"--norm {self.norm} applies to the BNTT VGGs (vgg9, vgg11, bntt_digits), not --arch {self.arch}"
+            )
         ann = is_ann(self.arch)
         if ann != (self.encode == "none"):
             raise ConfigError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..models.rate_direct import ARCH_NAMES
 
+#: The source works' hyper-parameter sets by name; each fills the TrainConfig fields a run leaves unset.
 RECIPES: dict[str, dict] = {
     # BNTT seed (Kim & Panda 2020), original train.py defaults. The seed's commands
     # override them: VGG9/CIFAR-10 T=25 leak 0.95 batch 256 lr 0.3; VGG11/CIFAR-100

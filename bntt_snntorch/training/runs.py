@@ -36,6 +36,8 @@ def build_model(cfg: TrainConfig):
         arguments.update(num_steps=cfg.num_steps, leak_mem=cfg.leak_mem)
     if model_info(cfg.arch).takes_encoding:
         arguments["encode"] = cfg.encode
+    if model_info(cfg.arch).takes_norm:
+        arguments["norm"] = cfg.norm
     return create_model(cfg.arch, **arguments)
 
 

@@ -1,0 +1,170 @@
+"""Batch norms with statistics shared over all time steps, the alternatives to BNTT.
+
+All three normalise a sequence ``(T, B, C[, L])`` / ``(T, B, C, H, W)`` with one mean and
+variance per channel over ``(T, B[, L | H, W])`` — BNTT keeps one per step instead:
+
+* :class:`BatchNormOverTime2d` — one ``BatchNorm`` over the ``T*B`` batch (the common baseline):
+  ``y_t = gamma * x_hat_t + beta``.
+* :class:`ThresholdDependentBatchNorm2d` — tdBN (Zheng et al., AAAI 2021):
+  ``y_t = lambda * alpha * V_th * x_hat_t + beta`` with ``lambda`` trainable; stored as one
+  weight ``lambda * alpha * V_th`` initialised to ``alpha * V_th`` (SpikingJelly's layout).
+* :class:`TemporalEffectiveBatchNorm2d` — TEBN (Duan et al., NeurIPS 2022): the shared
+  normalisation and affine, then a learnable scale per step, ``y_t = p_t * (gamma * x_hat_t + beta)``.
+
+Call forms: ``norm(x_seq)`` runs a sequence (multi-step; training and eval). ``norm(x, t)``
+runs step ``t`` of shape ``(B, C, ...)`` in eval mode only: the running statistics are then
+the same for every step (training statistics need all steps at once). State dicts use
+``torch.nn.BatchNorm``'s keys (plus ``scale`` for TEBN), as SpikingJelly's layers do.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .bntt import BatchNormTT1d, BatchNormTT2d
+
+
+class _SharedStatisticsNorm:
+    """Mixed into a torch ``BatchNorm``: it normalises the ``(T*B, C, ...)`` batch of a sequence;
+    ``time_steps`` bounds the sequence length."""
+
+    _step_shape: str
+
+    def __init__(
+        self, num_features: int, time_steps: int | None, eps: float, momentum: float, weight_init: float = 1.0
+    ):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        nn.init.constant_(self.weight, weight_init)
+        self.time_steps = time_steps
+
+    def _step_scale(self, t: int | None, x: torch.Tensor) -> torch.Tensor | None:
+        """The per-step factor (``(T', 1, ...)`` for a sequence, a scalar for step ``t``), or None."""
+        return None
+
+    def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """``x_seq`` ``(T', B, C, ...)`` -> same shape; or ``(x (B, C, ...), t)`` -> one step (eval mode)."""
+        name = type(self).__name__
+        if t is not None:
+            if self.training:
+                raise RuntimeError(
+                    f"{name}: per-step calls need eval mode (training statistics span all steps); "
+                    "call it on the whole sequence norm(x_seq)"
+                )
+            if self.time_steps is not None and not 0 <= t < self.time_steps:
+                raise IndexError(f"{name}: step t must be in [0, {self.time_steps - 1}], got {t}")
+            self._check_channels(x, 1, f"one step {self._step_shape}")
+            y = super().forward(x)
+            scale = self._step_scale(t, y)
+            return y if scale is None else y * scale
+        self._check_channels(x, 2, f"a sequence (T, {self._step_shape[1:]}")
+        if self.time_steps is not None and x.shape[0] > self.time_steps:
+            raise ValueError(
+                f"{name}: sequence has {x.shape[0]} steps but the layer was built for "
+                f"time_steps={self.time_steps} (got shape {tuple(x.shape)})"
+            )
+        y = super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        scale = self._step_scale(None, y)
+        return y if scale is None else y * scale
+
+    def _check_channels(self, x: torch.Tensor, dim: int, expected: str) -> None:
+        if x.dim() <= dim or x.shape[dim] != self.num_features:
+            raise ValueError(
+                f"{type(self).__name__}({self.num_features}): expected {expected} with "
+                f"C={self.num_features}, got shape {tuple(x.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, time_steps={self.time_steps}, eps={self.eps}, momentum={self.momentum}"
+
+
+class _BatchNormOverTime(_SharedStatisticsNorm):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, None, eps, momentum)
+
+
+class _ThresholdDependentBatchNorm(_SharedStatisticsNorm):
+    def __init__(
+        self,
+        num_features: int,
+        time_steps: int,
+        alpha: float = 1.0,
+        v_th: float = 1.0,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ):
+        super().__init__(num_features, time_steps, eps, momentum, weight_init=alpha * v_th)
+        self.alpha, self.v_th = alpha, v_th
+
+
+class _TemporalEffectiveBatchNorm(_SharedStatisticsNorm):
+    def __init__(self, num_features: int, time_steps: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, time_steps, eps, momentum)
+        self.scale = nn.Parameter(torch.ones(time_steps))
+
+    @property
+    def gammas(self) -> torch.Tensor:
+        """The per-step scales ``p_t`` broadcast to ``(time_steps, num_features)`` (a detached copy)."""
+        return self.scale.detach()[:, None].expand(-1, self.num_features).clone()
+
+    def _step_scale(self, t: int | None, y: torch.Tensor) -> torch.Tensor:
+        if t is not None:
+            return self.scale[t]
+        return self.scale[: y.shape[0]].view(-1, *[1] * (y.dim() - 1))
+
+
+class BatchNormOverTime1d(_BatchNormOverTime, nn.BatchNorm1d):
+    """One ``BatchNorm1d`` shared over all steps: ``(T, B, C)`` / ``(T, B, C, L)`` sequences."""
+
+    _step_shape = "(B, C[, L])"
+
+
+class BatchNormOverTime2d(_BatchNormOverTime, nn.BatchNorm2d):
+    """One ``BatchNorm2d`` shared over all steps: ``(T, B, C, H, W)`` sequences."""
+
+    _step_shape = "(B, C, H, W)"
+
+
+class ThresholdDependentBatchNorm1d(_ThresholdDependentBatchNorm, nn.BatchNorm1d):
+    """tdBN for ``(T, B, C)`` / ``(T, B, C, L)``: shared statistics, weight initialised to ``alpha * v_th``."""
+
+    _step_shape = "(B, C[, L])"
+
+
+class ThresholdDependentBatchNorm2d(_ThresholdDependentBatchNorm, nn.BatchNorm2d):
+    """tdBN for ``(T, B, C, H, W)``: shared statistics, weight initialised to ``alpha * v_th``."""
+
+    _step_shape = "(B, C, H, W)"
+
+
+class TemporalEffectiveBatchNorm1d(_TemporalEffectiveBatchNorm, nn.BatchNorm1d):
+    """TEBN for ``(T, B, C)`` / ``(T, B, C, L)``: shared statistics and affine, learnable scale per step."""
+
+    _step_shape = "(B, C[, L])"
+
+
+class TemporalEffectiveBatchNorm2d(_TemporalEffectiveBatchNorm, nn.BatchNorm2d):
+    """TEBN for ``(T, B, C, H, W)``: shared statistics and affine, learnable scale per step."""
+
+    _step_shape = "(B, C, H, W)"
+
+
+NORMS = ("bntt", "bn", "tdbn", "tebn", "none")
+
+
+def temporal_norm(kind: str, num_features: int, time_steps: int, dims: int, bntt_eps: float = 1e-5) -> nn.Module | None:
+    """The normalisation ``kind`` (one of :data:`NORMS`) for ``dims``-d features (1: ``(B, C)``, 2:
+    ``(B, C, H, W)``) over ``time_steps`` steps; ``None`` for "none". ``bntt_eps`` is BNTT's eps
+    (the seed models pass the BNTT paper's 1e-4); the others use their papers' 1e-5."""
+    one_d = dims == 1
+    if kind == "bntt":
+        return (BatchNormTT1d if one_d else BatchNormTT2d)(num_features, time_steps, eps=bntt_eps)
+    if kind == "bn":
+        return (BatchNormOverTime1d if one_d else BatchNormOverTime2d)(num_features)
+    if kind == "tdbn":
+        return (ThresholdDependentBatchNorm1d if one_d else ThresholdDependentBatchNorm2d)(num_features, time_steps)
+    if kind == "tebn":
+        return (TemporalEffectiveBatchNorm1d if one_d else TemporalEffectiveBatchNorm2d)(num_features, time_steps)
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
