@@ -18,14 +18,14 @@ RESET_MECHANISMS = ("subtract", "zero", "none")
 class LeakyParams(NamedTuple):
     """Parameters of a leaky neuron layer.
 
-    beta, threshold: tensors broadcastable to the input (beta is clamped to [0, 1]).
-    spike_grad: ``spk = spike_grad(mem - threshold)``.
-    reset_mechanism: "subtract", "zero" or "none".
-    reset_delay: snnTorch's flag; ``False`` applies the reset in the step that fired.
-    graded_spikes_factor: spikes are multiplied by it (tensor or float).
-    detach_reset: BNTT-seed / SpikingJelly convention: fire, then reset in the
-        same step with the *detached* spike of that step, nothing carried over
-        from the previous step. Overrides ``reset_delay``.
+    * ``beta``, ``threshold``: tensors broadcastable to the input (beta is clamped to [0, 1]).
+    * ``spike_grad``: ``spk = spike_grad(mem - threshold)``.
+    * ``reset_mechanism``: "subtract", "zero" or "none".
+    * ``reset_delay``: snnTorch's flag; ``False`` applies the reset in the step that fired.
+    * ``graded_spikes_factor``: spikes are multiplied by it (tensor or float).
+    * ``detach_reset``: BNTT-seed / SpikingJelly convention: fire, then reset in the
+      same step with the *detached* spike of that step, nothing carried over
+      from the previous step. Overrides ``reset_delay``.
     """
 
     beta: torch.Tensor

@@ -31,22 +31,22 @@ class Leaky(snn.Leaky):
     Looped from zero state, the multi-step result equals ``snn.Leaky`` called step by step
     (values and gradients for input, beta and threshold).
 
-    Args (``snn.Leaky``'s, in its order): beta, threshold, spike_grad (default
+    The arguments are ``snn.Leaky``'s, in its order: beta, threshold, spike_grad (default
     :func:`bntt_snntorch.surrogate.atan`, snnTorch's ATan formula with a closed-form
     derivative the fused scans use), surrogate_disable, init_hidden, inhibition,
     learn_beta, learn_threshold, reset_mechanism ("subtract", "zero", "none"),
     state_quant, output, graded_spikes_factor, learn_graded_spikes_factor, reset_delay.
+    Then three keyword-only additions:
 
-    Keyword-only additions:
-        step_mode: "s" (one step a call) or "m" (a whole sequence a call).
-        detach_reset: the BNTT seed / SpikingJelly neuron: fire, then reset in the same
-            step with the detached spike (see :func:`bntt_snntorch.functional.leaky_step`);
-            ``reset_delay`` is ignored. Not combinable with ``inhibition`` / ``state_quant``.
-        backend: how a sequence runs: "auto" (fused Triton on CUDA, fused torch elsewhere,
-            the per-step reference where a fused scan cannot), or "reference", "torch",
-            "triton" (see :mod:`bntt_snntorch.kernels`). ``inhibition``, ``state_quant``,
-            ``surrogate_disable`` and a learnable graded-spikes factor always use the
-            per-step reference.
+    * ``step_mode``: "s" (one step a call) or "m" (a whole sequence a call).
+    * ``detach_reset``: the BNTT seed / SpikingJelly neuron: fire, then reset in the same
+      step with the detached spike (see :func:`bntt_snntorch.functional.leaky_step`);
+      ``reset_delay`` is ignored. Not combinable with ``inhibition`` / ``state_quant``.
+    * ``backend``: how a sequence runs: "auto" (fused Triton on CUDA, fused torch elsewhere,
+      the per-step reference where a fused scan cannot), or "reference", "torch",
+      "triton" (see :mod:`bntt_snntorch.kernels`). ``inhibition``, ``state_quant``,
+      ``surrogate_disable`` and a learnable graded-spikes factor always use the
+      per-step reference.
     """
 
     default_step_mode = "s"
@@ -216,8 +216,10 @@ class Leaky(snn.Leaky):
 class MultiStepLeaky(Leaky):
     """:class:`Leaky` with ``step_mode="m"`` by default (same constructor, same state dict)::
 
-    spk_seq, mem_seq = lif(x_seq)        # x_seq: (T, B, ...) -> both (T, B, ...)
-    spk, mem = lif.step(x_t, mem)        # one step, (B, ...), snnTorch style
+        spk_seq, mem_seq = lif(x_seq)        # x_seq: (T, B, ...) -> both (T, B, ...)
+        spk, mem = lif.step(x_t, mem)        # one step, (B, ...), snnTorch style
+
+    Set ``lif.step_mode = "s"`` for ``snn.Leaky``'s per-step ``forward``.
     """
 
     default_step_mode = "m"

@@ -1,7 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,6 +33,7 @@
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 from torch.utils.data import DataLoader
 
@@ -39,6 +45,14 @@ from bntt_snntorch.training.runs import run_datasets
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("BNTT_TUTORIAL_OUT", "tutorial_output/03"))
 OUT.mkdir(parents=True, exist_ok=True)
+
+
+def show(png: Path) -> None:
+    """Show a figure the analysis wrote (inline in a notebook)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.imshow(plt.imread(png))
+    ax.set_axis_off()
+
 
 # %% [markdown]
 # ## Train (or reuse) a run
@@ -74,6 +88,7 @@ accuracy = accuracy_per_step(model, loader, lambda x: encoding.encode(x, T, cfg.
 for t in (1, T // 2, T):
     print(f"after {t:2d} steps: {100 * accuracy[t - 1]:.1f} %")
 plots.plot_accuracy_vs_steps(accuracy.tolist(), exit_at if exit_at < T else None, OUT / "accuracy_vs_steps.png")
+show(OUT / "accuracy_vs_steps.png")
 
 # %% [markdown]
 # ## 3. Spikes, operations, energy
@@ -88,6 +103,7 @@ rows = energy_table(ops)
 for r in rows:
     rate = "" if r.get("output_rate") is None else f"spike rate {100 * r['output_rate']:5.1f} %"
     print(f"{r['name']:>12s}  ANN {r['ann_pj'] / 1e6:7.3f} uJ   SNN {r['snn_pj'] / 1e6:7.3f} uJ   {rate}")
-plots.plot_energy(rows, OUT / "energy.png")
 total = next(r for r in rows if r["name"] == "total")
 assert total["snn_pj"] > 0 and total["ann_pj"] > 0
+plots.plot_energy(rows, OUT / "energy.png")
+show(OUT / "energy.png")

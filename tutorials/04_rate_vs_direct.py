@@ -1,7 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,6 +31,7 @@ import csv
 import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from bntt_snntorch.commands import compare_coding
@@ -76,4 +82,11 @@ assert {r["coding"] for r in rows} == {"rate (Poisson)", "direct"}
 # direct coding is more accurate with few steps; rate coding is about 10x cheaper,
 # because direct coding's first layer multiplies analog pixels at every step; and
 # under attacks that average over Poisson draws, rate coding is *not* more robust.
-# The plots are in `accuracy_vs_T.png` and `accuracy_vs_eps.png`.
+# The plots (`accuracy_vs_T.png`, `accuracy_vs_eps.png`) of this run:
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+for ax, name in zip(axes, ("accuracy_vs_T.png", "accuracy_vs_eps.png")):
+    ax.imshow(plt.imread(OUT / name))
+    ax.set_axis_off()
+fig.tight_layout()

@@ -1,0 +1,1 @@
+../../tutorials/01_bntt_in_snntorch.py

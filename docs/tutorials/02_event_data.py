@@ -1,0 +1,1 @@
+../../tutorials/02_event_data.py

@@ -1,0 +1,1 @@
+../../tutorials/03_early_exit_and_energy.py

@@ -1,0 +1,1 @@
+../../tutorials/04_rate_vs_direct.py

@@ -1,0 +1,1 @@
+../../tutorials/05_ann_to_snn_conversion.py

@@ -1,0 +1,1 @@
+../../tutorials/06_temporal_normalisation.py
