@@ -108,6 +108,39 @@ class BatchNormTT(ThroughTime):
                 torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
         return out.view(B, T, C, *rest).transpose(0, 1)
 
+    # -- fused path (used by SpikingBlock with a leaky neuron) --------------------------
+    def fusable(self) -> bool:
+        """Whether :meth:`statistics` applies: exponential running averages, no cross-rank sync."""
+        synced = self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1
+        return self[0].momentum is not None and not synced
+
+    def statistics(self, x_seq: torch.Tensor):
+        """``(weight, mean, rstd)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``.
+
+        Training: the batch statistics of each step (float32, no gradient: the fused kernel's
+        backward accounts for them) and the running statistics updated as ``F.batch_norm`` does
+        (unbiased variance, ``momentum``). Eval: the running statistics. ``weight`` is ``None``
+        for ``affine=False``.
+        """
+        self._check_sequence_input(x_seq)
+        steps = self[: x_seq.shape[0]]
+        first = steps[0]
+        weight = torch.stack([bn.weight for bn in steps]) if self.affine else None
+        with torch.no_grad():
+            if not self.training:
+                mean = torch.stack([bn.running_mean for bn in steps]).float()
+                var = torch.stack([bn.running_var for bn in steps]).float()
+                return weight, mean, torch.rsqrt(var + first.eps)
+            dims = (0, *range(2, x_seq.dim() - 1))
+            var, mean = (torch.stack(v) for v in zip(*(torch.var_mean(x.float(), dims, correction=0) for x in x_seq)))
+            n = x_seq[0].numel() / x_seq.shape[2]
+            unbiased = var * (n / max(n - 1, 1))
+            for bn, m, v in zip(steps, mean, unbiased):
+                bn.running_mean.data.mul_(1 - bn.momentum).add_(m, alpha=bn.momentum)
+                bn.running_var.data.mul_(1 - bn.momentum).add_(v, alpha=bn.momentum)
+                bn.num_batches_tracked.add_(1)
+        return weight, mean, torch.rsqrt(var + first.eps)
+
     def extra_repr(self) -> str:
         first = self[0]
         return (

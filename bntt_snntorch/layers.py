@@ -14,6 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .bntt import BatchNormTT
+from .kernels import select_backend
+from .kernels.bntt_scan import bntt_leaky_scan
+from .kernels.pooling import avg_pool2d
 from .neurons import Leaky
 
 
@@ -31,6 +35,8 @@ class TimeDistributed(nn.Module):
         self.module = module
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if type(self.module) is nn.AvgPool2d and x_seq.dim() == 5:  # same values, nothing saved for backward
+            return avg_pool2d(x_seq.flatten(0, 1), self.module).unflatten(0, x_seq.shape[:2])
         return _over_time(self.module, x_seq)
 
     def step(self, x: torch.Tensor, t: int, state=None):
@@ -60,13 +66,31 @@ class SpikingBlock(nn.Module):
         self.input_scale = input_scale
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out."""
+        """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out.
+
+        With BNTT and a fusable neuron (the usual case) normalisation and neuron run as one
+        kernel that keeps only the synapse output for backward
+        (:func:`bntt_snntorch.kernels.bntt_leaky_scan`).
+        """
         cur = _over_time(self.synapse, x_seq)
+        if self._fused(cur):
+            weight, mean, rstd = self.norm.statistics(cur)
+            p = self.neuron.params()
+            return bntt_leaky_scan(cur, weight, mean, rstd, p, self.input_scale, self.norm.training)
         if self.norm is not None:
             cur = self.norm(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
+
+    def _fused(self, cur: torch.Tensor) -> bool:
+        neuron = self.neuron
+        return (
+            isinstance(self.norm, BatchNormTT)
+            and self.norm.fusable()
+            and not (neuron.inhibition or neuron.state_quant)
+            and select_backend(cur, neuron.params(), neuron.backend) == "torch"
+        )
 
     def step(self, x: torch.Tensor, t: int, mem: torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""

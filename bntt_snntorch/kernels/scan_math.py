@@ -13,9 +13,11 @@ Backward, with ``A_t = dm_t/dh_t`` and ``C_t = keep_t * beta``::
     dL/dh_t = A_t * (dL/dm_t) + g * slope_t * dL/dspk_t
     dL/dm_t = grad_mem_t + C_{t+1} * dL/dh_{t+1}
 
-Only ``h`` (the surrogate's argument) and the membrane are needed from the
-forward. Kernels walk the steps one at a time (per-step tensors stay in
-cache; a Triton program keeps its neurons in registers).
+Only ``h`` (the surrogate's argument) is kept from the forward: the membrane
+is a function of ``h`` (and, for snnTorch's same-step reset, of the previous
+membrane), recomputed by :func:`membrane_from_h`. Kernels walk the steps one
+at a time (per-step tensors stay in cache; a Triton program keeps its
+neurons in registers).
 """
 
 from __future__ import annotations
@@ -60,13 +62,38 @@ def forward_step(x, m_prev, beta, theta, g: float, mode: ScanMode, h_out, m_out,
         fired = spk_out.to(h_out.dtype, copy=True)
         spk_out.mul_(g)
     if mode.same_step_reset == "none":
-        m_out.copy_(h_out)
+        if m_out.data_ptr() != h_out.data_ptr():
+            m_out.copy_(h_out)
     elif mode.same_step_reset == "snn":
         torch.sub(h_out, (fired - r) * (theta if mode.reset == "subtract" else h_out), out=m_out)
     elif mode.reset == "subtract":
         torch.addcmul(h_out, fired, theta, value=-1.0, out=m_out)
     else:
         torch.addcmul(h_out, fired, h_out, value=-1.0, out=m_out)
+
+
+def membrane_from_h(h, m_prev, theta, mode: ScanMode) -> torch.Tensor:
+    """The membrane after step ``t`` from that step's ``h`` (``m_prev`` is only read for snnTorch's
+    same-step reset); for modes without a same-step reset it is ``h`` itself (no copy)."""
+    if mode.same_step_reset == "none":
+        return h
+    fired = (h > theta).to(h.dtype)
+    if mode.same_step_reset == "snn":
+        fired = fired - (m_prev > theta).to(h.dtype)
+    return h - fired * (theta if mode.reset == "subtract" else h)
+
+
+def membrane_sequence(h_seq, mem0, theta, mode: ScanMode) -> torch.Tensor:
+    """All membranes ``(T, B, ...)`` recomputed from ``h_seq`` and the initial membrane ``mem0``."""
+    if mode.same_step_reset == "none":
+        return h_seq
+    if mode.same_step_reset == "detached":
+        return membrane_from_h(h_seq, None, theta, mode)
+    mem_seq = torch.empty_like(h_seq)
+    m = mem0
+    for t in range(h_seq.shape[0]):
+        m = mem_seq[t].copy_(membrane_from_h(h_seq[t], m, theta, mode))
+    return mem_seq
 
 
 def backward_step(

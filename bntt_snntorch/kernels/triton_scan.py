@@ -16,7 +16,7 @@ import torch
 
 from .. import surrogate as sg
 from ..functional import LeakyParams
-from .scan_math import ScanMode, clamp_grad_mask
+from .scan_math import ScanMode, clamp_grad_mask, membrane_sequence
 
 try:
     import triton
@@ -236,13 +236,14 @@ class LeakyScanTriton(torch.autograd.Function):
         beta_, theta_, g_ = (v.reshape(1).contiguous() for v in (beta, theta, g))
         grid = (triton.cdiv(N, BLOCK),)
         _forward_kernel[grid](x, m0, spk, mem, h, beta_, theta_, g_, T, N, BLOCK=BLOCK, **_mode_args(mode))
-        ctx.save_for_backward(h, mem, m0, beta, theta, g)
+        ctx.save_for_backward(h, m0, beta, theta, g)  # the membrane is recomputed from h in backward
         ctx.surrogate, ctx.mode, ctx.x_dtype = surrogate, mode, x.dtype
         return spk, mem
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
-        h, mem, m0, beta, theta, g = ctx.saved_tensors
+        h, m0, beta, theta, g = ctx.saved_tensors
+        mem = membrane_sequence(h, m0, theta, ctx.mode)
         T, N = h.shape[0], h[0].numel()
         programs = triton.cdiv(N, BLOCK)
         grad_x, grad_m0 = torch.empty_like(h, dtype=ctx.x_dtype), torch.empty_like(m0)

@@ -1,0 +1,76 @@
+"""What a forward pass keeps for backward, counted per module.
+
+``saved_tensor_bytes(model, x_seq)`` runs one training forward under
+:func:`torch.autograd.graph.saved_tensors_hooks` and attributes every tensor
+an autograd node saves to the innermost module running at that moment. Each
+storage is counted once (a tensor saved by two nodes, or two views of one
+buffer, are one allocation); parameters are not counted (they exist anyway).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SavedTensors:
+    """Bytes kept for backward: ``by_module[name]`` and one line per saved storage in ``items``."""
+
+    by_module: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    items: list[tuple[str, str, tuple[int, ...], int]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_module.values())
+
+
+def saved_tensor_bytes(
+    model: nn.Module, *inputs, loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, **autocast
+) -> SavedTensors:
+    """Run ``model(*inputs)`` (training graph) and count what autograd saves, per module.
+
+    ``autocast``: keyword arguments of :class:`torch.autocast` (e.g. ``device_type="cpu",
+    dtype=torch.bfloat16``), or none for full precision. With ``loss_fn`` the loss's own
+    saved tensors are counted too (under the name ``"<loss>"``).
+    """
+    result = SavedTensors()
+    seen: set[int] = set()
+    stack: list[str] = [""]
+    names = {m: name for name, m in model.named_modules()}
+
+    def enter(module, args):
+        stack.append(names.get(module, stack[-1]))
+
+    def leave(module, args, output):
+        stack.pop()
+
+    def pack(t: torch.Tensor):
+        if isinstance(t, nn.Parameter) or t.layout != torch.strided:
+            return t
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in seen and storage.nbytes() > 0:
+            seen.add(key)
+            result.by_module[stack[-1]] += storage.nbytes()
+            result.items.append((stack[-1], str(t.dtype).replace("torch.", ""), tuple(t.shape), storage.nbytes()))
+        return t
+
+    handles = [m.register_forward_pre_hook(enter) for m in names] + [m.register_forward_hook(leave) for m in names]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            ctx = torch.autocast(**autocast) if autocast else torch.enable_grad()
+            with ctx:
+                out = model(*inputs)
+                if loss_fn is not None:
+                    stack.append("<loss>")
+                    loss_fn(out)
+    finally:
+        for h in handles:
+            h.remove()
+    result.by_module = dict(result.by_module)
+    return result
