@@ -115,31 +115,32 @@ class BatchNormTT(ThroughTime):
         return self[0].momentum is not None and not synced
 
     def statistics(self, x_seq: torch.Tensor):
-        """``(weight, mean, rstd)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``.
+        """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``.
 
-        Training: the batch statistics of each step (float32, no gradient: the fused kernel's
-        backward accounts for them) and the running statistics updated as ``F.batch_norm`` does
-        (unbiased variance, ``momentum``). Eval: the running statistics. ``weight`` is ``None``
-        for ``affine=False``.
+        Training: each step's batch mean and biased variance (float32, no gradient: the fused
+        kernel's backward accounts for them), the running statistics updated by batch norm's own
+        kernel (unbiased variance, ``momentum``). Eval: the running statistics. ``weight`` is
+        ``None`` for ``affine=False``.
         """
         self._check_sequence_input(x_seq)
         steps = self[: x_seq.shape[0]]
-        first = steps[0]
         weight = torch.stack([bn.weight for bn in steps]) if self.affine else None
         with torch.no_grad():
             if not self.training:
                 mean = torch.stack([bn.running_mean for bn in steps]).float()
-                var = torch.stack([bn.running_var for bn in steps]).float()
-                return weight, mean, torch.rsqrt(var + first.eps)
-            dims = (0, *range(2, x_seq.dim() - 1))
-            var, mean = (torch.stack(v) for v in zip(*(torch.var_mean(x.float(), dims, correction=0) for x in x_seq)))
-            n = x_seq[0].numel() / x_seq.shape[2]
-            unbiased = var * (n / max(n - 1, 1))
-            for bn, m, v in zip(steps, mean, unbiased):
-                bn.running_mean.data.mul_(1 - bn.momentum).add_(m, alpha=bn.momentum)
-                bn.running_var.data.mul_(1 - bn.momentum).add_(v, alpha=bn.momentum)
-                bn.num_batches_tracked.add_(1)
-        return weight, mean, torch.rsqrt(var + first.eps)
+                return weight, mean, torch.stack([bn.running_var for bn in steps]).float()
+            if x_seq[0].numel() == x_seq.shape[2]:
+                raise ValueError(
+                    f"{type(self).__name__}: expected more than 1 value per channel when training, got shape "
+                    f"{tuple(x_seq.shape)}"
+                )
+            stats = [
+                torch.batch_norm_update_stats(x, bn.running_mean.data, bn.running_var.data, bn.momentum)
+                for bn, x in zip(steps, x_seq)
+            ]
+            torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+        mean, var = (torch.stack(v) for v in zip(*stats))
+        return weight, mean, var
 
     def extra_repr(self) -> str:
         first = self[0]

@@ -74,9 +74,9 @@ class SpikingBlock(nn.Module):
         """
         cur = _over_time(self.synapse, x_seq)
         if self._fused(cur):
-            weight, mean, rstd = self.norm.statistics(cur)
-            p = self.neuron.params()
-            return bntt_leaky_scan(cur, weight, mean, rstd, p, self.input_scale, self.norm.training)
+            weight, mean, var = self.norm.statistics(cur)
+            eps, training = self.norm[0].eps, self.norm.training
+            return bntt_leaky_scan(cur, weight, mean, var, self.neuron.params(), eps, self.input_scale, training)
         if self.norm is not None:
             cur = self.norm(cur)
         if self.input_scale != 1.0:

@@ -1,0 +1,194 @@
+"""The lean multi-step path against the per-step reference, and what it keeps for backward.
+
+A SpikingBlock with BNTT runs normalisation + neuron as one fused node (kernels/bntt_scan.py) that
+saves only the synapse output; scans save h only; average pooling saves nothing. Each is compared
+with the per-step reference (``block.step`` looped: BNTT step t, then the snnTorch-semantics neuron
+step), on fresh random inputs per case: spikes, gradients of the input, synapse weight, gammas,
+beta and threshold, and the running statistics. Tolerances: float32 1e-5 abs / 1e-4 rel on values
+and input gradients; parameter gradients 1e-4 relative to their largest entry. bf16: see below.
+"""
+
+import copy
+import itertools
+import zlib
+
+import pytest
+import torch
+from torch import nn
+
+from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, surrogate
+from bntt_snntorch.layers import SpikingBlock, TimeDistributed
+from bntt_snntorch.profiling import saved_tensor_bytes
+
+from .helpers import assert_close
+
+VARIANTS = [  # (reset_mechanism, reset_delay, detach_reset)
+    ("subtract", True, False),
+    ("subtract", False, False),
+    ("zero", True, False),
+    ("zero", False, False),
+    ("none", True, False),
+    ("subtract", False, True),
+    ("zero", False, True),
+]
+SURROGATES = {"triangle": surrogate.bntt_triangle(0.3, 1.0), "atan": surrogate.atan(2.0)}
+
+
+def _block(dims, variant, sg, affine=True, input_scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    reset, delay, detach = variant
+    if dims == 2:
+        synapse, norm = nn.Conv2d(3, 6, 3, padding=1, bias=False), BatchNormTT2d(6, 5, affine=affine)
+    else:
+        synapse, norm = nn.Linear(7, 6, bias=False), BatchNormTT1d(6, 5, affine=affine)
+    if affine:
+        for bn in norm:
+            nn.init.uniform_(bn.weight, 0.5, 2.0)
+    neuron = Leaky(
+        torch.tensor(0.8),
+        threshold=torch.tensor(0.9),
+        spike_grad=SURROGATES[sg],
+        learn_beta=True,
+        learn_threshold=True,
+        reset_mechanism=reset,
+        reset_delay=delay,
+        detach_reset=detach,
+        graded_spikes_factor=1.5,
+    )
+    return SpikingBlock(synapse, norm, neuron, input_scale=input_scale)
+
+
+def _input(dims, seed, steps=4, batch=6):
+    g = torch.Generator().manual_seed(seed)
+    shape = (steps, batch, 3, 5, 5) if dims == 2 else (steps, batch, 7)
+    return torch.randn(shape, generator=g) * 2
+
+
+def _run(block, x, fused: bool, grad_seed: int):
+    x = x.clone().requires_grad_()
+    block.zero_grad()
+    if fused:
+        y = block(x)
+        assert "BNTTLeakyScan" in type(y.grad_fn).__name__
+    else:
+        state, outs = None, []
+        for t, x_t in enumerate(x):
+            spk, state = block.step(x_t, t, state)
+            outs.append(spk)
+        y = torch.stack(outs)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_seed))
+    (y.float() * w).sum().backward()
+    grads = {n: p.grad.clone() for n, p in block.named_parameters() if p.grad is not None}
+    return y.detach(), x.grad, grads, {n: b.clone() for n, b in block.named_buffers()}
+
+
+CASES = [
+    (dims, v, sg, affine, scale)
+    for (dims, v, sg), affine, scale in zip(
+        itertools.product((2, 1), VARIANTS, SURROGATES), itertools.cycle([True, True, False]), itertools.cycle([1, 0.5])
+    )
+]
+
+
+@pytest.mark.parametrize("dims,variant,sg,affine,scale", CASES)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fused_bntt_block_equals_per_step(dims, variant, sg, affine, scale, mode):
+    seed = zlib.crc32(repr((dims, variant, sg, affine, scale, mode)).encode())
+    fast = _block(dims, variant, sg, affine, scale, seed)
+    if mode == "eval":  # non-trivial running statistics first
+        with torch.no_grad():
+            fast(_input(dims, seed + 1))
+        fast.eval()
+    slow = copy.deepcopy(fast)
+    x = _input(dims, seed)
+    y_fast, gx_fast, grads_fast, bufs_fast = _run(fast, x, True, seed)
+    y_slow, gx_slow, grads_slow, bufs_slow = _run(slow, x, False, seed)
+    assert y_slow.sum() > 0
+    assert_close(y_fast, y_slow, atol=1e-5, rtol=1e-4, msg="spikes")
+    assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4, msg="grad input")
+    assert grads_fast.keys() == grads_slow.keys() and len(grads_slow) >= 3
+    for name, g in grads_slow.items():
+        scale_ = g.abs().max().clamp(min=1e-3)
+        assert_close(grads_fast[name] / scale_, g / scale_, atol=1e-4, rtol=1e-4, msg=f"grad {name}")
+    for name, b in bufs_slow.items():
+        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-5, msg=f"buffer {name}")
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("dims,variant", [(2, v) for v in VARIANTS] + [(1, VARIANTS[5])])
+def test_fused_bntt_block_under_bf16_autocast_equals_per_step(dims, variant):
+    """Under bf16 autocast the fused node normalises with batch norm's kernel in bf16 as the
+    per-step reference does, so spikes agree (>= 99.5 %: a rounding tie at the threshold may
+    flip one); input and weight gradients within 2 % relative L2, the scalar beta / threshold
+    gradients (sums of ~10^4 bf16-rounded terms, which both paths get 6-90 % away from float32)
+    within 10 %."""
+    seed = zlib.crc32(repr(("bf16", dims, variant)).encode())
+    fast = _block(dims, variant, "triangle", seed=seed)
+    slow = copy.deepcopy(fast)
+    x = _input(dims, seed, batch=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_fast, gx_fast, grads_fast, bufs_fast = _run(fast, x, True, seed)
+        y_slow, gx_slow, grads_slow, bufs_slow = _run(slow, x, False, seed)
+    assert y_fast.dtype == torch.bfloat16
+    assert (y_fast == y_slow).float().mean() >= 0.995
+    assert _rel(gx_fast, gx_slow) < 0.02
+    for name, g in grads_slow.items():
+        assert _rel(grads_fast[name], g) < (0.1 if name.startswith("neuron.") else 0.02), name
+    for name, b in bufs_slow.items():
+        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-4, msg=f"buffer {name}")
+
+
+def test_fused_path_is_taken_only_when_it_applies():
+    block = _block(2, VARIANTS[5], "triangle")
+    x = _input(2, 3)
+    assert "BNTTLeakyScan" in type(block(x).grad_fn).__name__
+    block.norm[0].momentum = None  # cumulative averaging: the per-step batch norms
+    assert "BNTTLeakyScan" not in type(block(x).grad_fn).__name__
+    snn_sg = _block(2, VARIANTS[5], "triangle")
+    from snntorch import surrogate as snn_surrogate
+
+    snn_sg.neuron.spike_grad = snn_surrogate.atan()  # derivative only known to autograd
+    assert "BNTTLeakyScan" not in type(snn_sg(x).grad_fn).__name__
+
+
+def test_training_statistics_need_more_than_one_value_per_channel():
+    block = _block(1, VARIANTS[5], "triangle")
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        block(torch.randn(4, 1, 7))
+
+
+def test_average_pool_saves_nothing_and_equals_torch():
+    pool = TimeDistributed(nn.AvgPool2d(2))
+    x = torch.randn(3, 2, 4, 6, 6, requires_grad=True)
+    saved = saved_tensor_bytes(pool, x)
+    assert saved.total == 0
+    y = pool(x)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    x_ref = x.detach().clone().requires_grad_()
+    y_ref = nn.functional.avg_pool2d(x_ref.flatten(0, 1), 2).unflatten(0, (3, 2))
+    (y_ref * g).sum().backward()
+    assert torch.equal(y, y_ref) and torch.equal(x.grad, x_ref.grad)
+
+
+def test_scan_saves_h_only():
+    """The fused scan keeps h (T, B, ...) float32 and nothing else of full size."""
+    from bntt_snntorch import MultiStepLeaky
+
+    lif = MultiStepLeaky(0.9, spike_grad=surrogate.atan())
+    x = torch.randn(5, 4, 32, requires_grad=True)
+    saved = saved_tensor_bytes(lif, x)
+    full = [item for item in saved.items if item[3] >= x.numel() * 4]
+    assert [(dtype, shape) for _, dtype, shape, _ in full] == [("float32", (5, 4, 32))]
+
+
+def test_fused_block_saves_the_synapse_output_only():
+    """Per BNTT block: the synapse's input and output; the unfused graph kept ~3 more full tensors."""
+    block = _block(2, VARIANTS[5], "triangle")
+    x = _input(2, 1, steps=5, batch=8)
+    saved = saved_tensor_bytes(block, x)
+    out_bytes = 5 * 8 * 6 * 5 * 5 * 4
+    assert saved.total <= x.numel() * 4 + out_bytes + 4096  # + (T, C) statistics and scalars
