@@ -19,12 +19,20 @@ do, bf16 included. Saved: ``x`` in its own dtype (bf16 under autocast) plus
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..functional import LeakyParams
 from ..surrogate import Surrogate
-from .scan_math import ScanMode
+from . import compiled_steps
+from .scan_math import ScanMode, clamp_grad_mask
 from .torch_scan import backward_scan, forward_scan
+
+
+def _per_channel(v: torch.Tensor, step_dim: int) -> torch.Tensor:
+    """``(T, C)`` -> ``(T, C, 1, ...)``: broadcastable against one step ``(B, C, ...)`` at index ``t``."""
+    return v.view(*v.shape, *([1] * (step_dim - 2)))
 
 
 def _scaled_weight(weight, channels: int, scale: float, like: torch.Tensor):
@@ -46,29 +54,81 @@ def _currents(x_seq, weight, mean, var, eps: float):
     return current_at
 
 
+def _compiled_forward(x_seq, w, mean, var, eps: float, beta_c, theta, g: float, mode, keep: bool):
+    """The forward scan on compiled step kernels: spikes ``(T, B, ...)``, or with ``keep`` the
+    per-step lists ``(h, m_prev)`` for backward."""
+    step = compiled_steps.compiled("forward", (mode, x_seq.dtype, x_seq.dim()))
+    rstd = torch.rsqrt(var + eps)
+    k = rstd if w is None else w.float() * rstd
+    step_dim = x_seq.dim() - 1
+    k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
+    m = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
+    spk_seq = None if keep else torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
+    hs, ms = [], []
+    for t in range(x_seq.shape[0]):
+        h, m_next = step(x_seq[t], k_b[t], shift_b[t], m, beta_c, theta, g, mode, None if keep else spk_seq[t])
+        if keep:
+            hs.append(h)
+            ms.append(m)
+        m = m_next
+    return (hs, ms) if keep else spk_seq
+
+
+def _compiled_backward(ctx, grad_spk, x_seq, w, mean, var, beta, theta, g: float):
+    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` on compiled step kernels (scalar beta / theta)."""
+    beta_c = beta.clamp(0, 1)
+    hs, ms = _compiled_forward(x_seq, w, mean, var, ctx.eps, beta_c, theta, g, ctx.mode, keep=True)
+    key = (ctx.mode, type(ctx.surrogate), ctx.training, x_seq.dtype, x_seq.dim())
+    step = compiled_steps.compiled("backward", key)
+    rstd = torch.rsqrt(var + ctx.eps)
+    k = rstd if w is None else w.float() * rstd
+    carry = torch.zeros_like(hs[-1])
+    grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
+    sums, d_beta, d_theta = [], 0.0, 0.0
+    for t in reversed(range(x_seq.shape[0])):
+        carry, s2, beta_t, theta_t = step(
+            grad_spk[t], carry, hs[t], ms[t], x_seq[t], mean[t], rstd[t], k[t], beta_c, theta, g, ctx.surrogate,
+            ctx.mode, ctx.training, grad_x[t],
+        )  # fmt: skip
+        hs[t] = ms[t] = None  # free as we go
+        sums.append(s2)
+        d_beta, d_theta = d_beta + beta_t, d_theta + theta_t
+    grad_beta = (d_beta * clamp_grad_mask(beta)).reshape(beta.shape)
+    return grad_x, torch.stack(sums[::-1]), grad_beta, d_theta.reshape(theta.shape)
+
+
 class BNTTLeakyScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_seq, weight, mean, var, beta, theta, g, eps, scale, training, surrogate, mode):
+    def forward(ctx, x_seq, weight, mean, var, beta, theta, g, eps, scale, training, surrogate, mode, use_compiled):
         w = _scaled_weight(weight, x_seq.shape[2], scale, mean)
+        ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
+        ctx.eps, ctx.scale, ctx.training, ctx.surrogate, ctx.mode = eps, scale, training, surrogate, mode
+        ctx.use_compiled = use_compiled
+        if use_compiled:
+            return _compiled_forward(x_seq, w, mean, var, eps, beta.clamp(0, 1), theta, float(g), mode, keep=False)
         mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
         spk_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
         current_at = _currents(x_seq, w, mean, var, eps)
         forward_scan(current_at, x_seq.shape[0], mem0, beta.clamp(0, 1), theta, float(g), mode, dict(spk=spk_seq))
-        ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
-        ctx.eps, ctx.scale, ctx.training, ctx.surrogate, ctx.mode = eps, scale, training, surrogate, mode
         return spk_seq
 
     @staticmethod
     def backward(ctx, grad_spk):
         x_seq, weight, mean, var, beta, theta, g = ctx.saved_tensors
         w = _scaled_weight(weight, x_seq.shape[2], ctx.scale, mean)
+        need_weight = weight is not None and ctx.needs_input_grad[1]
+        if ctx.use_compiled:
+            grad_x, sum_xhat, grad_beta, grad_theta = _compiled_backward(
+                ctx, grad_spk, x_seq, w, mean, var, beta, theta, float(g)
+            )
+            grad_weight = sum_xhat * ctx.scale if need_weight else None
+            return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None, None, None, None
         mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
         h_seq = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
         current_at = _currents(x_seq, w, mean, var, ctx.eps)
         forward_scan(current_at, x_seq.shape[0], mem0, beta.clamp(0, 1), theta, float(g), ctx.mode, dict(h=h_seq))
 
         rstd = torch.rsqrt(var + ctx.eps)
-        need_weight = weight is not None and ctx.needs_input_grad[1]
         grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
         grad_weight = torch.empty_like(mean) if need_weight else None
 
@@ -85,7 +145,19 @@ class BNTTLeakyScan(torch.autograd.Function):
         _, grad_beta, grad_theta = backward_scan(
             grad_spk, None, h_seq, mem0, beta, theta, float(g), ctx.surrogate, ctx.mode, need, grad_x_at
         )
-        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None, None, None
+        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None, None, None, None
+
+
+COMPILE_MIN_NEURONS = 1 << 15
+
+
+def _use_compiled(x_seq: torch.Tensor, p: LeakyParams) -> bool:
+    """Compiled step kernels for CPU layers of at least ``COMPILE_MIN_NEURONS`` neurons a step with
+    scalar beta / threshold, unless ``BNTT_COMPILED_KERNELS=0``; eager steps otherwise."""
+    setting = os.environ.get("BNTT_COMPILED_KERNELS", "auto")
+    if setting == "0" or x_seq.device.type != "cpu" or p.beta.numel() != 1 or p.threshold.numel() != 1:
+        return False
+    return setting == "1" or x_seq[0].numel() >= COMPILE_MIN_NEURONS
 
 
 @torch.compiler.disable  # one opaque call under torch.compile, as the plain scans
@@ -112,5 +184,5 @@ def bntt_leaky_scan(
     mode = ScanMode.from_params(p)
     return BNTTLeakyScan.apply(
         x_seq, weight, mean, var, p.beta.float(), p.threshold.float(), g, eps, float(scale), training, p.spike_grad,
-        mode,
+        mode, _use_compiled(x_seq, p),
     )  # fmt: skip
