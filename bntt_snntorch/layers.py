@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from .bntt import BatchNormTT
-from .kernels import select_backend
-from .kernels.bntt_scan import bntt_leaky_scan
+from .kernels import bntt_leaky_scan, select_backend, spike_synapse
 from .kernels.pooling import avg_pool2d
 from .neurons import Leaky
 
@@ -54,16 +53,28 @@ class SpikingBlock(nn.Module):
             ``multi_step`` / ``step`` explicitly).
         input_scale: the synaptic current is multiplied by it before
             integration (``1 - lambda`` in the rate-vs-direct models), default 1.
+        input_quantum: the block's input is integer multiples of it (spikes: the previous
+            neuron's graded factor; after 2x2 average pooling a quarter of that). Set, a plain
+            conv / linear synapse keeps its input as int8 codes for backward when they are
+            exact (checked each call; otherwise the input is kept as is). ``None``: no compaction.
 
     The block's state is the neuron's membrane ``(B, ...)``.
     """
 
-    def __init__(self, synapse: nn.Module, norm: nn.Module | None, neuron: Leaky, input_scale: float = 1.0):
+    def __init__(
+        self,
+        synapse: nn.Module,
+        norm: nn.Module | None,
+        neuron: Leaky,
+        input_scale: float = 1.0,
+        input_quantum: float | None = None,
+    ):
         super().__init__()
         self.synapse = synapse
         self.norm = norm
         self.neuron = neuron
         self.input_scale = input_scale
+        self.input_quantum = input_quantum
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out.
@@ -72,7 +83,11 @@ class SpikingBlock(nn.Module):
         kernel that keeps only the synapse output for backward
         (:func:`bntt_snntorch.kernels.bntt_leaky_scan`).
         """
-        cur = _over_time(self.synapse, x_seq)
+        if self.input_quantum is not None and torch.is_grad_enabled() and spike_synapse.supports(self.synapse):
+            cur = spike_synapse.spike_synapse(self.synapse, x_seq.flatten(0, 1), self.input_quantum)
+            cur = cur.unflatten(0, x_seq.shape[:2])
+        else:
+            cur = _over_time(self.synapse, x_seq)
         if self._fused(cur):
             weight, mean, var = self.norm.statistics(cur)
             eps, training = self.norm[0].eps, self.norm.training
@@ -102,4 +117,6 @@ class SpikingBlock(nn.Module):
         return self.neuron.step(cur, mem)
 
     def extra_repr(self) -> str:
-        return "" if self.input_scale == 1.0 else f"input_scale={self.input_scale}"
+        parts = [] if self.input_scale == 1.0 else [f"input_scale={self.input_scale}"]
+        parts += [] if self.input_quantum is None else [f"input_quantum={self.input_quantum}"]
+        return ", ".join(parts)

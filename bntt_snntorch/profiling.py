@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 
 @dataclass
@@ -47,7 +48,8 @@ def saved_tensor_bytes(
         stack.append(names.get(module, stack[-1]))
 
     def leave(module, args, output):
-        stack.pop()
+        if len(stack) > 1:
+            stack.pop()
 
     def pack(t: torch.Tensor):
         if isinstance(t, nn.Parameter) or t.layout != torch.strided:
@@ -60,7 +62,9 @@ def saved_tensor_bytes(
             result.items.append((stack[-1], str(t.dtype).replace("torch.", ""), tuple(t.shape), storage.nbytes()))
         return t
 
-    handles = [m.register_forward_pre_hook(enter) for m in names] + [m.register_forward_hook(leave) for m in names]
+    # Global module hooks: per-module ones would change what a layer runs (fast paths skip
+    # synapses that carry hooks); modules a fast path calls functionally count to their parent.
+    handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             ctx = torch.autocast(**autocast) if autocast else torch.enable_grad()

@@ -246,3 +246,22 @@ def test_compiled_kernels_only_for_large_cpu_layers(monkeypatch):
     assert not _use_compiled(large, p)
     monkeypatch.setenv("BNTT_COMPILED_KERNELS", "1")
     assert _use_compiled(small, p)
+
+
+def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
+    from bntt_snntorch.kernels import bntt_scan, compiled_steps
+
+    def broken(name, key):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setenv("BNTT_COMPILED_KERNELS", "1")
+    monkeypatch.setattr(compiled_steps, "compiled", broken)
+    monkeypatch.setattr(bntt_scan, "_COMPILED_BROKEN", [])
+    fast = _block(2, VARIANTS[5], "triangle")
+    slow = copy.deepcopy(fast)
+    x = _input(2, 11)
+    with pytest.warns(UserWarning, match="no C.. compiler.*BNTT_COMPILED_KERNELS=0"):
+        y_fast, gx_fast, _, _ = _run(fast, x, True, 11)
+    y_slow, gx_slow, _, _ = _run(slow, x, False, 11)
+    assert_close(y_fast, y_slow)
+    assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4)

@@ -12,6 +12,13 @@ Backends of :func:`leaky_scan`:
 
 Under ``torch.compile`` a fused scan stays one opaque call (the compiler
 does not unroll T steps of it); the layers around it are compiled.
+
+:func:`bntt_leaky_scan` (:mod:`.bntt_scan`) goes one step further for the
+usual ``synapse -> BNTT -> leaky`` block: normalisation and neuron as one
+node that keeps only the synapse output for backward. On CPU its steps run
+as TorchInductor-compiled loops (:mod:`.compiled_steps`) for layers of at
+least ``COMPILE_MIN_NEURONS`` neurons; ``BNTT_COMPILED_KERNELS=0`` keeps
+them eager (batch norm's own kernels), ``=1`` compiles every size.
 """
 
 from __future__ import annotations
@@ -22,8 +29,20 @@ import torch
 
 from ..functional import LeakyParams, leaky_sequence_reference
 from ..surrogate import Surrogate
+from . import spike_synapse
+from .bntt_scan import COMPILE_MIN_NEURONS, bntt_leaky_scan
 from .scan_math import ScanMode
 from .torch_scan import leaky_scan_torch
+
+__all__ = [
+    "BACKENDS",
+    "COMPILE_MIN_NEURONS",
+    "ScanMode",
+    "bntt_leaky_scan",
+    "leaky_scan",
+    "select_backend",
+    "spike_synapse",
+]
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 

@@ -20,6 +20,7 @@ do, bf16 included. Saved: ``x`` in its own dtype (bf16 under autocast) plus
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -33,6 +34,12 @@ from .torch_scan import backward_scan, forward_scan
 def _per_channel(v: torch.Tensor, step_dim: int) -> torch.Tensor:
     """``(T, C)`` -> ``(T, C, 1, ...)``: broadcastable against one step ``(B, C, ...)`` at index ``t``."""
     return v.view(*v.shape, *([1] * (step_dim - 2)))
+
+
+def _invstd(var: torch.Tensor, eps: float) -> torch.Tensor:
+    """``1 / sqrt(var + eps)`` rounded as batch norm's CPU kernel does (double, then float), so a
+    compiled normalisation ``x * (invstd * w) - mean * (invstd * w)`` equals ``torch.batch_norm``'s."""
+    return (1 / torch.sqrt(var.double() + eps)).float()
 
 
 def _scaled_weight(weight, channels: int, scale: float, like: torch.Tensor):
@@ -58,18 +65,18 @@ def _compiled_forward(x_seq, w, mean, var, eps: float, beta_c, theta, g: float, 
     """The forward scan on compiled step kernels: spikes ``(T, B, ...)``, or with ``keep`` the
     per-step lists ``(h, m_prev)`` for backward."""
     step = compiled_steps.compiled("forward", (mode, x_seq.dtype, x_seq.dim()))
-    rstd = torch.rsqrt(var + eps)
-    k = rstd if w is None else w.float() * rstd
+    rstd = _invstd(var, eps)
+    k = rstd if w is None else rstd * w.float()
     step_dim = x_seq.dim() - 1
     k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
     m = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
     spk_seq = None if keep else torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-    hs, ms = [], []
+    hs, ms = [], []  # ms: the membranes, kept only where h does not determine them
     for t in range(x_seq.shape[0]):
         h, m_next = step(x_seq[t], k_b[t], shift_b[t], m, beta_c, theta, g, mode, None if keep else spk_seq[t])
         if keep:
             hs.append(h)
-            ms.append(m)
+            ms.append(m if mode.same_step_reset == "snn" or t == 0 else None)
         m = m_next
     return (hs, ms) if keep else spk_seq
 
@@ -80,15 +87,17 @@ def _compiled_backward(ctx, grad_spk, x_seq, w, mean, var, beta, theta, g: float
     hs, ms = _compiled_forward(x_seq, w, mean, var, ctx.eps, beta_c, theta, g, ctx.mode, keep=True)
     key = (ctx.mode, type(ctx.surrogate), ctx.training, x_seq.dtype, x_seq.dim())
     step = compiled_steps.compiled("backward", key)
-    rstd = torch.rsqrt(var + ctx.eps)
-    k = rstd if w is None else w.float() * rstd
+    rstd = _invstd(var, ctx.eps)
+    k = rstd if w is None else rstd * w.float()
     carry = torch.zeros_like(hs[-1])
     grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     sums, d_beta, d_theta = [], 0.0, 0.0
     for t in reversed(range(x_seq.shape[0])):
+        prev_is_h = t > 0 and ms[t] is None
+        prev = hs[t - 1] if prev_is_h else ms[t]
         carry, s2, beta_t, theta_t = step(
-            grad_spk[t], carry, hs[t], ms[t], x_seq[t], mean[t], rstd[t], k[t], beta_c, theta, g, ctx.surrogate,
-            ctx.mode, ctx.training, grad_x[t],
+            grad_spk[t], carry, hs[t], prev, prev_is_h, x_seq[t], mean[t], rstd[t], k[t], beta_c, theta, g,
+            ctx.surrogate, ctx.mode, ctx.training, grad_x[t],
         )  # fmt: skip
         hs[t] = ms[t] = None  # free as we go
         sums.append(s2)
@@ -105,7 +114,11 @@ class BNTTLeakyScan(torch.autograd.Function):
         ctx.eps, ctx.scale, ctx.training, ctx.surrogate, ctx.mode = eps, scale, training, surrogate, mode
         ctx.use_compiled = use_compiled
         if use_compiled:
-            return _compiled_forward(x_seq, w, mean, var, eps, beta.clamp(0, 1), theta, float(g), mode, keep=False)
+            try:
+                return _compiled_forward(x_seq, w, mean, var, eps, beta.clamp(0, 1), theta, float(g), mode, keep=False)
+            except Exception as err:  # e.g. no C++ compiler: the eager steps compute the same
+                _disable_compiled(err)
+                ctx.use_compiled = False
         mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
         spk_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
         current_at = _currents(x_seq, w, mean, var, eps)
@@ -117,12 +130,15 @@ class BNTTLeakyScan(torch.autograd.Function):
         x_seq, weight, mean, var, beta, theta, g = ctx.saved_tensors
         w = _scaled_weight(weight, x_seq.shape[2], ctx.scale, mean)
         need_weight = weight is not None and ctx.needs_input_grad[1]
-        if ctx.use_compiled:
-            grad_x, sum_xhat, grad_beta, grad_theta = _compiled_backward(
-                ctx, grad_spk, x_seq, w, mean, var, beta, theta, float(g)
-            )
-            grad_weight = sum_xhat * ctx.scale if need_weight else None
-            return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None, None, None, None
+        if ctx.use_compiled and not _COMPILED_BROKEN:
+            try:
+                grad_x, sum_xhat, grad_beta, grad_theta = _compiled_backward(
+                    ctx, grad_spk, x_seq, w, mean, var, beta, theta, float(g)
+                )
+                grad_weight = sum_xhat * ctx.scale if need_weight else None
+                return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None, None, None, None
+            except Exception as err:
+                _disable_compiled(err)
         mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
         h_seq = torch.empty(x_seq.shape, dtype=torch.float32, device=x_seq.device)
         current_at = _currents(x_seq, w, mean, var, ctx.eps)
@@ -148,14 +164,30 @@ class BNTTLeakyScan(torch.autograd.Function):
         return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None, None, None, None
 
 
-COMPILE_MIN_NEURONS = 1 << 15
+COMPILE_MIN_NEURONS = 1 << 17
+
+
+_COMPILED_BROKEN: list[str] = []
+
+
+def _disable_compiled(err: Exception) -> None:
+    """After a compile failure the eager steps run for the rest of the process (warned once)."""
+    if not _COMPILED_BROKEN:
+        warnings.warn(
+            f"compiling the BNTT step kernels failed ({type(err).__name__}: {str(err)[:200]}); running them "
+            "eagerly (same results, slower). Set BNTT_COMPILED_KERNELS=0 to skip the attempt.",
+            stacklevel=4,
+        )
+    _COMPILED_BROKEN.append(repr(err))
 
 
 def _use_compiled(x_seq: torch.Tensor, p: LeakyParams) -> bool:
     """Compiled step kernels for CPU layers of at least ``COMPILE_MIN_NEURONS`` neurons a step with
     scalar beta / threshold, unless ``BNTT_COMPILED_KERNELS=0``; eager steps otherwise."""
     setting = os.environ.get("BNTT_COMPILED_KERNELS", "auto")
-    if setting == "0" or x_seq.device.type != "cpu" or p.beta.numel() != 1 or p.threshold.numel() != 1:
+    if setting == "0" or _COMPILED_BROKEN or x_seq.device.type != "cpu":
+        return False
+    if p.beta.numel() != 1 or p.threshold.numel() != 1:
         return False
     return setting == "1" or x_seq[0].numel() >= COMPILE_MIN_NEURONS
 

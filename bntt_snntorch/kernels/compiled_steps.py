@@ -54,16 +54,24 @@ def bntt_forward_step(x, k, shift, m_prev, beta, theta, g: float, mode: ScanMode
 
 
 def bntt_backward_step(
-    grad_spk, carry, h, m_prev, x, mean, rstd, k, beta, theta, g: float, surrogate, mode, training, dx_out
-):
+    grad_spk, carry, h, prev, prev_is_h: bool, x, mean, rstd, k, beta, theta, g: float, surrogate, mode, training,
+    dx_out,
+):  # fmt: skip
     """Reverse step ``t``: ``dL/dh`` from the spike gradient and ``carry``, then batch norm's
     backward for step ``t``, the input gradient written into ``dx_out`` (``x``'s dtype).
+
+    ``prev`` is the membrane of step t-1, or with ``prev_is_h`` its ``h`` (the membrane is then
+    recomputed from it as ``scan_math.membrane_from_h`` does; not for snnTorch's same-step reset).
 
     Returns ``(carry, sum_xhat, beta_term, theta_term)``: ``carry``
     for step t-1, ``sum(dL/dcurrent * x_hat)`` per channel, and this step's summed beta / theta
     gradient terms (scalars). Mirrors ``scan_math.backward_step`` for scalar beta and threshold.
     """
     dims = (0, *range(2, x.dim()))
+    if prev_is_h and mode.same_step_reset == "detached":
+        m_prev = prev - (prev > theta).float() * (theta if mode.reset == "subtract" else prev)
+    else:
+        m_prev = prev
     slope = surrogate.derivative(h - theta)
     fired = (h > theta).float()
     r = (m_prev > theta).float() if mode.delayed_reset else None
@@ -117,5 +125,6 @@ def compiled(name: str, key: tuple):
     if (name, key) not in _compiled:
         fn = {"forward": bntt_forward_step, "backward": bntt_backward_step}[name]
         copy = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__)
-        _compiled[name, key] = torch.compile(copy, dynamic=True, fullgraph=True)
+        options = {"emulate_precision_casts": True}  # keep the bf16 rounding of the current
+        _compiled[name, key] = torch.compile(copy, dynamic=True, fullgraph=True, options=options)
     return _compiled[name, key]
