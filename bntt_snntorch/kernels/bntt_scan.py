@@ -181,15 +181,18 @@ def _disable_compiled(err: Exception) -> None:
     _COMPILED_BROKEN.append(repr(err))
 
 
-def _use_compiled(x_seq: torch.Tensor, p: LeakyParams) -> bool:
-    """Compiled step kernels for CPU layers of at least ``COMPILE_MIN_NEURONS`` neurons a step with
-    scalar beta / threshold, unless ``BNTT_COMPILED_KERNELS=0``; eager steps otherwise."""
+def use_compiled_kernels(step: torch.Tensor) -> bool:
+    """Compiled kernels for a CPU tensor of at least ``COMPILE_MIN_NEURONS`` elements (one step),
+    unless ``BNTT_COMPILED_KERNELS=0`` (never) / ``=1`` (any size) or a compile failed before."""
     setting = os.environ.get("BNTT_COMPILED_KERNELS", "auto")
-    if setting == "0" or _COMPILED_BROKEN or x_seq.device.type != "cpu":
+    if setting == "0" or _COMPILED_BROKEN or step.device.type != "cpu":
         return False
-    if p.beta.numel() != 1 or p.threshold.numel() != 1:
-        return False
-    return setting == "1" or x_seq[0].numel() >= COMPILE_MIN_NEURONS
+    return setting == "1" or step.numel() >= COMPILE_MIN_NEURONS
+
+
+def _use_compiled(x_seq: torch.Tensor, p: LeakyParams) -> bool:
+    """Compiled step kernels for large CPU layers with scalar beta / threshold; eager steps otherwise."""
+    return p.beta.numel() == 1 and p.threshold.numel() == 1 and use_compiled_kernels(x_seq[0])
 
 
 @torch.compiler.disable  # one opaque call under torch.compile, as the plain scans

@@ -15,13 +15,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bntt_scan import use_compiled_kernels
+
+
+def _codes(x: torch.Tensor, quantum: float):
+    """``(codes int8, exact)``: ``round(x / quantum)`` and whether ``codes * quantum == x`` everywhere."""
+    q = torch.round(x.float() * (1.0 / quantum))
+    exact = ((q * quantum == x.float()) & (q.abs() <= 127)).all()
+    return q.to(torch.int8), exact
+
 
 def _compact(x: torch.Tensor, quantum: float) -> torch.Tensor | None:
-    """int8 codes with ``codes * quantum == x`` exactly, or ``None`` when ``x`` is not such a tensor."""
-    codes = torch.round(x / quantum)
-    if codes.abs().max() > 127 or not torch.equal(codes * quantum, x):
-        return None
-    return codes.to(torch.int8)
+    """int8 codes with ``codes * quantum == x`` exactly, or ``None`` when ``x`` is not such a tensor.
+    One compiled pass on CPU for large inputs (``BNTT_COMPILED_KERNELS`` as the BNTT steps)."""
+    codes, exact = (_compiled_codes() if use_compiled_kernels(x) else _codes)(x, quantum)
+    return codes if bool(exact) else None
+
+
+def _compiled_codes():
+    global _COMPILED_CODES
+    if _COMPILED_CODES is None:
+        _COMPILED_CODES = torch.compile(_codes, dynamic=True, fullgraph=True)
+    return _COMPILED_CODES
+
+
+_COMPILED_CODES = None
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -49,7 +67,9 @@ class _SpikeSynapse(torch.autograd.Function):
         wc = weight.to(grad.dtype)
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
-            x = saved.to(grad.dtype) * ctx.quantum if ctx.compact else saved.to(grad.dtype)
+            x = saved.to(grad.dtype)
+            if ctx.compact and ctx.quantum != 1.0:
+                x.mul_(ctx.quantum)
         if ctx.conv is not None:
             x = x if ctx.needs_input_grad[1] else grad.new_zeros(()).expand(ctx.shape)  # sizes only
             c = ctx.conv
