@@ -265,3 +265,68 @@ def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
     y_slow, gx_slow, _, _ = _run(slow, x, False, 11)
     assert_close(y_fast, y_slow)
     assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4)
+
+
+SYNAPSES = {
+    "conv": lambda: nn.Conv2d(4, 6, 3, padding=1, bias=False),
+    "conv-strided": lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False),
+    "linear": lambda: nn.Linear(20, 6, bias=False),
+}
+
+
+@pytest.mark.parametrize("kind", SYNAPSES)
+@pytest.mark.parametrize("quantum", [1.0, 0.25])
+@pytest.mark.parametrize("compiled", ["0", "1"])
+def test_spike_synapse_equals_the_module_and_keeps_int8(monkeypatch, kind, quantum, compiled):
+    """Values and input / weight gradients equal the module's (1e-5 / 1e-4); the input is kept as int8."""
+    from bntt_snntorch.kernels.spike_synapse import spike_synapse
+
+    monkeypatch.setenv("BNTT_COMPILED_KERNELS", compiled)
+    torch.manual_seed(zlib.crc32(repr((kind, quantum)).encode()))
+    synapse = SYNAPSES[kind]()
+    shape = (8, 20) if kind == "linear" else (8, 4, 6, 6)
+    x = (torch.randint(0, 5, shape) * quantum).float().requires_grad_()
+    y = spike_synapse(synapse, x, quantum)
+    saved = saved_tensor_bytes(synapse, x)  # the module itself, for the comparison below
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    gx, gw = x.grad.clone(), synapse.weight.grad.clone()
+    x.grad = synapse.weight.grad = None
+    y_ref = synapse(x)
+    (y_ref * g).sum().backward()
+    assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+    assert_close(gx, x.grad, atol=1e-5, rtol=1e-4)
+    assert_close(gw, synapse.weight.grad, atol=1e-5, rtol=1e-4)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.dtype) or t, lambda t: t):
+        spike_synapse(synapse, x, quantum)
+    assert torch.int8 in kept and saved.total >= x.numel() * 4  # the module keeps the float input
+
+
+def test_spike_synapse_keeps_analog_input_as_is():
+    from bntt_snntorch.kernels.spike_synapse import spike_synapse
+
+    synapse = nn.Linear(10, 3, bias=False)
+    x = torch.randn(4, 10, requires_grad=True)  # not multiples of the quantum: no compaction
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.dtype) or t, lambda t: t):
+        y = spike_synapse(synapse, x, 1.0)
+    assert torch.int8 not in kept
+    y.sum().backward()
+    assert_close(synapse.weight.grad, torch.ones(3, 4) @ x.detach())
+
+
+def test_spike_synapse_under_bf16_autocast_equals_the_module():
+    from bntt_snntorch.kernels.spike_synapse import spike_synapse
+
+    synapse = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+    x = (torch.rand(8, 4, 6, 6) < 0.3).float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = spike_synapse(synapse, x, 1.0), synapse(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16 and torch.equal(y, y_ref)
+    y.float().sum().backward()
+    gw = synapse.weight.grad.clone()
+    synapse.weight.grad = None
+    y_ref.float().sum().backward()
+    assert gw.dtype == torch.float32
+    assert_close(gw, synapse.weight.grad, atol=1e-2, rtol=1e-2)  # both bf16 products, summed in another order
