@@ -20,7 +20,7 @@ from bntt_snntorch import MultiStepLeaky, surrogate
 from bntt_snntorch.functional import leaky_sequence_reference
 from bntt_snntorch.kernels import leaky_scan, select_backend
 
-from .helpers import assert_close
+from .helpers import LEAKY_VARIANTS, assert_close, learnable_leaky
 
 SURROGATES = [
     surrogate.bntt_triangle(0.3, 1.0),
@@ -28,15 +28,7 @@ SURROGATES = [
     surrogate.fast_sigmoid(5.0),
     surrogate.sigmoid(4.0),
 ]
-VARIANTS = [  # (reset_mechanism, reset_delay, detach_reset)
-    ("subtract", True, False),
-    ("subtract", False, False),
-    ("zero", True, False),
-    ("zero", False, False),
-    ("none", True, False),
-    ("subtract", False, True),
-    ("zero", False, True),
-]
+VARIANTS = LEAKY_VARIANTS
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 FUSED = [("torch", "cpu")]
 FUSED += [("triton", "cuda")] if torch.cuda.is_available() else []
@@ -45,20 +37,9 @@ FUSED += [("triton", "cpu")] if INTERPRET else []
 
 def _case(variant, sg, device, per_channel, seed):
     g = torch.Generator().manual_seed(seed)
-    reset, delay, detach = variant
     beta = (torch.rand(5, 1, 1, generator=g) * 0.5 + 0.45) if per_channel else torch.tensor(0.9)
     threshold = torch.tensor(float(torch.rand(1, generator=g)) * 0.6 + 0.7)
-    lif = MultiStepLeaky(
-        beta,
-        threshold=threshold,
-        spike_grad=sg,
-        learn_beta=True,
-        learn_threshold=True,
-        reset_mechanism=reset,
-        reset_delay=delay,
-        detach_reset=detach,
-        graded_spikes_factor=1.5,
-    ).to(device)
+    lif = learnable_leaky(MultiStepLeaky, beta, threshold, sg, variant).to(device)
     x = (torch.randn(9, 4, 5, 3, 3, generator=g) * 1.5 + 0.5).to(device)
     mem0 = (torch.randn(4, 5, 3, 3, generator=g) * 0.5).to(device)
     return lif, x, mem0

@@ -20,23 +20,14 @@ from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, surrogate
 from bntt_snntorch.layers import SpikingBlock, TimeDistributed
 from bntt_snntorch.profiling import saved_tensor_bytes
 
-from .helpers import assert_close
+from .helpers import LEAKY_VARIANTS, assert_close, learnable_leaky
 
-VARIANTS = [  # (reset_mechanism, reset_delay, detach_reset)
-    ("subtract", True, False),
-    ("subtract", False, False),
-    ("zero", True, False),
-    ("zero", False, False),
-    ("none", True, False),
-    ("subtract", False, True),
-    ("zero", False, True),
-]
+VARIANTS = LEAKY_VARIANTS
 SURROGATES = {"triangle": surrogate.bntt_triangle(0.3, 1.0), "atan": surrogate.atan(2.0)}
 
 
 def _block(dims, variant, sg, affine=True, input_scale=1.0, seed=0):
     torch.manual_seed(seed)
-    reset, delay, detach = variant
     if dims == 2:
         synapse, norm = nn.Conv2d(3, 6, 3, padding=1, bias=False), BatchNormTT2d(6, 5, affine=affine)
     else:
@@ -44,17 +35,7 @@ def _block(dims, variant, sg, affine=True, input_scale=1.0, seed=0):
     if affine:
         for bn in norm:
             nn.init.uniform_(bn.weight, 0.5, 2.0)
-    neuron = Leaky(
-        torch.tensor(0.8),
-        threshold=torch.tensor(0.9),
-        spike_grad=SURROGATES[sg],
-        learn_beta=True,
-        learn_threshold=True,
-        reset_mechanism=reset,
-        reset_delay=delay,
-        detach_reset=detach,
-        graded_spikes_factor=1.5,
-    )
+    neuron = learnable_leaky(Leaky, torch.tensor(0.8), torch.tensor(0.9), SURROGATES[sg], variant)
     return SpikingBlock(synapse, norm, neuron, input_scale=input_scale)
 
 

@@ -18,7 +18,7 @@ import types
 
 import torch
 
-from .scan_math import ScanMode
+from .scan_math import ScanMode, membrane_from_h, membrane_jacobian, reset_theta_terms
 
 
 def _fire(cur, m_prev, beta, theta, g: float, mode: ScanMode):
@@ -68,37 +68,18 @@ def bntt_backward_step(
     gradient terms (scalars). Mirrors ``scan_math.backward_step`` for scalar beta and threshold.
     """
     dims = (0, *range(2, x.dim()))
-    if prev_is_h and mode.same_step_reset == "detached":
-        m_prev = prev - (prev > theta).float() * (theta if mode.reset == "subtract" else prev)
-    else:
-        m_prev = prev
+    m_prev = membrane_from_h(prev, None, theta, mode) if prev_is_h else prev
     slope = surrogate.derivative(h - theta)
     fired = (h > theta).float()
     r = (m_prev > theta).float() if mode.delayed_reset else None
-    if mode.same_step_reset == "snn" and mode.reset == "subtract":
-        a = 1 - theta * slope
-    elif mode.same_step_reset == "snn":
-        a = (1 - fired + r) - h * slope
-    elif mode.same_step_reset == "detached" and mode.reset == "zero":
-        a = 1 - fired
-    else:
-        a = None
+    a = membrane_jacobian(slope, fired, r, h, theta, mode)
     gs = grad_spk.float() * slope * g
     delta_m = carry
     delta_h = (delta_m if a is None else delta_m * a) + gs
     keep = 1 - r if (mode.delayed_reset and mode.reset == "zero") else None
     carry = delta_h * beta if keep is None else delta_h * (keep * beta)
     beta_term = (delta_h * m_prev if keep is None else delta_h * keep * m_prev).sum()
-    theta_t = -gs
-    if mode.same_step_reset == "snn" and mode.reset == "subtract":
-        theta_t = theta_t + delta_m * (theta * slope - (fired - r))
-    elif mode.same_step_reset == "snn":
-        theta_t = theta_t + delta_m * h * slope
-    elif mode.same_step_reset == "detached" and mode.reset == "subtract":
-        theta_t = theta_t - delta_m * fired
-    if mode.delayed_reset and mode.reset == "subtract":
-        theta_t = theta_t - delta_h * r
-    theta_term = theta_t.sum()
+    theta_term = reset_theta_terms(-gs, delta_m, delta_h, slope, fired, r, h, theta, mode).sum()
 
     xf = x.float()
     s1 = delta_h.sum(dims)

@@ -122,13 +122,7 @@ def backward_step(
     r = (m_prev > theta).to(h.dtype) if mode.delayed_reset else None
     delta_m = grad_mem if carry is None else (carry if grad_mem is None else grad_mem + carry)
 
-    a = None  # dm/dh, None for 1
-    if mode.same_step_reset == "snn" and mode.reset == "subtract":
-        a = 1 - theta * slope
-    elif mode.same_step_reset == "snn":
-        a = (1 - fired + r) - h * slope
-    elif mode.same_step_reset == "detached" and mode.reset == "zero":
-        a = 1 - fired
+    a = membrane_jacobian(slope, fired, r, h, theta, mode)
     base = None if delta_m is None else (delta_m if a is None else delta_m * a)
     delta_h = out if out.dtype == h.dtype else torch.empty_like(h)
     if grad_spk is None:
@@ -147,16 +141,33 @@ def backward_step(
         grad_beta = delta_h * m_prev if keep is None else delta_h * keep * m_prev
     if need_theta:
         grad_theta = torch.zeros_like(h) if grad_spk is None else -(grad_spk * slope) * g
-        if delta_m is not None:
-            if mode.same_step_reset == "snn" and mode.reset == "subtract":
-                grad_theta = grad_theta + delta_m * (theta * slope - (fired - r))
-            elif mode.same_step_reset == "snn":
-                grad_theta = grad_theta + delta_m * h * slope
-            elif mode.same_step_reset == "detached" and mode.reset == "subtract":
-                grad_theta = grad_theta - delta_m * fired
-        if mode.delayed_reset and mode.reset == "subtract":
-            grad_theta = grad_theta - delta_h * r
+        grad_theta = reset_theta_terms(grad_theta, delta_m, delta_h, slope, fired, r, h, theta, mode)
     return carry, grad_beta, grad_theta
+
+
+def membrane_jacobian(slope, fired, r, h, theta, mode: ScanMode):
+    """``dm/dh`` of one step, or ``None`` where it is 1 (no same-step reset, or a detached subtract)."""
+    if mode.same_step_reset == "snn" and mode.reset == "subtract":
+        return 1 - theta * slope
+    if mode.same_step_reset == "snn":
+        return (1 - fired + r) - h * slope
+    if mode.same_step_reset == "detached" and mode.reset == "zero":
+        return 1 - fired
+    return None
+
+
+def reset_theta_terms(grad_theta, delta_m, delta_h, slope, fired, r, h, theta, mode: ScanMode):
+    """``grad_theta`` (per element) plus the resets' dependence on the threshold; ``delta_m`` may be ``None``."""
+    if delta_m is not None:
+        if mode.same_step_reset == "snn" and mode.reset == "subtract":
+            grad_theta = grad_theta + delta_m * (theta * slope - (fired - r))
+        elif mode.same_step_reset == "snn":
+            grad_theta = grad_theta + delta_m * h * slope
+        elif mode.same_step_reset == "detached" and mode.reset == "subtract":
+            grad_theta = grad_theta - delta_m * fired
+    if mode.delayed_reset and mode.reset == "subtract":
+        grad_theta = grad_theta - delta_h * r
+    return grad_theta
 
 
 def clamp_grad_mask(beta: torch.Tensor) -> torch.Tensor:
