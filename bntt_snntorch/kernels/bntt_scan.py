@@ -42,6 +42,12 @@ def _invstd(var: torch.Tensor, eps: float) -> torch.Tensor:
     return (1 / torch.sqrt(var.double() + eps)).float()
 
 
+def _coefficients(w, var, eps: float):
+    """``(rstd, k)``, each ``(T, C)``: the normaliser and ``k = rstd * w`` (``w`` with the input scale)."""
+    rstd = _invstd(var, eps)
+    return rstd, (rstd if w is None else rstd * w.float())
+
+
 def _scaled_weight(weight, channels: int, scale: float, like: torch.Tensor):
     """Per-step batch-norm weights ``(T, C)`` with the block's input scale folded in (``None`` for 1)."""
     if weight is None:
@@ -65,8 +71,7 @@ def _compiled_forward(x_seq, w, mean, var, eps: float, beta_c, theta, g: float, 
     """The forward scan on compiled step kernels: spikes ``(T, B, ...)``, or with ``keep`` the
     per-step lists ``(h, m_prev)`` for backward."""
     step = compiled_steps.compiled("forward", (mode, x_seq.dtype, x_seq.dim()))
-    rstd = _invstd(var, eps)
-    k = rstd if w is None else rstd * w.float()
+    _, k = _coefficients(w, var, eps)
     step_dim = x_seq.dim() - 1
     k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
     m = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
@@ -87,8 +92,7 @@ def _compiled_backward(ctx, grad_spk, x_seq, w, mean, var, beta, theta, g: float
     hs, ms = _compiled_forward(x_seq, w, mean, var, ctx.eps, beta_c, theta, g, ctx.mode, keep=True)
     key = (ctx.mode, type(ctx.surrogate), ctx.training, x_seq.dtype, x_seq.dim())
     step = compiled_steps.compiled("backward", key)
-    rstd = _invstd(var, ctx.eps)
-    k = rstd if w is None else rstd * w.float()
+    rstd, k = _coefficients(w, var, ctx.eps)
     carry = torch.zeros_like(hs[-1])
     grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     sums, d_beta, d_theta = [], 0.0, 0.0
@@ -144,7 +148,7 @@ class BNTTLeakyScan(torch.autograd.Function):
         current_at = _currents(x_seq, w, mean, var, ctx.eps)
         forward_scan(current_at, x_seq.shape[0], mem0, beta.clamp(0, 1), theta, float(g), ctx.mode, dict(h=h_seq))
 
-        rstd = torch.rsqrt(var + ctx.eps)
+        rstd = _invstd(var, ctx.eps)
         grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
         grad_weight = torch.empty_like(mean) if need_weight else None
 
