@@ -1,7 +1,7 @@
 """Batch Normalization Through Time and its training recipes for snnTorch.
 
 Tiers, each importing only the ones before it: the library (functional, surrogate,
-kernels, through_time, bntt, neurons, layers, encoding, models, conversion, analysis,
+kernels, step_mode, through_time, bntt, neurons, layers, encoding, models, conversion, analysis,
 data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``), and
 :mod:`bntt_snntorch.commands` (the command lines). This module re-exports the public names.
 """
@@ -10,6 +10,7 @@ from . import encoding, functional, surrogate, utils
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, bntt_leaky
+from .step_mode import set_step_mode
 from .temporal_norm import (
     BatchNormOverTime1d,
     BatchNormOverTime2d,
@@ -41,6 +42,7 @@ __all__ = [
     "bntt_leaky",
     "create_model",
     "list_models",
+    "set_step_mode",
     "train",
     "encoding",
     "functional",

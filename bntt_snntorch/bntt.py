@@ -2,9 +2,10 @@
 
 One BatchNorm per time step, each with its own running statistics and gamma,
 bias fixed at 0. Drop-in for ``snn.BatchNormTT1d/2d`` (same arguments and
-defaults, ``len``, indexing and state-dict keys), with a fast multi-step path: BNTT over
-``(T, B, C, H, W)`` equals one BatchNorm over the ``T*C`` channels of
-``(B, T*C, H, W)``, so all steps are normalised in a single call.
+defaults, ``len``, indexing and state-dict keys), with a fast multi-step path
+(``step_mode="m"`` or ``bn.multi_step(x_seq)``): BNTT over ``(T, B, C, H, W)`` equals
+one BatchNorm over the ``T*C`` channels of ``(B, T*C, H, W)``, so all steps are
+normalised in a single call.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ class BatchNormTT(ThroughTime):
     """The shared base of :class:`BatchNormTT1d` and :class:`BatchNormTT2d` (use it in ``isinstance``).
 
     ``BatchNormTT2d(num_features, time_steps, eps=1e-5, momentum=0.1, affine=True)``: snnTorch's
-    signature and defaults; its keyword ``input_features`` is accepted for ``num_features``.
+    signature and defaults; its keyword ``input_features`` is accepted for ``num_features``, and
+    the keyword ``step_mode`` ("s", the default: one step a call, as snnTorch's per-step
+    ``bn[t](x)``; "m": a whole sequence a call) is ours.
     """
 
     _norm: type[nn.modules.batchnorm._BatchNorm]
@@ -40,6 +43,7 @@ class BatchNormTT(ThroughTime):
         affine: bool = True,
         *,
         input_features: int | None = None,
+        step_mode: str | None = None,
     ):
         name = type(self).__name__
         if (num_features is None) == (input_features is None):
@@ -49,7 +53,10 @@ class BatchNormTT(ThroughTime):
             raise TypeError(f"{name}() missing required argument: 'time_steps'")
         norm = self._norm
         super().__init__(
-            lambda: norm(num_features, eps=eps, momentum=momentum, affine=affine), time_steps, self._step_ranks[0]
+            lambda: norm(num_features, eps=eps, momentum=momentum, affine=affine),
+            time_steps,
+            self._step_ranks[0],
+            step_mode=step_mode,
         )
         for bn in self:
             bn.bias = None
@@ -63,7 +70,7 @@ class BatchNormTT(ThroughTime):
         """Per-step gammas, ``(time_steps, num_features)`` (a detached copy)."""
         return torch.stack([bn.weight.detach() for bn in self])
 
-    def _is_sequence(self, x: torch.Tensor) -> bool:
+    def _legacy_sequence(self, x: torch.Tensor) -> bool:
         return x.dim() in tuple(r + 1 for r in self._step_ranks)
 
     def _check_step_input(self, x: torch.Tensor, counter: bool = False) -> None:
@@ -71,8 +78,8 @@ class BatchNormTT(ThroughTime):
         if x.dim() not in ranks or x.shape[1] != self.num_features:
             seq = " or ".join(f"(T, {s[1:]}" for s in self._step_shape.split(" or "))
             raise ValueError(
-                f"{type(self).__name__}({self.num_features}): expected one step {self._step_shape} or a sequence "
-                f"{seq} with C={self.num_features}, got shape {tuple(x.shape)}"
+                f"{type(self).__name__}({self.num_features}): expected one step {self._step_shape} with "
+                f"C={self.num_features} (a sequence {seq} needs step_mode='m'), got shape {tuple(x.shape)}"
             )
 
     def _check_sequence_input(self, x_seq: torch.Tensor) -> None:
@@ -146,17 +153,16 @@ class BatchNormTT(ThroughTime):
         first = self[0]
         return (
             f"{self.num_features}, time_steps={self.time_steps}, eps={first.eps}, momentum={first.momentum}, "
-            f"affine={self.affine}"
+            f"affine={self.affine}, step_mode={self.step_mode!r}"
         )
 
 
 class BatchNormTT1d(BatchNormTT):
     """BNTT for ``(B, C)`` / ``(B, C, L)`` steps; sequences ``(T, B, C)`` / ``(T, B, C, L)``.
 
-    ``bn(x, t)`` runs step ``t``; ``bn(x_seq)`` all steps in one batch-norm
-    call; ``bn(x)`` with ``x`` ``(B, C)`` uses the step counter (see
-    :class:`~bntt_snntorch.ThroughTime`). A ``(B, C, L)`` step needs the
-    explicit ``t`` (its rank equals a ``(T, B, C)`` sequence's).
+    Step mode "s": ``bn(x, t)`` runs step ``t``, ``bn(x)`` the step counter's (see
+    :class:`~bntt_snntorch.ThroughTime`). Step mode "m": ``bn(x_seq)`` runs all steps
+    in one batch-norm call.
     """
 
     _norm = nn.BatchNorm1d
@@ -167,10 +173,10 @@ class BatchNormTT1d(BatchNormTT):
 class BatchNormTT2d(BatchNormTT):
     """BNTT for ``(B, C, H, W)`` steps; sequences ``(T, B, C, H, W)``.
 
-    ``bn(x, t)`` runs step ``t``; ``bn(x_seq)`` all steps in one batch-norm
-    call (equal to the per-step loop in outputs, gradients and running
-    statistics); ``bn(x)`` uses the step counter (see
-    :class:`~bntt_snntorch.ThroughTime`).
+    Step mode "s": ``bn(x, t)`` runs step ``t``, ``bn(x)`` the step counter's (see
+    :class:`~bntt_snntorch.ThroughTime`). Step mode "m": ``bn(x_seq)`` runs all steps
+    in one batch-norm call (equal to the per-step loop in outputs, gradients and
+    running statistics).
     """
 
     _norm = nn.BatchNorm2d

@@ -1,11 +1,13 @@
 """Spiking building blocks that run per step or multi-step with one state dict.
 
-Every block has two entry points:
+Every block is a step module (:mod:`bntt_snntorch.step_mode`):
 
-* ``block(x_seq)`` — multi-step: ``(T, B, ...)`` in, ``(T, B, ...)`` out;
-  synapses (conv / linear) and pooling run once on the ``(T*B, ...)`` batch,
-  BNTT in one call, the neuron as a scan over T.
-* ``block.step(x, t, state)`` — one step ``(B, ...)`` in snnTorch style;
+* ``step_mode="m"`` (the default here): ``block(x_seq)`` takes ``(T, B, ...)`` and returns
+  ``(T, B, ...)``; synapses (conv / linear) and pooling run once on the ``(T*B, ...)`` batch,
+  the normalisation in one call, the neuron as a scan over T (``block.multi_step(x_seq)``).
+* ``step_mode="s"``: ``block(x)`` takes one step ``(B, ...)`` and keeps its state (membrane,
+  step counter) until ``block.reset()`` / :func:`bntt_snntorch.utils.reset`.
+* ``block.step(x, t, state)`` — one step ``(B, ...)`` with explicit state, snnTorch style;
   returns ``(y, state)``.
 """
 
@@ -18,6 +20,7 @@ from .bntt import BatchNormTT
 from .kernels import bntt_leaky_scan, select_backend, spike_synapse
 from .kernels.pooling import avg_pool2d
 from .neurons import Leaky
+from .step_mode import StepCounter, StepModule
 
 
 def _over_time(module: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
@@ -26,23 +29,35 @@ def _over_time(module: nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, x_seq.shape[:2])
 
 
-class TimeDistributed(nn.Module):
-    """A stateless layer (pooling, flatten, dropout) applied to each step independently."""
+class TimeDistributed(StepModule, nn.Module):
+    """A stateless layer (pooling, flatten, dropout) applied to each step independently.
 
-    def __init__(self, module: nn.Module):
+    Step mode "m" (default): ``(T, B, ...)`` in and out, as one ``(T*B, ...)`` batch; "s": one step.
+    """
+
+    default_step_mode = "m"
+
+    def __init__(self, module: nn.Module, *, step_mode: str | None = None):
         super().__init__()
         self.module = module
+        if step_mode is not None:
+            self.step_mode = step_mode
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.multi_step(x) if self.step_mode == "m" else self.module(x)
+
+    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``(T, B, ...)`` -> ``(T, B, ...)``."""
         if type(self.module) is nn.AvgPool2d and x_seq.dim() == 5:  # same values, nothing saved for backward
             return avg_pool2d(x_seq.flatten(0, 1), self.module).unflatten(0, x_seq.shape[:2])
         return _over_time(self.module, x_seq)
 
     def step(self, x: torch.Tensor, t: int, state=None):
+        """One step ``(B, ...)`` -> ``(y, state)`` (no state: passed through)."""
         return self.module(x), state
 
 
-class SpikingBlock(nn.Module):
+class SpikingBlock(StepCounter, nn.Module):
     """``synapse -> norm -> neuron``: e.g. Conv2d (no bias) -> BNTT -> leaky neuron.
 
     Args:
@@ -57,9 +72,12 @@ class SpikingBlock(nn.Module):
             neuron's graded factor; after 2x2 average pooling a quarter of that). Set, a plain
             conv / linear synapse keeps its input as int8 codes for backward when they are
             exact (checked each call; otherwise the input is kept as is). ``None``: no compaction.
+        step_mode: "m" (default) or "s" (see the module docstring).
 
     The block's state is the neuron's membrane ``(B, ...)``.
     """
+
+    default_step_mode = "m"
 
     def __init__(
         self,
@@ -68,6 +86,8 @@ class SpikingBlock(nn.Module):
         neuron: Leaky,
         input_scale: float = 1.0,
         input_quantum: float | None = None,
+        *,
+        step_mode: str | None = None,
     ):
         super().__init__()
         self.synapse = synapse
@@ -75,9 +95,31 @@ class SpikingBlock(nn.Module):
         self.neuron = neuron
         self.input_scale = input_scale
         self.input_quantum = input_quantum
+        if step_mode is not None:
+            self.step_mode = step_mode
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out.
+    @property
+    def time_steps(self) -> int | None:
+        """The norm's step count (the single-step counter wraps there), or None."""
+        return getattr(self.norm, "time_steps", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Step mode "m": ``(T, B, ...)`` -> spikes ``(T, B, ...)``; "s": one step ``(B, ...)`` ->
+        spikes ``(B, ...)``, the membrane kept until :meth:`reset`."""
+        if self.step_mode == "m":
+            return self.multi_step(x)
+        spk, mem = self.step(x, self.current_step, self.__dict__.get("_mem"))
+        self.__dict__["_mem"] = mem
+        self._advance()
+        return spk
+
+    def reset(self) -> None:
+        """Forget the single-step state: membrane and step counter."""
+        super().reset()
+        self.__dict__.pop("_mem", None)
+
+    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out, from a zero membrane.
 
         With BNTT and a fusable neuron (the usual case) normalisation and neuron run as one
         kernel that keeps only the synapse output for backward
@@ -93,7 +135,7 @@ class SpikingBlock(nn.Module):
             eps, training = self.norm[0].eps, self.norm.training
             return bntt_leaky_scan(cur, weight, mean, var, self.neuron.params(), eps, self.input_scale, training)
         if self.norm is not None:
-            cur = self.norm(cur)
+            cur = self.norm.multi_step(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
@@ -111,7 +153,7 @@ class SpikingBlock(nn.Module):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""
         cur = self.synapse(x)
         if self.norm is not None:
-            cur = self.norm(cur, t)
+            cur = self.norm.step(cur, t)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.step(cur, mem)
@@ -119,4 +161,4 @@ class SpikingBlock(nn.Module):
     def extra_repr(self) -> str:
         parts = [] if self.input_scale == 1.0 else [f"input_scale={self.input_scale}"]
         parts += [] if self.input_quantum is None else [f"input_quantum={self.input_quantum}"]
-        return ", ".join(parts)
+        return ", ".join(parts + [f"step_mode={self.step_mode!r}"])

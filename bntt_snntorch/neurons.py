@@ -8,11 +8,10 @@ import torch
 from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
 from .kernels import BACKENDS, leaky_scan
+from .step_mode import StepModule
 
-STEP_MODES = ("s", "m")
 
-
-class Leaky(snn.Leaky):
+class Leaky(StepModule, snn.Leaky):
     """``snn.Leaky`` with the same constructor (names, defaults, positional order) and an
     explicit step mode (SpikingJelly's ``step_mode``), never guessed from a tensor's rank.
 
@@ -97,20 +96,10 @@ class Leaky(snn.Leaky):
             learn_graded_spikes_factor,
             reset_delay,
         )
-        self.step_mode = self.default_step_mode if step_mode is None else step_mode
+        if step_mode is not None:
+            self.step_mode = step_mode
         self.detach_reset = detach_reset
         self.backend = backend
-
-    @property
-    def step_mode(self) -> str:
-        """ "s": ``forward`` runs one step; "m": a whole ``(T, B, ...)`` sequence."""
-        return self._step_mode
-
-    @step_mode.setter
-    def step_mode(self, mode: str) -> None:
-        if mode not in STEP_MODES:
-            raise ValueError(f"step_mode must be 's' (single step) or 'm' (multi-step), got {mode!r}")
-        self._step_mode = mode
 
     def params(self) -> LeakyParams:
         """The layer's parameters for the functional kernels."""
@@ -167,6 +156,10 @@ class Leaky(snn.Leaky):
                 "multi-step call takes x_seq (T, B, ...) and mem (B, ...). For an snn.Leaky-style "
                 "loop use bntt_snntorch.Leaky (step_mode='s') or lif.step(x, mem)"
             )
+
+    def reset(self) -> None:
+        """Zero the hidden membrane kept by ``init_hidden=True`` (snnTorch's ``reset_mem``)."""
+        self.reset_mem()
 
     # -- stateless entry points -------------------------------------------------
     def multi_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):

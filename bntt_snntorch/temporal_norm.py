@@ -11,52 +11,88 @@ variance per channel over ``(T, B[, L | H, W])`` — BNTT keeps one per step ins
 * :class:`TemporalEffectiveBatchNorm2d` — TEBN (Duan et al., NeurIPS 2022): the shared
   normalisation and affine, then a learnable scale per step, ``y_t = p_t * (gamma * x_hat_t + beta)``.
 
-Call forms: ``norm(x_seq)`` runs a sequence (multi-step; training and eval). ``norm(x, t)``
-runs step ``t`` of shape ``(B, C, ...)`` in eval mode only: the running statistics are then
-the same for every step (training statistics need all steps at once). State dicts use
-``torch.nn.BatchNorm``'s keys (plus ``scale`` for TEBN), as SpikingJelly's layers do.
+Step mode (see :mod:`bntt_snntorch.step_mode`): "m" (the default) — ``norm(x_seq)`` runs a
+sequence (training and eval); "s" — ``norm(x, t)`` (or ``norm(x)`` with the step counter) runs
+one step ``(B, C, ...)``, in eval mode only: the running statistics are then the same for every
+step (training statistics need all steps at once). ``norm.step(x, t)`` and
+``norm.multi_step(x_seq)`` do the same whatever the mode. State dicts use ``torch.nn.BatchNorm``'s
+keys (plus ``scale`` for TEBN), as SpikingJelly's layers do.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
 
 from .bntt import BatchNormTT1d, BatchNormTT2d
+from .step_mode import StepCounter
 
 
-class _SharedStatisticsNorm:
+class _SharedStatisticsNorm(StepCounter):
     """Mixed into a torch ``BatchNorm``: it normalises the ``(T*B, C, ...)`` batch of a sequence;
     ``time_steps`` bounds the sequence length."""
 
     _step_shape: str
+    default_step_mode = "m"
 
     def __init__(
-        self, num_features: int, time_steps: int | None, eps: float, momentum: float, weight_init: float = 1.0
+        self,
+        num_features: int,
+        time_steps: int | None,
+        eps: float,
+        momentum: float,
+        weight_init: float = 1.0,
+        step_mode: str | None = None,
     ):
         super().__init__(num_features, eps=eps, momentum=momentum)
         nn.init.constant_(self.weight, weight_init)
         self.time_steps = time_steps
+        if step_mode is not None:
+            self.step_mode = step_mode
 
     def _step_scale(self, t: int | None, x: torch.Tensor) -> torch.Tensor | None:
         """The per-step factor (``(T', 1, ...)`` for a sequence, a scalar for step ``t``), or None."""
         return None
 
     def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
-        """``x_seq`` ``(T', B, C, ...)`` -> same shape; or ``(x (B, C, ...), t)`` -> one step (eval mode)."""
-        name = type(self).__name__
+        """Step mode "m": ``x_seq`` ``(T', B, C, ...)`` -> same shape; "s": one step ``(B, C, ...)``
+        (eval mode), step ``t`` or the counter's."""
+        if self.step_mode == "s":
+            return self.step(x, t)
         if t is not None:
-            if self.training:
-                raise RuntimeError(
-                    f"{name}: per-step calls need eval mode (training statistics span all steps); "
-                    "call it on the whole sequence norm(x_seq)"
-                )
-            if self.time_steps is not None and not 0 <= t < self.time_steps:
-                raise IndexError(f"{name}: step t must be in [0, {self.time_steps - 1}], got {t}")
-            self._check_channels(x, 1, f"one step {self._step_shape}")
-            y = super().forward(x)
-            scale = self._step_scale(t, y)
-            return y if scale is None else y * scale
+            warnings.warn(
+                f"{type(self).__name__}: norm(x, t) on a layer in step_mode='m'; since 0.2 the step mode is "
+                "explicit: call norm.step(x, t) or set step_mode='s'. This form stops working in the next release.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self.step(x, t)
+        return self.multi_step(x)
+
+    def step(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """Step ``t`` (or the counter's) of ``x`` ``(B, C, ...)``; eval mode only."""
+        name = type(self).__name__
+        if self.training:
+            raise RuntimeError(
+                f"{name}: per-step calls need eval mode (training statistics span all steps); "
+                "run the whole sequence: norm.multi_step(x_seq) or step_mode='m'"
+            )
+        counter = t is None
+        t = self.current_step if counter else t
+        if self.time_steps is not None and not 0 <= t < self.time_steps:
+            raise IndexError(f"{name}: step t must be in [0, {self.time_steps - 1}], got {t}")
+        self._check_channels(x, 1, f"one step {self._step_shape}")
+        y = super().forward(x)
+        scale = self._step_scale(t, y)
+        if counter:
+            self._advance()
+        return y if scale is None else y * scale
+
+    def multi_step(self, x: torch.Tensor) -> torch.Tensor:
+        """``x_seq`` ``(T', B, C, ...)`` -> the same shape, one set of statistics over ``T' * B``."""
+        name = type(self).__name__
         self._check_channels(x, 2, f"a sequence (T, {self._step_shape[1:]}")
         if self.time_steps is not None and x.shape[0] > self.time_steps:
             raise ValueError(
@@ -75,12 +111,15 @@ class _SharedStatisticsNorm:
             )
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, time_steps={self.time_steps}, eps={self.eps}, momentum={self.momentum}"
+        return (
+            f"{self.num_features}, time_steps={self.time_steps}, eps={self.eps}, momentum={self.momentum}, "
+            f"step_mode={self.step_mode!r}"
+        )
 
 
 class _BatchNormOverTime(_SharedStatisticsNorm):
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
-        super().__init__(num_features, None, eps, momentum)
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *, step_mode: str | None = None):
+        super().__init__(num_features, None, eps, momentum, step_mode=step_mode)
 
 
 class _ThresholdDependentBatchNorm(_SharedStatisticsNorm):
@@ -92,14 +131,24 @@ class _ThresholdDependentBatchNorm(_SharedStatisticsNorm):
         v_th: float = 1.0,
         eps: float = 1e-5,
         momentum: float = 0.1,
+        *,
+        step_mode: str | None = None,
     ):
-        super().__init__(num_features, time_steps, eps, momentum, weight_init=alpha * v_th)
+        super().__init__(num_features, time_steps, eps, momentum, weight_init=alpha * v_th, step_mode=step_mode)
         self.alpha, self.v_th = alpha, v_th
 
 
 class _TemporalEffectiveBatchNorm(_SharedStatisticsNorm):
-    def __init__(self, num_features: int, time_steps: int, eps: float = 1e-5, momentum: float = 0.1):
-        super().__init__(num_features, time_steps, eps, momentum)
+    def __init__(
+        self,
+        num_features: int,
+        time_steps: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        *,
+        step_mode: str | None = None,
+    ):
+        super().__init__(num_features, time_steps, eps, momentum, step_mode=step_mode)
         self.scale = nn.Parameter(torch.ones(time_steps))
 
     @property

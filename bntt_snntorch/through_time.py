@@ -2,46 +2,56 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .step_mode import StepCounter
 
-class ThroughTime(nn.ModuleList):
+
+class ThroughTime(StepCounter, nn.ModuleList):
     """One independent copy of a layer per time step (parameters and buffers).
 
     ``ThroughTime(lambda: nn.BatchNorm2d(64), T)`` is BNTT with a trainable
     bias; ``ThroughTime(lambda: nn.LayerNorm(128), T)`` a per-step LayerNorm.
     ``len(tt) == time_steps`` and ``tt[t]`` is the layer of step ``t``.
 
-    Three ways to call it:
+    ``step_mode`` (see :mod:`bntt_snntorch.step_mode`) says what ``forward`` takes:
 
-    * ``tt(x, t)`` — explicit step ``t``; ``x`` is one step ``(B, ...)``.
-    * ``tt(x_seq)`` — multi-step; ``x_seq`` is ``(T', B, ...)`` with
-      ``T' <= time_steps``; step ``t`` of the sequence uses layer ``t``.
-    * ``tt(x)`` — one step ``(B, ...)`` with no ``t``: an internal counter
-      picks the layer. It starts at 0, advances by one after each such call
-      and wraps to 0 after ``time_steps`` calls, so a loop of exactly
-      ``time_steps`` steps needs no reset; ``tt.reset()`` (or
-      :func:`bntt_snntorch.utils.reset` on the whole net) sets it to 0.
-      The explicit and multi-step forms never touch the counter, a call that
-      raises does not advance it, and it is not saved (not in the state dict,
-      zero after pickling).
+    * ``"s"`` (default): one step ``(B, ...)``; ``tt(x, t)`` uses layer ``t``,
+      ``tt(x)`` the step counter (it starts at 0, advances after each such call
+      and wraps after ``time_steps`` calls; ``tt.reset()`` or
+      :func:`bntt_snntorch.utils.reset` sets it to 0; a call that raises does not
+      advance it; it is not saved).
+    * ``"m"``: a sequence ``(T', B, ...)`` with ``T' <= time_steps``; step ``t``
+      of the sequence uses layer ``t``.
 
-    Whether ``x`` is one step or a sequence is told by its rank:
-    ``step_ndim`` (the rank of one step, e.g. 2 for ``(B, F)``, 4 for
-    ``(B, C, H, W)``) or ``step_ndim + 1``. It is inferred for batch norms
-    and defaults to 2 otherwise.
+    ``tt.step(x, t=None)`` and ``tt.multi_step(x_seq)`` run one step / a sequence
+    whatever the mode; neither form touches the counter unless ``t`` is None.
+
+    ``step_ndim`` (the rank of one step: 2 for ``(B, F)``, 4 for ``(B, C, H, W)``;
+    inferred for batch norms, else 2) is kept only to recognise the pre-0.2 call
+    ``tt(x_seq)`` in step mode "s", which still runs the sequence for one
+    release with a ``DeprecationWarning``.
     """
 
-    def __init__(self, factory: Callable[[], nn.Module], time_steps: int, step_ndim: int | None = None):
+    def __init__(
+        self,
+        factory: Callable[[], nn.Module],
+        time_steps: int,
+        step_ndim: int | None = None,
+        *,
+        step_mode: str | None = None,
+    ):
         if not isinstance(time_steps, int) or time_steps < 1:
             raise ValueError(f"time_steps must be a positive int, got {time_steps!r}")
         super().__init__([factory() for _ in range(time_steps)])
         self.time_steps = time_steps
         self.step_ndim = _infer_step_ndim(self[0]) if step_ndim is None else step_ndim
-        self._counter = 0
+        if step_mode is not None:
+            self.step_mode = step_mode
 
     # -- container behaviour -------------------------------------------------
     def __getitem__(self, idx):
@@ -49,41 +59,48 @@ class ThroughTime(nn.ModuleList):
             return nn.ModuleList(list(self._modules.values())[idx])
         return super().__getitem__(idx)
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_counter"] = 0
-        return state
-
-    # -- counter -------------------------------------------------------------
-    @property
-    def current_step(self) -> int:
-        """The step the next counter-driven call will use."""
-        return self._counter
-
-    def reset(self) -> None:
-        """Set the step counter back to 0."""
-        self._counter = 0
-
     # -- forward -------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
-        """See the class docstring for the three call forms and their shapes."""
+        """Step mode "s": one step (``t`` or the counter); "m": the sequence ``x`` (no ``t``)."""
+        if self.step_mode == "m":
+            if t is not None:
+                raise TypeError(
+                    f"{type(self).__name__}(step_mode='m') takes a whole sequence (T, B, ...) and no t; "
+                    "for one step call .step(x, t) or set step_mode='s'"
+                )
+            return self.multi_step(x)
+        if t is None and self._legacy_sequence(x):
+            warnings.warn(
+                f"{type(self).__name__}: a sequence of shape {tuple(x.shape)} given in step_mode='s'; since 0.2 "
+                "the step mode is explicit: construct it with step_mode='m', call .multi_step(x_seq), or "
+                "bntt_snntorch.set_step_mode(net, 'm'). This form stops working in the next release.",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            return self.multi_step(x)
+        return self.step(x, t)
+
+    def step(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """One step ``x`` ``(B, ...)`` through layer ``t``, or with ``t=None`` the counter's layer."""
         if t is not None:
             self._check_step_index(t)
             self._check_step_input(x)
             return self[t](x)
-        if self._is_sequence(x):
-            self._check_sequence_input(x)
-            return self._forward_sequence(x)
         self._check_step_input(x, counter=True)
-        out = self[self._counter](x)
-        self._counter = (self._counter + 1) % self.time_steps
+        out = self[self.current_step](x)
+        self._advance()
         return out
+
+    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The sequence ``x_seq`` ``(T', B, ...)``, ``T' <= time_steps`` -> the same shape."""
+        self._check_sequence_input(x_seq)
+        return self._forward_sequence(x_seq)
 
     def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
         return torch.stack([layer(x) for layer, x in zip(self, x_seq)])
 
     # -- validation ----------------------------------------------------------
-    def _is_sequence(self, x: torch.Tensor) -> bool:
+    def _legacy_sequence(self, x: torch.Tensor) -> bool:
         return x.dim() == self.step_ndim + 1
 
     def _check_step_index(self, t) -> None:
@@ -91,13 +108,13 @@ class ThroughTime(nn.ModuleList):
             raise IndexError(f"{type(self).__name__}: step t must be an int in [0, {self.time_steps - 1}], got {t!r}")
 
     def _check_step_input(self, x: torch.Tensor, counter: bool = False) -> None:
-        if counter and x.dim() != self.step_ndim:
-            raise ValueError(
-                f"{type(self).__name__}: expected one step of rank {self.step_ndim} or a sequence of rank "
-                f"{self.step_ndim + 1} (T, B, ...), got shape {tuple(x.shape)}"
-            )
+        """Layer-specific checks of one step's shape (none here: the wrapped layer checks)."""
 
     def _check_sequence_input(self, x_seq: torch.Tensor) -> None:
+        if x_seq.dim() < 2:
+            raise ValueError(
+                f"{type(self).__name__}(step_mode='m') expects a sequence (T, B, ...), got shape {tuple(x_seq.shape)}"
+            )
         if x_seq.shape[0] > self.time_steps:
             raise ValueError(
                 f"{type(self).__name__}: sequence has {x_seq.shape[0]} steps but the layer was built for "
@@ -105,7 +122,7 @@ class ThroughTime(nn.ModuleList):
             )
 
     def extra_repr(self) -> str:
-        return f"time_steps={self.time_steps}"
+        return f"time_steps={self.time_steps}, step_mode={self.step_mode!r}"
 
 
 def _infer_step_ndim(layer: nn.Module) -> int:

@@ -6,7 +6,7 @@ import torch
 from snntorch._neurons.neurons import SpikingNeuron
 from torch import nn
 
-from .through_time import ThroughTime
+from .step_mode import StepModule
 
 
 @torch.no_grad()
@@ -23,14 +23,16 @@ def reset(net: nn.Module) -> nn.Module:
 
     Zeroes the hidden state of every snnTorch neuron inside ``net``, nested
     modules included (``snn.Leaky(init_hidden=True)``, ``Synaptic``, ...), and
-    sets every BNTT / :class:`~bntt_snntorch.ThroughTime` step counter to 0.
+    calls ``reset()`` of every step module (:mod:`bntt_snntorch.step_mode`): BNTT /
+    :class:`~bntt_snntorch.ThroughTime` step counters back to 0, the membranes that
+    blocks and networks keep in step mode "s" forgotten.
     Unlike ``snntorch.utils.reset``, neurons of other networks are untouched
     and nested neurons are not missed. Returns ``net``.
     """
     for module in net.modules():
         if isinstance(module, SpikingNeuron):
             _zero_hidden_state(module)
-        elif isinstance(module, ThroughTime):
+        if isinstance(module, StepModule):
             module.reset()
     return net
 

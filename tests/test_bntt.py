@@ -59,13 +59,13 @@ def test_loads_snntorch_state_dict_and_matches_per_step(cls, snn_cls, dims):
 @pytest.mark.parametrize("train", [True, False])
 def test_multistep_equals_per_step_loop(cls, _snn, dims, steps, train):
     C, T = 5, 4
-    fast = _randomize(cls(C, T)).train(train)
+    fast = _randomize(cls(C, T, step_mode="m")).train(train)
     slow = copy.deepcopy(fast)
     x = torch.randn(steps, *_step_shape(dims, C)) * 2 + 0.5
     x_fast = x.clone().requires_grad_()
     x_slow = x.clone().requires_grad_()
     y_fast = fast(x_fast)
-    y_slow = torch.stack([slow(x_slow[t], t) for t in range(steps)])
+    y_slow = torch.stack([slow.step(x_slow[t], t) for t in range(steps)])
     assert y_fast.shape == x.shape
     assert_close(y_fast, y_slow, msg="forward")
     g = torch.randn_like(y_fast)
@@ -86,7 +86,7 @@ def test_multistep_is_one_batch_norm_call(monkeypatch):
     calls = []
     real = torch.nn.functional.batch_norm
     monkeypatch.setattr(torch.nn.functional, "batch_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
-    BatchNormTT2d(3, 6)(torch.randn(6, 2, 3, 4, 4))
+    BatchNormTT2d(3, 6, step_mode="m")(torch.randn(6, 2, 3, 4, 4))
     assert len(calls) == 1
 
 
@@ -108,8 +108,8 @@ def test_loads_spikingjelly_layout_nested_in_a_model():
     [
         (lambda bn: bn(torch.randn(2, 3, 4)), r"expected one step \(B, C, H, W\).*got shape \(2, 3, 4\)"),
         (lambda bn: bn(torch.randn(2, 5, 4, 4), 0), r"C=3.*got shape \(2, 5, 4, 4\)"),
-        (lambda bn: bn(torch.randn(4, 2, 5, 4, 4)), r"expected channels C=3.*got shape \(4, 2, 5, 4, 4\)"),
-        (lambda bn: bn(torch.randn(5, 2, 3, 4, 4)), r"5 steps.*time_steps=4.*T' <= 4"),
+        (lambda bn: bn.multi_step(torch.randn(4, 2, 5, 4, 4)), r"expected channels C=3.*got shape \(4, 2, 5, 4, 4\)"),
+        (lambda bn: bn.multi_step(torch.randn(5, 2, 3, 4, 4)), r"5 steps.*time_steps=4.*T' <= 4"),
         (lambda bn: bn(torch.randn(2, 3, 4, 4), 4), r"\[0, 3\], got 4"),
         (lambda bn: bn(torch.randn(2, 3, 4, 4), -1), r"\[0, 3\], got -1"),
     ],
@@ -122,7 +122,7 @@ def test_bad_input_gives_expected_vs_got(call, match):
 def test_gammas_and_affine_false():
     bn = BatchNormTT1d(3, 2, affine=False)
     assert bn[0].weight is None
-    y = bn(torch.randn(2, 8, 3))
+    y = bn.multi_step(torch.randn(2, 8, 3))
     assert_close(y.mean(dim=1), torch.zeros(2, 3), atol=1e-5)
     assert BatchNormTT2d(3, 2).gammas.shape == (2, 3)
 
@@ -134,7 +134,7 @@ def test_loads_a_real_spikingjelly_bntt_when_installed():
         for m in sj.bn_list:
             m.weight.uniform_(0.5, 1.5)
             m.running_mean.normal_()
-    ours = BatchNormTT2d(4, 3)
+    ours = BatchNormTT2d(4, 3, step_mode="m")
     ours.load_state_dict(sj.state_dict())
     sj.step_mode = "m"
     sj.eval(), ours.eval()

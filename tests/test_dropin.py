@@ -34,7 +34,7 @@ def test_explicit_and_multistep_forms_leave_counter_alone():
     layer(torch.randn(5, 4))
     layer(torch.randn(5, 4), 2)
     layer[0](torch.randn(5, 4))
-    layer(torch.randn(3, 5, 4))
+    layer.multi_step(torch.randn(3, 5, 4))
     assert layer.current_step == 1
 
 
@@ -182,7 +182,7 @@ def test_through_time_batchnorm_with_bias():
             m.bias.normal_()
     twin = copy.deepcopy(tt)
     x = torch.randn(T, 3, 6, 5, 5)
-    y_seq = tt(x)
+    y_seq = tt.multi_step(x)
     y_steps = torch.stack([twin(x[t]) for t in range(T)])  # counter form
     assert_close(y_seq, y_steps)
     assert twin.current_step == 0
@@ -197,10 +197,10 @@ def test_through_time_layernorm():
         for t, m in enumerate(tt):
             m.weight.fill_(t + 1)
     x = torch.randn(T, 2, 128)
-    y = tt(x)
+    y = tt.multi_step(x)
     assert y.shape == x.shape
     for t in range(T):
         assert_close(y[t], tt[t](x[t]))
         assert_close(tt(x[t]), y[t])  # counter form
     with pytest.raises(ValueError, match="time_steps=3"):
-        tt(torch.randn(4, 2, 128))
+        tt.multi_step(torch.randn(4, 2, 128))

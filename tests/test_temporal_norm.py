@@ -93,11 +93,11 @@ def test_constructors_defaults_and_step_calls():
     assert te.scale.shape == (4,) and set(te.state_dict()) == set(torch.nn.BatchNorm2d(8).state_dict()) | {"scale"}
     x = torch.randn(3, 2, 8, 3, 3)
     with pytest.raises(RuntimeError, match="per-step calls need eval mode"):
-        te(x[0], 0)
+        te.step(x[0], 0)
     for layer in (te, td, bs.BatchNormOverTime2d(8)):
         layer(torch.randn(4, 5, 8, 3, 3))  # move the running statistics
         layer.eval()
-        assert_close(torch.stack([layer(x[t], t) for t in range(3)]), layer(x), atol=1e-6, rtol=0)
+        assert_close(torch.stack([layer.step(x[t], t) for t in range(3)]), layer(x), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match=r"5 steps .*time_steps=4"):
         te(torch.randn(5, 2, 8, 3, 3))
     with pytest.raises(ValueError, match=r"expected a sequence \(T, B, C, H, W\) with C=8, got shape \(2, 8, 3, 3\)"):

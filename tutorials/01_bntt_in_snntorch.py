@@ -97,13 +97,14 @@ assert difference < 1e-5
 # ## 3. The same weights, multi-step
 # Now every layer takes the whole `(T, B, ...)` sequence: the convolution runs on
 # a `(T*B)` batch, BNTT normalises all steps in **one** batch-norm call, and
-# `bs.Leaky(..., step_mode="m")` (an `snn.Leaky`) scans over time. The state dict is the same.
+# `bs.Leaky(..., step_mode="m")` (an `snn.Leaky`) scans over time. Each layer says which
+# it takes with its `step_mode` ("s": one step a call, "m": a sequence); the state dict is the same.
 
 
 # %%
 class MultiStepNet(SnnTorchNet):
     def __init__(self):
-        super().__init__(bs.BatchNormTT2d(16, T))
+        super().__init__(bs.BatchNormTT2d(16, T, step_mode="m"))
         self.lif = bs.Leaky(beta=BETA, step_mode="m")
 
     def forward(self, x_seq):

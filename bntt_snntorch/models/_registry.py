@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from ..step_mode import set_step_mode
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -69,11 +71,14 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, *, step_mode: str | None = None, **kwargs) -> nn.Module:
     """Build a registered model. Keyword arguments that are ``None`` are dropped,
     so unset CLI flags keep the model's defaults.
 
     Common arguments: ``num_classes``, ``num_steps``, ``leak_mem``,
-    ``in_channels``, ``image_size``.
+    ``in_channels``, ``image_size``. ``step_mode`` ("s" or "m") sets the step mode of
+    the whole spiking model (:func:`bntt_snntorch.set_step_mode`); spiking models are
+    built in "m".
     """
-    return model_info(name).factory(**{k: v for k, v in kwargs.items() if v is not None})
+    model = model_info(name).factory(**{k: v for k, v in kwargs.items() if v is not None})
+    return model if step_mode is None else set_step_mode(model, step_mode)

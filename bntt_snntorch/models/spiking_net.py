@@ -5,18 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..step_mode import StepCounter, StepModule, set_step_mode
 
-class SpikingNet(nn.Module):
+
+class SpikingNet(StepCounter, nn.Module):
     """Feature blocks (:mod:`bntt_snntorch.layers`) followed by a linear readout.
 
     The readout has no neuron: its output is averaged over the steps (the
-    BNTT seed's ``sum_t fc(s_t) / T``).
+    BNTT seed's ``sum_t fc(s_t) / T``). Step mode (:mod:`bntt_snntorch.step_mode`):
 
-    * ``model(x_seq)`` — the fast multi-step path: ``(T, B, C, H, W)`` -> logits ``(B, classes)``.
-    * ``model.forward_per_step(x_seq)`` — the same result, one step at a time (snnTorch style).
-    * ``model.step(x_t, t, state)`` — one step ``(B, C, H, W)``; returns
+    * ``"m"`` (default): ``model(x_seq)`` — the fast multi-step path,
+      ``(T, B, C, H, W)`` -> logits ``(B, classes)``.
+    * ``"s"``: ``model(x_t)`` — one step ``(B, C, H, W)`` -> that step's readout
+      ``(B, classes)``; the state (membranes, step counter) is kept until
+      ``model.reset()`` / :func:`bntt_snntorch.utils.reset`. The mean of the readouts
+      of T steps is what mode "m" returns.
+
+    Whatever the mode:
+
+    * ``model.step(x_t, t, state)`` — one step with explicit state; returns
       ``(readout_t (B, classes), state)``; start with ``state=None``.
+    * ``model.forward_steps(x_seq)`` — the logits after each step, ``(T, B, classes)``.
+    * ``model.forward_per_step(x_seq)`` — the per-step reference of mode "m".
     """
+
+    default_step_mode = "m"
 
     def __init__(self, features: list[nn.Module], classifier: nn.Linear, num_steps: int, in_channels: int):
         super().__init__()
@@ -24,12 +37,31 @@ class SpikingNet(nn.Module):
         self.classifier = classifier
         self.num_steps = num_steps
         self.in_channels = in_channels
+        set_step_mode(self, self.default_step_mode)
+
+    @property
+    def step_mode(self) -> str:
+        """ "m" or "s"; setting it sets every layer of the net (as :func:`~bntt_snntorch.set_step_mode`)."""
+        return StepModule.step_mode.fget(self)
+
+    @step_mode.setter
+    def step_mode(self, mode: str) -> None:
+        StepModule.step_mode.fset(self, mode)
+        for module in self.features.modules():
+            if isinstance(module, StepModule):
+                module.step_mode = mode
+
+    @property
+    def time_steps(self) -> int:
+        """The single-step counter wraps after ``num_steps`` steps."""
+        return self.num_steps
 
     def _check_input(self, x_seq: torch.Tensor) -> None:
         if x_seq.dim() != 5 or x_seq.shape[2] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects an encoded sequence (T, B, C={self.in_channels}, H, W), "
-                f"got shape {tuple(x_seq.shape)}; encode images with bntt_snntorch.encoding.encode"
+                f"got shape {tuple(x_seq.shape)}; encode images with bntt_snntorch.encoding.encode "
+                "(for one step (B, C, H, W) set step_mode='s')"
             )
         if x_seq.shape[0] > self.num_steps:
             raise ValueError(
@@ -37,7 +69,30 @@ class SpikingNet(nn.Module):
                 f"{x_seq.shape[0]} steps (shape {tuple(x_seq.shape)})"
             )
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _check_step(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__}(step_mode='s') expects one step (B, C={self.in_channels}, H, W), got "
+                f"shape {tuple(x.shape)} (for a sequence (T, B, C, H, W) set step_mode='m')"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Step mode "m": ``(T, B, C, H, W)`` -> logits ``(B, classes)``; "s": ``(B, C, H, W)`` ->
+        this step's readout ``(B, classes)`` (state kept until :meth:`reset`)."""
+        if self.step_mode == "m":
+            return self.multi_step(x)
+        self._check_step(x)
+        out, state = self.step(x, self.current_step, self.__dict__.get("_state"))
+        self.__dict__["_state"] = state
+        self._advance()
+        return out
+
+    def reset(self) -> None:
+        """Forget the single-step state: membranes and step counter."""
+        super().reset()
+        self.__dict__.pop("_state", None)
+
+    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, C, H, W)`` -> logits ``(B, classes)``, all steps at once per layer."""
         self._check_input(x_seq)
         return self.classifier(self.features(x_seq).mean(0))
@@ -65,7 +120,7 @@ class SpikingNet(nn.Module):
         return self.classifier(x), new_state
 
     def forward_per_step(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """The per-step reference of :meth:`forward`: loops :meth:`step` over T."""
+        """The per-step reference of mode "m": loops :meth:`step` over T."""
         self._check_input(x_seq)
         state, total = None, 0
         for t, x in enumerate(x_seq):
