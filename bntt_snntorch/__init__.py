@@ -9,7 +9,7 @@ data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``),
 from . import encoding, functional, surrogate, utils
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
-from .neurons import Leaky, MultiStepLeaky, bntt_leaky
+from .neurons import Leaky, MultiStepLeaky, StepNeuron, bntt_leaky, create_neuron, list_neurons, register_neuron
 from .step_mode import set_step_mode
 from .temporal_norm import (
     BatchNormOverTime1d,
@@ -18,6 +18,9 @@ from .temporal_norm import (
     TemporalEffectiveBatchNorm2d,
     ThresholdDependentBatchNorm1d,
     ThresholdDependentBatchNorm2d,
+    create_norm,
+    list_norms,
+    register_norm,
 )
 from .through_time import ThroughTime
 from .training import TrainConfig, TrainResult, train
@@ -32,6 +35,7 @@ __all__ = [
     "BatchNormTT2d",
     "Leaky",
     "MultiStepLeaky",
+    "StepNeuron",
     "TemporalEffectiveBatchNorm1d",
     "TemporalEffectiveBatchNorm2d",
     "ThresholdDependentBatchNorm1d",
@@ -41,7 +45,13 @@ __all__ = [
     "TrainResult",
     "bntt_leaky",
     "create_model",
+    "create_neuron",
+    "create_norm",
     "list_models",
+    "list_neurons",
+    "list_norms",
+    "register_neuron",
+    "register_norm",
     "set_step_mode",
     "train",
     "encoding",

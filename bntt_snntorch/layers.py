@@ -19,7 +19,6 @@ from torch import nn
 from .bntt import BatchNormTT
 from .kernels import bntt_leaky_scan, select_backend, spike_synapse
 from .kernels.pooling import avg_pool2d
-from .neurons import Leaky
 from .step_mode import StepCounter, StepModule
 
 
@@ -64,8 +63,10 @@ class SpikingBlock(StepCounter, nn.Module):
         synapse: a stateless layer (``nn.Conv2d``, ``nn.Linear``).
         norm: a :class:`~bntt_snntorch.BatchNormTT2d`/``1d`` (or any
             :class:`~bntt_snntorch.ThroughTime`), or ``None`` for no normalisation.
-        neuron: a :class:`~bntt_snntorch.Leaky` (its step mode does not matter: the block calls
-            ``multi_step`` / ``step`` explicitly).
+        neuron: a neuron layer (:class:`~bntt_snntorch.Leaky`, or any layer with
+            :class:`~bntt_snntorch.neurons.StepNeuron`'s ``step`` / ``multi_step`` /
+            ``kernel_params``); its step mode does not matter: the block calls ``multi_step`` /
+            ``step`` explicitly.
         input_scale: the synaptic current is multiplied by it before
             integration (``1 - lambda`` in the rate-vs-direct models), default 1.
         input_quantum: the block's input is integer multiples of it (spikes: the previous
@@ -83,7 +84,7 @@ class SpikingBlock(StepCounter, nn.Module):
         self,
         synapse: nn.Module,
         norm: nn.Module | None,
-        neuron: Leaky,
+        neuron: nn.Module,
         input_scale: float = 1.0,
         input_quantum: float | None = None,
         *,
@@ -130,24 +131,25 @@ class SpikingBlock(StepCounter, nn.Module):
             cur = cur.unflatten(0, x_seq.shape[:2])
         else:
             cur = _over_time(self.synapse, x_seq)
-        if self._fused(cur):
+        params = self._fused_params(cur)
+        if params is not None:
             weight, mean, var = self.norm.statistics(cur)
             eps, training = self.norm[0].eps, self.norm.training
-            return bntt_leaky_scan(cur, weight, mean, var, self.neuron.params(), eps, self.input_scale, training)
+            return bntt_leaky_scan(cur, weight, mean, var, params, eps, self.input_scale, training)
         if self.norm is not None:
             cur = self.norm.multi_step(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
 
-    def _fused(self, cur: torch.Tensor) -> bool:
-        neuron = self.neuron
-        return (
-            isinstance(self.norm, BatchNormTT)
-            and self.norm.fusable()
-            and not (neuron.inhibition or neuron.state_quant)
-            and select_backend(cur, neuron.params(), neuron.backend) == "torch"
-        )
+    def _fused_params(self, cur: torch.Tensor):
+        """The neuron's kernel parameters when BNTT and neuron run as one fused node, else None."""
+        if not (isinstance(self.norm, BatchNormTT) and self.norm.fusable()):
+            return None
+        params = self.neuron.kernel_params()
+        if params is None or select_backend(cur, params, self.neuron.backend) != "torch":
+            return None
+        return params
 
     def step(self, x: torch.Tensor, t: int, mem: torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""

@@ -1,14 +1,58 @@
-"""``Leaky``: ``snn.Leaky`` with an explicit step mode; ``MultiStepLeaky``: the same, multi-step by default."""
+"""Neuron layers and the neuron registry.
+
+``Leaky``: ``snn.Leaky`` with an explicit step mode; ``MultiStepLeaky``: the same, multi-step by
+default; ``StepNeuron``: the base of a new neuron (write its ``step``). The registry
+(``@register_neuron``, ``create_neuron``, ``list_neurons``) names the neurons the models and
+``train.py --neuron`` can build.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import snntorch as snn
 import torch
+from torch import nn
 
 from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
 from .kernels import BACKENDS, leaky_scan
+from .registry import Registry
 from .step_mode import StepModule
+
+
+class StepNeuron(StepModule, nn.Module):
+    """Base of a neuron layer: a subclass writes :meth:`step`; the rest follows.
+
+    The protocol every neuron of the registry meets (:class:`Leaky` does too):
+
+    * ``step(x, mem=None) -> (spk, mem)``: one step ``(B, ...)``; ``mem=None`` starts from rest.
+    * ``multi_step(x_seq, mem=None) -> (spk_seq, mem_seq)``: a sequence ``(T, B, ...)``
+      (here: :meth:`step` looped).
+    * ``forward``: ``step`` in step mode "s", ``multi_step`` in "m" (the default here).
+    * ``kernel_params()``: the :class:`~bntt_snntorch.functional.LeakyParams` a fused kernel
+      runs it with, or ``None`` (here: ``None``, so blocks run it unfused).
+    """
+
+    default_step_mode = "m"
+
+    def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
+        raise NotImplementedError
+
+    def multi_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):
+        spikes, mems = [], []
+        for x in x_seq:
+            spk, mem = self.step(x, mem)
+            spikes.append(spk)
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor | None = None):
+        return self.step(x, mem) if self.step_mode == "s" else self.multi_step(x, mem)
+
+    def kernel_params(self) -> LeakyParams | None:
+        return None
 
 
 class Leaky(StepModule, snn.Leaky):
@@ -100,6 +144,11 @@ class Leaky(StepModule, snn.Leaky):
             self.step_mode = step_mode
         self.detach_reset = detach_reset
         self.backend = backend
+
+    def kernel_params(self) -> LeakyParams | None:
+        """:meth:`params` when the fused kernels can run this layer (no ``inhibition`` /
+        ``state_quant``, which only snnTorch's own step implements), else ``None``."""
+        return None if (self.inhibition or self.state_quant) else self.params()
 
     def params(self) -> LeakyParams:
         """The layer's parameters for the functional kernels."""
@@ -225,6 +274,51 @@ def _initial_membrane(mem: torch.Tensor | None, x_seq: torch.Tensor) -> torch.Te
     return mem
 
 
+# -- the registry ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NeuronInfo:
+    """A registered neuron: ``factory(beta, threshold=1.0)`` builds a multi-step layer."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    reset: str  # "subtract", "zero" or "none": what a spike does to the membrane
+    description: str
+
+
+NEURONS: Registry[NeuronInfo] = Registry("neuron")
+
+
+def register_neuron(fn: Callable[..., nn.Module] | None = None, *, reset: str = "subtract"):
+    """Register a neuron factory ``fn(beta, threshold=1.0) -> layer`` under its function name
+    (``@register_neuron`` or ``@register_neuron(reset="zero")``); the first line of its
+    docstring describes it. The layer meets :class:`StepNeuron`'s protocol."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if reset not in RESET_MECHANISMS:
+            raise ValueError(f"reset must be one of {RESET_MECHANISMS}, got {reset!r}")
+        doc = (factory.__doc__ or "").strip().splitlines()
+        NEURONS.add(factory.__name__, NeuronInfo(factory.__name__, factory, reset, doc[0] if doc else ""))
+        return factory
+
+    return decorate if fn is None else decorate(fn)
+
+
+def neuron_info(name: str) -> NeuronInfo:
+    """The registry entry of neuron ``name``."""
+    return NEURONS.get(name)
+
+
+def list_neurons() -> list[str]:
+    """Names accepted by :func:`create_neuron` (and ``train.py --neuron``), sorted."""
+    return NEURONS.names()
+
+
+def create_neuron(name: str, beta: float, threshold: float = 1.0) -> nn.Module:
+    """A layer of the registered neuron ``name`` with leak ``beta`` and ``threshold``."""
+    return neuron_info(name).factory(beta, threshold)
+
+
+@register_neuron(reset="subtract")
 def bntt_leaky(beta: float = 0.95, threshold: float = 1.0, backend: str = "auto") -> MultiStepLeaky:
     """The BNTT seed neuron: soft reset in the same step, reset detached, triangle surrogate."""
     return MultiStepLeaky(
@@ -235,3 +329,21 @@ def bntt_leaky(beta: float = 0.95, threshold: float = 1.0, backend: str = "auto"
         detach_reset=True,
         backend=backend,
     )
+
+
+@register_neuron(reset="zero")
+def bntt_leaky_zero(beta: float = 0.95, threshold: float = 1.0) -> MultiStepLeaky:
+    """The BNTT seed neuron with reset to zero: fire, then the membrane is set to 0 in the same step."""
+    return MultiStepLeaky(
+        beta,
+        threshold=threshold,
+        spike_grad=surrogate.bntt_triangle(0.3, threshold),
+        reset_mechanism="zero",
+        detach_reset=True,
+    )
+
+
+@register_neuron(reset="subtract")
+def leaky(beta: float = 0.95, threshold: float = 1.0) -> MultiStepLeaky:
+    """``snn.Leaky`` with its defaults (reset by subtraction from the previous step, ATan surrogate)."""
+    return MultiStepLeaky(beta, threshold=threshold)

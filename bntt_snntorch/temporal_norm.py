@@ -1,4 +1,5 @@
-"""Batch norms with statistics shared over all time steps, the alternatives to BNTT.
+"""Batch norms with statistics shared over all time steps, the alternatives to BNTT, and the
+registry of every temporal normalisation (``@register_norm``, ``create_norm``, ``list_norms``).
 
 All three normalise a sequence ``(T, B, C[, L])`` / ``(T, B, C, H, W)`` with one mean and
 variance per channel over ``(T, B[, L | H, W])`` — BNTT keeps one per step instead:
@@ -22,11 +23,14 @@ keys (plus ``scale`` for TEBN), as SpikingJelly's layers do.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .bntt import BatchNormTT1d, BatchNormTT2d
+from .registry import Registry
 from .step_mode import StepCounter
 
 
@@ -198,22 +202,97 @@ class TemporalEffectiveBatchNorm2d(_TemporalEffectiveBatchNorm, nn.BatchNorm2d):
     _step_shape = "(B, C, H, W)"
 
 
-NORMS = ("bntt", "bn", "tdbn", "tebn", "none")
+# -- the registry ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NormInfo:
+    """A registered normalisation: ``factory(num_features, time_steps, dims, **options)`` builds
+    the layer (``None`` for no normalisation); ``dims`` is 1 for ``(B, C)`` steps, 2 for
+    ``(B, C, H, W)``."""
+
+    name: str
+    factory: Callable[..., nn.Module | None]
+    label: str  # its name in tables and plots
+    per_step_statistics: bool  # step t is normalised with statistics of step t alone (online training)
+    description: str
+
+
+NORM_REGISTRY: Registry[NormInfo] = Registry("norm")
+
+
+def register_norm(fn: Callable[..., nn.Module | None] | None = None, *, label: str | None = None,
+                  per_step_statistics: bool = False):  # fmt: skip
+    """Register a norm factory ``fn(num_features, time_steps, dims, **options)`` under its function
+    name (``@register_norm`` or ``@register_norm(label=..., per_step_statistics=True)``)."""
+
+    def decorate(factory: Callable[..., nn.Module | None]) -> Callable[..., nn.Module | None]:
+        doc = (factory.__doc__ or "").strip().splitlines()
+        name = factory.__name__
+        NORM_REGISTRY.add(name, NormInfo(name, factory, label or name, per_step_statistics, doc[0] if doc else ""))
+        return factory
+
+    return decorate if fn is None else decorate(fn)
+
+
+def norm_info(name: str) -> NormInfo:
+    """The registry entry of norm ``name``."""
+    return NORM_REGISTRY.get(name)
+
+
+def list_norms() -> list[str]:
+    """Names accepted by :func:`create_norm` (and ``train.py --norm``), sorted."""
+    return NORM_REGISTRY.names()
+
+
+def create_norm(name: str, num_features: int, time_steps: int, dims: int, **options) -> nn.Module | None:
+    """The registered normalisation ``name`` for ``dims``-d features (1: ``(B, C)``, 2: ``(B, C, H, W)``)
+    over ``time_steps`` steps; ``options`` go to its factory (e.g. BNTT's ``eps``)."""
+    return norm_info(name).factory(num_features, time_steps, dims, **options)
+
+
+@register_norm(label="BNTT", per_step_statistics=True)
+def bntt(num_features: int, time_steps: int, dims: int, eps: float = 1e-5) -> BatchNormTT1d | BatchNormTT2d:
+    """Batch Normalization Through Time: statistics and gamma per step (Kim & Panda 2020)."""
+    return (BatchNormTT1d if dims == 1 else BatchNormTT2d)(num_features, time_steps, eps=eps)
+
+
+@register_norm(label="BN over T*B")
+def bn(num_features: int, time_steps: int, dims: int) -> nn.Module:
+    """One batch norm over all steps (statistics over the T*B batch)."""
+    return (BatchNormOverTime1d if dims == 1 else BatchNormOverTime2d)(num_features)
+
+
+@register_norm(label="tdBN")
+def tdbn(num_features: int, time_steps: int, dims: int) -> nn.Module:
+    """Threshold-dependent batch norm (Zheng et al. 2021): shared statistics, weight alpha * V_th."""
+    return (ThresholdDependentBatchNorm1d if dims == 1 else ThresholdDependentBatchNorm2d)(num_features, time_steps)
+
+
+@register_norm(label="TEBN")
+def tebn(num_features: int, time_steps: int, dims: int) -> nn.Module:
+    """Temporal effective batch norm (Duan et al. 2022): shared statistics, a learnable scale per step."""
+    return (TemporalEffectiveBatchNorm1d if dims == 1 else TemporalEffectiveBatchNorm2d)(num_features, time_steps)
+
+
+@register_norm(label="none", per_step_statistics=True)
+def none(num_features: int, time_steps: int, dims: int) -> None:
+    """No normalisation."""
+    return None
 
 
 def temporal_norm(kind: str, num_features: int, time_steps: int, dims: int, bntt_eps: float = 1e-5) -> nn.Module | None:
-    """The normalisation ``kind`` (one of :data:`NORMS`) for ``dims``-d features (1: ``(B, C)``, 2:
-    ``(B, C, H, W)``) over ``time_steps`` steps; ``None`` for "none". ``bntt_eps`` is BNTT's eps
-    (the seed models pass the BNTT paper's 1e-4); the others use their papers' 1e-5."""
-    one_d = dims == 1
-    if kind == "bntt":
-        return (BatchNormTT1d if one_d else BatchNormTT2d)(num_features, time_steps, eps=bntt_eps)
-    if kind == "bn":
-        return (BatchNormOverTime1d if one_d else BatchNormOverTime2d)(num_features)
-    if kind == "tdbn":
-        return (ThresholdDependentBatchNorm1d if one_d else ThresholdDependentBatchNorm2d)(num_features, time_steps)
-    if kind == "tebn":
-        return (TemporalEffectiveBatchNorm1d if one_d else TemporalEffectiveBatchNorm2d)(num_features, time_steps)
-    if kind == "none":
-        return None
-    raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+    """Deprecated since 0.2: :func:`create_norm` (``bntt_eps`` is BNTT's ``eps`` option)."""
+    warnings.warn(
+        "bntt_snntorch.temporal_norm.temporal_norm() is deprecated; use create_norm(name, num_features, time_steps, "
+        "dims, **options)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    options = {"eps": bntt_eps} if kind == "bntt" else {}
+    return create_norm(kind, num_features, time_steps, dims, **options)
+
+
+def __getattr__(name: str):
+    if name == "NORMS":
+        warnings.warn("bntt_snntorch.temporal_norm.NORMS is deprecated; use list_norms()", DeprecationWarning, 2)
+        return tuple(list_norms())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

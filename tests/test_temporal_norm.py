@@ -13,7 +13,7 @@ import torch
 import bntt_snntorch as bs
 from bntt_snntorch import create_model
 from bntt_snntorch.commands.train import config_from_args, get_args_parser, main
-from bntt_snntorch.temporal_norm import NORMS, temporal_norm
+from bntt_snntorch.temporal_norm import create_norm, list_norms
 from bntt_snntorch.training import ConfigError, load_run
 
 from .helpers import assert_close
@@ -127,14 +127,25 @@ def test_loads_and_equals_spikingjelly(kind):
 
 def test_every_norm_builds_the_bntt_vggs_and_runs_both_ways():
     x = torch.randn(3, 2, 1, 8, 8)
-    for kind in NORMS:
+    for kind in list_norms():
         model = create_model("bntt_digits", num_steps=3, norm=kind).eval()
         assert_close(model.forward_per_step(x), model(x), atol=1e-5, rtol=1e-5, msg=kind)
         norms = [b.norm for b in model.features if hasattr(b, "norm")]
-        expected = type(temporal_norm(kind, 4, 3, dims=2))
+        expected = type(create_norm(kind, 4, 3, dims=2))
         assert all(type(n) is expected for n in norms[:-1]), kind
     default = create_model("vgg9", num_steps=2)
     assert isinstance(default.features[0].norm, bs.BatchNormTT2d) and default.features[0].norm[0].eps == 1e-4
+    assert create_model("vgg9", num_steps=2, norm="tdbn").features[0].norm.eps == 1e-5  # tdBN keeps its paper's eps
+
+
+def test_the_old_norm_names_still_work_with_a_deprecation_warning():
+    from bntt_snntorch import temporal_norm
+
+    with pytest.warns(DeprecationWarning, match="list_norms"):
+        assert set(temporal_norm.NORMS) == set(list_norms())
+    with pytest.warns(DeprecationWarning, match="create_norm"):
+        old = temporal_norm.temporal_norm("bntt", 4, 3, dims=2, bntt_eps=1e-4)
+    assert isinstance(old, bs.BatchNormTT2d) and old[0].eps == 1e-4
 
 
 def test_norm_flag_is_recorded_and_old_runs_load(tmp_path):

@@ -25,13 +25,11 @@ from ..analysis import accuracy_per_step, count_operations, energy_table, exit_s
 from ..analysis.early_exit import DEFAULT_EXIT_THRESHOLD
 from ..files import write_csv, write_text
 from ..plots import plot_norm_comparison
-from ..temporal_norm import NORMS, TemporalEffectiveBatchNorm1d, TemporalEffectiveBatchNorm2d
+from ..temporal_norm import NORM_REGISTRY, TemporalEffectiveBatchNorm1d, TemporalEffectiveBatchNorm2d, norm_info
 from ..training import TrainConfig, load_run, resolve_device, train
 from ..training.runs import run_datasets
 from ..utils import tune_cpu_allocator
 from .common import add_device_flag, add_flag, exit_status
-
-NAMES = {"bntt": "BNTT", "bn": "BN over T*B", "tdbn": "tdBN", "tebn": "TEBN", "none": "none"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,7 +41,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset", default="digits", choices=["digits", "digits-dvs", "cifar10", "cifar100", "cifar10-dvs"]
     )
-    p.add_argument("--norms", nargs="+", choices=NORMS, default=list(NORMS), help="variants to compare")
+    p.add_argument(
+        "--norms",
+        nargs="+",
+        choices=NORM_REGISTRY.names(),
+        default=NORM_REGISTRY.in_order(),
+        help="variants to compare (registered norms)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per variant")
     add_flag(p, "--num-epochs", type=int, help="epochs (default: the recipe's)")
     add_flag(p, "--data-dir", help="data root (default: $BNTT_DATA_DIR, else ./datasets)")
@@ -152,7 +156,7 @@ def _write(table: list[dict], runs: list[dict], out: Path, args, command: str) -
         ],
     )
     lines = [
-        f"# Temporal normalisation on {args.dataset}: {', '.join(NAMES[r['norm']] for r in table)}",
+        f"# Temporal normalisation on {args.dataset}: {', '.join(norm_info(r['norm']).label for r in table)}",
         "",
         f"Same recipe and seeds (0..{args.seeds - 1}) for every variant; test accuracy of the last epoch, "
         f"mean ± std over seeds; 'exit at t': mean accuracy when stopping after t of T={steps} steps "
@@ -167,7 +171,7 @@ def _write(table: list[dict], runs: list[dict], out: Path, args, command: str) -
         "|---|---|" + "---|" * steps + "---|---|---|---|",
     ]
     for r in table:
-        cells = [NAMES[r["norm"]], f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_std']:.2f}"]
+        cells = [norm_info(r["norm"]).label, f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_std']:.2f}"]
         cells += [f"{100 * r[f'acc_step_{t + 1}']:.1f}" for t in range(steps)]
         cells += [
             str(r["first_step_within_1_point"]),
@@ -188,8 +192,8 @@ def _write(table: list[dict], runs: list[dict], out: Path, args, command: str) -
         ]
     write_text(out / "comparison.md", "\n".join(lines) + "\n")
     plot_norm_comparison(
-        {NAMES[r["norm"]]: [r[f"acc_step_{t + 1}"] for t in range(steps)] for r in table},
-        {NAMES[r["norm"]]: r["mean_gains"] for r in table if r["mean_gains"]},
+        {norm_info(r["norm"]).label: [r[f"acc_step_{t + 1}"] for t in range(steps)] for r in table},
+        {norm_info(r["norm"]).label: r["mean_gains"] for r in table if r["mean_gains"]},
         out / "accuracy_vs_step.png",
         out / "gammas.png",
         args.dataset,

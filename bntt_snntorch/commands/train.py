@@ -15,7 +15,8 @@ from dataclasses import fields
 
 from ..data import list_datasets
 from ..models import list_models
-from ..temporal_norm import NORMS
+from ..neurons import list_neurons
+from ..temporal_norm import list_norms
 from ..training import RECIPES, TrainConfig, TrainResult, train
 from ..utils import tune_cpu_allocator
 from .analyze import add_analysis_args, analyze_from_args
@@ -58,10 +59,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(g, "--num-epochs", type=_positive(int), help="epochs")
     g.add_argument(
         "--norm",
-        choices=NORMS,
+        choices=list_norms(),
         default="bntt",
         help="temporal normalisation of the BNTT VGGs: BNTT (per-step statistics and gamma), one BN over all steps, "
-        "tdBN, TEBN, or none",
+        "tdBN, TEBN, or none (the norm registry: bntt_snntorch.list_norms())",
+    )
+    g.add_argument(
+        "--neuron",
+        choices=list_neurons(),
+        default="bntt_leaky",
+        help="neuron of the spiking models: the BNTT seed's (soft reset), the same with reset to zero, or "
+        "snnTorch's Leaky (the neuron registry: bntt_snntorch.list_neurons())",
     )
     g.add_argument(
         "--encode",

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..registry import Registry
+
 Builder = Callable[[Path, bool, "DataOptions"], tuple[Dataset, Dataset]]
 
 
@@ -54,7 +56,7 @@ class DataOptions:
 
 EventOptions = DataOptions  # the name of earlier releases
 
-_REGISTRY: dict[str, tuple[Builder, DatasetInfo, Callable[[], tuple[float, float]] | None]] = {}
+DATASETS: Registry[tuple[Builder, DatasetInfo, Callable[[], tuple[float, float]] | None]] = Registry("dataset")
 
 
 def register_dataset(name: str, info: DatasetInfo, stats: Callable[[], tuple[float, float]] | None = None):
@@ -62,7 +64,7 @@ def register_dataset(name: str, info: DatasetInfo, stats: Callable[[], tuple[flo
     ``stats``: computes ``(mean, std)`` on first use when ``info`` leaves them ``None``."""
 
     def decorate(builder: Builder) -> Builder:
-        _REGISTRY[name] = (builder, info, stats)
+        DATASETS.add(name, (builder, info, stats))
         return builder
 
     return decorate
@@ -70,14 +72,12 @@ def register_dataset(name: str, info: DatasetInfo, stats: Callable[[], tuple[flo
 
 def list_datasets() -> list[str]:
     """Registered data-set names, sorted."""
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def dataset_info(name: str, frame_size: int | None = None) -> DatasetInfo:
     """What ``name`` holds; for event data sets ``frame_size`` (``--dvs-size``) replaces the sensor size."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
-    _, info, stats = _REGISTRY[name]
+    _, info, stats = DATASETS.get(name)
     if info.events and frame_size:
         info = replace(info, image_size=frame_size)
     if info.mean is None and stats is not None:
@@ -97,5 +97,5 @@ def build_datasets(
     """
     options = options or DataOptions()
     info = dataset_info(name, options.size)  # raises for an unknown name
-    train, test = _REGISTRY[name][0](Path(data_dir), download, options)
+    train, test = DATASETS.get(name)[0](Path(data_dir), download, options)
     return train, test, info

@@ -6,12 +6,12 @@ no time steps; trained to be converted) and whether its factory takes the input 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.nn as nn
 
+from ..registry import Registry
 from ..step_mode import set_step_mode
 
 
@@ -23,10 +23,15 @@ class ModelInfo:
     factory: Callable[..., nn.Module]
     ann: bool = False  # images (B, C, H, W) in, no time axis (converted to an SNN later)
     takes_encoding: bool = False  # the factory takes ``encode`` ("p" / "d"): its init depends on the coding
-    takes_norm: bool = False  # the factory takes ``norm`` (bntt, bn, tdbn, tebn, none)
+    takes_norm: bool = False  # the factory takes ``norm`` (a name of bntt_snntorch.list_norms())
+
+    @property
+    def takes_neuron(self) -> bool:
+        """Spiking models take ``neuron`` (a name of :func:`bntt_snntorch.list_neurons`)."""
+        return not self.ann
 
 
-_MODELS: dict[str, ModelInfo] = {}
+MODELS: Registry[ModelInfo] = Registry("model")
 
 
 def register_model(
@@ -40,10 +45,7 @@ def register_model(
     Registering a name twice replaces the first entry with a warning (as timm does)."""
 
     def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = factory.__name__
-        if name in _MODELS:
-            warnings.warn(f"model {name!r} was registered already; the new registration replaces it", stacklevel=3)
-        _MODELS[name] = ModelInfo(name, factory, ann, takes_encoding, takes_norm)
+        MODELS.add(factory.__name__, ModelInfo(factory.__name__, factory, ann, takes_encoding, takes_norm))
         return factory
 
     return decorate if fn is None else decorate(fn)
@@ -56,9 +58,7 @@ def register_ann(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry of ``name``."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _MODELS[name]
+    return MODELS.get(name)
 
 
 def is_ann(name: str) -> bool:
@@ -68,7 +68,7 @@ def is_ann(name: str) -> bool:
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(name: str, *, step_mode: str | None = None, **kwargs) -> nn.Module:

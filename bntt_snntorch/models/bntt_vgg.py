@@ -1,9 +1,10 @@
 """BNTT spiking VGGs of Kim & Panda (2020), seed-exact, and a small net for digits.
 
 Convolutions 3x3, padding 1, no bias; BNTT after every synapse but the
-readout (``norm=`` swaps it for another temporal normalisation, see
-:mod:`bntt_snntorch.temporal_norm`); the seed neuron (:func:`bntt_snntorch.neurons.bntt_leaky`); average
-pooling on spikes; Xavier-uniform init with gain 2.
+readout (``norm=`` swaps it for another registered normalisation, see
+:func:`bntt_snntorch.list_norms`); the seed neuron (:func:`bntt_snntorch.neurons.bntt_leaky`;
+``neuron=`` swaps it for another registered neuron, see :func:`bntt_snntorch.list_neurons`);
+average pooling on spikes; Xavier-uniform init with gain 2.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from torch import nn
 
 from ..bntt import SEED_EPS
 from ..layers import SpikingBlock, TimeDistributed
-from ..neurons import bntt_leaky
-from ..temporal_norm import temporal_norm
+from ..neurons import create_neuron
+from ..temporal_norm import create_norm
 from ._registry import register_model
 from .spiking_net import SpikingNet
 
@@ -34,7 +35,9 @@ def _create_bntt_vgg(
     in_channels: int = 3,
     image_size: int = 32,
     norm: str = "bntt",
+    neuron: str = "bntt_leaky",
 ) -> SpikingNet:
+    options = {"eps": SEED_EPS} if norm == "bntt" else {}  # the BNTT code's eps; other norms keep their papers'
     features: list[nn.Module] = []
     channels, size = in_channels, image_size
     quantum = 1.0  # inputs are integer multiples of it: Poisson spikes (+-1), spikes, pooled spikes
@@ -49,16 +52,16 @@ def _create_bntt_vgg(
             size = 1
         else:
             conv = nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False)
-            bn = temporal_norm(norm, item, num_steps, dims=2, bntt_eps=SEED_EPS)
-            features.append(SpikingBlock(conv, bn, bntt_leaky(leak_mem), input_quantum=quantum))
+            bn = create_norm(norm, item, num_steps, dims=2, **options)
+            features.append(SpikingBlock(conv, bn, create_neuron(neuron, leak_mem), input_quantum=quantum))
             channels, quantum = item, 1.0
     if size < 1:
         raise ValueError(f"image_size={image_size} is too small for {cfg}: it pools to nothing")
     hidden = hidden_features[cfg]
     features.append(TimeDistributed(nn.Flatten()))
     fc = nn.Linear(channels * size * size, hidden, bias=False)
-    bn = temporal_norm(norm, hidden, num_steps, dims=1, bntt_eps=SEED_EPS)
-    features.append(SpikingBlock(fc, bn, bntt_leaky(leak_mem), input_quantum=quantum))
+    bn = create_norm(norm, hidden, num_steps, dims=1, **options)
+    features.append(SpikingBlock(fc, bn, create_neuron(neuron, leak_mem), input_quantum=quantum))
     model = SpikingNet(features, nn.Linear(hidden, num_classes, bias=False), num_steps, in_channels)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

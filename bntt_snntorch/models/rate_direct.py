@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import SpikingBlock, TimeDistributed
-from ..neurons import bntt_leaky
+from ..neurons import create_neuron
 from . import bntt_vgg
 from ._registry import register_model
 from .spiking_net import SpikingNet
@@ -28,11 +28,11 @@ cfgs = {
 }
 
 
-def _block(synapse: nn.Module, lam: float, leak_on_input: bool) -> SpikingBlock:
+def _block(synapse: nn.Module, lam: float, leak_on_input: bool, neuron: str) -> SpikingBlock:
     """``U = lam U + (1 - lam) I`` (``leak_on_input``) or ``U = (1 - lam) U + lam I``."""
     if leak_on_input:
-        return SpikingBlock(synapse, None, bntt_leaky(lam), input_scale=1.0 - lam)
-    return SpikingBlock(synapse, None, bntt_leaky(1.0 - lam), input_scale=lam)
+        return SpikingBlock(synapse, None, create_neuron(neuron, lam), input_scale=1.0 - lam)
+    return SpikingBlock(synapse, None, create_neuron(neuron, 1.0 - lam), input_scale=lam)
 
 
 def _init(model: nn.Module, gain: float) -> nn.Module:
@@ -43,7 +43,15 @@ def _init(model: nn.Module, gain: float) -> nn.Module:
 
 
 def _create_vgg(
-    cfg: str, gain: float, leak_on_input: bool, num_classes=10, num_steps=10, leak_mem=0.5, in_channels=3, image_size=32
+    cfg: str,
+    gain: float,
+    leak_on_input: bool,
+    num_classes=10,
+    num_steps=10,
+    leak_mem=0.5,
+    in_channels=3,
+    image_size=32,
+    neuron="bntt_leaky",
 ) -> SpikingNet:
     layers, hidden = cfgs[cfg]
     features: list[nn.Module] = []
@@ -53,20 +61,23 @@ def _create_vgg(
             features.append(TimeDistributed(nn.AvgPool2d(2)))
             size //= 2
         else:
-            features.append(_block(nn.Conv2d(channels, item, 3, padding=1, bias=False), leak_mem, leak_on_input))
+            conv = nn.Conv2d(channels, item, 3, padding=1, bias=False)
+            features.append(_block(conv, leak_mem, leak_on_input, neuron))
             channels = item
     features.append(TimeDistributed(nn.Flatten()))
-    features.append(_block(nn.Linear(channels * size * size, hidden, bias=False), leak_mem, leak_on_input))
+    features.append(_block(nn.Linear(channels * size * size, hidden, bias=False), leak_mem, leak_on_input, neuron))
     model = SpikingNet(features, nn.Linear(hidden, num_classes, bias=False), num_steps, in_channels)
     return _init(model, gain)
 
 
 @register_model
-def rvd_mlp(num_classes=10, num_steps=10, leak_mem=0.5, in_channels=1, image_size=28) -> SpikingNet:
+def rvd_mlp(
+    num_classes=10, num_steps=10, leak_mem=0.5, in_channels=1, image_size=28, neuron="bntt_leaky"
+) -> SpikingNet:
     """MLP: input -> FC 800 (LIF) -> FC classes; ``U = lam U + (1 - lam) I``; Xavier gain 2."""
     features = [
         TimeDistributed(nn.Flatten()),
-        _block(nn.Linear(in_channels * image_size * image_size, 800, bias=False), leak_mem, True),
+        _block(nn.Linear(in_channels * image_size * image_size, 800, bias=False), leak_mem, True, neuron),
     ]
     model = SpikingNet(features, nn.Linear(800, num_classes, bias=False), num_steps, in_channels)
     return _init(model, 2.0)

@@ -16,7 +16,8 @@ import torch
 
 from ..data import dataset_info, list_datasets
 from ..models import is_ann, list_models, model_info
-from ..temporal_norm import NORMS
+from ..neurons import list_neurons
+from ..temporal_norm import list_norms
 from .recipes import RECIPES, recipe_for
 
 DATA_DIR_ENV, RUNS_DIR_ENV = "BNTT_DATA_DIR", "BNTT_RUNS_DIR"
@@ -58,7 +59,8 @@ class TrainConfig:
     num_steps: int | None = None  # time steps T
     leak_mem: float | None = None  # membrane leak beta in [0, 1]
     encode: str | None = None  # "p" Poisson rate, "d" direct, "none" (ANNs), "events" (event frames)
-    norm: str = "bntt"  # temporal normalisation of the BNTT VGGs: bntt, bn, tdbn, tebn, none
+    norm: str = "bntt"  # temporal normalisation of the BNTT VGGs (bntt_snntorch.list_norms())
+    neuron: str = "bntt_leaky"  # neuron of the spiking models (bntt_snntorch.list_neurons()); the seed's by default
     # optimisation
     lr: float | None = None
     batch_size: int | None = None
@@ -144,12 +146,16 @@ class TrainConfig:
                     f"--arch {self.arch} is a net of the rate-vs-direct work: add --recipe rate-vs-direct"
                 )
             raise ConfigError(f"unknown --arch {self.arch!r}; available: {', '.join(list_models())}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if self.norm not in list_norms():
+            raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(list_norms())}")
         if self.norm != "bntt" and not model_info(self.arch).takes_norm:
             raise ConfigError(
                 f"--norm {self.norm} applies to the BNTT VGGs (vgg9, vgg11, bntt_digits), not --arch {self.arch}"
             )
+        if self.neuron not in list_neurons():
+            raise ConfigError(f"unknown --neuron {self.neuron!r}; choose one of {', '.join(list_neurons())}")
+        if self.neuron != "bntt_leaky" and not model_info(self.arch).takes_neuron:
+            raise ConfigError(f"--neuron {self.neuron} applies to spiking models, not the ANN --arch {self.arch}")
         ann = is_ann(self.arch)
         if ann != (self.encode == "none"):
             raise ConfigError(

@@ -28,8 +28,8 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def build_model(cfg: TrainConfig):
-    """The model ``cfg`` describes (arch, dataset, num_steps, leak_mem, encode); each factory gets
-    the arguments its registry entry declares (an ANN takes no num_steps)."""
+    """The model ``cfg`` describes (arch, dataset, num_steps, leak_mem, encode, norm, neuron); each
+    factory gets the arguments its registry entry declares (an ANN takes no num_steps or neuron)."""
     info = dataset_info(cfg.dataset, cfg.dvs_size)
     arguments = dict(num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
     if not is_ann(cfg.arch):
@@ -38,6 +38,8 @@ def build_model(cfg: TrainConfig):
         arguments["encode"] = cfg.encode
     if model_info(cfg.arch).takes_norm:
         arguments["norm"] = cfg.norm
+    if model_info(cfg.arch).takes_neuron:
+        arguments["neuron"] = cfg.neuron
     return create_model(cfg.arch, **arguments)
 
 
