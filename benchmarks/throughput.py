@@ -283,8 +283,12 @@ def build(kind, args):
         return SnnTorchVGG9(args.num_steps)
     if kind == "original":
         return OriginalVGG9(args.num_steps)
-    if kind == "ours":
-        return create_model("vgg9", num_steps=args.num_steps)
+    if kind == "ours":  # the input is spikes, as Poisson coding gives: training marks it the same way
+        from bntt_snntorch.layers import mark_spike_inputs
+
+        model = create_model("vgg9", num_steps=args.num_steps)
+        mark_spike_inputs(model.features, input_quantum=1.0)
+        return model
     if kind == "relu":
         return ReLUVGG9(args.num_steps)
     if kind == "spikingjelly":

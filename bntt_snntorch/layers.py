@@ -13,6 +13,8 @@ Every block is a step module (:mod:`bntt_snntorch.step_mode`):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -71,8 +73,9 @@ class SpikingBlock(StepCounter, nn.Module):
             integration (``1 - lambda`` in the rate-vs-direct models), default 1.
         input_quantum: the block's input is integer multiples of it (spikes: the previous
             neuron's graded factor; after 2x2 average pooling a quarter of that). Set, a plain
-            conv / linear synapse keeps its input as int8 codes for backward when they are
-            exact (checked each call; otherwise the input is kept as is). ``None``: no compaction.
+            conv / linear synapse keeps its input as int8 codes for backward. Models do not set
+            it: :func:`mark_spike_inputs` derives it from the network's structure. ``None``: the
+            input is kept as it is.
         step_mode: "m" (default) or "s" (see the module docstring).
 
     The block's state is the neuron's membrane ``(B, ...)``.
@@ -160,7 +163,63 @@ class SpikingBlock(StepCounter, nn.Module):
             cur = cur * self.input_scale
         return self.neuron.step(cur, mem)
 
+    def output_quantum(self) -> float | None:
+        """The block's spikes are integer multiples of this (the neuron's fixed graded factor, a
+        power of two so that pooled spikes stay exact), or None."""
+        params = self.neuron.kernel_params()
+        if params is None:
+            return None
+        g = torch.as_tensor(params.graded_spikes_factor)
+        if g.numel() != 1 or g.requires_grad:
+            return None
+        return _power_of_two(float(g))
+
     def extra_repr(self) -> str:
         parts = [] if self.input_scale == 1.0 else [f"input_scale={self.input_scale}"]
         parts += [] if self.input_quantum is None else [f"input_quantum={self.input_quantum}"]
         return ", ".join(parts + [f"step_mode={self.step_mode!r}"])
+
+
+def _power_of_two(value: float | None) -> float | None:
+    """``value`` if it is a power of two (then every multiple up to 127 of it, divided by a power-of-two
+    pool area, is exact in float32 and bfloat16), else None."""
+    if value is None or value <= 0:
+        return None
+    mantissa, _ = math.frexp(value)
+    return value if mantissa == 0.5 else None
+
+
+def _pooled_quantum(module: nn.Module, quantum: float | None) -> float | None:
+    """The quantum after a stateless layer: flatten keeps it, power-of-two average pooling divides it."""
+    if quantum is None:
+        return None
+    if isinstance(module, (nn.Flatten, nn.Identity)):
+        return quantum
+    if type(module) is nn.AvgPool2d and not module.padding and not module.ceil_mode:
+        kh, kw = (module.kernel_size, module.kernel_size) if isinstance(module.kernel_size, int) else module.kernel_size
+        return _power_of_two(quantum / (kh * kw))
+    return None
+
+
+def mark_spike_inputs(layers: nn.Module, input_quantum: float | None = None) -> nn.Module:
+    """Set ``input_quantum`` of every :class:`SpikingBlock` in the sequence ``layers`` (an
+    ``nn.Sequential`` of blocks and :class:`TimeDistributed` layers) whose input is known to be
+    spikes, so that its synapse keeps that input as int8 codes for backward; returns ``layers``.
+
+    The first block's input is the encoded data: ``input_quantum`` says what it is (1.0 for the
+    signed Poisson spikes of :func:`bntt_snntorch.encoding.poisson`; ``None``, the default, for
+    analog or unknown input). Later blocks take the previous block's spikes (its neuron's fixed
+    graded factor, a power of two), divided by the area of power-of-two average pooling;
+    anything else on the way (adaptive pooling, dropout, a learnable spike factor) stops the
+    chain. Memory only: values and gradients are the same either way (tested).
+    """
+    quantum = _power_of_two(input_quantum)
+    for layer in layers:
+        if isinstance(layer, SpikingBlock):
+            layer.input_quantum = quantum if spike_synapse.supports(layer.synapse) else None
+            quantum = layer.output_quantum()
+        elif isinstance(layer, TimeDistributed):
+            quantum = _pooled_quantum(layer.module, quantum)
+        else:
+            quantum = None
+    return layers

@@ -257,16 +257,14 @@ SYNAPSES = {
 
 @pytest.mark.parametrize("kind", SYNAPSES)
 @pytest.mark.parametrize("quantum", [1.0, 0.25])
-@pytest.mark.parametrize("compiled", ["0", "1"])
-def test_spike_synapse_equals_the_module_and_keeps_int8(monkeypatch, kind, quantum, compiled):
+def test_spike_synapse_equals_the_module_and_keeps_int8(kind, quantum):
     """Values and input / weight gradients equal the module's (1e-5 / 1e-4); the input is kept as int8."""
     from bntt_snntorch.kernels.spike_synapse import spike_synapse
 
-    monkeypatch.setenv("BNTT_COMPILED_KERNELS", compiled)
     torch.manual_seed(zlib.crc32(repr((kind, quantum)).encode()))
     synapse = SYNAPSES[kind]()
     shape = (8, 20) if kind == "linear" else (8, 4, 6, 6)
-    x = (torch.randint(0, 5, shape) * quantum).float().requires_grad_()
+    x = (torch.randint(-4, 5, shape) * quantum).float().requires_grad_()
     y = spike_synapse(synapse, x, quantum)
     saved = saved_tensor_bytes(synapse, x)  # the module itself, for the comparison below
     g = torch.randn_like(y)
@@ -284,17 +282,45 @@ def test_spike_synapse_equals_the_module_and_keeps_int8(monkeypatch, kind, quant
     assert torch.int8 in kept and saved.total >= x.numel() * 4  # the module keeps the float input
 
 
-def test_spike_synapse_keeps_analog_input_as_is():
-    from bntt_snntorch.kernels.spike_synapse import spike_synapse
+def _quanta(model):
+    return [b.input_quantum for b in model.modules() if isinstance(b, SpikingBlock)]
 
-    synapse = nn.Linear(10, 3, bias=False)
-    x = torch.randn(4, 10, requires_grad=True)  # not multiples of the quantum: no compaction
+
+def test_spike_inputs_are_marked_from_the_structure_not_by_the_models():
+    """Blocks fed by spikes keep int8 codes; the first block only when the encoding says spikes; a chain
+    stops at adaptive pooling or a learnable spike factor. Values and gradients do not change."""
+    from bntt_snntorch import create_model
+    from bntt_snntorch.layers import mark_spike_inputs
+
+    vgg9 = create_model("vgg9", num_steps=2)
+    assert _quanta(vgg9) == [None, 1.0, 0.25, 1.0, 0.25, 1.0, 1.0, 0.25]  # conv x7, fc (after 2x2 pooling)
+    mark_spike_inputs(vgg9.features, input_quantum=1.0)
+    assert _quanta(vgg9)[0] == 1.0
+    assert _quanta(create_model("vgg11", num_steps=2))[-1] is None  # after adaptive pooling: unknown area
+    assert _quanta(create_model("rvd_mlp", num_steps=2)) == [None]
+    learnable = create_model("bntt_digits", num_steps=2)
+    learnable.features[0].neuron.graded_spikes_factor = nn.Parameter(torch.tensor(1.0))
+    mark_spike_inputs(learnable.features)
+    assert _quanta(learnable)[:2] == [None, None]
+
+    marked = create_model("bntt_digits", num_steps=3)
+    mark_spike_inputs(marked.features, input_quantum=1.0)
+    plain = copy.deepcopy(marked)
+    for block in plain.modules():
+        if isinstance(block, SpikingBlock):
+            block.input_quantum = None
+    x = torch.randint(-1, 2, (3, 8, 1, 8, 8)).float()
     kept = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.dtype) or t, lambda t: t):
-        y = spike_synapse(synapse, x, 1.0)
-    assert torch.int8 not in kept
-    y.sum().backward()
-    assert_close(synapse.weight.grad, torch.ones(3, 4) @ x.detach())
+        y = marked(x)
+    assert kept.count(torch.int8) == 5  # every synapse: 4 convs and the fc
+    y_ref = plain(x)
+    assert torch.equal(y, y_ref)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    for (name, a), b in zip(marked.named_parameters(), plain.parameters()):
+        assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
 def test_spike_synapse_under_bf16_autocast_equals_the_module():

@@ -1,12 +1,12 @@
 """Convolution / linear layers on spike input that keep the input as int8 codes for backward.
 
-A synapse's weight gradient needs its input. Between spiking layers that
-input is spikes (0 or the graded factor g) or average-pooled spikes
-(multiples of g / pool area): integers times a known ``quantum``. This node
-saves ``round(x / quantum)`` as int8 (1 byte instead of 4, or 2 under bf16
-autocast) and expands it in backward. The forward checks that the codes
-reproduce the input exactly; if not (e.g. direct-coded analog input) it
-saves the input as it is, so results never depend on the compaction.
+A synapse's weight gradient needs its input. Between spiking layers that input
+is spikes (0 or the graded factor g) or average-pooled spikes (multiples of
+g / pool area): integers times a known ``quantum``. This node saves
+``round(x / quantum)`` as int8 (1 byte instead of 4, or 2 under bf16 autocast)
+and expands it in backward. Whether an input is such a tensor is known from the
+network's structure (:func:`bntt_snntorch.layers.mark_spike_inputs`), not checked
+per call: nothing is read back to the host.
 """
 
 from __future__ import annotations
@@ -15,31 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bntt_scan import use_compiled_kernels
 
-
-def _codes(x: torch.Tensor, quantum: float):
-    """``(codes int8, exact)``: ``round(x / quantum)`` and whether ``codes * quantum == x`` everywhere."""
-    q = torch.round(x.float() * (1.0 / quantum))
-    exact = ((q * quantum == x.float()) & (q.abs() <= 127)).all()
-    return q.to(torch.int8), exact
-
-
-def _compact(x: torch.Tensor, quantum: float) -> torch.Tensor | None:
-    """int8 codes with ``codes * quantum == x`` exactly, or ``None`` when ``x`` is not such a tensor.
-    One compiled pass on CPU for large inputs (``BNTT_COMPILED_KERNELS`` as the BNTT steps)."""
-    codes, exact = (_compiled_codes() if use_compiled_kernels(x) else _codes)(x, quantum)
-    return codes if bool(exact) else None
-
-
-def _compiled_codes():
-    global _COMPILED_CODES
-    if _COMPILED_CODES is None:
-        _COMPILED_CODES = torch.compile(_codes, dynamic=True, fullgraph=True)
-    return _COMPILED_CODES
-
-
-_COMPILED_CODES = None
+def _codes(x: torch.Tensor, quantum: float) -> torch.Tensor:
+    """``round(x / quantum)`` as int8 (``x`` is integer multiples of ``quantum``, at most 127 of them)."""
+    return x.to(torch.int8) if quantum == 1.0 else torch.round(x * (1.0 / quantum)).to(torch.int8)
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -55,10 +34,8 @@ class _SpikeSynapse(torch.autograd.Function):
         xc, wc = x.to(dtype), weight.to(dtype)
         with torch.autocast(x.device.type, enabled=False):
             y = F.conv2d(xc, wc, None, **conv) if conv is not None else F.linear(xc, wc)
-        codes = _compact(xc, quantum) if ctx.needs_input_grad[1] else None
-        saved = codes if codes is not None else (xc if ctx.needs_input_grad[1] else None)
-        ctx.save_for_backward(saved, weight)
-        ctx.quantum, ctx.compact, ctx.conv, ctx.x_dtype, ctx.shape = quantum, codes is not None, conv, x.dtype, x.shape
+        ctx.save_for_backward(_codes(xc, quantum) if ctx.needs_input_grad[1] else None, weight)
+        ctx.quantum, ctx.conv, ctx.x_dtype, ctx.shape = quantum, conv, x.dtype, x.shape
         return y
 
     @staticmethod
@@ -68,7 +45,7 @@ class _SpikeSynapse(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[1]:
             x = saved.to(grad.dtype)
-            if ctx.compact and ctx.quantum != 1.0:
+            if ctx.quantum != 1.0:
                 x.mul_(ctx.quantum)
         if ctx.conv is not None:
             x = x if ctx.needs_input_grad[1] else grad.new_zeros(()).expand(ctx.shape)  # sizes only
@@ -98,7 +75,8 @@ def supports(synapse: nn.Module) -> bool:
 
 def spike_synapse(synapse: nn.Module, x: torch.Tensor, quantum: float) -> torch.Tensor:
     """``synapse(x)`` for ``x`` ``(N, C, H, W)`` / ``(N, F)`` whose values are integer multiples of
-    ``quantum`` (checked), equal in value and gradients, keeping ``x`` as int8 for backward."""
+    ``quantum`` (at most 127 of them; the caller knows this from the network's structure), equal in
+    value and gradients, keeping ``x`` as int8 for backward."""
     conv = None
     if isinstance(synapse, nn.Conv2d):
         conv = dict(

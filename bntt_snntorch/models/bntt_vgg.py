@@ -40,28 +40,25 @@ def _create_bntt_vgg(
     options = {"eps": SEED_EPS} if norm == "bntt" else {}  # the BNTT code's eps; other norms keep their papers'
     features: list[nn.Module] = []
     channels, size = in_channels, image_size
-    quantum = 1.0  # inputs are integer multiples of it: Poisson spikes (+-1), spikes, pooled spikes
     for item in cfgs[cfg]:
         if item == "A":
             features.append(TimeDistributed(nn.AvgPool2d(2)))
             size //= 2
-            quantum /= 4
         elif item == "G":
             features.append(TimeDistributed(nn.AdaptiveAvgPool2d(1)))
-            quantum /= size * size
             size = 1
         else:
             conv = nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False)
             bn = create_norm(norm, item, num_steps, dims=2, **options)
-            features.append(SpikingBlock(conv, bn, create_neuron(neuron, leak_mem), input_quantum=quantum))
-            channels, quantum = item, 1.0
+            features.append(SpikingBlock(conv, bn, create_neuron(neuron, leak_mem)))
+            channels = item
     if size < 1:
         raise ValueError(f"image_size={image_size} is too small for {cfg}: it pools to nothing")
     hidden = hidden_features[cfg]
     features.append(TimeDistributed(nn.Flatten()))
     fc = nn.Linear(channels * size * size, hidden, bias=False)
     bn = create_norm(norm, hidden, num_steps, dims=1, **options)
-    features.append(SpikingBlock(fc, bn, create_neuron(neuron, leak_mem), input_quantum=quantum))
+    features.append(SpikingBlock(fc, bn, create_neuron(neuron, leak_mem)))
     model = SpikingNet(features, nn.Linear(hidden, num_classes, bias=False), num_steps, in_channels)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..layers import mark_spike_inputs
 from ..step_mode import StepCounter, StepModule, set_step_mode
 
 
@@ -12,7 +13,10 @@ class SpikingNet(StepCounter, nn.Module):
     """Feature blocks (:mod:`bntt_snntorch.layers`) followed by a linear readout.
 
     The readout has no neuron: its output is averaged over the steps (the
-    BNTT seed's ``sum_t fc(s_t) / T``). Step mode (:mod:`bntt_snntorch.step_mode`):
+    BNTT seed's ``sum_t fc(s_t) / T``). Blocks fed by spikes keep them as int8 codes for
+    backward (:func:`~bntt_snntorch.layers.mark_spike_inputs`, applied here; the first block's
+    input depends on the encoding: ``mark_spike_inputs(model.features, 1.0)`` for Poisson
+    spikes, as training does). Step mode (:mod:`bntt_snntorch.step_mode`):
 
     * ``"m"`` (default): ``model(x_seq)`` — the fast multi-step path,
       ``(T, B, C, H, W)`` -> logits ``(B, classes)``.
@@ -37,6 +41,7 @@ class SpikingNet(StepCounter, nn.Module):
         self.classifier = classifier
         self.num_steps = num_steps
         self.in_channels = in_channels
+        mark_spike_inputs(self.features)
         set_step_mode(self, self.default_step_mode)
 
     @property

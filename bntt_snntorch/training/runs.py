@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from ..data import DataOptions, build_datasets, dataset_info
-from ..models import create_model, is_ann, model_info
+from ..layers import mark_spike_inputs
+from ..models import SpikingNet, create_model, is_ann, model_info
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 
@@ -29,7 +30,9 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def build_model(cfg: TrainConfig):
     """The model ``cfg`` describes (arch, dataset, num_steps, leak_mem, encode, norm, neuron); each
-    factory gets the arguments its registry entry declares (an ANN takes no num_steps or neuron)."""
+    factory gets the arguments its registry entry declares (an ANN takes no num_steps or neuron).
+    With Poisson input the first synapse keeps its spikes as int8 codes too
+    (:func:`~bntt_snntorch.layers.mark_spike_inputs`)."""
     info = dataset_info(cfg.dataset, cfg.dvs_size)
     arguments = dict(num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
     if not is_ann(cfg.arch):
@@ -40,7 +43,10 @@ def build_model(cfg: TrainConfig):
         arguments["norm"] = cfg.norm
     if model_info(cfg.arch).takes_neuron:
         arguments["neuron"] = cfg.neuron
-    return create_model(cfg.arch, **arguments)
+    model = create_model(cfg.arch, **arguments)
+    if isinstance(model, SpikingNet) and cfg.encode == "p":  # Poisson spikes: the first synapse keeps int8 codes
+        mark_spike_inputs(model.features, input_quantum=1.0)
+    return model
 
 
 def run_datasets(cfg: TrainConfig, data_dir: str | Path | None = None, download: bool = False, progress: bool = True):
