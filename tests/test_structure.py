@@ -250,3 +250,35 @@ def test_built_wheel_runs_from_an_empty_folder(tmp_path):
     runs = list((work / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.csv").is_file() and (runs[0] / "best.pt").is_file()
     assert {p for p in target.rglob("*") if "__pycache__" not in p.parts} <= before
+
+
+# ----------------------------------------------------------------------------- defaults in one place
+def test_recipes_hold_only_typed_config_fields_and_build_valid_configs():
+    from bntt_snntorch.training.config import _check_recipe
+    from bntt_snntorch.training.recipes import RECIPES
+
+    for name in RECIPES:
+        dataset = {"bntt-dvs": "cifar10-dvs", "digits-dvs": "digits-dvs"}.get(name, "cifar10")
+        cfg = TrainConfig.from_recipe(name, dataset=dataset)
+        assert cfg.num_steps is None or cfg.encode != "none", name  # ANNs carry no time steps
+        assert cfg.momentum is None or cfg.optimizer == "sgd", name
+    for bad, match in (
+        ({"arch": "vgg9", "arch_names": {}}, "not a TrainConfig field"),
+        ({"arch": "vgg9", "num_steps": "25"}, "not of the field's type"),
+        ({"arch": "vgg9", "optimizer": "adam", "momentum": 0.9}, "momentum means nothing"),
+        ({"arch": "vgg15ab", "num_steps": 1}, "an ANN has no time steps"),
+    ):
+        with pytest.raises(TypeError, match=match):
+            _check_recipe("bad", bad)
+
+
+def test_cli_defaults_come_from_the_recipe_or_the_config():
+    """No flag of train.py that names a TrainConfig field carries a default of its own."""
+    from dataclasses import fields
+
+    parser = train_command.get_args_parser()
+    names = {f.name for f in fields(TrainConfig)}
+    own = {a.dest: a.default for a in parser._actions if a.dest in names and a.default is not None}
+    assert own == {}
+    from_cli = train_command.config_from_args(parser.parse_args(["--output-dir", "x"]))
+    assert from_cli == TrainConfig.from_recipe(output_dir="x")

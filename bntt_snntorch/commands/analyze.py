@@ -179,7 +179,7 @@ def analyze_from_args(args: argparse.Namespace, run: str) -> dict:
         analysis_dir=args.analysis_dir,
         energy_batches=args.energy_batches,
         data_dir=args.data_dir,
-        device=args.device,
+        **({} if args.device is None else {"device": args.device}),  # train.py --evaluate leaves it unset
         max_batches=args.max_batches,
     )
 

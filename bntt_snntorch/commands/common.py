@@ -40,9 +40,10 @@ def add_flag(parser, flag: str, **kwargs) -> argparse.Action:
     return parser.add_argument(flag, *FLAG_ALIASES.get(flag, ()), **kwargs)
 
 
-def add_device_flag(parser) -> None:
-    """``--device`` (auto, cpu, cuda, cuda:N) and the conversion code's ``--gpu`` (= ``--device cuda``)."""
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+def add_device_flag(parser, default: str | None = "auto") -> None:
+    """``--device`` (auto, cpu, cuda, cuda:N) and the conversion code's ``--gpu`` (= ``--device cuda``);
+    ``default=None`` leaves an unset flag to the config's own default (auto)."""
+    parser.add_argument("--device", default=default, help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--gpu", dest="device", action="store_const", const="cuda", help="the same as --device cuda")
 
 

@@ -18,6 +18,7 @@ from ..models import list_models
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms
 from ..training import RECIPES, TrainConfig, TrainResult, train
+from ..training.recipes import ARCH_ALIASES
 from ..utils import tune_cpu_allocator
 from .analyze import add_analysis_args, analyze_from_args
 from .common import add_device_flag, add_flag, exit_status
@@ -42,17 +43,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train a BNTT spiking network. With no flags: a small BNTT net on sklearn's digits, offline. "
         "'train.py convert --help': convert a trained ANN (bsnn-* recipes) to an SNN.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("model and optimisation (the BNTT seed's flags; unset ones come from the recipe)")
     add_flag(g, "--num-steps", type=_positive(int), help="time steps T")
     g.add_argument("--lr", type=_positive(float), help="initial learning rate")
     g.add_argument(
         "--arch",
-        choices=sorted({*list_models(), *RECIPES["rate-vs-direct"]["arch_names"]}),
+        choices=sorted({*list_models(), *(a for aliases in ARCH_ALIASES.values() for a in aliases)}),
         help="model name (mlp / vgg5 / vgg9 with --recipe rate-vs-direct: that work's nets)",
     )
-    g.add_argument("--dataset", choices=list_datasets(), default="digits", help="data set")
+    g.add_argument("--dataset", choices=list_datasets(), help=f"data set (default: {TrainConfig.dataset})")
     add_flag(g, "--batch-size", type=_positive(int), help="images per batch (the global batch under torchrun)")
     add_flag(g, "--leak-mem", type=float, help="membrane leak (beta) in [0, 1]")
     add_flag(g, "--num-workers", type=int, help="data-loading processes")
@@ -60,16 +61,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--norm",
         choices=list_norms(),
-        default="bntt",
         help="temporal normalisation of the BNTT VGGs: BNTT (per-step statistics and gamma), one BN over all steps, "
-        "tdBN, TEBN, or none (the norm registry: bntt_snntorch.list_norms())",
+        f"tdBN, TEBN, or none (the norm registry: bntt_snntorch.list_norms(); default: {TrainConfig.norm})",
     )
     g.add_argument(
         "--neuron",
         choices=list_neurons(),
-        default="bntt_leaky",
         help="neuron of the spiking models: the BNTT seed's (soft reset), the same with reset to zero, or "
-        "snnTorch's Leaky (the neuron registry: bntt_snntorch.list_neurons())",
+        f"snnTorch's Leaky (the neuron registry: bntt_snntorch.list_neurons(); default: {TrainConfig.neuron})",
     )
     g.add_argument(
         "--encode",
@@ -99,17 +98,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--recipe", choices=sorted(RECIPES), help="hyper-parameter set (default: by data set)")
     add_flag(g, "--data-dir", help="data root (default: $BNTT_DATA_DIR, else ./datasets)")
-    g.add_argument("--download", action="store_true", help="let torchvision / tonic download the data set if missing")
-    add_device_flag(g)
-    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument(
+        "--download", action="store_true", default=None, help="let torchvision / tonic download the data set if missing"
+    )
+    add_device_flag(g, default=None)
+    g.add_argument("--seed", type=int, help=f"random seed (default: {TrainConfig.seed})")
     add_flag(g, "--output-dir", help="run folder (default: $BNTT_RUNS_DIR or ./runs, then <dataset>-<arch>-<time>)")
     add_flag(g, "--max-batches", type=_positive(int), help="batches per epoch (short runs)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm bars")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="hide the tqdm bars")
     g.add_argument(
         "--resume", metavar="PATH|auto", help="continue from a checkpoint (auto: <output-dir>/last.pt if it exists)"
     )
     add_flag(g, "--save-every", type=_positive(int), help="also checkpoint every N training steps (mid-epoch)")
-    g.add_argument("--tensorboard", action="store_true", help="log to <output-dir>/tensorboard")
+    g.add_argument("--tensorboard", action="store_true", default=None, help="log to <output-dir>/tensorboard")
     g.add_argument(
         "--evaluate",
         metavar="RUN_OR_CHECKPOINT",
@@ -123,8 +124,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=["bf16", "fp16"],
         help="mixed precision: bfloat16 autocast (CPU or GPU), or fp16 with a GradScaler (CUDA)",
     )
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (first batches are slow)")
-    add_flag(g, "--channels-last", action="store_true", help="channels_last memory format for the convolutions")
+    g.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the model (first batches are slow)"
+    )
+    add_flag(
+        g, "--channels-last", action="store_true", default=None, help="channels_last memory format for the convolutions"
+    )
     add_analysis_args(p, positional=False)
     return p
 

@@ -1,8 +1,10 @@
 """``TrainConfig``: everything one training run needs, filled from a recipe and validated.
 
 ``TrainConfig.from_recipe("digits", num_epochs=5)`` takes any field as an override; a field
-left ``None`` takes the recipe's value. The CLI builds its overrides from the flags a user
-set, so a command line and a Python call with the same values give the same run.
+left ``None`` takes the recipe's value, and a field the recipe does not set keeps the
+dataclass default. Each value has that one source: the CLI's flags default to "unset" and
+show the recipe's or the field's default in their help, so a command line and a Python call
+with the same values give the same run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..data import dataset_info, list_datasets
 from ..models import is_ann, list_models, model_info
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms
-from .recipes import RECIPES, recipe_for
+from .recipes import ARCH_ALIASES, RECIPES, recipe_for
 
 DATA_DIR_ENV, RUNS_DIR_ENV = "BNTT_DATA_DIR", "BNTT_RUNS_DIR"
 EVAL_SEED_OFFSET = 1  # test-set Poisson draws use seed + 1, so they differ from the first training draws
@@ -51,13 +53,14 @@ def resolve_device(name: str) -> torch.device:
 @dataclass
 class TrainConfig:
     """One training run. Units: ``lr`` per batch of ``batch_size`` images (the global batch
-    under torchrun), ``lr_milestones`` as fractions of ``num_epochs``."""
+    under torchrun), ``lr_milestones`` as fractions of ``num_epochs``. Fields left ``None``
+    here are the recipe's to fill (:mod:`.recipes`)."""
 
     # model and data
     arch: str | None = None
     dataset: str = "digits"
-    num_steps: int | None = None  # time steps T
-    leak_mem: float | None = None  # membrane leak beta in [0, 1]
+    num_steps: int | None = None  # time steps T (spiking models)
+    leak_mem: float | None = None  # membrane leak beta in [0, 1] (spiking models)
     encode: str | None = None  # "p" Poisson rate, "d" direct, "none" (ANNs), "events" (event frames)
     norm: str = "bntt"  # temporal normalisation of the BNTT VGGs (bntt_snntorch.list_norms())
     neuron: str = "bntt_leaky"  # neuron of the spiking models (bntt_snntorch.list_neurons()); the seed's by default
@@ -66,25 +69,25 @@ class TrainConfig:
     batch_size: int | None = None
     num_epochs: int | None = None
     optimizer: str | None = None  # "sgd" or "adam"
-    momentum: float | None = None
-    weight_decay: float | None = None
-    lr_milestones: tuple | None = None  # lr *= lr_gamma at these fractions of num_epochs
-    lr_gamma: float | None = None  # lr factor at each milestone / step (recipe default 0.1)
+    momentum: float | None = None  # SGD only
+    weight_decay: float = 0.0
+    lr_milestones: tuple = ()  # lr *= lr_gamma at these fractions of num_epochs
+    lr_gamma: float = 0.1  # lr factor at each milestone / step
     lr_step: int | None = None  # decay every N epochs instead of at lr_milestones
-    adam_betas: tuple | None = None  # (0.9, 0.999) unless the recipe says otherwise
+    adam_betas: tuple = (0.9, 0.999)
     weight_decay_until: int | None = None  # weight decay 0 after this epoch
     # event data
     dvs_size: int | None = None  # frame size (None: the sensor's)
-    dvs_augment: tuple | None = None  # ("flip", "translate") or a part of it
-    skip_corrupt: bool | None = None  # skip unreadable recordings
+    dvs_augment: tuple = ()  # ("flip", "translate") or a part of it
+    skip_corrupt: bool = False  # skip unreadable recordings
     # run
     recipe: str | None = None
-    data_dir: str | None = None
+    data_dir: str | None = None  # default: $BNTT_DATA_DIR, else ./datasets
     download: bool = False
     device: str = "auto"
     seed: int = 0
     output_dir: str | None = None  # default runs/<dataset>-<arch>-<time>
-    num_workers: int | None = None
+    num_workers: int = 0
     max_batches: int | None = None  # batches per epoch (short runs)
     progress: bool = True
     resume: str | None = None  # checkpoint path, or "auto": <output_dir>/last.pt if it exists
@@ -111,9 +114,9 @@ class TrainConfig:
             base = recipe_for(dataset, recipe)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        arch_names = base.get("arch_names", {})
-        merged = {**{k: v for k, v in base.items() if k != "arch_names"}, **values, "recipe": recipe}
-        merged["arch"] = arch_names.get(merged.get("arch"), merged.get("arch"))
+        merged = {**base, **values, "recipe": recipe}
+        aliases = ARCH_ALIASES.get(recipe, {})
+        merged["arch"] = aliases.get(merged.get("arch"), merged.get("arch"))
         return cls(**merged)._validated(explicit_encode=values.get("encode"))
 
     @classmethod
@@ -141,7 +144,7 @@ class TrainConfig:
         elif self.encode == "events":
             raise ConfigError(f"--recipe {self.recipe} is for event data: use --dataset cifar10-dvs or digits-dvs")
         if self.arch not in list_models():
-            if self.arch in RECIPES["rate-vs-direct"]["arch_names"]:
+            if self.arch in ARCH_ALIASES["rate-vs-direct"]:
                 raise ConfigError(
                     f"--arch {self.arch} is a net of the rate-vs-direct work: add --recipe rate-vs-direct"
                 )
@@ -163,8 +166,14 @@ class TrainConfig:
                 if ann
                 else f"--encode none gives no time axis; --arch {self.arch} is a spiking net: use --encode p or d"
             )
-        if not 0.0 <= self.leak_mem <= 1.0:
-            raise ConfigError(f"--leak-mem must be in [0, 1], got {self.leak_mem}")
+        if not ann:
+            for name in ("num_steps", "leak_mem"):
+                if getattr(self, name) is None:
+                    raise ConfigError(f"--arch {self.arch} is a spiking net: set --{name.replace('_', '-')}")
+            if not 0.0 <= self.leak_mem <= 1.0:
+                raise ConfigError(f"--leak-mem must be in [0, 1], got {self.leak_mem}")
+        if self.optimizer == "sgd" and self.momentum is None:
+            raise ConfigError("--optimizer sgd needs a momentum (the recipes set 0.9)")
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         self.device = str(resolve_device(self.device))
@@ -176,11 +185,28 @@ class TrainConfig:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.output_dir = str(default_runs_dir() / f"{self.dataset}-{self.arch}-{stamp}")
         self.lr_milestones = tuple(self.lr_milestones)
-        self.adam_betas = tuple(self.adam_betas or (0.9, 0.999))
-        self.lr_gamma = self.lr_gamma or 0.1
-        augment = self.dvs_augment
-        if isinstance(augment, str):
-            augment = {"none": (), "both": ("flip", "translate")}.get(augment, (augment,))
-        self.dvs_augment = tuple(augment or ())
-        self.skip_corrupt = bool(self.skip_corrupt)
+        self.adam_betas = tuple(self.adam_betas)
+        if isinstance(self.dvs_augment, str):  # the flag's spellings
+            self.dvs_augment = {"none": (), "both": ("flip", "translate")}.get(self.dvs_augment, (self.dvs_augment,))
+        self.dvs_augment = tuple(self.dvs_augment)
         return self
+
+
+def _check_recipe(name: str, values: dict) -> None:
+    """A recipe holds TrainConfig fields only, each of the field's type (checked at import)."""
+    kinds = {"int": int, "float": (int, float), "str": str, "bool": bool, "tuple": tuple}
+    types = {f.name: kinds[str(f.type).split(" | ")[0]] for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in types:
+            raise TypeError(f"recipe {name!r}: {key!r} is not a TrainConfig field")
+        if not isinstance(value, types[key]):
+            raise TypeError(f"recipe {name!r}: {key}={value!r} is not of the field's type")
+    if values.get("optimizer") == "adam" and "momentum" in values:
+        raise TypeError(f"recipe {name!r}: momentum means nothing under Adam")
+    arch = ARCH_ALIASES.get(name, {}).get(values["arch"], values["arch"])
+    if is_ann(arch) and {"num_steps", "leak_mem"} & set(values):
+        raise TypeError(f"recipe {name!r}: an ANN has no time steps or leak")
+
+
+for _name, _values in RECIPES.items():
+    _check_recipe(_name, _values)

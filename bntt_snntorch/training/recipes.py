@@ -1,4 +1,10 @@
-"""Named hyper-parameter sets of the source works; they fill the CLI flags left unset."""
+"""Named hyper-parameter sets of the source works; they fill the TrainConfig fields a run leaves unset.
+
+A recipe holds TrainConfig fields only, and only those that mean something for its model (no
+time steps or leak for an ANN, no momentum under Adam); :mod:`.config` checks every recipe
+against TrainConfig's fields and types when it is imported. The ``--arch`` spellings a recipe
+accepts for registry names live beside it in :data:`ARCH_ALIASES`.
+"""
 
 from __future__ import annotations
 
@@ -51,24 +57,20 @@ RECIPES: dict[str, dict] = {
         num_epochs=100,
         encode="p",
         optimizer="adam",
-        momentum=0.9,
         weight_decay=0.0,
         lr_milestones=(0.5, 0.7, 0.9),
         num_workers=4,
-        arch_names=ARCH_NAMES,
     ),
     # Binary SNNs by conversion (Lu & Sengupta 2020): ANNs trained here, converted by
-    # `train.py convert`. num_steps / leak_mem are unused by ANNs. CIFAR-100 FP: SGD 0.05,
+    # `python -m bntt_snntorch convert` (no time steps or leak: ANNs). CIFAR-100 FP: SGD 0.05,
     # lr / 10 at epochs 81 and 122 of 200. Binary: Adam 5e-4 halved every 30 epochs, weight
     # decay 5e-4 switched off after epoch 30. ImageNet FP: SGD 0.01 / 10 every 30 epochs of 100;
     # binary: Adam(betas 0, 0.999) 5e-4 halved every 30. (The source states no weight decay
     # for ImageNet: FP uses torchvision's 1e-4, binary none.)
     "bsnn-cifar100-fp": dict(
         arch="vgg15ab",
-        num_steps=1,
         lr=0.05,
         batch_size=256,
-        leak_mem=1.0,
         num_epochs=200,
         encode="none",
         optimizer="sgd",
@@ -79,14 +81,11 @@ RECIPES: dict[str, dict] = {
     ),
     "bsnn-cifar100-binary": dict(
         arch="vgg15ab_binary",
-        num_steps=1,
         lr=5e-4,
         batch_size=256,
-        leak_mem=1.0,
         num_epochs=200,
         encode="none",
         optimizer="adam",
-        momentum=0.9,
         weight_decay=5e-4,
         weight_decay_until=30,
         lr_milestones=(),
@@ -96,10 +95,8 @@ RECIPES: dict[str, dict] = {
     ),
     "bsnn-imagenet-fp": dict(
         arch="vgg15ab",
-        num_steps=1,
         lr=0.01,
         batch_size=128,
-        leak_mem=1.0,
         num_epochs=100,
         encode="none",
         optimizer="sgd",
@@ -112,15 +109,12 @@ RECIPES: dict[str, dict] = {
     ),
     "bsnn-imagenet-binary": dict(
         arch="vgg15ab_binary",
-        num_steps=1,
         lr=5e-4,
         batch_size=128,
-        leak_mem=1.0,
         num_epochs=100,
         encode="none",
         optimizer="adam",
         adam_betas=(0.0, 0.999),
-        momentum=0.9,
         weight_decay=0.0,
         lr_milestones=(),
         lr_step=30,
@@ -131,14 +125,11 @@ RECIPES: dict[str, dict] = {
     # epochs: SGD (0.05-0.2) left this BN-free net at chance or diverged on 8x8 digits.
     "bsnn-digits-fp": dict(
         arch="vggab_digits",
-        num_steps=1,
         lr=2e-3,
         batch_size=64,
-        leak_mem=1.0,
         num_epochs=40,
         encode="none",
         optimizer="adam",
-        momentum=0.9,
         weight_decay=0.0,
         lr_milestones=(),
         lr_step=10,
@@ -147,14 +138,11 @@ RECIPES: dict[str, dict] = {
     ),
     "bsnn-digits-binary": dict(
         arch="vggab_digits_binary",
-        num_steps=1,
         lr=3e-3,
         batch_size=64,
-        leak_mem=1.0,
         num_epochs=40,
         encode="none",
         optimizer="adam",
-        momentum=0.9,
         weight_decay=5e-4,
         weight_decay_until=10,
         lr_milestones=(),
@@ -173,6 +161,9 @@ RECIPES["bntt-dvs"] = dict(
 RECIPES["digits-dvs"] = dict(RECIPES["digits"], encode="events", dvs_augment=("flip", "translate"))
 
 DEFAULT_RECIPE_FOR_DATASET = {"digits": "digits", "cifar10-dvs": "bntt-dvs", "digits-dvs": "digits-dvs"}
+
+#: ``--arch`` spellings of the source works, per recipe: ``--recipe rate-vs-direct --arch vgg5`` is ``rvd_vgg5``.
+ARCH_ALIASES: dict[str, dict[str, str]] = {"rate-vs-direct": ARCH_NAMES}
 
 
 def recipe_for(dataset: str, name: str | None = None) -> dict:
