@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
+READ_EVERY = 25  # batches between host reads of the running sums (progress bar)
 
 
 @dataclass
@@ -50,9 +51,34 @@ def autocast(device: torch.device, amp: str | None):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _parameters_finite(optimizer: torch.optim.Optimizer) -> bool:
+def _parameters_finite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """Whether every parameter is finite, as a 0-d bool tensor on the parameters' device (no host read)."""
     params = [p.detach() for group in optimizer.param_groups for p in group["params"]]
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all())
+    return torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
+
+
+class _DeviceSums:
+    """An epoch's running sums kept on the device and read to the host in one transfer.
+
+    ``loss_sum`` accumulates ``loss * batch`` in float64 (the same products and order as
+    Python floats: bit-equal to summing ``loss.item() * batch`` on the host), ``correct`` in
+    int64; ``finite`` is false once a loss or a parameter was not finite.
+    """
+
+    def __init__(self, state: EpochProgress, device: torch.device):
+        self.loss_sum = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
+        self.correct = torch.tensor(state.correct, dtype=torch.int64, device=device)
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss_sum += loss.detach().double() * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.finite &= torch.isfinite(loss)
+
+    def read(self) -> tuple[float, int, bool]:
+        """``(loss_sum, correct, finite)``: the one host read."""
+        loss_sum, correct, finite = torch.stack([self.loss_sum, self.correct.double(), self.finite.double()]).tolist()
+        return loss_sum, int(correct), bool(finite)
 
 
 def _to_device(images: torch.Tensor, device: torch.device, memory_format: torch.memory_format) -> torch.Tensor:
@@ -80,7 +106,8 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
     state: EpochProgress | None = None,
-    on_batch_end: Callable[[EpochProgress], None] | None = None,
+    on_batch_end: Callable[[int, Callable[[], EpochProgress]], None] | None = None,
+    read_every: int = READ_EVERY,
 ) -> EpochResult:
     """One pass over ``loader``: images ``(B, C, H, W)`` are encoded to ``(T, B, C, H, W)``
     and the model's logits ``(B, classes)`` trained with cross-entropy.
@@ -88,14 +115,34 @@ def train_one_epoch(
     ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32.
     ``state``: progress of this epoch so far (resuming mid-epoch: its first
     ``state.batches`` batches are drawn and skipped, so the data order and
-    augmentation stay those of an uninterrupted run). ``on_batch_end`` is called
-    after every optimizer step (periodic checkpoints).
-    Raises ``FloatingPointError`` on a non-finite loss, before the step.
+    augmentation stay those of an uninterrupted run).
+
+    Nothing is read back from the device inside a batch: the loss and accuracy sums and a
+    non-finite flag stay there and are read every ``read_every`` batches (for the progress
+    bar) and at the end. ``on_batch_end(batches_done, read)`` is called after every optimizer
+    step; ``read()`` reads the sums (one host read) and returns the progress to checkpoint.
+    Any read raises ``FloatingPointError`` naming the batches since the last read if a loss or
+    a parameter became non-finite there, so no non-finite state is ever returned for saving.
     """
     model.train()
     state = EpochProgress() if state is None else state
+    sums = _DeviceSums(state, device)
     bar = _batches(loader, max_batches, desc, progress)
     start = time.perf_counter() - state.seconds
+    checked = state.batches  # batches known to be finite
+
+    def read() -> EpochProgress:
+        nonlocal checked
+        loss_sum, correct, finite = sums.read()
+        if not finite:
+            raise FloatingPointError(
+                f"the loss or the parameters became non-finite between batches {checked} and {state.batches - 1} "
+                "of the epoch"
+            )
+        checked = state.batches
+        state.loss_sum, state.correct, state.seconds = loss_sum, correct, time.perf_counter() - start
+        return state
+
     for index, (images, labels) in enumerate(bar):
         if index < state.batches:
             continue
@@ -104,8 +151,6 @@ def train_one_epoch(
         with autocast(device, amp):
             logits = model(encode(images))
             loss = F.cross_entropy(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at batch {index} of the epoch")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -114,17 +159,16 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
-        if not _parameters_finite(optimizer):
-            raise FloatingPointError(f"parameters became non-finite after the update at batch {index} of the epoch")
+        sums.add(loss, logits, labels)
+        sums.finite &= _parameters_finite(optimizer)
         state.batches = index + 1
-        state.loss_sum += loss.item() * len(labels)
-        state.correct += (logits.argmax(1) == labels).sum().item()
         state.seen += len(labels)
-        state.seconds = time.perf_counter() - start
-        bar.set_postfix(loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{100 * state.correct / state.seen:.1f}%")
+        if (state.batches - checked) % read_every == 0:
+            read()
+            bar.set_postfix(loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{100 * state.correct / state.seen:.1f}%")
         if on_batch_end is not None:
-            on_batch_end(state)
-    return state.result()
+            on_batch_end(state.batches, read)
+    return read().result()
 
 
 @torch.no_grad()
@@ -139,15 +183,19 @@ def evaluate(
     amp: str | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> EpochResult:
-    """Loss and accuracy of ``model`` on ``loader`` in eval mode (BNTT running statistics)."""
+    """Loss and accuracy of ``model`` on ``loader`` in eval mode (BNTT running statistics); the sums
+    stay on the device until the end (one host read)."""
     model.eval()
-    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, start = 0, time.perf_counter()
     for images, labels in _batches(loader, max_batches, desc, progress):
         images = _to_device(images, device, memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(encode(images)).float()
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(1) == labels).sum().item()
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").double()
+        correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
-    return EpochResult(total_loss / max(seen, 1), correct / max(seen, 1), seen, time.perf_counter() - start)
+    loss_sum, hits = torch.stack([total_loss, correct.double()]).tolist()  # the one host read
+    return EpochResult(loss_sum / max(seen, 1), int(hits) / max(seen, 1), seen, time.perf_counter() - start)

@@ -174,10 +174,10 @@ class _Run:
                 save_checkpoint(snapshot, self.out / "best.pt")
 
     def _on_batch_end(self, epoch: int):
-        def on_batch_end(p: EpochProgress) -> None:
+        def on_batch_end(batches: int, read) -> None:
             self.step += 1
             if self.cfg.save_every and self.step % self.cfg.save_every == 0:
-                self._save(epoch, p)
+                self._save(epoch, read())  # read() raises before anything non-finite is saved
 
         return on_batch_end
 
