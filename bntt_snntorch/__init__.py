@@ -25,7 +25,7 @@ from .temporal_norm import (
 from .through_time import ThroughTime
 from .training import TrainConfig, TrainResult, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BatchNormOverTime1d",

@@ -1,9 +1,5 @@
-"""``python -m bntt_snntorch.analyze``: the command :mod:`bntt_snntorch.commands.analyze`."""
+"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch analyze``."""
 
-import sys
+from .commands import deprecated_alias
 
-from .commands.analyze import *  # noqa: F403
-from .commands.analyze import run
-
-if __name__ == "__main__":
-    sys.exit(run())
+deprecated_alias("bntt_snntorch.analyze", "analyze", __name__)

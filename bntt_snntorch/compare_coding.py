@@ -1,9 +1,5 @@
-"""``python -m bntt_snntorch.compare_coding``: the command :mod:`bntt_snntorch.commands.compare_coding`."""
+"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch compare-coding``."""
 
-import sys
+from .commands import deprecated_alias
 
-from .commands.compare_coding import *  # noqa: F403
-from .commands.compare_coding import run
-
-if __name__ == "__main__":
-    sys.exit(run())
+deprecated_alias("bntt_snntorch.compare_coding", "compare-coding", __name__)

@@ -1,9 +1,5 @@
-"""``python -m bntt_snntorch.compare_conversion``: the command :mod:`bntt_snntorch.commands.compare_conversion`."""
+"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch compare-conversion``."""
 
-import sys
+from .commands import deprecated_alias
 
-from .commands.compare_conversion import *  # noqa: F403
-from .commands.compare_conversion import run
-
-if __name__ == "__main__":
-    sys.exit(run())
+deprecated_alias("bntt_snntorch.compare_conversion", "compare-conversion", __name__)

@@ -1,9 +1,5 @@
-"""``python -m bntt_snntorch.compare_norms``: the command :mod:`bntt_snntorch.commands.compare_norms`."""
+"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch compare-norms``."""
 
-import sys
+from .commands import deprecated_alias
 
-from .commands.compare_norms import *  # noqa: F403
-from .commands.compare_norms import run
-
-if __name__ == "__main__":
-    sys.exit(run())
+deprecated_alias("bntt_snntorch.compare_norms", "compare-norms", __name__)

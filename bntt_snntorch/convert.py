@@ -1,9 +1,5 @@
-"""``python -m bntt_snntorch.convert``: the command :mod:`bntt_snntorch.commands.convert`."""
+"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch convert``."""
 
-import sys
+from .commands import deprecated_alias
 
-from .commands.convert import *  # noqa: F403
-from .commands.convert import run
-
-if __name__ == "__main__":
-    sys.exit(run())
+deprecated_alias("bntt_snntorch.convert", "convert", __name__)

@@ -205,7 +205,7 @@ class TemporalEffectiveBatchNorm2d(_TemporalEffectiveBatchNorm, nn.BatchNorm2d):
 # -- the registry ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NormInfo:
-    """A registered normalisation: ``factory(num_features, time_steps, dims, **options)`` builds
+    """A registered normalisation: ``factory(num_features, num_steps, dims, **options)`` builds
     the layer (``None`` for no normalisation); ``dims`` is 1 for ``(B, C)`` steps, 2 for
     ``(B, C, H, W)``."""
 
@@ -221,7 +221,7 @@ NORM_REGISTRY: Registry[NormInfo] = Registry("norm")
 
 def register_norm(fn: Callable[..., nn.Module | None] | None = None, *, label: str | None = None,
                   per_step_statistics: bool = False):  # fmt: skip
-    """Register a norm factory ``fn(num_features, time_steps, dims, **options)`` under its function
+    """Register a norm factory ``fn(num_features, num_steps, dims, **options)`` under its function
     name (``@register_norm`` or ``@register_norm(label=..., per_step_statistics=True)``)."""
 
     def decorate(factory: Callable[..., nn.Module | None]) -> Callable[..., nn.Module | None]:
@@ -243,38 +243,38 @@ def list_norms() -> list[str]:
     return NORM_REGISTRY.names()
 
 
-def create_norm(name: str, num_features: int, time_steps: int, dims: int, **options) -> nn.Module | None:
+def create_norm(name: str, num_features: int, num_steps: int, dims: int, **options) -> nn.Module | None:
     """The registered normalisation ``name`` for ``dims``-d features (1: ``(B, C)``, 2: ``(B, C, H, W)``)
-    over ``time_steps`` steps; ``options`` go to its factory (e.g. BNTT's ``eps``)."""
-    return norm_info(name).factory(num_features, time_steps, dims, **options)
+    over ``num_steps`` steps; ``options`` go to its factory (e.g. BNTT's ``eps``)."""
+    return norm_info(name).factory(num_features, num_steps, dims, **options)
 
 
 @register_norm(label="BNTT", per_step_statistics=True)
-def bntt(num_features: int, time_steps: int, dims: int, eps: float = 1e-5) -> BatchNormTT1d | BatchNormTT2d:
+def bntt(num_features: int, num_steps: int, dims: int, eps: float = 1e-5) -> BatchNormTT1d | BatchNormTT2d:
     """Batch Normalization Through Time: statistics and gamma per step (Kim & Panda 2020)."""
-    return (BatchNormTT1d if dims == 1 else BatchNormTT2d)(num_features, time_steps, eps=eps)
+    return (BatchNormTT1d if dims == 1 else BatchNormTT2d)(num_features, num_steps, eps=eps)
 
 
 @register_norm(label="BN over T*B")
-def bn(num_features: int, time_steps: int, dims: int) -> nn.Module:
+def bn(num_features: int, num_steps: int, dims: int) -> nn.Module:
     """One batch norm over all steps (statistics over the T*B batch)."""
     return (BatchNormOverTime1d if dims == 1 else BatchNormOverTime2d)(num_features)
 
 
 @register_norm(label="tdBN")
-def tdbn(num_features: int, time_steps: int, dims: int) -> nn.Module:
+def tdbn(num_features: int, num_steps: int, dims: int) -> nn.Module:
     """Threshold-dependent batch norm (Zheng et al. 2021): shared statistics, weight alpha * V_th."""
-    return (ThresholdDependentBatchNorm1d if dims == 1 else ThresholdDependentBatchNorm2d)(num_features, time_steps)
+    return (ThresholdDependentBatchNorm1d if dims == 1 else ThresholdDependentBatchNorm2d)(num_features, num_steps)
 
 
 @register_norm(label="TEBN")
-def tebn(num_features: int, time_steps: int, dims: int) -> nn.Module:
+def tebn(num_features: int, num_steps: int, dims: int) -> nn.Module:
     """Temporal effective batch norm (Duan et al. 2022): shared statistics, a learnable scale per step."""
-    return (TemporalEffectiveBatchNorm1d if dims == 1 else TemporalEffectiveBatchNorm2d)(num_features, time_steps)
+    return (TemporalEffectiveBatchNorm1d if dims == 1 else TemporalEffectiveBatchNorm2d)(num_features, num_steps)
 
 
 @register_norm(label="none", per_step_statistics=True)
-def none(num_features: int, time_steps: int, dims: int) -> None:
+def none(num_features: int, num_steps: int, dims: int) -> None:
     """No normalisation."""
     return None
 

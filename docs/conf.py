@@ -39,6 +39,43 @@ os.environ.pop("MPLBACKEND", None)  # the kernels' inline backend puts the tutor
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 
+
+# -- CLI reference: one section per command of the registry (bntt_snntorch.commands.COMMANDS) ---
+def _write_cli_reference() -> None:
+    from bntt_snntorch.commands import COMMANDS
+
+    lines = [
+        "# Command-line reference",
+        "",
+        "Every command runs as `python -m bntt_snntorch <command> [flags]`; `train` is also `python train.py`.",
+        "Generated from the command registry and each command's own parser. Flags are spelled with dashes;",
+        "the source works' spellings (`--num_steps`, `--T`, `--time`, `--job-dir`, `--data`, `--gpu`, `--norm`,",
+        "...) are aliases listed with each flag.",
+    ]
+    for name, command in COMMANDS.items():
+        script = f" (`{command.script}`)" if command.script else ""
+        prog = "train.py" if name == "train" else f"python -m bntt_snntorch {name}"
+        lines += [
+            "",
+            f"## {name}{script}",
+            "",
+            f"{command.summary[0].upper()}{command.summary[1:]}.",
+            "",
+            "```{eval-rst}",
+            ".. argparse::",
+            f"   :module: bntt_snntorch.commands.{command.module}",
+            "   :func: get_args_parser",
+            f"   :prog: {prog}",
+            "```",
+        ]
+    target = Path(__file__).parent / "cli.md"
+    text = "\n".join(lines) + "\n"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+
+
+_write_cli_reference()
+
 # -- API reference ------------------------------------------------------------------------
 autosummary_generate = True
 autodoc_default_options = {"members": True, "show-inheritance": True}

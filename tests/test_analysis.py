@@ -117,7 +117,7 @@ def test_analyze_command_writes_tables_and_plots(tmp_path):
     ):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "accuracy_per_step.csv")))
-    assert [int(r["steps"]) for r in rows] == list(range(1, 7))
+    assert [int(r["num_steps"]) for r in rows] == list(range(1, 7))
     summary = json.load(open(out / "summary.json"))
     assert 1 <= summary["early_exit"]["exit_steps"] <= 6
     assert summary["energy"]["snn_uj"] > 0
@@ -130,10 +130,13 @@ def test_analyze_command_writes_tables_and_plots(tmp_path):
     }
 
 
-def test_train_evaluate_flag_and_bad_checkpoint(tmp_path):
+def test_analyze_command_and_deprecated_evaluate_flag_on_a_bad_checkpoint(tmp_path):
+    from bntt_snntorch.commands import main as command
     from bntt_snntorch.commands.train import run
 
-    assert run(["--evaluate", str(tmp_path / "missing")]) == 2
+    assert command(["analyze", str(tmp_path / "missing")]) == 2
     bad = tmp_path / "bad.pt"
     torch.save({"weights": 1}, bad)
-    assert run(["--evaluate", str(bad)]) == 2
+    assert command(["analyze", str(bad)]) == 2
+    with pytest.warns(DeprecationWarning, match="python -m bntt_snntorch analyze"):
+        assert run(["--evaluate", str(bad)]) == 2

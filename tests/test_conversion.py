@@ -255,7 +255,7 @@ def _train_tiny_ann(out: Path, recipe="bsnn-digits-fp"):
 
 def _convert_cli(*argv):
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "convert", *argv, "--no-progress"],
+        [sys.executable, "-m", "bntt_snntorch", "convert", *argv, "--no-progress"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -286,7 +286,7 @@ def test_a_saved_checkpoint_converts_through_the_cli(tmp_path):
     assert rows[0] == "step,snn_accuracy,ann_accuracy" and len(rows) == 13
     summary = json.loads((job / "summary.json").read_text())
     assert summary["arch"] == "vggab_digits" and summary["eval_size"] == 50 and len(summary["scales"]) == 7
-    assert summary["ann_accuracy"] == float(rows[1].split(",")[2]) and summary["time"] == 12
+    assert summary["ann_accuracy"] == float(rows[1].split(",")[2]) and summary["num_steps"] == 12
     assert (job / "accuracy_vs_time.png").stat().st_size > 10_000
 
 

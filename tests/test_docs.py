@@ -19,7 +19,13 @@ import bntt_snntorch
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-SUBPACKAGES = ["bntt_snntorch.data", "bntt_snntorch.models", "bntt_snntorch.analysis", "bntt_snntorch.training"]
+SUBPACKAGES = [
+    "bntt_snntorch.data",
+    "bntt_snntorch.models",
+    "bntt_snntorch.analysis",
+    "bntt_snntorch.training",
+    "bntt_snntorch.experiments",
+]
 
 
 def _public_names():

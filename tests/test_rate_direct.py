@@ -110,7 +110,7 @@ def test_attacks_raise_the_loss_and_stay_in_the_ball_and_range(coding):
     clean = _loss(model, x, y, eval_encode)
     for x_adv in (
         fgsm(model, x, y, eps, encode, box, draws=4),
-        pgd(model, x, y, eps, encode, box, steps=5, draws=4, generator=gen),
+        pgd(model, x, y, eps, encode, box, iterations=5, draws=4, generator=gen),
     ):
         pixel_change = ((x_adv - x) * STD[0]).abs()
         assert pixel_change.max() <= eps + 1e-6

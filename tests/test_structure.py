@@ -15,19 +15,14 @@ from pathlib import Path
 import pytest
 
 from bntt_snntorch import TrainConfig, train
-from bntt_snntorch.commands import analyze, compare_coding, compare_conversion, compare_norms, convert
+from bntt_snntorch.commands import COMMANDS, command_module
 from bntt_snntorch.commands import train as train_command
 from bntt_snntorch.models import create_model, register_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bntt_snntorch"
-COMMAND_ALIASES = {
-    "bntt_snntorch.analyze",
-    "bntt_snntorch.convert",
-    "bntt_snntorch.compare_norms",
-    "bntt_snntorch.compare_coding",
-    "bntt_snntorch.compare_conversion",
-}
+# the pre-0.2 alias modules of the commands (deprecated, one per command but train)
+COMMAND_ALIASES = {f"bntt_snntorch.{c.module}" for name, c in COMMANDS.items() if name != "train"}
 
 
 def _module_name(path: Path) -> str:
@@ -58,9 +53,12 @@ def _imports() -> dict[str, set[str]]:
 
 
 def _tier(module: str) -> int:
+    """library 0 -> training 1 -> experiments 2 -> commands 3; the facade re-exports the tiers below."""
     if module == "bntt_snntorch":
-        return 3  # the facade re-exports every tier
-    if module.startswith("bntt_snntorch.commands") or module in COMMAND_ALIASES:
+        return 4
+    if module.startswith("bntt_snntorch.commands") or module in COMMAND_ALIASES | {"bntt_snntorch.__main__"}:
+        return 3
+    if module.startswith("bntt_snntorch.experiments"):
         return 2
     if module.startswith("bntt_snntorch.training"):
         return 1
@@ -150,7 +148,7 @@ def _readme_commands() -> list[list[str]]:
     commands = []
     for line in text.splitlines():
         line = line.split("  #")[0].strip()
-        match = re.match(r"(?:torchrun(?: --\S+)* )?(?:python )?(train\.py|-m bntt_snntorch\.\w+)(.*)", line)
+        match = re.match(r"(?:torchrun(?: --\S+)* )?(?:python )?(train\.py|-m bntt_snntorch\b)(.*)", line)
         if match and not line.startswith("`"):
             words = shlex.split(re.sub(r"<[^>]+>", "PLACEHOLDER", line))
             start = next(i for i, w in enumerate(words) if w in ("train.py", "-m"))
@@ -158,27 +156,23 @@ def _readme_commands() -> list[list[str]]:
     return commands
 
 
-PARSERS = {
-    "bntt_snntorch.compare_norms": compare_norms,
-    "bntt_snntorch.analyze": analyze,
-    "bntt_snntorch.compare_coding": compare_coding,
-    "bntt_snntorch.compare_conversion": compare_conversion,
-    "bntt_snntorch.convert": convert,
-}
-
-
-def test_every_readme_command_line_parses_unchanged(monkeypatch):
+def test_every_readme_command_line_parses_unchanged():
+    """Each is a current route (train.py, or python -m bntt_snntorch <command> of the registry)."""
     commands = _readme_commands()
     assert len(commands) >= 12
+    seen = set()
     for words in commands:
         if words[0] == "-m":
-            PARSERS[words[1]].get_args_parser().parse_args(words[2:])
-        elif words[1:2] == ["convert"]:
-            convert.get_args_parser().parse_args(words[2:])
+            assert words[1] == "bntt_snntorch" and words[2] in COMMANDS, words
+            name, flags = words[2], words[3:]
         else:
-            args = train_command.get_args_parser().parse_args(words[1:])
-            if args.evaluate is None:
-                train_command.config_from_args(args)  # recipe + flags validate without data
+            name, flags = "train", words[1:]
+        seen.add(name)
+        args = command_module(name).get_args_parser().parse_args(flags)
+        if name == "train":
+            assert args.evaluate is None, "train.py --evaluate is deprecated: the README shows the analyze command"
+            train_command.config_from_args(args)  # recipe + flags validate without data
+    assert seen == set(COMMANDS), "the README shows every command"
 
 
 def test_seed_spellings_are_aliases():
@@ -189,6 +183,7 @@ def test_seed_spellings_are_aliases():
         )
     )
     assert (rvd.arch, rvd.num_steps, rvd.leak_mem, rvd.batch_size, rvd.lr) == ("rvd_vgg5", 10, 0.5, 128, 1e-3)
+    convert = command_module("convert")
     conv = convert.get_args_parser().parse_args(
         "--job-dir out --model run --time 100 --gpu --n_workers 2 --data d --eval_size 5".split()
     )

@@ -61,7 +61,7 @@ print("direct (4 steps):\n", direct(image, 4)[:, 0])  # the same analog values e
 steps = ["2", "4"] if QUICK else ["4", "8", "16"]
 argv = ["--dataset", "digits", "--arch", "mlp", "--num-steps", *steps, "--output-dir", str(OUT), "--no-progress"]
 argv += (
-    ["--num-epochs", "1", "--eps", "0.05", "--pgd-steps", "2", "--draws", "1", "--max-batches", "1"]
+    ["--num-epochs", "1", "--eps", "0.05", "--pgd-iterations", "2", "--draws", "1", "--max-batches", "1"]
     if QUICK
     else ["--num-epochs", "30"]
 )

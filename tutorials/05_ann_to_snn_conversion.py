@@ -111,7 +111,7 @@ fig.tight_layout()
 fig.savefig(OUT / "accuracy_vs_time.png", dpi=110)
 
 # %% [markdown]
-# Full-length run (`python -m bntt_snntorch.compare_conversion`, committed in
+# Full-length run (`python -m bntt_snntorch compare-conversion`, committed in
 # `results/bsnn-digits`): both SNNs come within one point of their ANN in 20-40
 # steps. For CIFAR-100 / ImageNet use `python train.py --recipe bsnn-cifar100-fp`
-# and `python train.py convert --job-dir ... --model ...` (see the README).
+# and `python -m bntt_snntorch convert --job-dir ... --model ...` (see the README).

@@ -68,7 +68,7 @@ for norm in ("bntt", "bn", "tdbn", "tebn", "none"):
 
 # %% [markdown]
 # ## 2. Train the variants on equal terms
-# `python -m bntt_snntorch.compare_norms --dataset digits --seeds 3` trains every
+# `python -m bntt_snntorch compare-norms --dataset digits --seeds 3` trains every
 # variant with the digits recipe and seeds 0, 1, 2 and writes the table and plots.
 # Here a short version (two variants, one seed, one epoch in quick mode).
 

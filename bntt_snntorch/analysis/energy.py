@@ -33,12 +33,12 @@ class LayerOps:
     input_rate: float  # fraction of non-zero inputs
     output_rate: float | None  # spike rate of the layer's neurons (None for the readout)
     analog_input: bool
-    steps: int
+    num_steps: int
 
     @property
     def snn_ops(self) -> float:
         """MACs (analog input) or ACs (spike input) per image over all steps."""
-        return self.macs * self.steps if self.analog_input else self.macs * self.input_rate * self.steps
+        return self.macs * self.num_steps if self.analog_input else self.macs * self.input_rate * self.num_steps
 
     def energy(self, mac_pj: float = ENERGY_45NM["mac_pj"], ac_pj: float = ENERGY_45NM["ac_pj"]) -> dict:
         """``{"ann_pj", "snn_pj"}`` per image."""
@@ -112,7 +112,7 @@ def average_operations(per_batch: list[list[LayerOps]]) -> list[LayerOps]:
                 sum(op.input_rate for op in layers) / n,
                 None if first.output_rate is None else sum(out_rates) / n,
                 first.analog_input,
-                first.steps,
+                first.num_steps,
             )
         )
     return merged
@@ -134,7 +134,7 @@ def energy_table(
             "input_rate": None,
             "output_rate": None,
             "analog_input": None,
-            "steps": ops[0].steps if ops else 0,
+            "num_steps": ops[0].num_steps if ops else 0,
         }
     )
     return rows

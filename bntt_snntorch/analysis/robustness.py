@@ -14,6 +14,7 @@ spike has no gradient of its own.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -78,22 +79,26 @@ def pgd(
     eps: float,
     encode,
     box: PixelBox,
-    steps: int = 7,
+    iterations: int = 7,
     step_size: float | None = None,
     draws: int = 1,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    *,
+    steps: int | None = None,
 ):
-    """``steps`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / steps``, pixel units),
-    projected onto the eps-ball and the valid range; uniform random start inside the ball."""
+    """``iterations`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / iterations``, pixel
+    units), projected onto the eps-ball and the valid range; uniform random start inside the ball.
+    (``steps=`` is the pre-0.2 name of ``iterations``.)"""
+    iterations = _renamed(steps, "steps", iterations, "iterations")
     if eps == 0:
         return x.clone()
-    step_size = 2.5 * eps / steps if step_size is None else step_size
+    step_size = 2.5 * eps / iterations if step_size is None else step_size
     x_adv = x.clone()
     if random_start:
         noise = torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1
         x_adv = box.project(x + noise * eps / box.std, x, eps)
-    for _ in range(steps):
+    for _ in range(iterations):
         grad = _input_gradient(model, x_adv, y, encode, draws)
         x_adv = box.project(x_adv + grad.sign() * step_size / box.std, x, eps).detach()
     return x_adv
@@ -114,11 +119,15 @@ def robust_accuracy(
     attack: str = "fgsm",
     device="cpu",
     draws: int = 1,
-    pgd_steps: int = 7,
+    pgd_iterations: int = 7,
     seed: int = 0,
     max_batches: int | None = None,
+    *,
+    pgd_steps: int | None = None,
 ) -> dict[float, float]:
-    """Accuracy under ``attack`` ("fgsm" or "pgd") for each eps: ``{eps: accuracy}``."""
+    """Accuracy under ``attack`` ("fgsm" or "pgd", ``pgd_iterations`` of it) for each eps:
+    ``{eps: accuracy}``. (``pgd_steps=`` is the pre-0.2 name of ``pgd_iterations``.)"""
+    pgd_iterations = _renamed(pgd_steps, "pgd_steps", pgd_iterations, "pgd_iterations")
     model.eval()
     gen = torch.Generator(device).manual_seed(seed)
     encode = differentiable_encoder(encode_method, num_steps, gen)
@@ -132,7 +141,17 @@ def robust_accuracy(
             if attack == "fgsm":
                 x_adv = fgsm(model, x, y, eps, encode, box, draws)
             else:
-                x_adv = pgd(model, x, y, eps, encode, box, pgd_steps, draws=draws, generator=gen)
+                x_adv = pgd(model, x, y, eps, encode, box, pgd_iterations, draws=draws, generator=gen)
             correct[eps] += _accuracy(model, x_adv, y, encode)
         seen += len(y)
     return {eps: c / seen for eps, c in correct.items()}
+
+
+def _renamed(old_value, old: str, value, new: str):
+    """``value``, or ``old_value`` (with a DeprecationWarning) when the caller used the pre-0.2 keyword."""
+    if old_value is None:
+        return value
+    warnings.warn(
+        f"{old}= is deprecated since 0.2 (the time-step count is num_steps); use {new}=", DeprecationWarning, 3
+    )
+    return old_value

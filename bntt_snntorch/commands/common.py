@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 
 from ..data import CorruptRecordingError, DatasetNotFoundError
 from ..training.config import ConfigError
@@ -29,9 +30,26 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "--results-file": ("--results_file",),
     "--one-step": ("--one_step",),
     "--eval-size": ("--eval_size",),
+    "--pgd-iterations": ("--pgd-steps", "--pgd_steps"),  # the name before 0.2
+    "--norm-images": ("--norm",),  # the conversion script's spelling
 }
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, CorruptRecordingError)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written; each flag's help ends with its default when it has one (the
+    options dataclass's value, so the default is written in one place)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if (
+            action.default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+            and "%(default)" not in help_text
+        ):
+            help_text += " (default: %(default)s)"
+        return help_text
 
 
 def add_flag(parser, flag: str, **kwargs) -> argparse.Action:
@@ -43,7 +61,8 @@ def add_flag(parser, flag: str, **kwargs) -> argparse.Action:
 def add_device_flag(parser, default: str | None = "auto") -> None:
     """``--device`` (auto, cpu, cuda, cuda:N) and the conversion code's ``--gpu`` (= ``--device cuda``);
     ``default=None`` leaves an unset flag to the config's own default (auto)."""
-    parser.add_argument("--device", default=default, help="auto, cpu, cuda or cuda:N (default: auto)")
+    unset = " (default: auto)" if default is None else ""  # else the help formatter shows the default
+    parser.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N{unset}")
     parser.add_argument("--gpu", dest="device", action="store_const", const="cuda", help="the same as --device cuda")
 
 
@@ -58,3 +77,14 @@ def exit_status(action: Callable[[], object]) -> int:
         print(f"error: training diverged: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def options_from_args(cls, args: argparse.Namespace, **values):
+    """The options dataclass ``cls`` from parsed flags: every field whose flag the parser has (same
+    name) and the user set (not None), then ``values``; the other fields keep ``cls``'s defaults."""
+    known = {f.name for f in fields(cls)}
+    parsed = {k: v for k, v in vars(args).items() if k in known and v is not None}
+    for name, value in parsed.items():
+        if isinstance(value, list):
+            parsed[name] = tuple(value)
+    return cls(**{**parsed, **values})

@@ -1,10 +1,11 @@
-"""``train.py``: the BNTT seed's command line, on any registered model and data set.
+"""``train.py`` / ``python -m bntt_snntorch train``: the BNTT seed's command line, on any
+registered model, neuron, norm and data set.
 
 ``get_args_parser()`` builds the parser, ``config_from_args(args)`` turns parsed flags into a
 :class:`~bntt_snntorch.TrainConfig`, ``main(args)`` trains (:func:`bntt_snntorch.train`) and
 returns the :class:`~bntt_snntorch.TrainResult`; ``run(argv)`` is the console entry point
-(user errors: one line on stderr, exit status 2). ``train.py convert ...`` runs the ANN -> SNN
-conversion (:mod:`bntt_snntorch.commands.convert`).
+(user errors: one line on stderr, exit status 2). The pre-0.2 routes ``train.py convert ...``
+and ``train.py --evaluate RUN`` still run (with a DeprecationWarning) until the next release.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import sys
 from dataclasses import fields
 
 from ..data import list_datasets
+from ..experiments import AnalysisOptions, analyze_run
 from ..models import list_models
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms
 from ..training import RECIPES, TrainConfig, TrainResult, train
 from ..training.recipes import ARCH_ALIASES
 from ..utils import tune_cpu_allocator
-from .analyze import add_analysis_args, analyze_from_args
-from .common import add_device_flag, add_flag, exit_status
+from .analyze import add_analysis_args
+from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
 
 
 def _positive(kind):
@@ -42,8 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train a BNTT spiking network. With no flags: a small BNTT net on sklearn's digits, offline. "
-        "'train.py convert --help': convert a trained ANN (bsnn-* recipes) to an SNN.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Other commands: python -m bntt_snntorch --help.",
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("model and optimisation (the BNTT seed's flags; unset ones come from the recipe)")
     add_flag(g, "--num-steps", type=_positive(int), help="time steps T")
@@ -114,7 +116,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--evaluate",
         metavar="RUN_OR_CHECKPOINT",
-        help="analyse a trained run instead of training (see python -m bntt_snntorch.analyze --help)",
+        help="deprecated since 0.2: python -m bntt_snntorch analyze RUN (the analysis flags below go with it)",
     )
     g = p.add_argument_group("speed")
     g.add_argument(
@@ -146,18 +148,23 @@ def main(args: argparse.Namespace) -> TrainResult:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Console entry point: parse, then train (or ``--evaluate`` a run, or ``convert``); exit status."""
+    """Console entry point (``train.py``, ``bntt-train``): parse, then train; exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:
-        from .convert import run as run_conversion
+        from . import deprecated_route
 
-        return run_conversion(argv[1:])
+        return deprecated_route("train.py convert", "convert", argv[1:])
     args = get_args_parser().parse_args(argv)
     tune_cpu_allocator()
     if args.evaluate:
-        return exit_status(lambda: analyze_from_args(args, args.evaluate))
+        from . import warn_deprecated_route
+
+        warn_deprecated_route("train.py --evaluate RUN", "analyze RUN")
+        return exit_status(lambda: analyze_run(args.evaluate, options_from_args(AnalysisOptions, args)))
     return exit_status(lambda: main(args))
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    from . import deprecated_route
+
+    sys.exit(deprecated_route("python -m bntt_snntorch.commands.train", "train"))

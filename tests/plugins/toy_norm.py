@@ -27,6 +27,6 @@ class StepGain(StepModule, nn.Module):
 
 
 @register_norm(label="step gain", per_step_statistics=True)
-def toy_gain(num_features: int, time_steps: int, dims: int) -> StepGain:
+def toy_gain(num_features: int, num_steps: int, dims: int) -> StepGain:
     """A learnable gain per step and channel (test plug-in)."""
-    return StepGain(num_features, time_steps)
+    return StepGain(num_features, num_steps)

@@ -1,0 +1,25 @@
+"""The experiments tier: what the commands run, as Python functions with a small options object.
+
+``analyze_run``, ``convert_run`` and the three studies (``compare_coding``, ``compare_conversion``,
+``compare_norms``) read and train runs through :mod:`bntt_snntorch.training`; the commands
+(:mod:`bntt_snntorch.commands`) are argparse plus one call of these.
+"""
+
+from .analyze import AnalysisOptions, analyze_run
+from .coding_study import CodingStudyOptions, compare_coding
+from .conversion_study import ConversionStudyOptions, compare_conversion
+from .convert import ConversionOptions, convert_run
+from .norm_study import NormStudyOptions, compare_norms
+
+__all__ = [
+    "AnalysisOptions",
+    "CodingStudyOptions",
+    "ConversionOptions",
+    "ConversionStudyOptions",
+    "NormStudyOptions",
+    "analyze_run",
+    "compare_coding",
+    "compare_conversion",
+    "compare_norms",
+    "convert_run",
+]
