@@ -133,6 +133,14 @@ def test_pages_render_math_and_figures_in_a_browser(site, tmp_path):
 
     concepts = dom(site / "concepts.html")
     assert concepts.count('class="MathJax') >= 5, "MathJax did not typeset the equations"
+    with_math = [p for p in site.rglob("*.html") if 'class="math' in p.read_text() and "_static" not in p.parts]
+    assert site / "concepts.html" in with_math
+    for page in with_math:  # every formula of the site typesets: MathJax marks a failure in the page itself
+        assert "Math Processing Error" not in dom(page), f"{page.relative_to(site)}: a formula did not typeset"
+    for page in (site / "tutorials").glob("0*.html"):  # what a reader sees of the executed tutorials
+        text = page.read_text()
+        for noise in ("No CUDA runtime is found", "cpp_extension", "DeprecationWarning", "UserWarning"):
+            assert noise not in text, f"{page.name} shows {noise!r} in its output"
     tutorial = dom(site / "tutorials" / "06_temporal_normalisation.html")
     assert "<img" in tutorial and "TemporalEffectiveBatchNorm2d" in tutorial
     api = dom(site / "generated" / "bntt_snntorch.BatchNormTT2d.html")
