@@ -121,32 +121,45 @@ class BatchNormTT(ThroughTime):
         synced = self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1
         return self[0].momentum is not None and not synced
 
-    def statistics(self, x_seq: torch.Tensor):
+    def statistics(self, x_seq: torch.Tensor, batch_statistics=None):
         """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``.
 
-        Training: each step's batch mean and biased variance (float32, no gradient: the fused
-        kernel's backward accounts for them), the running statistics updated by batch norm's own
-        kernel (unbiased variance, ``momentum``). Eval: the running statistics. ``weight`` is
-        ``None`` for ``affine=False``.
+        Training: each step's batch mean and biased variance (float32 at least, no gradient: the
+        fused kernel's backward accounts for them), the running statistics updated with the
+        unbiased variance and ``momentum`` — by batch norm's own kernel per step, or, when
+        ``batch_statistics(x_seq) -> (mean, var)`` computes the statistics (a fused kernel's), by
+        the same rule here. Eval: the running statistics. ``weight`` is ``None`` for ``affine=False``.
         """
         self._check_sequence_input(x_seq)
         steps = self[: x_seq.shape[0]]
         weight = torch.stack([bn.weight for bn in steps]) if self.affine else None
+        state = torch.promote_types(x_seq.dtype, torch.float32)
         with torch.no_grad():
             if not self.training:
-                mean = torch.stack([bn.running_mean for bn in steps]).float()
-                return weight, mean, torch.stack([bn.running_var for bn in steps]).float()
-            if x_seq[0].numel() == x_seq.shape[2]:
+                mean = torch.stack([bn.running_mean for bn in steps]).to(state)
+                return weight, mean, torch.stack([bn.running_var for bn in steps]).to(state)
+            count = x_seq[0].numel() // x_seq.shape[2]
+            if count == 1:
                 raise ValueError(
                     f"{type(self).__name__}: expected more than 1 value per channel when training, got shape "
                     f"{tuple(x_seq.shape)}"
                 )
-            stats = [
-                torch.batch_norm_update_stats(x, bn.running_mean.data, bn.running_var.data, bn.momentum)
-                for bn, x in zip(steps, x_seq)
-            ]
+            if batch_statistics is None:
+                stats = [
+                    torch.batch_norm_update_stats(x, bn.running_mean.data, bn.running_var.data, bn.momentum)
+                    for bn, x in zip(steps, x_seq)
+                ]
+                mean, var = (torch.stack(v).to(state) for v in zip(*stats))
+            else:
+                mean, var = batch_statistics(x_seq)
+                momentum = steps[0].momentum
+                running_mean = [bn.running_mean.data for bn in steps]
+                running_var = [bn.running_var.data for bn in steps]
+                torch._foreach_lerp_(running_mean, list(mean.to(running_mean[0].dtype)), momentum)
+                torch._foreach_lerp_(
+                    running_var, list((var * (count / (count - 1))).to(running_var[0].dtype)), momentum
+                )
             torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
-        mean, var = (torch.stack(v) for v in zip(*stats))
         return weight, mean, var
 
     def extra_repr(self) -> str:

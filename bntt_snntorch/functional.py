@@ -1,8 +1,8 @@
-"""Leaky integrate-and-fire math as pure functions (Norse style).
+"""Leaky integrate-and-fire as pure functions with autograd (Norse style).
 
-``leaky_step`` is one step of ``snn.Leaky`` (and of the BNTT seed neuron);
-``leaky_sequence_reference`` loops it over a time-major sequence and is the
-reference every faster path is tested against.
+``leaky_step`` is one step of ``snn.Leaky`` (and of the BNTT seed neuron), composed from
+:mod:`bntt_snntorch.definition`; ``leaky_sequence_reference`` loops it over a time-major
+sequence and is the reference every faster path is tested against.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+
+from . import definition
+from .definition import Variant
 
 RESET_MECHANISMS = ("subtract", "zero", "none")
 
@@ -38,41 +41,23 @@ class LeakyParams(NamedTuple):
 
 
 def leaky_step(x: torch.Tensor, mem: torch.Tensor, p: LeakyParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step: ``x`` and ``mem`` of shape ``(B, ...)``; returns ``(spk, mem)``.
+    """One step with autograd: ``x`` and ``mem`` of shape ``(B, ...)``; returns ``(spk, mem)``.
 
-    With ``detach_reset=False`` this is operation for operation the update of
-    ``snn.Leaky.forward`` (reset from the previous membrane, detached; with
-    ``reset_delay=False`` the extra same-step reset of snnTorch).
-    With ``detach_reset=True`` it is the BNTT seed neuron::
+    The update is :mod:`bntt_snntorch.definition`'s (``charge``, ``membrane_after``), with the
+    spike through ``p.spike_grad`` so that autograd sees the surrogate: with
+    ``detach_reset=False`` it is operation for operation ``snn.Leaky.forward`` (the delayed reset
+    detached, snnTorch's same-step reset of ``reset_delay=False`` not); with
+    ``detach_reset=True`` it is the BNTT seed neuron::
 
         U = beta * U + x;  S = H(U - theta);  U = U - S.detach() * theta
     """
+    RESET, DELAYED, SAME = Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset).codes
     beta = p.beta.clamp(0, 1)
-    if p.detach_reset:
-        mem = beta * mem + x
-        spk = p.spike_grad(mem - p.threshold)
-        fired = spk.detach()
-        if p.reset_mechanism == "subtract":
-            mem = mem - fired * p.threshold
-        elif p.reset_mechanism == "zero":
-            mem = mem * (1 - fired)
-        return spk * p.graded_spikes_factor, mem
-
-    reset = p.spike_grad(mem - p.threshold).clone().detach()
-    if p.reset_mechanism == "subtract":
-        new_mem = beta * mem + x - reset * p.threshold
-    elif p.reset_mechanism == "zero":
-        new_mem = beta * ((1 - reset) * mem) + x
-    else:
-        new_mem = beta * mem + x
-    spk = p.spike_grad(new_mem - p.threshold) * p.graded_spikes_factor
-    if not p.reset_delay:
-        do_reset = spk / p.graded_spikes_factor - reset
-        if p.reset_mechanism == "subtract":
-            new_mem = new_mem - do_reset * p.threshold
-        elif p.reset_mechanism == "zero":
-            new_mem = new_mem - do_reset * new_mem
-    return spk, new_mem
+    r = p.spike_grad(mem - p.threshold).detach() if (DELAYED or SAME == 1) else 0.0
+    h = definition.charge(x, mem, r, beta, p.threshold, RESET, DELAYED)
+    spk = p.spike_grad(h - p.threshold)
+    fired = spk.detach() if SAME == 2 else spk
+    return spk * p.graded_spikes_factor, definition.membrane_after(h, fired, r, p.threshold, RESET, SAME)
 
 
 def leaky_sequence_reference(

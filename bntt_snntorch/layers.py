@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .bntt import BatchNormTT
-from .kernels import bntt_leaky_scan, select_backend, spike_synapse
+from .kernels import BNTTNorm, Plan, batch_statistics, bntt_leaky_scan, choose_plan, report, spike_synapse
 from .kernels.pooling import avg_pool2d
 from .step_mode import StepCounter, StepModule
 
@@ -134,25 +134,25 @@ class SpikingBlock(StepCounter, nn.Module):
             cur = cur.unflatten(0, x_seq.shape[:2])
         else:
             cur = _over_time(self.synapse, x_seq)
-        params = self._fused_params(cur)
-        if params is not None:
-            weight, mean, var = self.norm.statistics(cur)
-            eps, training = self.norm[0].eps, self.norm.training
-            return bntt_leaky_scan(cur, weight, mean, var, params, eps, self.input_scale, training)
+        params = self.neuron.kernel_params()
+        plan = report(self, self._plan(cur, params))
+        if plan.bntt:
+            weight, mean, var = self.norm.statistics(cur, batch_statistics(plan))
+            norm = BNTTNorm(weight, mean, var, self.norm[0].eps, self.input_scale, self.norm.training)
+            return bntt_leaky_scan(cur, norm, params, plan)
         if self.norm is not None:
             cur = self.norm.multi_step(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
 
-    def _fused_params(self, cur: torch.Tensor):
-        """The neuron's kernel parameters when BNTT and neuron run as one fused node, else None."""
+    def _plan(self, cur: torch.Tensor, params) -> Plan:
+        """BNTT and the neuron fused (``bntt-*``) when the norm is a BNTT the fused node can run, else
+        "unfused" (the norm, then the neuron's own plan)."""
         if not (isinstance(self.norm, BatchNormTT) and self.norm.fusable()):
-            return None
-        params = self.neuron.kernel_params()
-        if params is None or select_backend(cur, params, self.neuron.backend) != "torch":
-            return None
-        return params
+            kind = "no norm" if self.norm is None else f"{type(self.norm).__name__} is not a fusable BNTT"
+            return Plan("unfused", kind)
+        return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True)
 
     def step(self, x: torch.Tensor, t: int, mem: torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""

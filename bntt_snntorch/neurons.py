@@ -17,7 +17,7 @@ from torch import nn
 
 from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
-from .kernels import BACKENDS, leaky_scan
+from .kernels import BACKENDS, Plan, choose_plan, leaky_scan, report
 from .registry import Registry
 from .step_mode import StepModule
 
@@ -87,7 +87,8 @@ class Leaky(StepModule, snn.Leaky):
       ``reset_delay`` is ignored. Not combinable with ``inhibition`` / ``state_quant``.
     * ``backend``: how a sequence runs: "auto" (fused Triton on CUDA, fused torch elsewhere,
       the per-step reference where a fused scan cannot), or "reference", "torch",
-      "triton" (see :mod:`bntt_snntorch.kernels`). ``inhibition``, ``state_quant``,
+      "triton" (:func:`bntt_snntorch.kernels.choose_plan` decides;
+      :func:`bntt_snntorch.kernels.explain` shows what ran). ``inhibition``, ``state_quant``,
       ``surrogate_disable`` and a learnable graded-spikes factor always use the
       per-step reference.
     """
@@ -215,8 +216,11 @@ class Leaky(StepModule, snn.Leaky):
         """``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``, both ``(T, B, ...)``, from membrane
         ``mem`` ``(B, ...)`` (zeros when ``None``). The layer's hidden state is not touched."""
         if self.inhibition or self.state_quant:
+            report(self, Plan("reference", "inhibition / state_quant: snnTorch's own step, looped"))
             return self._loop_snntorch_step(x_seq, mem)
-        return leaky_scan(x_seq, self.params(), mem, self.backend)
+        params = self.params()
+        plan = report(self, choose_plan(x_seq, params, self.backend))
+        return leaky_scan(x_seq, params, mem, self.backend, plan)
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
         """One step: ``x`` ``(B, ...)`` and membrane ``mem`` -> ``(spk, mem)``; hidden state untouched.

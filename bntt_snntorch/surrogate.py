@@ -4,15 +4,15 @@ Each object here is callable like a ``snntorch.surrogate`` function
 (``spk = spike_grad(mem - threshold)``: a Heaviside step forward, the
 surrogate derivative backward), so it can be passed as ``spike_grad`` to
 ``snn.Leaky`` and to :class:`bntt_snntorch.MultiStepLeaky` alike. Because the
-derivative is known in closed form (:meth:`Surrogate.derivative`), fused
-kernels can evaluate it without autograd.
+derivative is known in closed form (:meth:`Surrogate.derivative`, written once in
+:mod:`bntt_snntorch.definition`), fused kernels can evaluate it without autograd.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from . import definition
 
 
 class _SpikeFunction(torch.autograd.Function):
@@ -29,17 +29,24 @@ class _SpikeFunction(torch.autograd.Function):
 
 
 class Surrogate:
-    """Heaviside forward, ``derivative(x)`` backward; ``x`` is ``mem - threshold``."""
+    """Heaviside forward, ``derivative(x)`` backward; ``x`` is ``mem - threshold``.
+
+    A subclass names its derivative in :mod:`bntt_snntorch.definition` (``code``: its index in
+    ``SURROGATES``) and its two parameters (:meth:`args`); every kernel evaluates that one formula.
+    """
+
+    code: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return _SpikeFunction.apply(x, self)
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def args(self) -> tuple[float, float]:
+        """The definition's two parameters ``(a, b)``."""
+        return 0.0, 0.0
 
-    def derivative_(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`derivative`, allowed to overwrite ``x`` (fused kernels pass a temporary)."""
-        return self.derivative(x)
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """The surrogate derivative at ``x`` (:data:`bntt_snntorch.definition.SURROGATES` ``[code]``)."""
+        return definition.SURROGATES[self.code](x, *self.args())
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -59,53 +66,56 @@ class BNTTTriangle(Surrogate):
     ``0.3 * max(0, 1 - |U/theta - 1|)`` taken with respect to ``U``.
     """
 
+    code = 0
+
     def __init__(self, scale: float = 0.3, width: float = 1.0):
         self.scale = float(scale)
         self.width = float(width)
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale / self.width * torch.clamp(1.0 - x.abs() / self.width, min=0.0)
-
-    def derivative_(self, x: torch.Tensor) -> torch.Tensor:
-        return x.abs_().sub_(self.width).clamp_(max=0.0).mul_(-self.scale / self.width**2)
+    def args(self) -> tuple[float, float]:
+        return self.scale, self.width
 
 
 class ATan(Surrogate):
     """snnTorch's default: ``alpha / 2 / (1 + (pi / 2 * alpha * x) ** 2)``."""
 
+    code = 1
+
     def __init__(self, alpha: float = 2.0):
         self.alpha = float(alpha)
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+    def args(self) -> tuple[float, float]:
+        return self.alpha, 0.0
 
 
 class FastSigmoid(Surrogate):
     """``1 / (slope * |x| + 1) ** 2``, as ``snntorch.surrogate.fast_sigmoid``."""
 
+    code = 2
+
     def __init__(self, slope: float = 25.0):
         self.slope = float(slope)
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return 1.0 / (self.slope * x.abs() + 1.0) ** 2
+    def args(self) -> tuple[float, float]:
+        return self.slope, 0.0
 
 
 class Sigmoid(Surrogate):
     """``slope * e^(-slope x) / (e^(-slope x) + 1) ** 2``, as ``snntorch.surrogate.sigmoid``."""
 
+    code = 3
+
     def __init__(self, slope: float = 25.0):
         self.slope = float(slope)
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.sigmoid(self.slope * x)
-        return self.slope * s * (1 - s)
+    def args(self) -> tuple[float, float]:
+        return self.slope, 0.0
 
 
 class StraightThrough(Surrogate):
     """Gradient passed through unchanged, as ``snntorch.surrogate.straight_through_estimator``."""
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ones_like(x)
+    code = 4
 
 
 def bntt_triangle(scale: float = 0.3, width: float = 1.0) -> BNTTTriangle:

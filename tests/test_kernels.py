@@ -1,4 +1,5 @@
-"""Fused leaky scans against the per-step reference (functional.leaky_sequence_reference).
+"""Fused leaky scans against the per-step reference (functional.leaky_sequence_reference); the Triton
+cases run on CUDA, or on CPU under the interpreter (tests/test_kernels_interpreted.py starts that run).
 
 Random inputs and parameters per case (seeded from the case's name); every reset variant, every
 closed-form surrogate, learnable beta (per channel) and threshold. Tolerances (float32): spikes,
@@ -7,20 +8,16 @@ which sum ~10^4 terms in a different order, 5e-4 relative to max(|grad|, 1)."""
 
 import itertools
 import os
-import re
-import subprocess
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
 import torch
 
 from bntt_snntorch import MultiStepLeaky, surrogate
 from bntt_snntorch.functional import leaky_sequence_reference
-from bntt_snntorch.kernels import leaky_scan, select_backend
+from bntt_snntorch.kernels import choose_plan, leaky_scan
 
-from .helpers import LEAKY_VARIANTS, assert_close, learnable_leaky
+from .helpers import VARIANTS, assert_close, learnable_leaky
 
 SURROGATES = [
     surrogate.bntt_triangle(0.3, 1.0),
@@ -28,7 +25,6 @@ SURROGATES = [
     surrogate.fast_sigmoid(5.0),
     surrogate.sigmoid(4.0),
 ]
-VARIANTS = LEAKY_VARIANTS
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 FUSED = [("torch", "cpu")]
 FUSED += [("triton", "cuda")] if torch.cuda.is_available() else []
@@ -82,18 +78,26 @@ def test_fused_scan_equals_reference(backend, device, variant, sg, per_channel):
             assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"{backend} {variant} {sg}: {name}")
 
 
-def test_auto_backend_choice():
+def test_auto_backend_choice(monkeypatch):
+    monkeypatch.delenv("BNTT_KERNELS", raising=False)
     x = torch.zeros(2, 3)
-    assert select_backend(x, MultiStepLeaky(0.9).params()) == "torch"
+    ours = MultiStepLeaky(0.9).params()
+    assert choose_plan(x, ours).path == "torch"
     from snntorch import surrogate as snn_surrogate
 
     snn_sg = MultiStepLeaky(0.9, spike_grad=snn_surrogate.atan()).params()
-    assert select_backend(x, snn_sg) == "reference"
+    plan = choose_plan(x, snn_sg)
+    assert plan.path == "reference" and "closed-form derivative" in plan.reason
     with pytest.raises(ValueError, match="closed-form derivative"):
-        select_backend(x, snn_sg, "torch")
+        choose_plan(x, snn_sg, "torch")
     if not torch.cuda.is_available() and not INTERPRET:
-        with pytest.raises(ValueError, match="CUDA"):
-            select_backend(x, MultiStepLeaky(0.9).params(), "triton")
+        with pytest.raises(ValueError, match="backend='triton': Triton is not installed or cannot run"):
+            choose_plan(x, ours, "triton")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        choose_plan(x, ours, "cuda")
+    monkeypatch.setenv("BNTT_KERNELS", "fast")
+    with pytest.raises(ValueError, match="BNTT_KERNELS must be one of auto, eager, compiled, triton"):
+        choose_plan(x, ours)
 
 
 def test_fused_scan_under_bf16_autocast_keeps_fp32_membrane():
@@ -106,38 +110,24 @@ def test_fused_scan_under_bf16_autocast_keeps_fp32_membrane():
     assert agree > 0.97  # the input rounding to bf16 flips only spikes that sit at the threshold
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(INTERPRET, reason="already inside the interpreter run")
-def test_triton_kernels_under_the_cpu_interpreter():
-    """The Triton kernels, run by Triton's interpreter on CPU, equal the reference (same cases as above)."""
-    pytest.importorskip("triton", reason="Triton is not installed (it ships with CUDA builds of torch)")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "triton-cpu"],
-        cwd=Path(__file__).parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    expected = len(VARIANTS) * len(SURROGATES)  # every case of test_fused_scan_equals_reference, on Triton
-    assert re.search(rf"\b{expected} passed", result.stdout), result.stdout[-500:]
-
-
-def test_auto_falls_back_to_torch_when_triton_fails(monkeypatch):
-    import bntt_snntorch.kernels as kernels
-    from bntt_snntorch.kernels import triton_scan
+def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypatch):
+    from bntt_snntorch import kernels
+    from bntt_snntorch.kernels import Plan, explain, triton_scan
+    from bntt_snntorch.kernels import plan as plan_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel image for this GPU")
 
-    monkeypatch.setattr(kernels, "select_backend", lambda x, p, backend="auto": "triton")
+    monkeypatch.setattr(kernels, "choose_plan", lambda x, p, backend="auto", bntt=False: Plan("triton", "forced"))
     monkeypatch.setattr(triton_scan, "leaky_scan_triton", broken)
-    monkeypatch.setattr(kernels, "_TRITON_BROKEN", [])
+    monkeypatch.setattr(plan_module, "FALLBACKS", {})
+    monkeypatch.setattr(plan_module, "triton_usable", lambda device: True)
+    monkeypatch.setenv("BNTT_KERNELS", "triton")
     lif = MultiStepLeaky(0.9, spike_grad=surrogate.bntt_triangle())
     x = torch.randn(5, 3, 4) + 0.5
-    with pytest.warns(UserWarning, match="no kernel image"):
-        spk, mem = leaky_scan(x, lif.params())
+    with pytest.warns(UserWarning, match="triton kernels failed .*no kernel image"):
+        spk, mem = leaky_scan(x, lif.params(), plan=Plan("triton", "forced"))
     ref_spk, ref_mem = leaky_sequence_reference(x, lif.params())
-    assert torch.equal(spk, ref_spk) and kernels._TRITON_BROKEN
+    assert torch.equal(spk, ref_spk) and "no kernel image" in plan_module.FALLBACKS["triton"]
+    (line,) = explain(lif, x)  # later plans take the torch scan and say why
+    assert line.path == "torch" and "fallback" in line.reason and "no kernel image" in line.reason

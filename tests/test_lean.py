@@ -20,9 +20,8 @@ from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, surrogate
 from bntt_snntorch.layers import SpikingBlock, TimeDistributed
 from bntt_snntorch.profiling import saved_tensor_bytes
 
-from .helpers import LEAKY_VARIANTS, assert_close, learnable_leaky
+from .helpers import VARIANTS, assert_close, learnable_leaky
 
-VARIANTS = LEAKY_VARIANTS
 SURROGATES = {"triangle": surrogate.bntt_triangle(0.3, 1.0), "atan": surrogate.atan(2.0)}
 
 
@@ -190,7 +189,7 @@ def compiled_kernels(monkeypatch):
     """Force the compiled step kernels (kernels/compiled_steps.py) and count their uses."""
     from bntt_snntorch.kernels import compiled_steps
 
-    monkeypatch.setenv("BNTT_COMPILED_KERNELS", "1")
+    monkeypatch.setenv("BNTT_KERNELS", "compiled")
     calls = []
     original = compiled_steps.compiled
 
@@ -217,32 +216,41 @@ def test_compiled_step_kernels_under_bf16_autocast(compiled_kernels):
 
 
 def test_compiled_kernels_only_for_large_cpu_layers(monkeypatch):
-    from bntt_snntorch.kernels.bntt_scan import COMPILE_MIN_NEURONS, _use_compiled
+    from bntt_snntorch.kernels import COMPILE_MIN_NEURONS, choose_plan
 
     p = _block(2, VARIANTS[5], "triangle").neuron.params()
     small, large = torch.zeros(2, 4, 8, 4, 4), torch.zeros(2, 1, COMPILE_MIN_NEURONS)
-    monkeypatch.delenv("BNTT_COMPILED_KERNELS", raising=False)
-    assert not _use_compiled(small, p) and _use_compiled(large, p)
-    monkeypatch.setenv("BNTT_COMPILED_KERNELS", "0")
-    assert not _use_compiled(large, p)
-    monkeypatch.setenv("BNTT_COMPILED_KERNELS", "1")
-    assert _use_compiled(small, p)
+
+    def path(x, **kw):
+        return choose_plan(x, p, bntt=True, **kw).path
+
+    monkeypatch.delenv("BNTT_KERNELS", raising=False)
+    assert (path(small), path(large), path(large.double())) == ("bntt-eager", "bntt-compiled", "bntt-eager")
+    assert path(large, backend="torch") == "bntt-eager"
+    monkeypatch.setenv("BNTT_KERNELS", "eager")
+    assert path(large) == "bntt-eager"
+    monkeypatch.setenv("BNTT_KERNELS", "compiled")
+    assert path(small) == "bntt-compiled"
 
 
 def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
-    from bntt_snntorch.kernels import bntt_scan, compiled_steps
+    from bntt_snntorch.kernels import compiled_steps, explain
+    from bntt_snntorch.kernels import plan as plan_module
 
     def broken(name, key):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setenv("BNTT_COMPILED_KERNELS", "1")
+    monkeypatch.setenv("BNTT_KERNELS", "compiled")
     monkeypatch.setattr(compiled_steps, "compiled", broken)
-    monkeypatch.setattr(bntt_scan, "_COMPILED_BROKEN", [])
+    monkeypatch.setattr("bntt_snntorch.kernels.plan.FALLBACKS", {})
     fast = _block(2, VARIANTS[5], "triangle")
     slow = copy.deepcopy(fast)
     x = _input(2, 11)
-    with pytest.warns(UserWarning, match="no C.. compiler.*BNTT_COMPILED_KERNELS=0"):
+    with pytest.warns(UserWarning, match="bntt-compiled kernels failed .*no C.. compiler.*BNTT_KERNELS=eager"):
         y_fast, gx_fast, _, _ = _run(fast, x, True, 11)
+    assert "no C++ compiler" in plan_module.FALLBACKS["bntt-compiled"]
+    (line,) = explain(fast, x)
+    assert line.path == "bntt-eager" and "no C++ compiler" in line.reason
     y_slow, gx_slow, _, _ = _run(slow, x, False, 11)
     assert_close(y_fast, y_slow)
     assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4)

@@ -1,24 +1,16 @@
-"""Fused leaky scans and the choice between them.
+"""Fused kernels for spiking layers, and the one place that decides which runs.
 
-Backends of :func:`leaky_scan`:
+* :func:`leaky_scan` — a leaky layer over a sequence ``(T, B, ...)``: the per-step reference
+  (autograd through every step), one torch autograd node (:mod:`.torch_scan`), or one Triton
+  kernel per direction (:mod:`.triton_scan`).
+* :func:`bntt_leaky_scan` — the ``synapse -> BNTT -> leaky`` block's BNTT and neuron as one node
+  that keeps only the synapse output for backward: batch norm's own kernels per step, compiled
+  CPU steps (:mod:`.bntt_scan`, :mod:`.compiled_steps`), or Triton (:mod:`.triton_bntt`).
+* :func:`choose_plan` picks the path (:mod:`.plan`); :func:`explain` reports every layer's.
 
-* ``"reference"`` — :func:`bntt_snntorch.functional.leaky_sequence_reference`, autograd through every step.
-* ``"torch"`` — one autograd node, plain torch loops (:mod:`.torch_scan`); any device.
-* ``"triton"`` — one Triton kernel per direction (:mod:`.triton_scan`); CUDA.
-* ``"auto"`` — Triton on CUDA when available, else torch; the reference when
-  the surrogate is not a :class:`bntt_snntorch.surrogate.Surrogate` (its
-  derivative is then only known to autograd) or the graded-spikes factor is
-  learnable or per neuron.
-
-Under ``torch.compile`` a fused scan stays one opaque call (the compiler
-does not unroll T steps of it); the layers around it are compiled.
-
-:func:`bntt_leaky_scan` (:mod:`.bntt_scan`) goes one step further for the
-usual ``synapse -> BNTT -> leaky`` block: normalisation and neuron as one
-node that keeps only the synapse output for backward. On CPU its steps run
-as TorchInductor-compiled loops (:mod:`.compiled_steps`) for layers of at
-least ``COMPILE_MIN_NEURONS`` neurons; ``BNTT_COMPILED_KERNELS=0`` keeps
-them eager (batch norm's own kernels), ``=1`` compiles every size.
+All of them evaluate the one neuron definition, :mod:`bntt_snntorch.definition`. Under
+``torch.compile`` a fused call stays one opaque node (the Triton block is a ``torch.library``
+custom op); the layers around it are compiled.
 """
 
 from __future__ import annotations
@@ -27,95 +19,122 @@ import warnings
 
 import torch
 
-from ..functional import LeakyParams, leaky_sequence_reference
-from ..surrogate import Surrogate
+from ..definition import VARIANTS, Variant
+from ..functional import leaky_sequence_reference
 from . import spike_synapse
-from .bntt_scan import COMPILE_MIN_NEURONS, bntt_leaky_scan
-from .scan_math import ScanMode
-from .torch_scan import leaky_scan_torch
+from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu, coefficients
+from .plan import (
+    BACKENDS,
+    COMPILE_MIN_NEURONS,
+    FALLBACKS,
+    LayerPlan,
+    Plan,
+    choose_plan,
+    explain,
+    record_failure,
+    report,
+)
+from .torch_scan import NeuronSpec, NeuronTensors, leaky_scan_torch
 
 __all__ = [
     "BACKENDS",
+    "BNTTNorm",
     "COMPILE_MIN_NEURONS",
-    "ScanMode",
+    "FALLBACKS",
+    "LayerPlan",
+    "NeuronSpec",
+    "NeuronTensors",
+    "Plan",
+    "VARIANTS",
+    "Variant",
+    "batch_statistics",
     "bntt_leaky_scan",
+    "choose_plan",
+    "explain",
     "leaky_scan",
-    "select_backend",
+    "report",
     "spike_synapse",
 ]
 
-BACKENDS = ("auto", "reference", "torch", "triton")
 
-
-def _triton_ready(x: torch.Tensor, p: LeakyParams) -> bool:
-    from . import triton_scan
-
-    return not _TRITON_BROKEN and triton_scan.available(x) and triton_scan.supports(p)
-
-
-def _fusable(p: LeakyParams) -> bool:
-    """A fused scan needs the surrogate's closed-form derivative and a constant scalar spike factor."""
-    g = torch.as_tensor(p.graded_spikes_factor)
-    return isinstance(p.spike_grad, Surrogate) and g.numel() == 1 and not g.requires_grad
-
-
-def select_backend(x_seq: torch.Tensor, p: LeakyParams, backend: str = "auto") -> str:
-    """The backend that will run ``x_seq`` with parameters ``p``; raises if a forced one cannot."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    fusable = _fusable(p)
-    if backend == "auto":
-        if not fusable:
-            return "reference"
-        return "triton" if x_seq.is_cuda and _triton_ready(x_seq, p) else "torch"
-    if backend in ("torch", "triton") and not fusable:
-        raise ValueError(
-            f"backend={backend!r} needs a spike_grad from bntt_snntorch.surrogate (closed-form derivative) and a "
-            f"fixed scalar graded_spikes_factor, got {p.spike_grad!r}; use backend='reference' or 'auto'"
-        )
-    if backend == "triton" and not _triton_ready(x_seq, p):
-        raise ValueError("backend='triton' needs a CUDA tensor, Triton, and scalar beta/threshold/graded_spikes_factor")
-    return backend
+def _state_dtype(x: torch.Tensor) -> torch.dtype:
+    """The membrane's dtype: float32 at least (also under bf16 autocast), float64 for float64 input."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 @torch.compiler.disable
-def _fused_scan(chosen, x_seq, p: LeakyParams, mem):
-    mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem is None else mem.float()
-    g = torch.as_tensor(p.graded_spikes_factor, dtype=torch.float32, device=x_seq.device)
-    beta, theta = p.beta.float(), p.threshold.float()
-    mode = ScanMode.from_params(p)
-    if chosen == "triton":
+def _fused_scan(path: str, x_seq, p, mem):
+    state = _state_dtype(x_seq)
+    mem0 = torch.zeros(x_seq.shape[1:], dtype=state, device=x_seq.device) if mem is None else mem.to(state)
+    tensors, spec = NeuronTensors.of(p, x_seq.device, state), NeuronSpec.of(p)
+    if path == "triton":
         from .triton_scan import leaky_scan_triton
 
-        return leaky_scan_triton(x_seq, mem0, beta, theta, g, p.spike_grad, mode)
-    return leaky_scan_torch(x_seq, mem0, beta, theta, g, p.spike_grad, mode)
+        return leaky_scan_triton(x_seq, mem0, tensors, spec)
+    return leaky_scan_torch(x_seq, mem0, tensors, spec)
 
 
-def leaky_scan(x_seq: torch.Tensor, p: LeakyParams, mem: torch.Tensor | None = None, backend: str = "auto"):
-    """Run a leaky layer over ``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``.
+def leaky_scan(
+    x_seq: torch.Tensor, p, mem: torch.Tensor | None = None, backend: str = "auto", plan: Plan | None = None
+):
+    """Run a leaky layer (:class:`~bntt_snntorch.functional.LeakyParams` ``p``) over ``x_seq`` ``(T, B, ...)``
+    from membrane ``mem`` ``(B, ...)`` (zeros when None) -> ``(spk_seq, mem_seq)``.
 
-    Fused backends keep the membrane in float32 (also under bf16 autocast) and
-    return spikes in the input's dtype.
+    ``plan`` (default: :func:`choose_plan` for ``backend``) says which kernel runs. Fused paths keep
+    the membrane in float32 at least (also under bf16 autocast) and return spikes in the input's dtype.
     """
-    chosen = select_backend(x_seq, p, backend)
-    if chosen == "reference":
+    plan = plan or choose_plan(x_seq, p, backend)
+    if plan.path == "reference":
         return leaky_sequence_reference(x_seq, p, mem)
-    if chosen == "triton" and backend == "auto":
+    if plan.path == "triton":
         try:
             return _fused_scan("triton", x_seq, p, mem)
         except Exception as err:  # e.g. a Triton build failure on an untested GPU
-            _disable_triton(err)
-            chosen = "torch"
-    return _fused_scan(chosen, x_seq, p, mem)
+            if backend == "triton":
+                raise
+            record_failure("triton", err)
+    return _fused_scan("torch", x_seq, p, mem)
 
 
-_TRITON_BROKEN: list[str] = []
+def _triton_block(x_seq, norm: BNTTNorm, p):
+    from . import triton_bntt
+    from .triton_scan import params_tensor
+
+    rstd, k = coefficients(norm.weight, norm.var.float(), norm.eps, float(norm.scale))
+    mean = norm.mean.float()
+    shift = -mean * k
+    tensors, spec = NeuronTensors.of(p, x_seq.device), NeuronSpec.of(p)
+    mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
+    surrogate = [float(spec.surrogate.code), *map(float, spec.surrogate.args())]
+    return triton_bntt.bntt_leaky(
+        x_seq.contiguous(), k.contiguous(), shift.contiguous(), mean.contiguous(), rstd.contiguous(), mem0,
+        params_tensor(tensors), [int(c) for c in spec.variant.codes], surrogate, bool(norm.training),
+    )  # fmt: skip
 
 
-def _disable_triton(err: Exception) -> None:
-    """After a Triton failure, "auto" uses the torch scan for the rest of the process (warned once)."""
-    if not _TRITON_BROKEN:
-        warnings.warn(
-            f"the Triton leaky scan failed ({type(err).__name__}: {err}); using the torch scan instead", stacklevel=3
-        )
-    _TRITON_BROKEN.append(repr(err))
+def bntt_leaky_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, plan: Plan) -> torch.Tensor:
+    """Spikes ``(T, B, C, ...)`` of a leaky layer (LeakyParams ``p``) driven by ``norm.scale * BNTT(x_seq)``,
+    from zero membrane, on the fused path ``plan.path`` ("bntt-eager", "bntt-compiled", "bntt-triton")."""
+    if plan.path == "bntt-triton":
+        try:
+            return _triton_block(x_seq, norm, p)
+        except Exception as err:
+            record_failure("bntt-triton", err)
+            plan = Plan("bntt-eager", "fallback")
+    return bntt_leaky_scan_cpu(x_seq, norm, p, plan.path)
+
+
+def batch_statistics(plan: Plan):
+    """The function that computes each step's batch statistics on ``plan``'s path (the Triton kernel
+    for "bntt-triton"), or None for BNTT's own per-step batch-norm kernels."""
+    if plan.path != "bntt-triton":
+        return None
+    from .triton_bntt import batch_statistics as triton_statistics
+
+    return triton_statistics
+
+
+def select_backend(x_seq: torch.Tensor, p, backend: str = "auto") -> str:
+    """Deprecated since 0.2: ``choose_plan(x_seq, p, backend).path``."""
+    warnings.warn("select_backend() is deprecated; use choose_plan(x_seq, p, backend).path", DeprecationWarning, 2)
+    return choose_plan(x_seq, p, backend).path

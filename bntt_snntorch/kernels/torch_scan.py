@@ -1,20 +1,49 @@
-"""The leaky scan as one autograd node, in plain torch (CPU, and any device without Triton).
+"""The leaky scan as one autograd node in plain torch (CPU, and any device without Triton).
 
-Forward and backward loop over T without building a graph, a handful of ops
-a step on cache-sized ``(B, ...)`` slices. Saved for backward: ``h`` (the
-surrogate's argument) only; the membrane is recomputed from it
-(:func:`~.scan_math.membrane_from_h`), and for the reset modes where the two
-are equal the returned membrane *is* the saved ``h``.
+Forward and backward loop over T without building a graph, calling the one neuron definition
+(:mod:`bntt_snntorch.definition`) on cache-sized ``(B, ...)`` slices. Saved for backward: ``h``
+(the surrogate's argument) only; the membrane is recomputed from it (:func:`membrane_sequence`),
+and for the variants where the two are equal the returned membrane *is* ``h``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from .. import definition as D
+from ..definition import Variant
 from ..surrogate import Surrogate
-from .scan_math import ScanMode, backward_step, clamp_grad_mask, forward_step, membrane_from_h, membrane_sequence
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """The static part of a leaky layer a kernel is specialised for: its variant and surrogate."""
+
+    variant: Variant
+    surrogate: Surrogate
+
+    @classmethod
+    def of(cls, p) -> NeuronSpec:
+        """The spec of neuron parameters ``p`` (a :class:`~bntt_snntorch.functional.LeakyParams`)."""
+        return cls(Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset), p.spike_grad)
+
+
+@dataclass(frozen=True)
+class NeuronTensors:
+    """A leaky layer's parameters as the kernels take them: float32 ``beta`` (unclamped: its gradient
+    is masked where the clamp to [0, 1] cuts), ``theta`` and the graded-spikes factor ``g``."""
+
+    beta: torch.Tensor
+    theta: torch.Tensor
+    g: torch.Tensor
+
+    @classmethod
+    def of(cls, p, device: torch.device, dtype: torch.dtype = torch.float32) -> NeuronTensors:
+        g = torch.as_tensor(p.graded_spikes_factor, dtype=dtype, device=device)
+        return cls(p.beta.to(dtype), p.threshold.to(dtype), g)
 
 
 def reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -25,81 +54,82 @@ def reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
-def forward_scan(x_at: Callable[[int], torch.Tensor], steps: int, mem0, beta_c, theta, g: float, mode: ScanMode, out):
-    """Run ``steps`` steps; ``x_at(t)`` gives step ``t``'s input ``(B, ...)``.
+def clamp_grad_mask(beta: torch.Tensor) -> torch.Tensor:
+    """Derivative of ``beta.clamp(0, 1)``: 1 where beta is inside [0, 1], else 0."""
+    return ((beta >= 0) & (beta <= 1)).to(beta.dtype)
 
-    ``out`` holds the result buffers ``"spk"``, ``"h"``, ``"mem"``, each ``(T, B, ...)`` or missing
-    (then a one-step scratch is used: the value is not kept).
-    """
-    h_seq, mem_seq, spk_seq = out.get("h"), out.get("mem"), out.get("spk")
-    scratch_h = None if h_seq is not None else torch.empty(mem0.shape, dtype=mem0.dtype, device=mem0.device)
-    scratch_m = None if mem_seq is not None else torch.empty_like(mem0)
-    scratch_s = None if spk_seq is not None else torch.empty_like(mem0)
+
+def membrane_sequence(h_seq: torch.Tensor, mem0: torch.Tensor, theta, variant: Variant) -> torch.Tensor:
+    """All membranes ``(T, B, ...)`` recomputed from ``h_seq`` and the initial membrane ``mem0``
+    (``h_seq`` itself for variants without a same-step reset)."""
+    RESET, _, SAME = variant.codes
+    if SAME == 0:
+        return h_seq
+    if SAME == 2:  # the detached reset needs this step's h only
+        return D.membrane_after(h_seq, D.heaviside(h_seq - theta), 0.0, theta, RESET, SAME)
+    mem_seq, m = torch.empty_like(h_seq), mem0
+    for t in range(h_seq.shape[0]):
+        h = h_seq[t]
+        m = mem_seq[t].copy_(D.membrane_after(h, D.heaviside(h - theta), D.heaviside(m - theta), theta, RESET, SAME))
+    return mem_seq
+
+
+def forward_scan(x_at: Callable[[int], torch.Tensor], num_steps: int, mem0, tensors: NeuronTensors, variant, out):
+    """Run ``num_steps`` steps from ``mem0``; ``x_at(t)`` gives step ``t``'s input ``(B, ...)``. ``out``
+    holds ``(T, B, ...)`` buffers ``"spk"`` / ``"h"`` / ``"mem"`` to fill (each optional).
+    Returns the last membrane."""
+    codes = variant.codes
+    beta = tensors.beta.clamp(0, 1)
     m = mem0
-    for t in range(steps):
-        h_t = h_seq[t] if h_seq is not None else scratch_h
-        m_t = h_t if mem_seq is h_seq and h_seq is not None else (mem_seq[t] if mem_seq is not None else scratch_m)
-        forward_step(x_at(t), m, beta_c, theta, g, mode, h_t, m_t, spk_seq[t] if spk_seq is not None else scratch_s)
-        m = m_t
+    for t in range(num_steps):
+        h, m, spk = D.forward_step(x_at(t).to(mem0.dtype), m, beta, tensors.theta, tensors.g, *codes)
+        for name, value in (("spk", spk), ("h", h), ("mem", m)):
+            if name in out:
+                out[name][t] = value
+    return m
 
 
-def backward_scan(grad_spk, grad_mem, h_seq, mem0, beta, theta, g: float, surrogate, mode, need, grad_x_at):
-    """Reverse scan from the saved ``h_seq``; ``grad_x_at(t, delta_h)`` receives ``dL/dh_t`` (float32,
-    a one-step buffer) and stores what it needs. ``need = (beta, theta)`` flags.
+def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec: NeuronSpec, need, grad_x_at):
+    """Reverse scan from the saved ``h_seq``; ``grad_x_at(t, delta_h)`` receives ``dL/dh_t`` (the state's
+    dtype) and stores what it needs. ``need = (beta, theta)`` flags.
 
-    Returns ``(grad_mem0, grad_beta, grad_theta)`` (``None`` where not needed).
-    """
-    need_beta, need_theta = need
-    beta_c = beta.clamp(0, 1)
-    mem_seq = membrane_sequence(h_seq, mem0, theta, mode) if mode.same_step_reset == "snn" else None
-    delta_h = torch.empty(h_seq.shape[1:], dtype=h_seq.dtype, device=h_seq.device)
-    carry = d_beta = d_theta = None
+    Returns ``(grad_mem0, grad_beta, grad_theta)`` (``None`` where not needed)."""
+    RESET, DELAYED, SAME = spec.variant.codes
+    beta, theta, g = tensors.beta.clamp(0, 1), tensors.theta, tensors.g
+    mem_seq = membrane_sequence(h_seq, mem0, theta, spec.variant)
+    carry, d_beta, d_theta = 0.0, None, None
     for t in reversed(range(h_seq.shape[0])):
-        if t == 0:
-            m_prev = mem0
-        elif mem_seq is not None:
-            m_prev = mem_seq[t - 1]
-        else:
-            m_prev = membrane_from_h(h_seq[t - 1], None, theta, mode)
-        carry, beta_t, theta_t = backward_step(
-            None if grad_spk is None else grad_spk[t],
-            None if grad_mem is None else grad_mem[t],
-            carry,
-            h_seq[t],
-            m_prev,
-            beta_c,
-            theta,
-            g,
-            surrogate,
-            mode,
-            need_beta,
-            need_theta,
-            delta_h,
+        h, m_prev = h_seq[t], mem0 if t == 0 else mem_seq[t - 1]
+        delta_m = carry if grad_mem is None else grad_mem[t] + carry
+        slope = spec.surrogate.derivative(h - theta)
+        grads = 0.0 if grad_spk is None else grad_spk[t]
+        delta_h, carry, beta_t, theta_t = D.backward_step(
+            grads, delta_m, h, m_prev, beta, theta, g, slope, RESET, DELAYED, SAME
         )
         grad_x_at(t, delta_h)
-        if need_beta:
-            beta_t = reduce_to(beta_t, beta.shape)
+        if need[0]:
+            beta_t = reduce_to(beta_t, tensors.beta.shape)
             d_beta = beta_t if d_beta is None else d_beta + beta_t
-        if need_theta:
-            theta_t = reduce_to(theta_t, theta.shape)
+        if need[1]:
+            theta_t = reduce_to(theta_t, tensors.theta.shape)
             d_theta = theta_t if d_theta is None else d_theta + theta_t
-    grad_beta = None if d_beta is None else d_beta * clamp_grad_mask(beta)
+    grad_beta = None if d_beta is None else d_beta * clamp_grad_mask(tensors.beta)
     return carry, grad_beta, d_theta
 
 
 class LeakyScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_seq, mem0, beta, theta, g, surrogate: Surrogate, mode: ScanMode):
-        # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in float32,
-        # spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
+    def forward(ctx, x_seq, mem0, beta, theta, g, spec: NeuronSpec):
+        # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in the state's dtype
+        # (float32 at least), spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
         h_seq = torch.empty(x_seq.shape, dtype=mem0.dtype, device=x_seq.device)
-        mem_seq = h_seq if mode.same_step_reset == "none" else torch.empty_like(h_seq)
-        spk_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-        out = dict(h=h_seq, mem=mem_seq, spk=spk_seq)
-        forward_scan(x_seq.__getitem__, x_seq.shape[0], mem0, beta.clamp(0, 1), theta, float(g), mode, out)
+        out = dict(h=h_seq, spk=torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device))
+        if spec.variant.same_step_reset != "none":
+            out["mem"] = torch.empty_like(h_seq)
+        forward_scan(x_seq.__getitem__, x_seq.shape[0], mem0, NeuronTensors(beta, theta, g), spec.variant, out)
         ctx.save_for_backward(h_seq, mem0, beta, theta, g)
-        ctx.surrogate, ctx.mode, ctx.x_dtype = surrogate, mode, x_seq.dtype
-        return spk_seq, mem_seq
+        ctx.spec, ctx.x_dtype = spec, x_seq.dtype
+        return out["spk"], out.get("mem", h_seq)
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
@@ -107,12 +137,12 @@ class LeakyScan(torch.autograd.Function):
         grad_x = torch.empty(h_seq.shape, dtype=ctx.x_dtype, device=h_seq.device)
         need = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         grad_mem0, grad_beta, grad_theta = backward_scan(
-            grad_spk, grad_mem, h_seq, mem0, beta, theta, float(g), ctx.surrogate, ctx.mode, need,
+            grad_spk, grad_mem, h_seq, mem0, NeuronTensors(beta, theta, g), ctx.spec, need,
             lambda t, delta_h: grad_x[t].copy_(delta_h),
         )  # fmt: skip
-        return grad_x, grad_mem0, grad_beta, grad_theta, None, None, None
+        return grad_x, grad_mem0, grad_beta, grad_theta, None, None
 
 
-def leaky_scan_torch(x_seq, mem0, beta, theta, g, surrogate: Surrogate, mode: ScanMode):
+def leaky_scan_torch(x_seq: torch.Tensor, mem0: torch.Tensor, tensors: NeuronTensors, spec: NeuronSpec):
     """``(spk_seq, mem_seq)`` for ``x_seq`` ``(T, B, ...)`` from membrane ``mem0`` ``(B, ...)``."""
-    return LeakyScan.apply(x_seq, mem0, beta, theta, g, surrogate, mode)
+    return LeakyScan.apply(x_seq, mem0, tensors.beta, tensors.theta, tensors.g, spec)

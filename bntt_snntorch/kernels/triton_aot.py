@@ -1,9 +1,10 @@
-"""Ahead-of-time compilation of the Triton leaky-scan kernels for real GPU targets, on any machine.
+"""Ahead-of-time compilation of every Triton kernel for real GPU targets, on any machine.
 
-``triton.compile`` lowers a kernel to PTX and (with the ``ptxas`` shipped in Triton's wheel) to
-a cubin for a given architecture without a GPU present. This is how the kernels are shown to
-build for A100 (sm_80) and H100 (sm_90) on a CPU-only machine; :func:`ptxas_usage` reports
-their registers and spills.
+``triton.compile`` lowers a kernel to PTX and (with the ``ptxas`` shipped in Triton's wheel) to a
+cubin for a given architecture without a GPU present. This is how the kernels are shown to build
+for A100 (sm_80) and H100 (sm_90) on a CPU-only machine; :func:`ptxas_usage` reports their registers
+and spills. The variants come from the one list (:data:`bntt_snntorch.definition.VARIANTS`), the
+surrogates from :data:`bntt_snntorch.definition.SURROGATES`.
 """
 
 from __future__ import annotations
@@ -17,66 +18,91 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from ..definition import SURROGATES, VARIANTS, Variant
+from . import triton_bntt as tb
 from . import triton_scan as ts
-from .scan_math import ScanMode
 
-#: Every static variant of the leaky update the scans ship (reset, delayed reset, same-step reset).
-MODES = (
-    ScanMode("subtract", True, "none"),
-    ScanMode("subtract", True, "snn"),
-    ScanMode("zero", True, "none"),
-    ScanMode("zero", True, "snn"),
-    ScanMode("none", False, "none"),
-    ScanMode("subtract", False, "detached"),
-    ScanMode("zero", False, "detached"),
-)
 INPUT_DTYPES = ("fp32", "bf16", "fp16")  # x / spikes / their gradients; membrane and h stay fp32
-SURROGATES = {"bntt_triangle": 0, "atan": 1, "fast_sigmoid": 2, "sigmoid": 3, "straight_through": 4}
+SURROGATE_NAMES = tuple(fn.__name__ for fn in SURROGATES)  # index = the surrogate's code
 
 
-def forward_source(mode: ScanMode, dtype: str) -> ASTSource:
-    """The forward kernel specialised for ``mode`` with input / spikes in ``dtype``."""
-    pointers = {
-        "x_ptr": dtype,
-        "m0_ptr": "fp32",
-        "spk_ptr": dtype,
-        "mem_ptr": "fp32",
-        "h_ptr": "fp32",
-        "beta_ptr": "fp32",
-        "theta_ptr": "fp32",
-        "g_ptr": "fp32",
-    }
-    signature = {k: f"*{v}" for k, v in pointers.items()} | {"T": "i32", "N": "i32"}
-    constexprs = {**ts._mode_args(mode), "BLOCK": ts.BLOCK}
-    return ASTSource(ts._forward_kernel, signature | dict.fromkeys(constexprs, "constexpr"), constexprs=constexprs)
-
-
-def backward_source(mode: ScanMode, surrogate: str, dtype: str) -> ASTSource:
-    """The backward kernel specialised for ``mode`` and ``surrogate``, spike / input gradients in ``dtype``."""
-    pointers = {
-        "gs_ptr": dtype,
-        "gm_ptr": "fp32",
-        "h_ptr": "fp32",
-        "mem_ptr": "fp32",
-        "m0_ptr": "fp32",
-        "gx_ptr": dtype,
-        "gm0_ptr": "fp32",
-        "gbeta_ptr": "fp32",
-        "gtheta_ptr": "fp32",
-        "beta_ptr": "fp32",
-        "theta_ptr": "fp32",
-        "g_ptr": "fp32",
-    }
-    scalars = {"a": "fp32", "b": "fp32", "T": "i32", "N": "i32", "last": "i32"}
-    constexprs = {
-        **ts._mode_args(mode),
-        "SURR": SURROGATES[surrogate],
-        "HAS_GS": True,
-        "HAS_GM": True,
-        "BLOCK": ts.BLOCK,
-    }
+def _source(kernel, pointers: dict, scalars: dict, constexprs: dict) -> ASTSource:
     signature = {k: f"*{v}" for k, v in pointers.items()} | scalars | dict.fromkeys(constexprs, "constexpr")
-    return ASTSource(ts._backward_kernel, signature, constexprs=constexprs)
+    return ASTSource(kernel, signature, constexprs=constexprs)
+
+
+def _codes(variant: Variant) -> dict:
+    RESET, DELAYED, SAME = variant.codes
+    return dict(RESET=RESET, DELAYED=DELAYED, SAME=SAME)
+
+
+def scan_forward_source(variant: Variant, dtype: str) -> ASTSource:
+    """The leaky scan's forward kernel for ``variant``, input / spikes in ``dtype``."""
+    pointers = dict(x_ptr=dtype, m0_ptr="fp32", spk_ptr=dtype, mem_ptr="fp32", h_ptr="fp32", params_ptr="fp32")
+    return _source(ts._forward_kernel, pointers, {"T": "i32", "N": "i32"}, {**_codes(variant), "BLOCK": ts.BLOCK})
+
+
+def scan_backward_source(variant: Variant, surrogate: str, dtype: str) -> ASTSource:
+    """The leaky scan's backward kernel for ``variant`` and ``surrogate``, spike / input gradients in ``dtype``."""
+    pointers = dict(
+        gs_ptr=dtype, gm_ptr="fp32", h_ptr="fp32", mem_ptr="fp32", m0_ptr="fp32", gx_ptr=dtype, gm0_ptr="fp32",
+        part_ptr="fp32", params_ptr="fp32",
+    )  # fmt: skip
+    scalars = {"a": "fp32", "b": "fp32", "T": "i32", "N": "i32", "last": "i32"}
+    constexprs = {**_codes(variant), "SURR": SURROGATE_NAMES.index(surrogate), "HAS_GS": True, "HAS_GM": True}
+    return _source(ts._backward_kernel, pointers, scalars, constexprs | {"BLOCK": ts.BLOCK})
+
+
+_LAYOUT = {"T": "i32", "B": "i32", "C": "i32", "L": "i32"}
+
+
+def bntt_forward_source(variant: Variant, dtype: str) -> ASTSource:
+    """The fused BNTT block's forward kernel for ``variant``, synapse output / spikes in ``dtype``."""
+    pointers = dict(
+        x_ptr=dtype, k_ptr="fp32", shift_ptr="fp32", m0_ptr="fp32", spk_ptr=dtype, mem_ptr="fp32", params_ptr="fp32"
+    )
+    constexprs = {**_codes(variant), "ROUND": dtype != "fp32", "BLOCK": tb.BLOCK}
+    return _source(tb._forward_kernel, pointers, _LAYOUT, constexprs)
+
+
+def bntt_backward_source(variant: Variant, surrogate: str, dtype: str) -> ASTSource:
+    """The fused BNTT block's backward kernel for ``variant`` and ``surrogate``, in ``dtype``."""
+    pointers = dict(
+        gs_ptr=dtype, x_ptr=dtype, k_ptr="fp32", shift_ptr="fp32", m0_ptr="fp32", mem_ptr="fp32", dy_ptr=dtype,
+        sums_ptr="fp32", part_ptr="fp32", params_ptr="fp32",
+    )  # fmt: skip
+    constexprs = {**_codes(variant), "SURR": SURROGATE_NAMES.index(surrogate), "ROUND": dtype != "fp32"}
+    return _source(
+        tb._backward_kernel, pointers, {"a": "fp32", "b": "fp32", **_LAYOUT}, constexprs | {"BLOCK": tb.BLOCK}
+    )
+
+
+def bntt_stats_source(dtype: str) -> ASTSource:
+    """The fused BNTT block's statistics kernel, synapse output in ``dtype``."""
+    pointers = dict(x_ptr=dtype, mean_ptr="fp32", var_ptr="fp32")
+    return _source(tb._stats_kernel, pointers, {"B": "i32", "C": "i32", "L": "i32"}, {"BLOCK": tb.BLOCK})
+
+
+def bntt_input_grad_source(dtype: str, training: bool) -> ASTSource:
+    """The fused BNTT block's batch-norm input-gradient kernel."""
+    pointers = dict(dy_ptr=dtype, x_ptr=dtype, k_ptr="fp32", mean_ptr="fp32", rstd_ptr="fp32", moments_ptr="fp32")
+    return _source(tb._input_grad_kernel, pointers, _LAYOUT, {"TRAINING": training, "BLOCK": tb.BLOCK})
+
+
+def all_sources():
+    """``(name, source)`` for every kernel specialisation the package ships: scans and BNTT blocks over
+    every variant, surrogate and input dtype."""
+    for v in VARIANTS:
+        for dtype in INPUT_DTYPES:
+            yield f"scan-forward-{v.name}-{dtype}", scan_forward_source(v, dtype)
+            yield f"bntt-forward-{v.name}-{dtype}", bntt_forward_source(v, dtype)
+            for s in SURROGATE_NAMES:
+                yield f"scan-backward-{v.name}-{s}-{dtype}", scan_backward_source(v, s, dtype)
+                yield f"bntt-backward-{v.name}-{s}-{dtype}", bntt_backward_source(v, s, dtype)
+    for dtype in INPUT_DTYPES:
+        yield f"bntt-stats-{dtype}", bntt_stats_source(dtype)
+        for training in (True, False):
+            yield f"bntt-input-grad-{'train' if training else 'eval'}-{dtype}", bntt_input_grad_source(dtype, training)
 
 
 def compile_for(source: ASTSource, capability: int):

@@ -1,0 +1,270 @@
+"""The leaky neuron, written once: its step, the local derivatives its backward needs, each
+surrogate's derivative, BNTT's normalisation, and the list of variants the kernels ship.
+
+Every backend is built from the functions below:
+
+* the per-step reference (:func:`bntt_snntorch.functional.leaky_step`) composes ``charge`` and
+  ``membrane_after`` with autograd (spikes through the surrogate's autograd function), and every
+  surrogate of :mod:`bntt_snntorch.surrogate` takes its derivative from here;
+* the eager torch scans (``kernels.torch_scan``, ``kernels.bntt_scan``) and the compiled CPU
+  steps (``kernels.compiled_steps``) call them on ``(B, ...)`` tensors;
+* the Triton kernels (``kernels.triton_scan``, ``kernels.triton_bntt``) call the same source
+  compiled by ``triton.jit`` (``kernels.triton_definition`` binds Triton's primitives).
+
+So the functions are written in a backend-neutral subset of Python: arithmetic, comparisons
+only through :func:`heaviside`, the primitives ``relu``, ``exp`` and the builtin ``abs``, and
+branches only on the variant codes (``RESET``, ``DELAYED``, ``SAME``,
+``SURR``, ``TRAINING``: compile-time constants in Triton). They return tensors in every branch.
+
+The update, for the previous membrane ``m`` and input ``x`` (``r``: the previous step's reset,
+``S``: this step's spike, ``g``: the graded-spikes factor)::
+
+    r = H(m - theta)                       (variants with a delayed or snnTorch same-step reset)
+    h = beta m + x - r theta               (snnTorch's subtract reset from the previous step)
+      = beta (1 - r) m + x                 (snnTorch's zero reset from the previous step)
+      = beta m + x                         (otherwise)
+    S = H(h - theta),  spk = g S
+    m' = h - (S - r) theta | h - (S - r) h (snnTorch's reset_delay=False: same step, not detached)
+       = h - S theta | h (1 - S)           (the BNTT seed: same step, detached)
+       = h                                 (otherwise)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
+SAME_STEP_CODES = {"none": 0, "snn": 1, "detached": 2}
+
+
+# -- primitives: torch's here; triton_definition binds Triton's -------------------------------------
+relu = torch.relu
+exp = torch.exp
+
+
+def heaviside(z):
+    """1 where ``z > 0``, else 0, in ``z``'s dtype."""
+    return (z > 0).to(z.dtype)
+
+
+# -- the variants ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """The static part of a leaky layer's update (hashable; selects a kernel specialisation).
+
+    ``reset``: "subtract" | "zero" | "none"; ``delayed_reset``: snnTorch's reset computed from the
+    previous step's membrane; ``same_step_reset``: "none" | "snn" (snnTorch ``reset_delay=False``)
+    | "detached" (the BNTT seed / SpikingJelly neuron).
+    """
+
+    reset: str
+    delayed_reset: bool
+    same_step_reset: str
+
+    @classmethod
+    def of(cls, reset_mechanism: str, reset_delay: bool = True, detach_reset: bool = False) -> Variant:
+        """The variant of a layer with snnTorch's ``reset_mechanism`` / ``reset_delay`` and our ``detach_reset``."""
+        if reset_mechanism == "none":
+            return cls("none", False, "none")
+        if detach_reset:
+            return cls(reset_mechanism, False, "detached")
+        return cls(reset_mechanism, True, "none" if reset_delay else "snn")
+
+    @property
+    def codes(self) -> tuple[int, bool, int]:
+        """``(RESET, DELAYED, SAME)``: the constants the definition's functions branch on."""
+        return RESET_CODES[self.reset], self.delayed_reset, SAME_STEP_CODES[self.same_step_reset]
+
+    @property
+    def name(self) -> str:
+        return f"{self.reset}-{'delayed' if self.delayed_reset else 'now'}-{self.same_step_reset}"
+
+    def leaky_kwargs(self) -> dict:
+        """The :class:`~bntt_snntorch.Leaky` arguments that give this variant."""
+        if self.reset == "none":
+            return dict(reset_mechanism="none", reset_delay=True, detach_reset=False)
+        detached = self.same_step_reset == "detached"
+        return dict(reset_mechanism=self.reset, reset_delay=self.same_step_reset != "snn", detach_reset=detached)
+
+
+#: Every variant the kernels ship, in one vocabulary (used by the kernels, the AOT compile and the tests).
+VARIANTS: tuple[Variant, ...] = (
+    Variant("subtract", True, "none"),
+    Variant("subtract", True, "snn"),
+    Variant("zero", True, "none"),
+    Variant("zero", True, "snn"),
+    Variant("none", False, "none"),
+    Variant("subtract", False, "detached"),
+    Variant("zero", False, "detached"),
+)
+
+
+# -- the step ---------------------------------------------------------------------------------------
+def charge(x, m_prev, r, beta, theta, RESET, DELAYED):
+    """``h``: the membrane after integrating input ``x`` into ``m_prev`` (``r``: the previous step's reset)."""
+    if DELAYED:
+        if RESET == 0:
+            return beta * m_prev + x - r * theta
+        return beta * ((1.0 - r) * m_prev) + x
+    return beta * m_prev + x
+
+
+def membrane_after(h, fired, r, theta, RESET, SAME):
+    """The membrane after this step's reset, from ``h``, this step's spike ``fired`` (0/1) and ``r``."""
+    if SAME == 1:
+        if RESET == 0:
+            return h - (fired - r) * theta
+        return h - (fired - r) * h
+    if SAME == 2:
+        if RESET == 0:
+            return h - fired * theta
+        return h * (1.0 - fired)
+    return h
+
+
+def forward_step(x, m_prev, beta, theta, g, RESET, DELAYED, SAME):
+    """One step without autograd: ``(h, m, spk)`` with ``spk = g * H(h - theta)``."""
+    r = heaviside(m_prev - theta)  # the previous step's reset (unused by variants without one)
+    h = charge(x, m_prev, r, beta, theta, RESET, DELAYED)
+    fired = heaviside(h - theta)
+    return h, membrane_after(h, fired, r, theta, RESET, SAME), fired * g
+
+
+# -- its local derivatives ------------------------------------------------------------------------------
+def membrane_backward(delta_m, h, fired, r, slope, theta, RESET, SAME):
+    """``dL/dm' * dm'/dh`` (``slope``: the surrogate derivative at ``h - theta``)."""
+    if SAME == 1:
+        if RESET == 0:
+            return delta_m * (1.0 - theta * slope)
+        return delta_m * ((1.0 - fired + r) - h * slope)
+    if SAME == 2:
+        if RESET == 1:
+            return delta_m * (1.0 - fired)
+    return delta_m
+
+
+def threshold_terms(fire_grad, delta_m, delta_h, slope, fired, r, h, theta, RESET, DELAYED, SAME):
+    """This step's contribution to ``dL/dtheta``, per element: the spike's, the same-step reset's, the
+    delayed reset's (``fire_grad = dL/dspk * g * slope``)."""
+    d = -fire_grad
+    if SAME == 1:
+        if RESET == 0:
+            d = d + delta_m * (theta * slope - (fired - r))
+        else:
+            d = d + delta_m * h * slope
+    if SAME == 2:
+        if RESET == 0:
+            d = d - delta_m * fired
+    if DELAYED:
+        if RESET == 0:
+            d = d - delta_h * r
+    return d
+
+
+def carry_back(delta_h, r, beta, RESET, DELAYED):
+    """``dL/dh * dh/dm_prev``: what step t passes back to the membrane of step t-1."""
+    if DELAYED:
+        if RESET == 1:
+            return delta_h * ((1.0 - r) * beta)
+    return delta_h * beta
+
+
+def leak_terms(delta_h, r, m_prev, RESET, DELAYED):
+    """This step's contribution to ``dL/dbeta`` (of the clamped beta), per element."""
+    if DELAYED:
+        if RESET == 1:
+            return delta_h * ((1.0 - r) * m_prev)
+    return delta_h * m_prev
+
+
+def backward_step(grad_spk, delta_m, h, m_prev, beta, theta, g, slope, RESET, DELAYED, SAME):
+    """One reverse step: ``delta_m = dL/dm'`` (the output gradient of the membrane plus the carry from
+    step t+1), ``grad_spk = dL/dspk`` (a tensor or 0.0). Returns ``(dL/dh, carry to step t-1, beta term,
+    theta term)``; ``dL/dh`` is also ``dL/dx``."""
+    r = heaviside(m_prev - theta)
+    fired = heaviside(h - theta)
+    fire_grad = grad_spk * g * slope
+    delta_h = membrane_backward(delta_m, h, fired, r, slope, theta, RESET, SAME) + fire_grad
+    d_theta = threshold_terms(fire_grad, delta_m, delta_h, slope, fired, r, h, theta, RESET, DELAYED, SAME)
+    carry = carry_back(delta_h, r, beta, RESET, DELAYED)
+    return delta_h, carry, leak_terms(delta_h, r, m_prev, RESET, DELAYED), d_theta
+
+
+# -- the surrogates' derivatives (``z = h - theta``; two parameters a, b each) ---------------------------
+def triangle(z, a, b):
+    """The BNTT seed's: ``a / b * max(0, 1 - |z| / b)`` (a: scale, b: width)."""
+    return a / b * relu(1.0 - abs(z) / b)
+
+
+def atan(z, a, b):
+    """snnTorch's default: ``a / 2 / (1 + (pi / 2 * a * z) ** 2)`` (a: alpha)."""
+    u = 1.5707963267948966 * a * z
+    return a / 2.0 / (1.0 + u * u)
+
+
+def fast_sigmoid(z, a, b):
+    """``1 / (a |z| + 1) ** 2`` (a: slope)."""
+    d = a * abs(z) + 1.0
+    return 1.0 / (d * d)
+
+
+def sigmoid(z, a, b):
+    """``a * s * (1 - s)`` with ``s = 1 / (1 + exp(-a z))`` (a: slope)."""
+    s = 1.0 / (1.0 + exp(-a * z))
+    return a * s * (1.0 - s)
+
+
+def straight_through(z, a, b):
+    """1 everywhere."""
+    return z * 0.0 + 1.0
+
+
+#: The surrogates, in the order of their code ``SURR`` (:func:`surrogate_derivative`).
+SURROGATES = (triangle, atan, fast_sigmoid, sigmoid, straight_through)
+
+
+def surrogate_derivative(z, a, b, SURR):
+    """The derivative of surrogate number ``SURR`` of :data:`SURROGATES` at ``z``."""
+    if SURR == 0:
+        return triangle(z, a, b)
+    if SURR == 1:
+        return atan(z, a, b)
+    if SURR == 2:
+        return fast_sigmoid(z, a, b)
+    if SURR == 3:
+        return sigmoid(z, a, b)
+    return straight_through(z, a, b)
+
+
+# -- BNTT's normalisation (the fused block: current = k * x + shift per step and channel) -------------
+def normalise(x, k, shift):
+    """``k * x + shift``: BNTT with ``k = gamma * s / sqrt(var + eps)`` and ``shift = -mean * k``."""
+    return x * k + shift
+
+
+def normalise_input_grad(dy, x, k, mean, rstd, mean_dy, mean_dy_xhat, TRAINING):
+    """``dL/dx`` of batch norm from ``dy = dL/dcurrent`` and the channel means of ``dy`` and ``dy * xhat``
+    (``xhat = (x - mean) * rstd``); the statistics' own dependence on ``x`` only in training."""
+    if TRAINING:
+        return k * (dy - mean_dy - (x - mean) * rstd * mean_dy_xhat)
+    return k * dy
+
+
+#: The functions :mod:`.triton_definition` compiles (in this order: callees first).
+DEFINITIONS = (
+    heaviside,
+    charge,
+    membrane_after,
+    forward_step,
+    membrane_backward,
+    threshold_terms,
+    carry_back,
+    leak_terms,
+    backward_step,
+    *SURROGATES,
+    surrogate_derivative,
+    normalise,
+    normalise_input_grad,
+)

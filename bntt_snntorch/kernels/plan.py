@@ -1,0 +1,215 @@
+"""One place decides which kernel runs a layer: :func:`choose_plan` returns a named :class:`Plan`.
+
+Every layer asks it (``Leaky.multi_step`` for a scan, ``SpikingBlock`` for a synapse -> BNTT ->
+neuron block) with what decides the path: the device, the dtype, one step's size, the layer's
+``backend`` and whether its neuron and norm can be fused. The one environment override is
+``BNTT_KERNELS``:
+
+* ``auto`` (default): Triton on CUDA; on CPU the eager torch kernels, and the TorchInductor-compiled
+  BNTT steps for layers of at least :data:`COMPILE_MIN_NEURONS` neurons a step (where they pay back
+  their compile time; see benchmarks/results/compile-breakeven.md);
+* ``eager``: never compile, never Triton (the torch kernels);
+* ``compiled``: compile the BNTT steps on CPU at any size;
+* ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
+
+A path that fails (a Triton or C++ compile error on an untested machine) is recorded in
+:data:`FALLBACKS`, warned about once, and replaced for the rest of the process by the next path
+(Triton -> torch, compiled -> eager); plans made afterwards say so. :func:`explain` runs a model
+once and reports every layer's plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..surrogate import Surrogate
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+KERNEL_SETTINGS = ("auto", "eager", "compiled", "triton")
+#: Smallest layer (neurons in one step, B * C * H * W) for which "auto" compiles the CPU BNTT steps.
+COMPILE_MIN_NEURONS = 1 << 20
+
+#: Paths that failed in this process: path -> the error, in words.
+FALLBACKS: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a layer runs and why.
+
+    ``path``: "reference" (the per-step autograd reference), "torch" / "triton" (a fused leaky
+    scan), "bntt-eager" / "bntt-compiled" / "bntt-triton" (BNTT and the neuron as one fused node:
+    batch norm's own kernels per step, TorchInductor-compiled steps, or one Triton kernel),
+    "unfused" (the norm, then the neuron's own scan).
+    """
+
+    path: str
+    reason: str
+
+    @property
+    def bntt(self) -> bool:
+        """Whether BNTT and the neuron run as one fused node."""
+        return self.path.startswith("bntt-")
+
+
+def kernel_setting() -> str:
+    """``BNTT_KERNELS`` (or the deprecated ``BNTT_COMPILED_KERNELS``: 0 = eager, 1 = compiled)."""
+    setting = os.environ.get("BNTT_KERNELS")
+    if setting is None and "BNTT_COMPILED_KERNELS" in os.environ:
+        old = os.environ["BNTT_COMPILED_KERNELS"]
+        warnings.warn(
+            "BNTT_COMPILED_KERNELS is deprecated since 0.2; use BNTT_KERNELS=eager|compiled|auto", DeprecationWarning, 2
+        )
+        setting = {"0": "eager", "1": "compiled"}.get(old, "auto")
+    setting = setting or "auto"
+    if setting not in KERNEL_SETTINGS:
+        raise ValueError(f"BNTT_KERNELS must be one of {', '.join(KERNEL_SETTINGS)}, got {setting!r}")
+    return setting
+
+
+def fusable(p) -> str | None:
+    """Why the fused kernels cannot run neuron parameters ``p`` (a LeakyParams), or None if they can."""
+    g = torch.as_tensor(p.graded_spikes_factor)
+    if not isinstance(p.spike_grad, Surrogate):
+        return f"spike_grad {p.spike_grad!r} has no closed-form derivative (use one of bntt_snntorch.surrogate)"
+    if g.numel() != 1 or g.requires_grad:
+        return "the graded-spikes factor is learnable or per neuron"
+    return None
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Triton is installed and can run on ``device`` (CUDA, or any device under ``TRITON_INTERPRET=1``)."""
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False) -> Plan:
+    """The plan for a layer fed ``x`` ``(T, B, ...)`` with neuron parameters ``p`` (LeakyParams, or None
+    for a neuron no kernel runs) and the user's ``backend``; ``bntt``: a BNTT norm precedes the neuron
+    and could be fused with it. Raises a ValueError if a forced ``backend`` cannot run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    why_not = "the neuron is not a leaky layer the kernels run" if p is None else fusable(p)
+    if backend == "reference" or why_not:
+        if backend in ("torch", "triton"):
+            raise ValueError(f"backend={backend!r} cannot run this layer: {why_not}; use backend='reference' or 'auto'")
+        reason = "backend='reference'" if backend == "reference" else why_not
+        return Plan("unfused" if bntt else "reference", reason)
+    setting = kernel_setting()
+    scalar = p.beta.numel() == 1 and p.threshold.numel() == 1
+    if backend == "triton" or (backend == "auto" and (x.is_cuda or setting == "triton")):
+        plan = _triton_plan(x, scalar, bntt, forced=backend == "triton")
+        if plan is not None:
+            return plan
+    if not bntt:
+        return Plan("torch", _why_torch(x, backend, setting))
+    step = x[0].numel()
+    compiled = setting == "compiled" or (setting == "auto" and step >= COMPILE_MIN_NEURONS)
+    if backend == "auto" and compiled and x.device.type == "cpu" and scalar and x.dtype in _COMPILED_DTYPES:
+        if "bntt-compiled" in FALLBACKS:
+            return Plan("bntt-eager", f"fallback: the compiled steps failed before ({FALLBACKS['bntt-compiled']})")
+        return Plan("bntt-compiled", f"CPU, {step} neurons a step (compiled at >= {COMPILE_MIN_NEURONS}, {setting})")
+    return Plan("bntt-eager", _why_torch(x, backend, setting))
+
+
+_COMPILED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _triton_plan(x: torch.Tensor, scalar: bool, bntt: bool, forced: bool) -> Plan | None:
+    path = "bntt-triton" if bntt else "triton"
+    problem = None
+    if not triton_usable(x.device):
+        problem = "Triton is not installed or cannot run on this device"
+    elif not scalar:
+        problem = "the Triton kernels take a scalar beta and threshold"
+    elif x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        problem = f"the Triton kernels take float32/bfloat16/float16 input, got {x.dtype}"
+    elif path in FALLBACKS:
+        if forced:
+            raise RuntimeError(f"backend='triton': the Triton path failed before in this process: {FALLBACKS[path]}")
+        return Plan("bntt-eager" if bntt else "torch", f"fallback: {path} failed before ({FALLBACKS[path]})")
+    if problem is None:
+        return Plan(path, "CUDA" if x.is_cuda else "TRITON_INTERPRET=1 / BNTT_KERNELS=triton")
+    if forced:
+        raise ValueError(f"backend='triton': {problem}")
+    return None
+
+
+def _why_torch(x: torch.Tensor, backend: str, setting: str) -> str:
+    if backend == "torch":
+        return "backend='torch'"
+    if setting == "eager":
+        return "BNTT_KERNELS=eager"
+    if x.is_cuda:
+        return "CUDA without a usable Triton path"
+    return f"{x.device.type}, {x[0].numel()} neurons a step ({x.dtype})"
+
+
+def record_failure(path: str, err: Exception) -> None:
+    """Remember that ``path`` failed (warned once); later plans fall back."""
+    if path not in FALLBACKS:
+        message = f"{type(err).__name__}: {str(err)[:300]}"
+        FALLBACKS[path] = message
+        fallback = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager"}[path]
+        warnings.warn(
+            f"the {path} kernels failed ({message}); using {fallback} instead (same results; see "
+            "bntt_snntorch.kernels.explain). BNTT_KERNELS=eager skips the attempt.",
+            stacklevel=4,
+        )
+
+
+# -- explain ----------------------------------------------------------------------------------------
+_RECORDING: list | None = None
+
+
+def report(module, plan: Plan) -> Plan:
+    """Called by a layer with the plan it takes; recorded while :func:`explain` runs."""
+    if _RECORDING is not None:
+        _RECORDING.append((module, plan))
+    return plan
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer's line of :func:`explain`."""
+
+    layer: str
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.layer}: {self.path} ({self.reason})"
+
+
+@contextlib.contextmanager
+def _recording():
+    global _RECORDING
+    outer, _RECORDING = _RECORDING, []
+    try:
+        yield _RECORDING
+    finally:
+        _RECORDING = outer
+
+
+def explain(model: torch.nn.Module, x_seq: torch.Tensor) -> list[LayerPlan]:
+    """Run ``model(x_seq)`` once (no gradient; the buffers, running statistics included, are restored)
+    and return, per layer, the kernel path it took and why, including fallbacks
+    taken after a failure (with the error)."""
+    names = {m: name or type(model).__name__ for name, m in model.named_modules()}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    with _recording() as seen, torch.no_grad():
+        model(x_seq)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return [LayerPlan(names.get(module, type(module).__name__), plan.path, plan.reason) for module, plan in seen]

@@ -1,0 +1,214 @@
+"""The Triton BNTT block (kernels/triton_bntt.py: statistics, normalisation and the leaky scan in one
+kernel per direction) against the per-step reference (``block.step`` looped: BNTT step t, then the
+snnTorch-semantics neuron step), for every variant, surrogate, fp32 and bf16 input, train and eval,
+affine or not, input scale, and the running statistics.
+
+The cases run where Triton can: on CUDA, or on CPU under Triton's interpreter, which
+tests/test_kernels_interpreted.py starts in a subprocess (``TRITON_INTERPRET=1`` must be set before
+Triton is imported). Tolerances (float32): the last membrane 1e-5; spikes equal wherever the
+reference's pre-reset membrane is farther than 1e-5 from the threshold (a rounding difference may
+flip a spike that sits on it); gradients 1e-4 of their largest entry; running statistics 1e-5.
+
+bf16 (autocast): both paths round the current to bf16, but not bit for bit alike (batch norm's own
+kernels and ours compute the statistics and ``x * k + shift`` in another order, so a current may land
+one bf16 step apart and flip a spike near the threshold). The criterion: spikes >= 99 % equal to the
+per-step bf16 reference, the input and every tensor parameter's gradient within 25 % (relative L2;
+measured worst over the full matrix: 15 %), running statistics 1e-5. The scalar leak and threshold
+gradients are compared in fp32 only: in bf16 they are sums with heavy cancellation whose value the
+per-step bf16 reference itself misses by up to 200 % of the fp32 one.
+
+A case named ``quick`` belongs to the representative subset CI runs; the full matrix is the slow one.
+"""
+
+import copy
+import itertools
+import os
+import zlib
+
+import pytest
+import torch
+from torch import nn
+
+from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, surrogate
+from bntt_snntorch.layers import SpikingBlock
+
+from .helpers import VARIANTS, assert_close, learnable_leaky
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if not (torch.cuda.is_available() or INTERPRET):
+    pytest.skip("needs CUDA or TRITON_INTERPRET=1 (tests/test_kernels_interpreted.py runs it)", allow_module_level=True)
+
+SURROGATES = [
+    surrogate.bntt_triangle(0.3, 1.0),
+    surrogate.atan(2.0),
+    surrogate.fast_sigmoid(5.0),
+    surrogate.sigmoid(4.0),
+    surrogate.straight_through(),
+]
+DTYPES = ["fp32", "bf16"]
+MODES = ["train", "eval"]
+
+
+def _cases():
+    cases = []
+    for i, (v, sg, dtype, mode) in enumerate(itertools.product(VARIANTS, SURROGATES, DTYPES, MODES)):
+        affine, scale, dims = i % 3 != 2, (1.0, 0.5)[i % 2], (2, 2, 1)[i % 3]
+        # the CI subset: every variant in fp32 and bf16 with a different surrogate and mode each
+        quick = SURROGATES.index(sg) == (VARIANTS.index(v) + DTYPES.index(dtype)) % 5 and mode == MODES[i % 2]
+        tag = "quick" if quick else "full"
+        cases.append(pytest.param(v, sg, dtype, mode, affine, scale, dims, id=f"{tag}-{v.name}-{sg!r}-{dtype}-{mode}"))
+    return cases
+
+
+def _block(dims, variant, sg, affine, scale, seed, backend):
+    torch.manual_seed(seed)
+    if dims == 2:
+        synapse, norm = nn.Conv2d(3, 4, 3, padding=1, bias=False), BatchNormTT2d(4, 4, affine=affine)
+    else:
+        synapse, norm = nn.Linear(7, 5, bias=False), BatchNormTT1d(5, 4, affine=affine)
+    if affine:
+        for bn in norm:
+            nn.init.uniform_(bn.weight, 0.5, 2.0)
+    neuron = learnable_leaky(Leaky, torch.tensor(0.8), torch.tensor(0.9), sg, variant)
+    neuron.backend = backend
+    return SpikingBlock(synapse, norm, neuron, input_scale=scale).to(DEVICE)
+
+
+def _input(dims, seed, batch=6):
+    g = torch.Generator().manual_seed(seed)
+    shape = (4, batch, 3, 5, 5) if dims == 2 else (4, batch, 7)
+    return (torch.randn(shape, generator=g) * 2).to(DEVICE)
+
+
+def _run(block, x, fused: bool, amp: bool, grad_seed: int):
+    x = x.clone().requires_grad_()
+    block.zero_grad()
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=amp):
+        if fused:
+            y = block(x)
+            assert "bntt_leaky" in type(y.grad_fn).__name__, type(y.grad_fn).__name__
+        else:
+            state, outs = None, []
+            for t, x_t in enumerate(x):
+                spk, state = block.step(x_t, t, state)
+                outs.append(spk)
+            y = torch.stack(outs)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_seed)).to(DEVICE)
+    (y.float() * w).sum().backward()
+    grads = {n: p.grad.clone() for n, p in block.named_parameters() if p.grad is not None}
+    return y.detach(), x.grad, grads, {n: b.clone() for n, b in block.named_buffers()}
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _reference_h_and_last_membrane(block, x):
+    """The reference's pre-reset membranes ``(T, B, ...)`` and last membrane, from its per-step currents."""
+    from bntt_snntorch.kernels.torch_scan import NeuronTensors, forward_scan
+
+    p = block.neuron.params()
+    with torch.no_grad():
+        currents = torch.stack([block.norm.step(block.synapse(x_t), t) * block.input_scale for t, x_t in enumerate(x)])
+        h = torch.empty_like(currents)
+        from bntt_snntorch.definition import Variant
+
+        variant = Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset)
+        last = forward_scan(currents.__getitem__, len(x), torch.zeros_like(currents[0]), NeuronTensors.of(p, x.device),
+                            variant, dict(h=h))  # fmt: skip
+    return h, last, p.threshold.detach()
+
+
+@pytest.mark.parametrize("variant,sg,dtype,mode,affine,scale,dims", _cases())
+def test_triton_bntt_block_equals_per_step(variant, sg, dtype, mode, affine, scale, dims):
+    seed = zlib.crc32(repr((variant, sg, dtype, mode, affine, scale, dims)).encode())
+    fast = _block(dims, variant, sg, affine, scale, seed, "triton")
+    x = _input(dims, seed)
+    if mode == "eval":  # non-trivial running statistics first
+        with torch.no_grad():
+            fast(_input(dims, seed + 1))
+        fast.eval()
+    slow = copy.deepcopy(fast)
+    slow.neuron.backend = "reference"
+    amp = dtype == "bf16"
+    if amp:
+        x = _input(dims, seed, batch=16)
+    y_fast, gx_fast, grads_fast, bufs_fast = _run(fast, x, True, amp, seed)
+    y_slow, gx_slow, grads_slow, bufs_slow = _run(slow, x, False, amp, seed)
+    for name, b in bufs_slow.items():
+        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-4, msg=f"buffer {name}")
+    if amp:  # see the module docstring
+        assert y_fast.dtype == torch.bfloat16 and (y_fast == y_slow).float().mean() >= 0.99
+        tensors = [("input", gx_fast, gx_slow)]
+        tensors += [
+            (n, grads_fast[n], g) for n, g in grads_slow.items() if n not in ("neuron.beta", "neuron.threshold")
+        ]
+        for name, fused, reference in tensors:
+            assert _rel(fused, reference) <= 0.25, name
+        return
+    h, _, theta = _reference_h_and_last_membrane(slow, x)
+    clear = (h - theta).abs() > 1e-5
+    assert y_slow.sum() > 0 and clear.float().mean() > 0.9
+    assert torch.equal(y_fast[clear], y_slow[clear]), "spikes away from the threshold"
+    scale_ = gx_slow.abs().max().clamp(min=1e-3)
+    assert_close(gx_fast / scale_, gx_slow / scale_, atol=1e-4, rtol=0, msg="grad input")
+    assert grads_fast.keys() == grads_slow.keys() and len(grads_slow) >= 3
+    for name, g in grads_slow.items():
+        scale_ = g.abs().max().clamp(min=1e-3)
+        assert_close(grads_fast[name] / scale_, g / scale_, atol=1e-4, rtol=0, msg=f"grad {name}")
+
+
+@pytest.mark.parametrize("variant", [pytest.param(v, id=f"quick-{v.name}") for v in VARIANTS])
+def test_currents_and_last_membrane_equal_the_reference(variant):
+    """The kernel's normalisation and membrane (1e-5), run from the block's own statistics."""
+    from bntt_snntorch.kernels import BNTTNorm, bntt_leaky_scan, choose_plan
+    from bntt_snntorch.kernels.bntt_scan import coefficients
+    from bntt_snntorch.kernels.torch_scan import NeuronTensors
+    from bntt_snntorch.kernels.triton_bntt import batch_statistics, forward
+    from bntt_snntorch.kernels.triton_scan import params_tensor
+
+    block = _block(2, variant, SURROGATES[1], True, 0.5, 3, "triton").eval()
+    x = _input(2, 5)
+    with torch.no_grad():
+        cur = block.synapse(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        weight, mean, var = block.norm.statistics(cur)
+        rstd, k = coefficients(weight, var, block.norm[0].eps, 0.5)
+        reference = torch.stack([block.norm.step(c, t) * 0.5 for t, c in enumerate(cur)])
+        p = block.neuron.params()
+        spk, last = forward(cur.contiguous(), k.contiguous(), (-mean * k).contiguous(), torch.zeros_like(cur[0]),
+                            params_tensor(NeuronTensors.of(p, x.device)), variant.codes)  # fmt: skip
+        _, last_ref, _ = _reference_h_and_last_membrane(block, x)
+        assert_close(last, last_ref, atol=1e-5, rtol=0, msg="last membrane")
+        kernel_currents = cur * k[:, None, :, None, None] - (mean * k)[:, None, :, None, None]
+        assert_close(kernel_currents, reference, atol=1e-5, rtol=0, msg="currents")
+        mean_k, var_k = batch_statistics(cur)
+        assert_close(mean_k, cur.mean(dim=(1, 3, 4)), atol=1e-5, rtol=1e-5)
+        assert_close(var_k, cur.var(dim=(1, 3, 4), unbiased=False), atol=1e-5, rtol=1e-5)
+        plan = choose_plan(cur, p, "triton", bntt=True)
+        norm = BNTTNorm(weight, mean, var, block.norm[0].eps, 0.5, False)
+        assert torch.equal(bntt_leaky_scan(cur, norm, p, plan), spk)
+
+
+def test_quick_the_block_is_one_custom_op_for_torch_compile():
+    """torch.compile traces the block with no graph break: the statistics and the block are custom ops."""
+    block = _block(2, VARIANTS[5], SURROGATES[0], True, 1.0, 0, "triton")
+    x = _input(2, 1)
+    explanation = torch._dynamo.explain(block)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    code = "\n".join(g.code for g in explanation.graphs)
+    assert "bntt_snntorch.bntt_leaky" in code and "bntt_snntorch.bntt_statistics" in code
+
+
+def test_quick_the_custom_op_passes_opcheck():
+    from bntt_snntorch.kernels.triton_bntt import bntt_leaky
+
+    T, B, C, L = 3, 2, 2, 4
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(T, B, C, L, generator=g).to(DEVICE).requires_grad_()
+    k = (torch.rand(T, C, generator=g) + 0.5).to(DEVICE).requires_grad_()
+    shift = torch.randn(T, C, generator=g).to(DEVICE).requires_grad_()
+    mean, rstd = torch.randn(T, C).to(DEVICE), torch.rand(T, C).add(0.5).to(DEVICE)
+    params = torch.tensor([0.8, 0.7, 1.0], device=DEVICE, requires_grad=True)
+    args = (x, k, shift, mean, rstd, torch.zeros(B, C, L, device=DEVICE), params, [0, 0, 2], [1.0, 2.0, 0.0], True)
+    torch.library.opcheck(bntt_leaky, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
