@@ -424,21 +424,23 @@ def largest_batch(row: str, args) -> dict:
 
 
 def kernel_report() -> list[dict]:
-    """Registers and spills of the Triton scan kernels the BNTT VGGs use, compiled for sm_80 / sm_90."""
+    """Registers and spills of the Triton kernels the BNTT VGGs use (leaky scan and fused BNTT block, the seed
+    neuron and snnTorch's default), compiled for sm_80 / sm_90."""
+    from bntt_snntorch.definition import Variant
     from bntt_snntorch.kernels import triton_aot
-    from bntt_snntorch.kernels.scan_math import ScanMode
 
     rows = []
-    for mode in (ScanMode("subtract", False, "detached"), ScanMode("subtract", True, "none")):
+    for variant in (Variant("subtract", False, "detached"), Variant("subtract", True, "none")):
         for dtype in ("fp32", "bf16"):
             for cap in (80, 90):
                 for kind, source in (
-                    ("forward", triton_aot.forward_source(mode, dtype)),
-                    ("backward", triton_aot.backward_source(mode, "bntt_triangle", dtype)),
+                    ("scan forward", triton_aot.scan_forward_source(variant, dtype)),
+                    ("scan backward", triton_aot.scan_backward_source(variant, "triangle", dtype)),
+                    ("bntt forward", triton_aot.bntt_forward_source(variant, dtype)),
+                    ("bntt backward", triton_aot.bntt_backward_source(variant, "triangle", dtype)),
                 ):
                     usage = triton_aot.ptxas_usage(triton_aot.compile_for(source, cap), cap)
-                    name = f"{mode.reset}/{mode.same_step_reset}"
-                    rows.append(dict(kernel=kind, mode=name, dtype=dtype, sm=cap, **usage))
+                    rows.append(dict(kernel=kind, mode=variant.name, dtype=dtype, sm=cap, **usage))
     return rows
 
 

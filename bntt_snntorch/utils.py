@@ -57,3 +57,18 @@ def tune_cpu_allocator() -> bool:
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30 * 64))
+
+
+def cpu_bf16_support() -> tuple[bool | None, str]:
+    """``(native, capability)``: whether this CPU has bfloat16 arithmetic (the avx512_bf16 or amx_bf16
+    instructions; None where that cannot be read, outside Linux), and torch's name of its vector
+    capability (``torch.backends.cpu.get_cpu_capability()``, e.g. "AVX2", "AVX512")."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is None:
+        return None, capability
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags)), capability

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..data import dataset_info, list_datasets
 from ..models import is_ann, list_models, model_info
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms
+from ..utils import cpu_bf16_support
 from .recipes import ARCH_ALIASES, RECIPES, recipe_for
 
 DATA_DIR_ENV, RUNS_DIR_ENV = "BNTT_DATA_DIR", "BNTT_RUNS_DIR"
@@ -179,6 +181,8 @@ class TrainConfig:
         self.device = str(resolve_device(self.device))
         if self.amp == "fp16" and not self.device.startswith("cuda"):
             raise ConfigError("--amp fp16 needs a CUDA device (it uses a GradScaler); on CPU use --amp bf16")
+        if self.amp == "bf16" and self.device == "cpu":
+            _warn_if_bf16_is_emulated()
         if self.data_dir is None:
             self.data_dir = default_data_dir()
         if self.output_dir is None:
@@ -190,6 +194,22 @@ class TrainConfig:
             self.dvs_augment = {"none": (), "both": ("flip", "translate")}.get(self.dvs_augment, (self.dvs_augment,))
         self.dvs_augment = tuple(self.dvs_augment)
         return self
+
+
+#: Where the slowdown of emulated bf16 was measured (the warning names it).
+AMP_MEASUREMENT = "benchmarks/results/amp-cpu.md"
+
+
+def _warn_if_bf16_is_emulated() -> None:
+    """``--amp bf16`` on a CPU without bf16 instructions: warn once, with the capability and the measured cost."""
+    native, capability = cpu_bf16_support()
+    if native is False:
+        warnings.warn(
+            f"--amp bf16 on a CPU without bf16 instructions ({capability}, no avx512_bf16 / amx_bf16): autocast "
+            "emulates bfloat16 and is much slower than float32 here (the VGG9 train step ran 14x slower on an AVX2 "
+            f"CPU; {AMP_MEASUREMENT}); leave out --amp on this machine",
+            stacklevel=4,
+        )
 
 
 def _check_recipe(name: str, values: dict) -> None:

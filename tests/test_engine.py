@@ -1,0 +1,145 @@
+"""The engine's promises (issue: one definition, one planner): each formula written once, every layer's
+path reported by explain, float64 everywhere, no host read inside a training step, bf16 only where it
+pays, and the default run compiling nothing it does not pay back."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bntt_snntorch as bn
+from bntt_snntorch.kernels import explain
+from bntt_snntorch.models import is_ann, list_models
+
+from .helpers import assert_close
+from .test_loop import count_host_reads
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "bntt_snntorch"
+SIZES = {"rvd_mlp": 4, "bntt_digits": 8, "vggab_digits": 8, "vggab_digits_binary": 8}
+
+
+def test_each_formula_is_written_once():
+    """Fragments of the neuron update, its derivatives and the surrogates appear in bntt_snntorch/definition.py
+    and nowhere else in the package (the other backends call or compile that file)."""
+    fragments = [
+        "beta * m_prev",  # charge
+        "(fired - r)",  # snnTorch's same-step reset
+        "1.0 - fired",  # the detached zero reset and its derivative
+        "theta * slope",  # the same-step reset's derivative
+        "1.5707963267948966",  # atan's pi / 2
+        "abs(z) / b",  # the triangle
+        "(dy - mean_dy",  # batch norm's input gradient
+    ]
+    owners = {f: [] for f in fragments}
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        for f in fragments:
+            if f in text:
+                owners[f].append(path.relative_to(PACKAGE).as_posix())
+    assert owners == {f: ["definition.py"] for f in fragments}
+
+
+@pytest.mark.parametrize("name", [m for m in list_models() if not m.startswith("_")])
+def test_float64_through_every_model_in_both_step_modes(name):
+    size = SIZES.get(name, 32)
+    kwargs = dict(num_classes=3, in_channels=1, image_size=size)
+    if not is_ann(name):
+        kwargs["num_steps"] = 3
+    model = bn.create_model(name, **kwargs).double()
+    for training in (True, False):
+        model.train(training)
+        if is_ann(name):
+            y = model(torch.rand(2, 1, size, size, dtype=torch.float64))
+            assert y.dtype == torch.float64
+            y.sum().backward()
+            continue
+        x = torch.rand(3, 2, 1, size, size, dtype=torch.float64) * 2 - 1
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.zero_grad()
+        y = model(x)
+        y.sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.load_state_dict(state)  # the same running statistics for the per-step run
+        model.zero_grad()
+        y_step = model.forward_per_step(x)
+        y_step.sum().backward()
+        assert y.dtype == y_step.dtype == torch.float64
+        assert_close(y, y_step, atol=1e-10, rtol=1e-10)
+        for a, b in zip(grads, [p.grad for p in model.parameters() if p.grad is not None]):
+            assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+def test_float64_never_takes_the_compiled_float32_steps(monkeypatch):
+    from bntt_snntorch.kernels import COMPILE_MIN_NEURONS, choose_plan
+
+    monkeypatch.setenv("BNTT_KERNELS", "compiled")
+    p = bn.bntt_leaky().params()
+    assert choose_plan(torch.zeros(2, 1, COMPILE_MIN_NEURONS, dtype=torch.float64), p, bntt=True).path == "bntt-eager"
+
+
+def test_explain_reports_every_layer_and_leaves_the_model_as_it_was():
+    model = bn.create_model("bntt_digits", num_steps=3, norm="bn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lines = explain(model, torch.rand(3, 2, 1, 8, 8))
+    blocks = [name for name, m in model.named_modules() if type(m).__name__ == "SpikingBlock"]
+    assert [line.layer for line in lines if line.path == "unfused"] == blocks  # BN over T*B: norm, then the neuron
+    assert sum(line.path == "torch" for line in lines) == len(blocks) and all(line.reason for line in lines)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    bntt = explain(bn.create_model("bntt_digits", num_steps=3), torch.rand(3, 2, 1, 8, 8))
+    assert {line.path for line in bntt} == {"bntt-eager"} and "features.0" in str(bntt[0])
+
+
+def test_no_host_read_inside_a_training_step():
+    """One training epoch of the digits net reads the device only where the loop reads its sums."""
+    from bntt_snntorch import encoding
+    from bntt_snntorch.layers import mark_spike_inputs
+    from bntt_snntorch.training import loop
+
+    model = bn.create_model("bntt_digits", num_steps=4)
+    mark_spike_inputs(model.features, 1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    data = [(torch.rand(16, 1, 8, 8) * 2 - 1, torch.randint(0, 10, (16,))) for _ in range(6)]
+    gen = torch.Generator().manual_seed(0)
+    encode = lambda x: encoding.encode(x, 4, "p", gen)  # noqa: E731
+    with count_host_reads() as calls:
+        loop.train_one_epoch(model, data, optimizer, encode, torch.device("cpu"), progress=False, read_every=4)
+    assert calls == ["tolist", "tolist"]  # after batch 4 and at the end: none inside the six steps
+
+
+def test_amp_on_a_cpu_without_bf16_instructions_warns_naming_the_measurement(monkeypatch):
+    from bntt_snntorch.training import TrainConfig, config
+
+    monkeypatch.setattr(config, "cpu_bf16_support", lambda: (False, "AVX2"))
+    with pytest.warns(UserWarning, match=r"AVX2.*14x slower.*benchmarks/results/amp-cpu.md"):
+        TrainConfig.from_recipe("digits", amp="bf16", device="cpu")
+    assert (ROOT / config.AMP_MEASUREMENT).is_file()
+    monkeypatch.setattr(config, "cpu_bf16_support", lambda: (True, "AVX512"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig.from_recipe("digits", amp="bf16", device="cpu")
+
+
+def test_the_default_run_compiles_nothing_and_prints_no_compiler_warning(tmp_path, monkeypatch):
+    """``python train.py`` as a new user runs it (BNTT_KERNELS unset): every layer on the eager path, and
+    nothing on stderr but the progress bars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BNTT_")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")  # a cold cache: a compile would show
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--num-epochs", "1", "--max-batches", "3", "--no-progress",
+         "--output-dir", str(tmp_path / "run")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip() == "", result.stderr[-2000:]
+    assert not (tmp_path / "inductor").exists() or not any((tmp_path / "inductor").rglob("*.so"))
+    monkeypatch.delenv("BNTT_KERNELS")
+    model = bn.create_model("bntt_digits")
+    lines = explain(model, torch.rand(10, 64, 1, 8, 8))  # the default run's batch and T
+    assert {line.path for line in lines} == {"bntt-eager"} and re.search(r"\d+ neurons a step", lines[0].reason)
