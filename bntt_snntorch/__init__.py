@@ -1,9 +1,11 @@
 """Batch Normalization Through Time and its training recipes for snnTorch.
 
-Tiers, each importing only the ones before it: the library (functional, surrogate,
+Tiers, each importing only the ones before it: the library (definition, functional, surrogate,
 kernels, step_mode, through_time, bntt, neurons, layers, encoding, models, conversion, analysis,
-data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``), and
-:mod:`bntt_snntorch.commands` (the command lines). This module re-exports the public names.
+data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``),
+:mod:`bntt_snntorch.experiments` and :mod:`bntt_snntorch.commands` (the command lines). This module
+re-exports the public names; the training tier's on first use, so that the layers and models import
+without the data sets' libraries (tonic, torchvision's data sets).
 """
 
 from . import encoding, functional, surrogate, utils
@@ -23,7 +25,17 @@ from .temporal_norm import (
     register_norm,
 )
 from .through_time import ThroughTime
-from .training import TrainConfig, TrainResult, train
+
+_TRAINING = ("TrainConfig", "TrainResult", "train")
+
+
+def __getattr__(name: str):
+    if name in _TRAINING:
+        from . import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.2.0"
 

@@ -212,3 +212,24 @@ def test_quick_the_custom_op_passes_opcheck():
     params = torch.tensor([0.8, 0.7, 1.0], device=DEVICE, requires_grad=True)
     args = (x, k, shift, mean, rstd, torch.zeros(B, C, L, device=DEVICE), params, [0, 0, 2], [1.0, 2.0, 0.0], True)
     torch.library.opcheck(bntt_leaky, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_whole_model_on_the_triton_path_equals_its_per_step_run(monkeypatch):
+    """bntt_digits with every block on "bntt-triton": logits and gradients as the per-step run's."""
+    from bntt_snntorch import create_model
+    from bntt_snntorch.kernels import explain
+
+    monkeypatch.setenv("BNTT_KERNELS", "triton")
+    torch.manual_seed(0)
+    fast = create_model("bntt_digits", num_steps=3).to(DEVICE)
+    slow = copy.deepcopy(fast)
+    x = (torch.rand(3, 8, 1, 8, 8, device=DEVICE) * 2 - 1).sign() * (torch.rand(3, 8, 1, 8, 8, device=DEVICE) < 0.5)
+    assert {line.path for line in explain(fast, x)} == {"bntt-triton"}
+    y_fast, y_slow = fast(x), slow.forward_per_step(x)
+    assert_close(y_fast, y_slow, atol=1e-4, rtol=1e-4, msg="logits")
+    g = torch.randn_like(y_fast)
+    (y_fast * g).sum().backward()
+    (y_slow * g).sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters()):
+        scale_ = b.grad.abs().max().clamp(min=1e-3)
+        assert_close(a.grad / scale_, b.grad / scale_, atol=1e-4, rtol=0, msg=name)
