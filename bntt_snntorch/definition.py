@@ -12,8 +12,8 @@ Every backend is built from the functions below:
   compiled by ``triton.jit`` (``kernels.triton_definition`` binds Triton's primitives).
 
 So the functions are written in a backend-neutral subset of Python: arithmetic, comparisons
-only through :func:`heaviside`, the primitives ``relu``, ``exp`` and the builtin ``abs``, and
-branches only on the variant codes (``RESET``, ``DELAYED``, ``SAME``,
+only through :func:`fire`, the primitives ``relu``, ``exp`` and the builtin
+``abs``, and branches only on the variant codes (``RESET``, ``DELAYED``, ``SAME``,
 ``SURR``, ``TRAINING``: compile-time constants in Triton). They return tensors in every branch.
 
 The update, for the previous membrane ``m`` and input ``x`` (``r``: the previous step's reset,
@@ -44,9 +44,9 @@ relu = torch.relu
 exp = torch.exp
 
 
-def heaviside(z):
-    """1 where ``z > 0``, else 0, in ``z``'s dtype."""
-    return (z > 0).to(z.dtype)
+def fire(v, theta):
+    """1 where the membrane ``v`` is above the threshold, else 0, in ``v``'s dtype: ``H(v - theta)``."""
+    return (v > theta).to(v.dtype)
 
 
 # -- the variants ---------------------------------------------------------------------------------
@@ -124,11 +124,19 @@ def membrane_after(h, fired, r, theta, RESET, SAME):
     return h
 
 
+def previous_reset(m_prev, theta, DELAYED, SAME):
+    """``r = H(m_prev - theta)`` for the variants that use it (a delayed or snnTorch same-step reset), else 0."""
+    r = 0.0
+    if DELAYED or SAME == 1:
+        r = fire(m_prev, theta)
+    return r
+
+
 def forward_step(x, m_prev, beta, theta, g, RESET, DELAYED, SAME):
     """One step without autograd: ``(h, m, spk)`` with ``spk = g * H(h - theta)``."""
-    r = heaviside(m_prev - theta)  # the previous step's reset (unused by variants without one)
+    r = previous_reset(m_prev, theta, DELAYED, SAME)
     h = charge(x, m_prev, r, beta, theta, RESET, DELAYED)
-    fired = heaviside(h - theta)
+    fired = fire(h, theta)
     return h, membrane_after(h, fired, r, theta, RESET, SAME), fired * g
 
 
@@ -179,13 +187,27 @@ def leak_terms(delta_h, r, m_prev, RESET, DELAYED):
     return delta_h * m_prev
 
 
+def fired_again(h, theta, SAME):
+    """This step's spike (0/1) where the backward of a same-step reset needs it, else 0."""
+    fired = 0.0
+    if SAME != 0:
+        fired = fire(h, theta)
+    return fired
+
+
+def fire_gradient(grad_spk, g, slope):
+    """``dL/dh`` through the spike: ``dL/dspk * g * slope``."""
+    return grad_spk * g * slope
+
+
 def backward_step(grad_spk, delta_m, h, m_prev, beta, theta, g, slope, RESET, DELAYED, SAME):
     """One reverse step: ``delta_m = dL/dm'`` (the output gradient of the membrane plus the carry from
-    step t+1), ``grad_spk = dL/dspk`` (a tensor or 0.0). Returns ``(dL/dh, carry to step t-1, beta term,
-    theta term)``; ``dL/dh`` is also ``dL/dx``."""
-    r = heaviside(m_prev - theta)
-    fired = heaviside(h - theta)
-    fire_grad = grad_spk * g * slope
+    step t+1), ``grad_spk = dL/dspk``. Returns ``(dL/dh, carry to step t-1, beta term, theta term)``;
+    ``dL/dh`` is also ``dL/dx``. (The eager torch scan calls the same pieces, the leak and threshold
+    terms only where a gradient is wanted.)"""
+    r = previous_reset(m_prev, theta, DELAYED, SAME)
+    fired = fired_again(h, theta, SAME)
+    fire_grad = fire_gradient(grad_spk, g, slope)
     delta_h = membrane_backward(delta_m, h, fired, r, slope, theta, RESET, SAME) + fire_grad
     d_theta = threshold_terms(fire_grad, delta_m, delta_h, slope, fired, r, h, theta, RESET, DELAYED, SAME)
     carry = carry_back(delta_h, r, beta, RESET, DELAYED)
@@ -254,10 +276,13 @@ def normalise_input_grad(dy, x, k, mean, rstd, mean_dy, mean_dy_xhat, TRAINING):
 
 #: The functions :mod:`.triton_definition` compiles (in this order: callees first).
 DEFINITIONS = (
-    heaviside,
+    fire,
     charge,
     membrane_after,
+    previous_reset,
     forward_step,
+    fired_again,
+    fire_gradient,
     membrane_backward,
     threshold_terms,
     carry_back,

@@ -14,6 +14,7 @@ Every block is a step module (:mod:`bntt_snntorch.step_mode`):
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -58,6 +59,30 @@ class TimeDistributed(StepModule, nn.Module):
         return self.module(x), state
 
 
+class BlockState(NamedTuple):
+    """A block's state between single steps: the neuron's membrane ``(B, ...)`` and, in OTTT online
+    training, the presynaptic trace of the block's input (None otherwise)."""
+
+    mem: torch.Tensor | None
+    trace: torch.Tensor | None = None
+
+
+class _ReplaceForGrad(torch.autograd.Function):
+    """``value`` forward; backward, the gradient goes to ``grad_path`` (OTTT's replacement of the spikes
+    by their trace in the weight gradient)."""
+
+    @staticmethod
+    def forward(ctx, grad_path, value):
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+ONLINE_RULES = ("sltt", "ottt")
+
+
 class SpikingBlock(StepCounter, nn.Module):
     """``synapse -> norm -> neuron``: e.g. Conv2d (no bias) -> BNTT -> leaky neuron.
 
@@ -78,7 +103,13 @@ class SpikingBlock(StepCounter, nn.Module):
             input is kept as it is.
         step_mode: "m" (default) or "s" (see the module docstring).
 
-    The block's state is the neuron's membrane ``(B, ...)``.
+    The block's state is the neuron's membrane ``(B, ...)`` (a :class:`BlockState`).
+
+    ``online_rule`` (None, "sltt" or "ottt"; set by online training) changes what :meth:`step`
+    differentiates: no gradient through the membrane from the previous step (both), and with
+    "ottt" the synapse's weight gradient taken with the presynaptic trace of its input
+    (``trace_t = beta_pre * trace_(t-1) + x_t``, ``beta_pre`` the leak of the neuron that made the
+    input) instead of the input itself. The values computed are the same either way.
     """
 
     default_step_mode = "m"
@@ -99,8 +130,15 @@ class SpikingBlock(StepCounter, nn.Module):
         self.neuron = neuron
         self.input_scale = input_scale
         self.input_quantum = input_quantum
+        self.online_rule = None
         if step_mode is not None:
             self.step_mode = step_mode
+
+    @property
+    def presynaptic(self) -> nn.Module | None:
+        """The neuron whose spikes (pooled or not) are this block's input, or None (set by
+        :func:`mark_spike_inputs`; not a submodule, not in the state dict)."""
+        return self.__dict__.get("_presynaptic")
 
     @property
     def time_steps(self) -> int | None:
@@ -154,14 +192,26 @@ class SpikingBlock(StepCounter, nn.Module):
             return Plan("unfused", kind)
         return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True)
 
-    def step(self, x: torch.Tensor, t: int, mem: torch.Tensor | None = None):
-        """Step ``t``: ``(B, ...)`` in -> ``(spk, mem)``."""
-        cur = self.synapse(x)
+    def step(self, x: torch.Tensor, t: int, state: BlockState | torch.Tensor | None = None):
+        """Step ``t``: ``(B, ...)`` in -> ``(spk, state)``; ``state``: the previous step's (None at the start)."""
+        state = BlockState(state) if isinstance(state, torch.Tensor) else state or BlockState(None)
+        mem, trace = state
+        if self.online_rule is not None and mem is not None:
+            mem = mem.detach()  # online training: no gradient through time
+        if self.online_rule == "ottt" and self.presynaptic is not None:
+            with torch.no_grad():
+                leak = torch.as_tensor(self.presynaptic.beta, device=x.device).clamp(0, 1)
+                trace = x.detach() if trace is None else leak * trace + x
+                value = self.synapse(x)
+            cur = _ReplaceForGrad.apply(self.synapse(_ReplaceForGrad.apply(x, trace)), value)
+        else:
+            cur = self.synapse(x)
         if self.norm is not None:
             cur = self.norm.step(cur, t)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
-        return self.neuron.step(cur, mem)
+        spk, mem = self.neuron.step(cur, mem)
+        return spk, BlockState(mem, trace)
 
     def output_quantum(self) -> float | None:
         """The block's spikes are integer multiples of this (the neuron's fixed graded factor, a
@@ -211,15 +261,23 @@ def mark_spike_inputs(layers: nn.Module, input_quantum: float | None = None) -> 
     analog or unknown input). Later blocks take the previous block's spikes (its neuron's fixed
     graded factor, a power of two), divided by the area of power-of-two average pooling;
     anything else on the way (adaptive pooling, dropout, a learnable spike factor) stops the
-    chain. Memory only: values and gradients are the same either way (tested).
+    chain. Memory only: values and gradients are the same either way (tested). The same walk
+    records each block's presynaptic neuron (:attr:`SpikingBlock.presynaptic`, used by OTTT).
     """
-    quantum = _power_of_two(input_quantum)
+    quantum, presynaptic = _power_of_two(input_quantum), None
     for layer in layers:
         if isinstance(layer, SpikingBlock):
             layer.input_quantum = quantum if spike_synapse.supports(layer.synapse) else None
-            quantum = layer.output_quantum()
+            layer.__dict__["_presynaptic"] = presynaptic
+            quantum, presynaptic = layer.output_quantum(), layer.neuron
         elif isinstance(layer, TimeDistributed):
             quantum = _pooled_quantum(layer.module, quantum)
+            presynaptic = presynaptic if _is_linear(layer.module) else None
         else:
-            quantum = None
+            quantum = presynaptic = None
     return layers
+
+
+def _is_linear(module: nn.Module) -> bool:
+    """Pooling and flattening are linear: a presynaptic trace passes through them as the spikes do."""
+    return isinstance(module, (nn.Flatten, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d))

@@ -9,6 +9,7 @@ buffer, are one allocation); parameters are not counted (they exist anyway).
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,3 +79,64 @@ def saved_tensor_bytes(
             h.remove()
     result.by_module = dict(result.by_module)
     return result
+
+
+class LiveSavedTensors:
+    """Bytes autograd holds for backward at each moment, and their peak, over a block of code::
+
+        with LiveSavedTensors() as live:
+            ...  # forward(s) and backward(s): a whole training step
+        live.peak  # the most held at once
+
+    Every storage saved by an autograd node counts once while any node still holds it; it stops
+    counting when its graph is freed (after ``backward()``, or when the graph goes out of scope).
+    Parameters are not counted. Unlike :func:`saved_tensor_bytes` (one forward, per module) this
+    follows the live total through forward and backward passes, e.g. of online training.
+    """
+
+    def __init__(self):
+        self.live = 0
+        self.peak = 0
+        self._holders: dict[int, int] = {}
+        self._hooks = None
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._holders[key] -= 1
+        if self._holders[key] == 0:
+            del self._holders[key]
+            self.live -= nbytes
+
+    def _pack(self, t: torch.Tensor):
+        if isinstance(t, nn.Parameter) or t.layout != torch.strided or t.untyped_storage().nbytes() == 0:
+            return t
+        storage = t.untyped_storage()
+        key, nbytes = storage.data_ptr(), storage.nbytes()
+        if key not in self._holders:
+            self._holders[key] = 0
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        self._holders[key] += 1
+        holder = _Held(t)
+        weakref.finalize(holder, self._release, key, nbytes)
+        return holder
+
+    @staticmethod
+    def _unpack(packed):
+        return packed.tensor if isinstance(packed, _Held) else packed
+
+    def __enter__(self) -> LiveSavedTensors:
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+
+class _Held:
+    """A saved tensor as autograd keeps it while :class:`LiveSavedTensors` counts it."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor

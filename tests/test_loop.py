@@ -17,7 +17,7 @@ from bntt_snntorch.training import loop
 # ----------------------------------------------------------------------------- the 0.1 loop, as it was
 def _reference_train_one_epoch(
     model, loader, optimizer, encode, device, max_batches=None, desc="train", progress=True, amp=None, scaler=None,
-    memory_format=torch.contiguous_format, state=None, on_batch_end=None,
+    memory_format=torch.contiguous_format, state=None, on_batch_end=None, training="bptt", sltt_k=None,
 ):  # fmt: skip
     model.train()
     state = loop.EpochProgress() if state is None else state

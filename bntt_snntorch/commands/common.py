@@ -32,6 +32,7 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "--eval-size": ("--eval_size",),
     "--pgd-iterations": ("--pgd-steps", "--pgd_steps"),  # the name before 0.2
     "--norm-images": ("--norm",),  # the conversion script's spelling
+    "--sltt-k": ("--sltt_k",),
 }
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, CorruptRecordingError)

@@ -77,6 +77,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=["p", "d", "none"],
         help="input coding: p = signed Poisson rate, d = direct, none = images as they are (ANNs to convert)",
     )
+    g.add_argument(
+        "--training",
+        choices=["bptt", "sltt", "ottt"],
+        help="gradient rule: bptt (through time; default), or online with memory independent of T: sltt (spatial "
+        "only) or ottt (spatial, weights from presynaptic traces); online needs a norm with per-step statistics",
+    )
+    add_flag(g, "--sltt-k", type=_positive(int), help="SLTT-K: backpropagate K random steps of each batch")
     g = p.add_argument_group("event data (cifar10-dvs, digits-dvs)")
     add_flag(
         g,

@@ -93,19 +93,19 @@ def _eager_currents(x_seq, w, mean, var, eps: float):
     return current_at
 
 
-def _eager_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, out: dict):
-    """The eager forward; fills ``out`` (``spk`` / ``h``), returns nothing."""
+def _eager_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, keep: str) -> torch.Tensor:
+    """The eager forward: ``keep`` ("spk" in ``x_seq``'s dtype, or "h" in the state's), ``(T, B, ...)``."""
     w = _scaled_weight(weight, x_seq.shape[2], spec.scale, mean)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=mean.dtype, device=x_seq.device)
-    forward_scan(
-        _eager_currents(x_seq, w, mean, var, spec.eps), x_seq.shape[0], mem0, tensors, spec.neuron.variant, out
-    )
+    buffer = torch.empty(x_seq.shape, dtype=x_seq.dtype if keep == "spk" else mean.dtype, device=x_seq.device)
+    forward_scan(_eager_currents(x_seq, w, mean, var, spec.eps), x_seq.shape[0], mem0, tensors,
+                 spec.neuron.variant, {keep: buffer})  # fmt: skip
+    return buffer
 
 
 def _eager_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, need_weight: bool):
     spec: BNTTSpec = ctx.spec
-    h_seq = torch.empty(x_seq.shape, dtype=mean.dtype, device=x_seq.device)
-    _eager_forward(x_seq, weight, mean, var, tensors, spec, dict(h=h_seq))
+    h_seq = _eager_forward(x_seq, weight, mean, var, tensors, spec, "h")
     w = _scaled_weight(weight, x_seq.shape[2], spec.scale, mean)
     rstd = invstd(var, spec.eps)
     grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
@@ -185,9 +185,7 @@ class BNTTLeakyScan(torch.autograd.Function):
                 record_failure("bntt-compiled", err)
                 spec = BNTTSpec(spec.neuron, spec.eps, spec.scale, spec.training, "bntt-eager")
         ctx.spec = spec
-        spk_seq = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-        _eager_forward(x_seq, weight, mean, var, tensors, spec, dict(spk=spk_seq))
-        return spk_seq
+        return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod
     def backward(ctx, grad_spk):

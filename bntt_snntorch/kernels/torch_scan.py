@@ -1,9 +1,10 @@
 """The leaky scan as one autograd node in plain torch (CPU, and any device without Triton).
 
-Forward and backward loop over T without building a graph, calling the one neuron definition
-(:mod:`bntt_snntorch.definition`) on cache-sized ``(B, ...)`` slices. Saved for backward: ``h``
-(the surrogate's argument) only; the membrane is recomputed from it (:func:`membrane_sequence`),
-and for the variants where the two are equal the returned membrane *is* ``h``.
+Forward and backward loop over T without building a graph, a handful of ops a step on cache-sized
+``(B, ...)`` slices written into preallocated buffers (:mod:`.torch_steps`, bound to the neuron
+definition by tests). Saved for backward: ``h`` (the surrogate's argument) only; the membrane is
+recomputed from it (:func:`membrane_sequence`), and for the variants where the two are equal the
+returned membrane *is* ``h``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from .. import definition as D
 from ..definition import Variant
 from ..surrogate import Surrogate
+from .torch_steps import backward_into, forward_into
 
 
 @dataclass(frozen=True)
@@ -62,50 +64,56 @@ def clamp_grad_mask(beta: torch.Tensor) -> torch.Tensor:
 def membrane_sequence(h_seq: torch.Tensor, mem0: torch.Tensor, theta, variant: Variant) -> torch.Tensor:
     """All membranes ``(T, B, ...)`` recomputed from ``h_seq`` and the initial membrane ``mem0``
     (``h_seq`` itself for variants without a same-step reset)."""
-    RESET, _, SAME = variant.codes
+    RESET, DELAYED, SAME = variant.codes
     if SAME == 0:
         return h_seq
     if SAME == 2:  # the detached reset needs this step's h only
-        return D.membrane_after(h_seq, D.heaviside(h_seq - theta), 0.0, theta, RESET, SAME)
-    mem_seq, m = torch.empty_like(h_seq), mem0
-    for t in range(h_seq.shape[0]):
-        h = h_seq[t]
-        m = mem_seq[t].copy_(D.membrane_after(h, D.heaviside(h - theta), D.heaviside(m - theta), theta, RESET, SAME))
-    return mem_seq
+        return D.membrane_after(h_seq, D.fire(h_seq, theta), 0.0, theta, RESET, SAME)
+    mems, m = [], mem0
+    for h in h_seq:
+        m = D.membrane_after(h, D.fire(h, theta), D.previous_reset(m, theta, DELAYED, SAME), theta, RESET, SAME)
+        mems.append(m)
+    return torch.stack(mems)
 
 
 def forward_scan(x_at: Callable[[int], torch.Tensor], num_steps: int, mem0, tensors: NeuronTensors, variant, out):
     """Run ``num_steps`` steps from ``mem0``; ``x_at(t)`` gives step ``t``'s input ``(B, ...)``. ``out``
-    holds ``(T, B, ...)`` buffers ``"spk"`` / ``"h"`` / ``"mem"`` to fill (each optional).
-    Returns the last membrane."""
+    holds ``(T, B, ...)`` buffers ``"spk"`` / ``"h"`` / ``"mem"`` to fill (each optional: a one-step
+    scratch stands in). Returns the last membrane."""
     codes = variant.codes
     beta = tensors.beta.clamp(0, 1)
+    h_seq, mem_seq, spk_seq = out.get("h"), out.get("mem"), out.get("spk")
+    scratch = {k: torch.empty_like(mem0) for k in ("h", "mem", "spk") if out.get(k) is None}
     m = mem0
     for t in range(num_steps):
-        h, m, spk = D.forward_step(x_at(t).to(mem0.dtype), m, beta, tensors.theta, tensors.g, *codes)
-        for name, value in (("spk", spk), ("h", h), ("mem", m)):
-            if name in out:
-                out[name][t] = value
+        h = h_seq[t] if h_seq is not None else scratch["h"]
+        if mem_seq is not None:
+            m_out = mem_seq[t]
+        else:  # the membrane must not overwrite the one this step reads
+            m_out = scratch["mem"] if m is not scratch["mem"] else torch.empty_like(mem0)
+        spk = spk_seq[t] if spk_seq is not None else scratch["spk"]
+        forward_into(x_at(t), m, beta, tensors.theta, tensors.g, codes, h, m_out, spk)
+        m = m_out
     return m
 
 
 def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec: NeuronSpec, need, grad_x_at):
     """Reverse scan from the saved ``h_seq``; ``grad_x_at(t, delta_h)`` receives ``dL/dh_t`` (the state's
-    dtype) and stores what it needs. ``need = (beta, theta)`` flags.
+    dtype, a one-step buffer) and stores what it needs. ``need = (beta, theta)`` flags.
 
     Returns ``(grad_mem0, grad_beta, grad_theta)`` (``None`` where not needed)."""
-    RESET, DELAYED, SAME = spec.variant.codes
     beta, theta, g = tensors.beta.clamp(0, 1), tensors.theta, tensors.g
     mem_seq = membrane_sequence(h_seq, mem0, theta, spec.variant)
-    carry, d_beta, d_theta = 0.0, None, None
+    delta_h = torch.empty_like(h_seq[0])
+    carry, d_beta, d_theta = None, None, None
     for t in reversed(range(h_seq.shape[0])):
         h, m_prev = h_seq[t], mem0 if t == 0 else mem_seq[t - 1]
-        delta_m = carry if grad_mem is None else grad_mem[t] + carry
+        delta_m = carry if grad_mem is None else (grad_mem[t] if carry is None else grad_mem[t] + carry)
         slope = spec.surrogate.derivative(h - theta)
-        grads = 0.0 if grad_spk is None else grad_spk[t]
-        delta_h, carry, beta_t, theta_t = D.backward_step(
-            grads, delta_m, h, m_prev, beta, theta, g, slope, RESET, DELAYED, SAME
-        )
+        carry, beta_t, theta_t = backward_into(
+            None if grad_spk is None else grad_spk[t], delta_m, h, m_prev, beta, theta, g, slope,
+            spec.variant.codes, need, delta_h,
+        )  # fmt: skip
         grad_x_at(t, delta_h)
         if need[0]:
             beta_t = reduce_to(beta_t, tensors.beta.shape)
@@ -122,14 +130,15 @@ class LeakyScan(torch.autograd.Function):
     def forward(ctx, x_seq, mem0, beta, theta, g, spec: NeuronSpec):
         # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in the state's dtype
         # (float32 at least), spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
+        # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in the state's dtype,
+        # spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
         h_seq = torch.empty(x_seq.shape, dtype=mem0.dtype, device=x_seq.device)
-        out = dict(h=h_seq, spk=torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device))
-        if spec.variant.same_step_reset != "none":
-            out["mem"] = torch.empty_like(h_seq)
+        mem_seq = h_seq if spec.variant.same_step_reset == "none" else torch.empty_like(h_seq)
+        out = dict(h=h_seq, mem=mem_seq, spk=torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device))
         forward_scan(x_seq.__getitem__, x_seq.shape[0], mem0, NeuronTensors(beta, theta, g), spec.variant, out)
         ctx.save_for_backward(h_seq, mem0, beta, theta, g)
         ctx.spec, ctx.x_dtype = spec, x_seq.dtype
-        return out["spk"], out.get("mem", h_seq)
+        return out["spk"], mem_seq
 
     @staticmethod
     def backward(ctx, grad_spk, grad_mem):
@@ -140,6 +149,8 @@ class LeakyScan(torch.autograd.Function):
             grad_spk, grad_mem, h_seq, mem0, NeuronTensors(beta, theta, g), ctx.spec, need,
             lambda t, delta_h: grad_x[t].copy_(delta_h),
         )  # fmt: skip
+        if grad_mem0 is None:
+            grad_mem0 = torch.zeros_like(mem0)
         return grad_x, grad_mem0, grad_beta, grad_theta, None, None
 
 

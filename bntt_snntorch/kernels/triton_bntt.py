@@ -137,7 +137,7 @@ def _backward_kernel(
         cur = D.normalise(xf, tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c))
         if ROUND:
             cur = cur.to(x.dtype).to(tl.float32)
-        h = D.charge(cur, m_prev, D.heaviside(m_prev - theta), beta, theta, RESET, DELAYED)
+        h = D.charge(cur, m_prev, D.previous_reset(m_prev, theta, DELAYED, SAME), beta, theta, RESET, DELAYED)
         slope = D.surrogate_derivative(h - theta, a, b, SURR)
         gs = tl.load(gs_ptr, mask=mask, other=0.0).to(tl.float32)
         dy, carry, beta_t, theta_t = D.backward_step(gs, carry, h, m_prev, beta, theta, g, slope, RESET, DELAYED, SAME)

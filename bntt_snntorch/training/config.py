@@ -20,8 +20,9 @@ import torch
 from ..data import dataset_info, list_datasets
 from ..models import is_ann, list_models, model_info
 from ..neurons import list_neurons
-from ..temporal_norm import list_norms
+from ..temporal_norm import list_norms, norm_info
 from ..utils import cpu_bf16_support
+from .online import TRAINING_MODES
 from .recipes import ARCH_ALIASES, RECIPES, recipe_for
 
 DATA_DIR_ENV, RUNS_DIR_ENV = "BNTT_DATA_DIR", "BNTT_RUNS_DIR"
@@ -66,6 +67,8 @@ class TrainConfig:
     encode: str | None = None  # "p" Poisson rate, "d" direct, "none" (ANNs), "events" (event frames)
     norm: str = "bntt"  # temporal normalisation of the BNTT VGGs (bntt_snntorch.list_norms())
     neuron: str = "bntt_leaky"  # neuron of the spiking models (bntt_snntorch.list_neurons()); the seed's by default
+    training: str = "bptt"  # "bptt", or online (memory independent of T): "sltt", "ottt" (training/online.py)
+    sltt_k: int | None = None  # SLTT-K: backpropagate K random steps of each batch (training="sltt")
     # optimisation
     lr: float | None = None
     batch_size: int | None = None
@@ -136,6 +139,25 @@ class TrainConfig:
         """Seed of the test-set Poisson draws (the run's evaluation and every later analysis)."""
         return self.seed + EVAL_SEED_OFFSET
 
+    def _check_training(self, ann: bool) -> None:
+        if self.training not in TRAINING_MODES:
+            raise ConfigError(f"unknown --training {self.training!r}; choose one of {', '.join(TRAINING_MODES)}")
+        if self.training == "bptt":
+            if self.sltt_k is not None:
+                raise ConfigError("--sltt-k is SLTT-K: use it with --training sltt")
+            return
+        if ann:
+            raise ConfigError(
+                f"--training {self.training} trains spiking nets step by step; --arch {self.arch} is an ANN"
+            )
+        if not norm_info(self.norm).per_step_statistics:
+            raise ConfigError(
+                f"--training {self.training} runs one step at a time, but --norm {self.norm} normalises with the "
+                f"statistics of all steps; use a norm with per-step statistics: {', '.join(_per_step_norms())}"
+            )
+        if self.sltt_k is not None and (self.training != "sltt" or not 1 <= self.sltt_k <= self.num_steps):
+            raise ConfigError(f"--sltt-k must be in [1, --num-steps={self.num_steps}] with --training sltt")
+
     def _validated(self, explicit_encode: str | None) -> TrainConfig:
         if self.dataset not in list_datasets():
             raise ConfigError(f"unknown dataset {self.dataset!r}; available: {', '.join(list_datasets())}")
@@ -174,6 +196,7 @@ class TrainConfig:
                     raise ConfigError(f"--arch {self.arch} is a spiking net: set --{name.replace('_', '-')}")
             if not 0.0 <= self.leak_mem <= 1.0:
                 raise ConfigError(f"--leak-mem must be in [0, 1], got {self.leak_mem}")
+        self._check_training(ann)
         if self.optimizer == "sgd" and self.momentum is None:
             raise ConfigError("--optimizer sgd needs a momentum (the recipes set 0.9)")
         if self.num_workers < 0:
@@ -210,6 +233,10 @@ def _warn_if_bf16_is_emulated() -> None:
             f"CPU; {AMP_MEASUREMENT}); leave out --amp on this machine",
             stacklevel=4,
         )
+
+
+def _per_step_norms() -> list[str]:
+    return [n for n in list_norms() if norm_info(n).per_step_statistics]
 
 
 def _check_recipe(name: str, values: dict) -> None:

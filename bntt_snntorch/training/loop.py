@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .online import online_backward
+
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 READ_EVERY = 25  # batches between host reads of the running sums (progress bar)
 
@@ -108,11 +110,16 @@ def train_one_epoch(
     state: EpochProgress | None = None,
     on_batch_end: Callable[[int, Callable[[], EpochProgress]], None] | None = None,
     read_every: int = READ_EVERY,
+    training: str = "bptt",
+    sltt_k: int | None = None,
 ) -> EpochResult:
     """One pass over ``loader``: images ``(B, C, H, W)`` are encoded to ``(T, B, C, H, W)``
     and the model's logits ``(B, classes)`` trained with cross-entropy.
 
-    ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32.
+    ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32. ``training``:
+    "bptt" (one loss on the mean readout, backpropagated through time), or an online rule, "sltt" /
+    "ottt" (a loss and a backward per step, memory independent of T; ``sltt_k`` steps
+    backpropagated of T; :mod:`.online`).
     ``state``: progress of this epoch so far (resuming mid-epoch: its first
     ``state.batches`` batches are drawn and skipped, so the data order and
     augmentation stay those of an uninterrupted run).
@@ -148,16 +155,21 @@ def train_one_epoch(
             continue
         images = _to_device(images, device, memory_format)
         labels = labels.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = model(encode(images))
-            loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
+        scale = scaler.scale if scaler is not None else (lambda value: value)
+        if training == "bptt":
+            with autocast(device, amp):
+                logits = model(encode(images))
+                loss = F.cross_entropy(logits.float(), labels)
+            scale(loss).backward()
+        else:
+            loss, logits = online_backward(
+                model, encode(images), labels, training, sltt_k, lambda: autocast(device, amp), scale
+            )
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         sums.add(loss, logits, labels)
         sums.finite &= _parameters_finite(optimizer)

@@ -34,7 +34,7 @@ from .runs import build_model, run_datasets
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_s"]
 LAYER_FIELDS = ["epoch", "layer", "spike_rate", "mean_gamma"]
-RESUME_KEYS = ("arch", "dataset", "num_steps", "encode", "batch_size", "num_epochs")
+RESUME_KEYS = ("arch", "dataset", "num_steps", "encode", "batch_size", "num_epochs", "training")
 
 
 @dataclass
@@ -132,9 +132,10 @@ class _Run:
     def _restore(self, path: Path) -> None:
         ckpt, used = load_latest_good(path)
         for key in RESUME_KEYS:
-            if ckpt["config"][key] != getattr(self.cfg, key):
+            saved = ckpt["config"].get(key, TrainConfig.__dataclass_fields__[key].default)  # a 0.1 run: bptt
+            if saved != getattr(self.cfg, key):
                 raise ConfigError(
-                    f"--resume {used}: the checkpoint has {key}={ckpt['config'][key]!r}, this run asks "
+                    f"--resume {used}: the checkpoint has {key}={saved!r}, this run asks "
                     f"for {getattr(self.cfg, key)!r}; use the same flags or a new --output-dir"
                 )
         self.model.load_state_dict(ckpt["model"])
@@ -249,6 +250,8 @@ class _Run:
                     scaler=self.scaler,
                     state=self.progress,
                     on_batch_end=self._on_batch_end(epoch),
+                    training=cfg.training,
+                    sltt_k=cfg.sltt_k,
                     **speed,
                 )
             except FloatingPointError as err:

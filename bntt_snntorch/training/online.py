@@ -1,0 +1,100 @@
+"""Online training: memory that does not grow with T (SLTT, Meng et al. ICCV 2023; OTTT, Xiao et al.
+NeurIPS 2022), for the BNTT networks.
+
+BPTT keeps every step's activations until one backward at the end. The online rules run the network
+one step at a time (step mode "s"): at step ``t`` the forward, that step's loss
+``CE(readout_t, y) / T`` and its backward, after which step ``t``'s graph is freed. Only the
+gradient's spatial path is kept:
+
+* **SLTT**: no gradient flows through the membrane from step t-1 to step t (it is detached); the
+  weight gradient is the sum over steps of each step's spatial gradient. **SLTT-K** backpropagates
+  only K of the T steps, chosen at random per batch (the other steps run forward only).
+* **OTTT**: as SLTT, and the synapse's weight gradient is taken with the presynaptic trace
+  ``a_t = beta_pre * a_(t-1) + s_t`` of its input instead of the input ``s_t`` (the paper's
+  ``grad_W = sum_t g_t a_t^T``); the forward values are the exact ones. With BNTT between synapse and
+  neuron, ``g_t`` is the gradient at the synapse's output after step t's normalisation: BNTT's
+  backward at step t uses step t's batch statistics only, so the rule stays local in time.
+
+BNTT suits both: the statistics of step t need only step t's batch (each step's running statistics
+are updated once, by that step's forward). Norms whose statistics span all steps (BN over time, tdBN,
+TEBN) cannot run online: :class:`~bntt_snntorch.training.ConfigError` names the ones that can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import ONLINE_RULES, SpikingBlock
+from ..models import SpikingNet
+from ..step_mode import set_step_mode
+
+TRAINING_MODES = ("bptt", *ONLINE_RULES)
+
+
+def _net(model: nn.Module) -> SpikingNet:
+    net = getattr(model, "module", model)  # under DistributedDataParallel
+    if not isinstance(net, SpikingNet):
+        raise TypeError(f"online training needs a SpikingNet, got {type(net).__name__}")
+    return net
+
+
+@contextlib.contextmanager
+def online(model: nn.Module, rule: str):
+    """The network in step mode "s" with every block on the online ``rule``; restored on exit."""
+    net = _net(model)
+    blocks = [m for m in net.modules() if isinstance(m, SpikingBlock)]
+    mode = net.step_mode
+    set_step_mode(net, "s")
+    for block in blocks:
+        block.online_rule = rule
+    try:
+        yield net
+    finally:
+        for block in blocks:
+            block.online_rule = None
+        net.reset()
+        set_step_mode(net, mode)
+
+
+def online_backward(
+    model: nn.Module,
+    x_seq: torch.Tensor,
+    labels: torch.Tensor,
+    rule: str,
+    backprop_steps: int | None = None,
+    autocast=contextlib.nullcontext,
+    scale=lambda loss: loss,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of online training up to the optimizer step: for each step ``t`` of ``x_seq``
+    ``(T, B, ...)``, forward, the loss ``CE(readout_t, labels) / T`` and its backward (``scale``: a
+    GradScaler's). ``backprop_steps`` = K backpropagates K random steps (SLTT-K; the others run
+    forward only; drawn with Python's ``random``, whose state checkpoints keep). Under
+    DistributedDataParallel the gradients are all-reduced once, at the last backward. Returns
+    ``(loss, logits)``, detached: the summed per-step loss and the mean readout ``(B, classes)``.
+    """
+    T = x_seq.shape[0]
+    chosen = set(range(T))
+    if backprop_steps is not None and backprop_steps < T:  # Python's generator: checkpoints keep its state
+        chosen = set(random.sample(range(T), backprop_steps))
+    last = max(chosen)
+    no_sync = getattr(model, "no_sync", None)
+    loss_sum, readout_sum = 0.0, 0.0
+    with online(model, rule) as net:
+        net.reset()
+        for t in range(T):
+            sync = contextlib.nullcontext() if no_sync is None or t == last else no_sync()
+            grad = contextlib.nullcontext() if t in chosen else torch.no_grad()
+            with sync, grad:
+                with autocast():
+                    out = model(x_seq[t])
+                    loss = F.cross_entropy(out.float(), labels) / T
+                if t in chosen:
+                    scale(loss).backward()
+            loss_sum = loss_sum + loss.detach()
+            readout_sum = readout_sum + out.detach().float()
+    return loss_sum, readout_sum / T
