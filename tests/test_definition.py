@@ -29,32 +29,39 @@ def _tensors(seed, n=257):
     return x, m_prev, grad_spk, delta_m, beta, theta, gf
 
 
+@pytest.mark.parametrize("graded", [True, False], ids=["g=1.5", "g=None (exactly 1)"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
-def test_the_eager_step_spells_the_definition(variant):
+def test_the_eager_step_spells_the_definition(variant, graded):
     x, m_prev, _, _, beta, theta, g = _tensors(zlib.crc32(variant.name.encode()))
-    h, m, spk = D.forward_step(x, m_prev, beta, theta, g, *variant.codes)
+    h, m, spk = D.forward_step(x, m_prev, beta, theta, g if graded else 1.0, *variant.codes)
     h_out, m_out, spk_out = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
-    forward_into(x, m_prev, beta, theta, g, variant.codes, h_out, m_out, spk_out)
+    forward_into(x, m_prev, beta, theta, g if graded else None, variant.codes, h_out, m_out, spk_out)
     for name, a, b in (("h", h_out, h), ("membrane", m_out, m), ("spikes", spk_out, spk)):
         assert_close(a, b, atol=1e-12, rtol=1e-12, msg=f"{variant.name}: {name}")
     assert (spk > 0).any() and (spk == 0).any()
 
 
+@pytest.mark.parametrize("graded", [True, False], ids=["g=1.5", "g=None (exactly 1)"])
 @pytest.mark.parametrize("sg", SURROGATES, ids=repr)
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
-def test_the_eager_reverse_step_spells_the_definition(variant, sg):
+def test_the_eager_reverse_step_spells_the_definition(variant, sg, graded):
     x, m_prev, grad_spk, delta_m, beta, theta, g = _tensors(zlib.crc32(repr((variant, sg)).encode()))
-    h, _, _ = D.forward_step(x, m_prev, beta, theta, g, *variant.codes)
+    g_def, g_eager = (g, g) if graded else (1.0, None)
+    h, _, _ = D.forward_step(x, m_prev, beta, theta, g_def, *variant.codes)
     slope = sg.derivative(h - theta)
     delta_h, carry, beta_t, theta_t = D.backward_step(
-        grad_spk, delta_m, h, m_prev, beta, theta, g, slope, *variant.codes
+        grad_spk, delta_m, h, m_prev, beta, theta, g_def, slope, *variant.codes
     )
-    out = torch.empty_like(h)
-    carry_e, beta_e, theta_e = backward_into(grad_spk, delta_m, h, m_prev, beta, theta, g, slope, variant.codes,
-                                             (True, True), out)  # fmt: skip
-    for name, a, b in (("dL/dh", out, delta_h), ("carry", carry_e, carry), ("beta", beta_e, beta_t),
-                       ("theta", theta_e, theta_t)):  # fmt: skip
-        assert_close(a, b, atol=1e-12, rtol=1e-12, msg=f"{variant.name} {sg!r}: {name}")
+    for need in ((True, True), (False, False)):
+        out = torch.empty_like(h)
+        carry_e, beta_e, theta_e = backward_into(grad_spk, delta_m, h, m_prev, beta, theta, g_eager, slope,
+                                                 variant.codes, need, out)  # fmt: skip
+        for name, a, b in (("dL/dh", out, delta_h), ("carry", carry_e, carry), ("beta", beta_e, beta_t),
+                           ("theta", theta_e, theta_t)):  # fmt: skip
+            if a is None:  # a term not asked for
+                assert name in ("beta", "theta") and not need[0], name
+                continue
+            assert_close(a, b, atol=1e-12, rtol=1e-12, msg=f"{variant.name} {sg!r} {need}: {name}")
 
 
 @pytest.mark.parametrize("sg", SURROGATES, ids=repr)

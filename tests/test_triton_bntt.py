@@ -106,15 +106,14 @@ def _rel(a, b):
 
 def _reference_h_and_last_membrane(block, x):
     """The reference's pre-reset membranes ``(T, B, ...)`` and last membrane, from its per-step currents."""
-    from bntt_snntorch.definition import Variant
-    from bntt_snntorch.kernels.torch_scan import NeuronTensors, forward_scan
+    from bntt_snntorch.kernels.torch_scan import NeuronSpec, NeuronTensors, forward_scan
 
     p = block.neuron.params()
     with torch.no_grad():
         currents = torch.stack([block.norm.step(block.synapse(x_t), t) * block.input_scale for t, x_t in enumerate(x)])
-        variant = Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset)
         tensors, h = NeuronTensors.of(p, x.device), torch.empty_like(currents)
-        last = forward_scan(currents.__getitem__, len(x), torch.zeros_like(currents[0]), tensors, variant, dict(h=h))
+        last = forward_scan(currents.__getitem__, len(x), torch.zeros_like(currents[0]), tensors, NeuronSpec.of(p),
+                            dict(h=h))  # fmt: skip
     return h, last, p.threshold.detach()
 
 

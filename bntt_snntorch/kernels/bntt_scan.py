@@ -98,8 +98,8 @@ def _eager_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTS
     w = _scaled_weight(weight, x_seq.shape[2], spec.scale, mean)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=mean.dtype, device=x_seq.device)
     buffer = torch.empty(x_seq.shape, dtype=x_seq.dtype if keep == "spk" else mean.dtype, device=x_seq.device)
-    forward_scan(_eager_currents(x_seq, w, mean, var, spec.eps), x_seq.shape[0], mem0, tensors,
-                 spec.neuron.variant, {keep: buffer})  # fmt: skip
+    forward_scan(_eager_currents(x_seq, w, mean, var, spec.eps), x_seq.shape[0], mem0, tensors, spec.neuron,
+                 {keep: buffer})  # fmt: skip
     return buffer
 
 

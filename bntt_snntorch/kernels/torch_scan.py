@@ -22,15 +22,20 @@ from .torch_steps import backward_into, forward_into
 
 @dataclass(frozen=True)
 class NeuronSpec:
-    """The static part of a leaky layer a kernel is specialised for: its variant and surrogate."""
+    """The static part of a leaky layer a kernel is specialised for: its variant and surrogate, and
+    ``unit_spikes``: whether the graded-spikes factor is the number 1 (known without reading a tensor;
+    the eager steps then skip the multiplication)."""
 
     variant: Variant
     surrogate: Surrogate
+    unit_spikes: bool = False
 
     @classmethod
     def of(cls, p) -> NeuronSpec:
         """The spec of neuron parameters ``p`` (a :class:`~bntt_snntorch.functional.LeakyParams`)."""
-        return cls(Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset), p.spike_grad)
+        g = p.graded_spikes_factor
+        unit = isinstance(g, (int, float)) and g == 1
+        return cls(Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset), p.spike_grad, unit)
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,13 @@ def membrane_sequence(h_seq: torch.Tensor, mem0: torch.Tensor, theta, variant: V
     return torch.stack(mems)
 
 
-def forward_scan(x_at: Callable[[int], torch.Tensor], num_steps: int, mem0, tensors: NeuronTensors, variant, out):
+def forward_scan(
+    x_at: Callable[[int], torch.Tensor], num_steps: int, mem0, tensors: NeuronTensors, spec: NeuronSpec, out
+):
     """Run ``num_steps`` steps from ``mem0``; ``x_at(t)`` gives step ``t``'s input ``(B, ...)``. ``out``
     holds ``(T, B, ...)`` buffers ``"spk"`` / ``"h"`` / ``"mem"`` to fill (each optional: a one-step
     scratch stands in). Returns the last membrane."""
-    codes = variant.codes
+    codes, g = spec.variant.codes, None if spec.unit_spikes else tensors.g
     beta = tensors.beta.clamp(0, 1)
     h_seq, mem_seq, spk_seq = out.get("h"), out.get("mem"), out.get("spk")
     scratch = {k: torch.empty_like(mem0) for k in ("h", "mem", "spk") if out.get(k) is None}
@@ -92,7 +99,7 @@ def forward_scan(x_at: Callable[[int], torch.Tensor], num_steps: int, mem0, tens
         else:  # the membrane must not overwrite the one this step reads
             m_out = scratch["mem"] if m is not scratch["mem"] else torch.empty_like(mem0)
         spk = spk_seq[t] if spk_seq is not None else scratch["spk"]
-        forward_into(x_at(t), m, beta, tensors.theta, tensors.g, codes, h, m_out, spk)
+        forward_into(x_at(t), m, beta, tensors.theta, g, codes, h, m_out, spk)
         m = m_out
     return m
 
@@ -102,12 +109,14 @@ def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec:
     dtype, a one-step buffer) and stores what it needs. ``need = (beta, theta)`` flags.
 
     Returns ``(grad_mem0, grad_beta, grad_theta)`` (``None`` where not needed)."""
-    beta, theta, g = tensors.beta.clamp(0, 1), tensors.theta, tensors.g
-    mem_seq = membrane_sequence(h_seq, mem0, theta, spec.variant)
+    beta, theta, g = tensors.beta.clamp(0, 1), tensors.theta, None if spec.unit_spikes else tensors.g
+    _, DELAYED, SAME = spec.variant.codes
+    # the previous membrane enters a reverse step only through its reset (delayed or snnTorch's) or the leak term
+    mem_seq = membrane_sequence(h_seq, mem0, theta, spec.variant) if DELAYED or SAME == 1 or need[0] else None
     delta_h = torch.empty_like(h_seq[0])
     carry, d_beta, d_theta = None, None, None
     for t in reversed(range(h_seq.shape[0])):
-        h, m_prev = h_seq[t], mem0 if t == 0 else mem_seq[t - 1]
+        h, m_prev = h_seq[t], None if mem_seq is None else (mem0 if t == 0 else mem_seq[t - 1])
         delta_m = carry if grad_mem is None else (grad_mem[t] if carry is None else grad_mem[t] + carry)
         slope = spec.surrogate.derivative(h - theta)
         carry, beta_t, theta_t = backward_into(
@@ -128,14 +137,12 @@ def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec:
 class LeakyScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, mem0, beta, theta, g, spec: NeuronSpec):
-        # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in the state's dtype
-        # (float32 at least), spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
         # Contiguous (T, B, ...) outputs whatever the input's strides; membrane in the state's dtype,
         # spikes in the input's dtype (bf16 under autocast: exact for 0 / g).
         h_seq = torch.empty(x_seq.shape, dtype=mem0.dtype, device=x_seq.device)
         mem_seq = h_seq if spec.variant.same_step_reset == "none" else torch.empty_like(h_seq)
         out = dict(h=h_seq, mem=mem_seq, spk=torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device))
-        forward_scan(x_seq.__getitem__, x_seq.shape[0], mem0, NeuronTensors(beta, theta, g), spec.variant, out)
+        forward_scan(x_seq.__getitem__, x_seq.shape[0], mem0, NeuronTensors(beta, theta, g), spec, out)
         ctx.save_for_backward(h_seq, mem0, beta, theta, g)
         ctx.spec, ctx.x_dtype = spec, x_seq.dtype
         return out["spk"], mem_seq
