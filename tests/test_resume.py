@@ -201,3 +201,28 @@ def test_torchrun_two_processes_equal_one_process_on_the_combined_batch(tmp_path
         if a[key].is_floating_point():
             scale = a[key].abs().max().clamp(min=1e-6)
             torch.testing.assert_close(b[key] / scale, a[key] / scale, atol=1e-4, rtol=0, msg=key)
+
+
+def test_train_or_resume_reuses_a_finished_run_and_finishes_one_cut_short(tmp_path):
+    """What the studies call: a finished run is left alone; a run killed after its first epoch (its files as
+    they were then) is resumed and ends where the uninterrupted run ends."""
+    import shutil
+
+    from bntt_snntorch.training import TrainConfig, train_or_resume
+
+    def cfg(out):
+        return TrainConfig.from_recipe("digits", num_epochs=2, max_batches=3, num_steps=3, progress=False,
+                                       output_dir=str(tmp_path / out))  # fmt: skip
+
+    finished = train_or_resume(cfg("whole"))
+    stamp = (finished / "last.pt").stat().st_mtime_ns
+    assert train_or_resume(cfg("whole")) == finished
+    assert (finished / "last.pt").stat().st_mtime_ns == stamp, "a finished run was trained again"
+
+    cut = tmp_path / "cut"
+    shutil.copytree(finished, cut)
+    (cut / "last.prev.pt").replace(cut / "last.pt")  # the checkpoint written after epoch 1
+    lines = (cut / "metrics.csv").read_text().splitlines()
+    (cut / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")
+    assert train_or_resume(cfg("cut")) == cut
+    assert len(_metrics(cut)) == 2 and _metrics(cut) == _metrics(finished)

@@ -4,7 +4,7 @@ accuracy, FGSM / PGD robustness, spikes, energy (:func:`bntt_snntorch.experiment
     python -m bntt_snntorch compare-coding --dataset digits --arch mlp --num-steps 4 8 16 --num-epochs 30
 
 For each coding (Poisson rate, direct) and each T it trains a model with the recipe
-``rate-vs-direct`` into ``OUTPUT/<coding>-T<T>/`` (or reuses the ``best.pt`` already there),
+``rate-vs-direct`` into ``OUTPUT/<coding>-T<T>/`` (a finished run there is reused, one cut short resumed),
 then writes ``OUTPUT/comparison.csv`` and ``.md`` and the plots ``accuracy_vs_T.png`` and
 ``accuracy_vs_eps.png``.
 """

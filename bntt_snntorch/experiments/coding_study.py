@@ -2,8 +2,8 @@
 
 ``compare_coding(CodingStudyOptions(...)) -> rows``; what ``python -m bntt_snntorch
 compare-coding`` runs. For each coding (Poisson rate ``p``, direct ``d``) and each T it trains a
-model with the recipe ``rate-vs-direct`` into ``OUTPUT/<coding>-T<T>/`` (or reuses the
-``best.pt`` already there), then writes ``OUTPUT/comparison.csv`` and ``.md`` (clean, FGSM and
+model with the recipe ``rate-vs-direct`` into ``OUTPUT/<coding>-T<T>/`` (a finished run
+there is reused, one cut short resumed), then writes ``OUTPUT/comparison.csv`` and ``.md`` (clean, FGSM and
 PGD accuracy per eps, mean spike rate, energy per image) and the plots ``accuracy_vs_T.png`` and
 ``accuracy_vs_eps.png``.
 """
@@ -22,7 +22,7 @@ from ..analysis.robustness import PixelBox, robust_accuracy
 from ..data import dataset_info
 from ..files import write_csv, write_text
 from ..plots import plot_coding_comparison
-from ..training import TrainConfig, load_run, resolve_device, train
+from ..training import TrainConfig, load_run, resolve_device, train_or_resume
 from ..training.runs import run_datasets
 from .command_line import command_line
 
@@ -70,26 +70,24 @@ def compare_coding(options: CodingStudyOptions | None = None) -> list[dict]:
 
 def _train_or_reuse(o: CodingStudyOptions, coding: str, num_steps: int) -> Path:
     run = Path(o.output_dir) / f"{coding}-T{num_steps}"
-    if not (run / "best.pt").exists():
-        train(
-            TrainConfig.from_recipe(
-                "rate-vs-direct",
-                dataset=o.dataset,
-                arch=o.arch,
-                encode=coding,
-                num_steps=num_steps,
-                seed=o.seed,
-                output_dir=str(run),
-                num_workers=0,
-                num_epochs=o.num_epochs,
-                batch_size=o.batch_size,
-                leak_mem=o.leak_mem,
-                data_dir=o.data_dir,
-                device=o.device,
-                progress=o.progress,
-            )
+    return train_or_resume(
+        TrainConfig.from_recipe(
+            "rate-vs-direct",
+            dataset=o.dataset,
+            arch=o.arch,
+            encode=coding,
+            num_steps=num_steps,
+            seed=o.seed,
+            output_dir=str(run),
+            num_workers=0,
+            num_epochs=o.num_epochs,
+            batch_size=o.batch_size,
+            leak_mem=o.leak_mem,
+            data_dir=o.data_dir,
+            device=o.device,
+            progress=o.progress,
         )
-    return run
+    )
 
 
 def evaluate_run(run: Path, o: CodingStudyOptions, device) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..files import write_csv, write_text
 from ..plots import plot_conversion_comparison
-from ..training import TrainConfig, train
+from ..training import TrainConfig, train_or_resume
 from .command_line import command_line
 from .convert import ConversionOptions, convert_run
 
@@ -43,12 +43,11 @@ def compare_conversion(options: ConversionStudyOptions | None = None) -> list[di
     rows, curves = [], {}
     for precision, recipe in PRECISIONS.items():
         run = out / precision
-        if not (run / "best.pt").exists():
-            train(
-                TrainConfig.from_recipe(
-                    recipe, output_dir=str(run), seed=o.seed, num_epochs=o.num_epochs, progress=o.progress
-                )
+        train_or_resume(
+            TrainConfig.from_recipe(
+                recipe, output_dir=str(run), seed=o.seed, num_epochs=o.num_epochs, progress=o.progress
             )
+        )
         for mode, one_step in MODES.items():
             job = out / f"{precision}-{mode}"
             conversion = ConversionOptions(

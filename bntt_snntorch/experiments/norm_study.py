@@ -24,7 +24,7 @@ from ..analysis.early_exit import DEFAULT_EXIT_THRESHOLD
 from ..files import write_csv, write_text
 from ..plots import plot_norm_comparison
 from ..temporal_norm import NORM_REGISTRY, TemporalEffectiveBatchNorm1d, TemporalEffectiveBatchNorm2d, norm_info
-from ..training import TrainConfig, load_run, resolve_device, train
+from ..training import TrainConfig, load_run, resolve_device, train_or_resume
 from ..training.runs import run_datasets
 from .command_line import command_line
 
@@ -64,21 +64,19 @@ def _with_output(o: NormStudyOptions, out: Path) -> NormStudyOptions:
 
 def _train_or_reuse(o: NormStudyOptions, norm: str, seed: int, out: Path) -> Path:
     run = out / f"{norm}-seed{seed}"
-    if not (run / "best.pt").exists():
-        train(
-            TrainConfig.from_recipe(
-                dataset=o.dataset,
-                norm=norm,
-                seed=seed,
-                output_dir=str(run),
-                num_epochs=o.num_epochs,
-                data_dir=o.data_dir,
-                device=o.device,
-                max_batches=o.max_batches,
-                progress=o.progress,
-            )
+    return train_or_resume(
+        TrainConfig.from_recipe(
+            dataset=o.dataset,
+            norm=norm,
+            seed=seed,
+            output_dir=str(run),
+            num_epochs=o.num_epochs,
+            data_dir=o.data_dir,
+            device=o.device,
+            max_batches=o.max_batches,
+            progress=o.progress,
         )
-    return run
+    )
 
 
 def measure_run(run: Path, o: NormStudyOptions, device) -> dict:

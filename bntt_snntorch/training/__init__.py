@@ -7,7 +7,7 @@ library (models, data, analysis); the commands depend on it, never the other way
 from .config import ConfigError, TrainConfig, resolve_device
 from .recipes import RECIPES
 from .runs import CheckpointError, load_run
-from .trainer import TrainResult, train
+from .trainer import TrainResult, train, train_or_resume
 
 __all__ = [
     "RECIPES",
@@ -18,4 +18,5 @@ __all__ = [
     "load_run",
     "resolve_device",
     "train",
+    "train_or_resume",
 ]

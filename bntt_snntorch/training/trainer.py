@@ -9,10 +9,11 @@ with ``resume="auto"`` and gives the numbers of an uninterrupted one.
 
 from __future__ import annotations
 
+import csv
 import random
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,23 @@ def train(cfg: TrainConfig) -> TrainResult:
         result.rows[-1]["test_acc"], result.best_checkpoint
     """
     return _Run(cfg).run()
+
+
+def train_or_resume(cfg: TrainConfig) -> Path:
+    """Make sure the run in ``cfg.output_dir`` is finished; returns that folder.
+
+    Nothing is trained when its ``last.pt`` and ``metrics.csv`` hold all ``cfg.num_epochs`` epochs; a run
+    cut short (killed, or fewer epochs) is resumed from its ``last.pt``; otherwise it is trained from the
+    start. What the studies use to reuse their runs.
+    """
+    out = Path(cfg.output_dir)
+    metrics = out / "metrics.csv"
+    if (out / "last.pt").exists() and metrics.exists():
+        with open(metrics) as f:
+            if sum(1 for _ in csv.DictReader(f)) >= cfg.num_epochs:
+                return out
+    train(replace(cfg, resume="auto"))
+    return out
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module):
