@@ -192,3 +192,31 @@ def plot_norm_comparison(accuracy: dict, gains: dict, path_accuracy, path_gains,
     ax.legend()
     fig.tight_layout()
     fig.savefig(path_gains, dpi=110)
+
+
+def plot_training_comparison(accuracy: dict, path, dataset: str) -> Figure:
+    """Mean test accuracy per epoch for each gradient rule (BPTT, SLTT, ...)."""
+    fig, ax = _figure(figsize=(6, 4))
+    for name, values in accuracy.items():
+        ax.plot(range(1, len(values) + 1), [100 * a for a in values], "o-", ms=3, label=name)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"BPTT vs online training, {dataset}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_online_memory(rows: list[dict], path) -> Figure:
+    """Bytes held for backward (peak over a training step) against T, one line per gradient rule."""
+    fig, ax = _figure(figsize=(6, 4))
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        points = [(r["num_steps"], r["peak_saved_mib"]) for r in rows if r["mode"] == mode]
+        ax.plot(*zip(*points), "o-", ms=4, label=mode)
+    ax.set(xscale="log", yscale="log", xlabel="time steps T", ylabel="peak saved for backward (MiB)",
+           title="Training memory vs T (VGG9, batch 8)")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig

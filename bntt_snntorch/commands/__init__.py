@@ -34,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     "compare-coding": Command("compare_coding", "rate vs direct coding: accuracy, FGSM/PGD, spikes, energy"),
     "compare-conversion": Command("compare_conversion", "full-precision vs binary ANN -> SNN conversion on digits"),
     "compare-norms": Command("compare_norms", "BNTT vs BN over time, tdBN, TEBN and none, same recipe and seeds"),
+    "compare-training": Command("compare_training", "BPTT vs online training (SLTT, SLTT-K, OTTT): accuracy, memory"),
 }
 
 

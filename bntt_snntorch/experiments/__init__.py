@@ -10,6 +10,7 @@ from .coding_study import CodingStudyOptions, compare_coding
 from .conversion_study import ConversionStudyOptions, compare_conversion
 from .convert import ConversionOptions, convert_run
 from .norm_study import NormStudyOptions, compare_norms
+from .training_study import TrainingStudyOptions, compare_training
 
 __all__ = [
     "AnalysisOptions",
@@ -17,9 +18,11 @@ __all__ = [
     "ConversionOptions",
     "ConversionStudyOptions",
     "NormStudyOptions",
+    "TrainingStudyOptions",
     "analyze_run",
     "compare_coding",
     "compare_conversion",
     "compare_norms",
+    "compare_training",
     "convert_run",
 ]

@@ -62,7 +62,7 @@ class SpikingNet(StepCounter, nn.Module):
         return self.num_steps
 
     def _check_input(self, x_seq: torch.Tensor) -> None:
-        if x_seq.dim() != 5 or x_seq.shape[2] != self.in_channels:
+        if x_seq.dim() < 3 or x_seq.shape[2] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects an encoded sequence (T, B, C={self.in_channels}, H, W), "
                 f"got shape {tuple(x_seq.shape)}; encode images with bntt_snntorch.encoding.encode "
@@ -75,7 +75,7 @@ class SpikingNet(StepCounter, nn.Module):
             )
 
     def _check_step(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        if x.dim() < 2 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__}(step_mode='s') expects one step (B, C={self.in_channels}, H, W), got "
                 f"shape {tuple(x.shape)} (for a sequence (T, B, C, H, W) set step_mode='m')"

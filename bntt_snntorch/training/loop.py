@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .online import online_backward
+from .online import at_least_float32, online_backward
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 READ_EVERY = 25  # batches between host reads of the running sums (progress bar)
@@ -160,7 +160,7 @@ def train_one_epoch(
         if training == "bptt":
             with autocast(device, amp):
                 logits = model(encode(images))
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = F.cross_entropy(at_least_float32(logits), labels)
             scale(loss).backward()
         else:
             loss, logits = online_backward(
@@ -205,7 +205,7 @@ def evaluate(
         images = _to_device(images, device, memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
-            logits = model(encode(images)).float()
+            logits = at_least_float32(model(encode(images)))
         total_loss += F.cross_entropy(logits, labels, reduction="sum").double()
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)

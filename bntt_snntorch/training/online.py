@@ -36,6 +36,11 @@ from ..step_mode import set_step_mode
 TRAINING_MODES = ("bptt", *ONLINE_RULES)
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is in a lower precision (bf16 / fp16 autocast), else as it is (float64 stays)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _net(model: nn.Module) -> SpikingNet:
     net = getattr(model, "module", model)  # under DistributedDataParallel
     if not isinstance(net, SpikingNet):
@@ -92,9 +97,9 @@ def online_backward(
             with sync, grad:
                 with autocast():
                     out = model(x_seq[t])
-                    loss = F.cross_entropy(out.float(), labels) / T
+                    loss = F.cross_entropy(at_least_float32(out), labels) / T
                 if t in chosen:
                     scale(loss).backward()
             loss_sum = loss_sum + loss.detach()
-            readout_sum = readout_sum + out.detach().float()
+            readout_sum = readout_sum + at_least_float32(out.detach())
     return loss_sum, readout_sum / T

@@ -1,0 +1,164 @@
+"""Training memory against T: BPTT vs the online rules (SLTT, OTTT) on BNTT VGG9.
+
+For every T and rule, in a process of its own: VGG9 (32x32, 10 classes, BNTT, the seed neuron), batch
+8, spike input; one training step (forward and backward of a batch, as training/loop.py runs it:
+one loss on the mean readout for BPTT, a loss and a backward per step for the online rules), then
+timed steps. Reports the peak of the bytes held for backward over a whole step
+(bntt_snntorch.profiling.LiveSavedTensors), the growth of the process's peak RSS over the steps and
+the training images/s. Writes benchmarks/results/online-memory.md / .json and online-memory.png.
+
+    python benchmarks/online_memory.py     # about 15 minutes on 2 cores; run it alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+STEPS = (4, 8, 16, 25, 32, 64)
+MODES = ("bptt", "sltt", "ottt")
+
+
+def measure(mode: str, num_steps: int, batch: int, iters: int) -> dict:
+    """One row, in this process."""
+    import torch.nn.functional as F
+
+    from bntt_snntorch import create_model
+    from bntt_snntorch.layers import mark_spike_inputs
+    from bntt_snntorch.profiling import LiveSavedTensors
+    from bntt_snntorch.training.online import online_backward
+    from bntt_snntorch.utils import tune_cpu_allocator
+
+    tune_cpu_allocator()
+    torch.manual_seed(0)
+    model = create_model("vgg9", num_steps=num_steps)
+    mark_spike_inputs(model.features, input_quantum=1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = (torch.rand(num_steps, batch, 3, 32, 32) < 0.2).float()
+    y = torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        if mode == "bptt":
+            F.cross_entropy(model(x), y).backward()
+        else:
+            online_backward(model, x, y, mode)
+        opt.step()
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with LiveSavedTensors() as live:
+        step()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+    return dict(
+        mode=mode,
+        num_steps=num_steps,
+        batch=batch,
+        peak_saved_mib=live.peak / 2**20,
+        peak_rss_growth_mib=rss / 2**20,
+        train_img_s=batch / statistics.median(times),
+    )
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", default=",".join(map(str, STEPS)))
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--iters", type=int, default=2)
+    p.add_argument("--single", help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the committed .json")
+    args = p.parse_args(argv)
+    if args.single:
+        mode, steps = args.single.split(":")
+        print(json.dumps(measure(mode, int(steps), args.batch_size, args.iters)))
+        return
+    if args.report_only:
+        saved = json.loads((RESULTS / "online-memory.json").read_text())
+        return write_report(saved["rows"], saved["meta"])
+    rows = []
+    for steps in map(int, args.steps.split(",")):
+        for mode in args.modes.split(","):
+            cmd = [sys.executable, __file__, "--single", f"{mode}:{steps}", "--batch-size", str(args.batch_size)]
+            out = subprocess.run(cmd + ["--iters", str(args.iters)], capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    meta = dict(
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        python=platform.python_version(),
+        date=time.strftime("%Y-%m-%d"),
+        command="python benchmarks/online_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        iters=args.iters,
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "online-memory.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    write_report(rows, meta)
+
+
+def write_report(rows: list[dict], meta: dict) -> None:
+    from bntt_snntorch.plots import plot_online_memory
+
+    plot_online_memory(rows, RESULTS / "online-memory.png")
+    by = {(r["mode"], r["num_steps"]) for r in rows}
+    steps = sorted({r["num_steps"] for r in rows})
+    get = {(r["mode"], r["num_steps"]): r for r in rows}
+    lines = [
+        "# Training memory vs T: BPTT and the online rules (BNTT VGG9, 32x32, batch 8)",
+        "",
+        f"- command: `{meta['command']}`; CPU {meta['cpu_capability']}, {meta['threads']} threads, torch "
+        f"{meta['torch']}, {meta['date']}",
+        "- peak saved: the most bytes held for backward at once over one whole training step (forward and backward "
+        "of a batch; bntt_snntorch.profiling.LiveSavedTensors); peak RSS: growth of the process's max RSS over the "
+        f"first step and {meta['iters']} timed ones; train img/s: median of the timed steps",
+        "",
+        "| rule | T | peak saved (MiB) | peak RSS growth (MiB) | train img/s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['num_steps']} | {r['peak_saved_mib']:.1f} | {r['peak_rss_growth_mib']:.0f} | "
+            f"{r['train_img_s']:.2f} |"
+        )
+    lo, hi = steps[0], steps[-1]
+    goals = []
+    for mode in ("sltt", "ottt"):
+        if (mode, lo) in by and (mode, hi) in by:
+            growth = get[mode, hi]["peak_saved_mib"] / get[mode, lo]["peak_saved_mib"]
+            goals.append((f"{mode}: saved memory from T={lo} to T={hi} grows <= 1.1x", growth, 1.1))
+    if ("bptt", lo) in by and ("bptt", hi) in by:
+        growth = get["bptt", hi]["peak_saved_mib"] / get["bptt", lo]["peak_saved_mib"]
+        lines += ["", f"BPTT's saved memory grows {growth:.1f}x from T={lo} to T={hi} (T grows {hi / lo:.0f}x)."]
+    for mode in ("sltt", "ottt"):
+        if (mode, 25) in by and ("bptt", 25) in by:
+            ratio = get[mode, 25]["peak_saved_mib"] / get["bptt", 25]["peak_saved_mib"]
+            goals.append((f"{mode}: saved memory at T=25 <= 0.25x BPTT's", ratio, 0.25))
+    lines += ["", "Goals:", ""]
+    lines += [
+        f"- {name}: {'met' if value <= goal else f'MISSED by {100 * (value / goal - 1):.0f}%'} ({value:.2f} vs {goal})"
+        for name, value, goal in goals
+    ]
+    lines += ["", "![training memory vs T](online-memory.png)"]
+    (RESULTS / "online-memory.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

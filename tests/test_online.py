@@ -1,0 +1,183 @@
+"""Online training (training/online.py): SLTT's gradients equal a hand-written reference with the temporal
+path detached; OTTT's weight gradients equal the paper's trace formula; with T=1 the three modes agree;
+BNTT's running statistics move once per step; the bytes held for backward over a whole training step
+do not grow with T. Tolerances (float64): 1e-10."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import bntt_snntorch as bn
+from bntt_snntorch import TrainConfig, train
+from bntt_snntorch.layers import SpikingBlock, TimeDistributed, mark_spike_inputs
+from bntt_snntorch.models import SpikingNet
+from bntt_snntorch.profiling import LiveSavedTensors
+from bntt_snntorch.training import ConfigError
+from bntt_snntorch.training.online import online_backward
+
+from .helpers import assert_close
+
+
+def _net(T, norm=True, seed=0):
+    """Linear 6 -> 5 (BNTT) -> seed neuron -> Linear 5 -> 4 (BNTT) -> seed neuron -> readout 3, float64."""
+    torch.manual_seed(seed)
+    blocks = []
+    for n_in, n_out in ((6, 5), (5, 4)):
+        norm_layer = bn.BatchNormTT1d(n_out, T) if norm else None
+        blocks.append(SpikingBlock(nn.Linear(n_in, n_out, bias=False), norm_layer, bn.bntt_leaky(0.8, 0.5)))
+    net = SpikingNet([TimeDistributed(nn.Identity()), *blocks], nn.Linear(4, 3, bias=False), T, 6)
+    for m in net.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.uniform_(m.weight, -1.0, 1.5)
+    return net.double()
+
+
+def _data(T, seed=1, batch=7):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, batch, 6, generator=g, dtype=torch.float64) * 2, torch.randint(0, 3, (batch,), generator=g)
+
+
+def _grads(net):
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def _hand_written_sltt(net, x, y):
+    """The per-step loss CE(readout_t, y) / T, each block's membrane from step t-1 detached, one backward."""
+    blocks = [m for m in net.features if isinstance(m, SpikingBlock)]
+    mems, total = [None] * len(blocks), 0
+    for t, x_t in enumerate(x):
+        h = x_t
+        for i, block in enumerate(blocks):
+            cur = block.norm.step(block.synapse(h), t) if block.norm is not None else block.synapse(h)
+            h, mems[i] = block.neuron.step(cur, None if mems[i] is None else mems[i].detach())
+        total = total + F.cross_entropy(net.classifier(h), y) / len(x)
+    total.backward()
+    return total
+
+
+def test_sltt_gradients_equal_the_hand_written_rule_with_the_temporal_path_detached():
+    T = 4
+    net, ref = _net(T), _net(T)
+    x, y = _data(T)
+    loss, logits = online_backward(net, x, y, "sltt")
+    ref_loss = _hand_written_sltt(ref, x, y)
+    assert_close(loss, ref_loss.detach(), atol=1e-10, rtol=1e-10)
+    for name, g in _grads(ref).items():
+        assert_close(_grads(net)[name], g, atol=1e-10, rtol=1e-10, msg=name)
+    bptt = _net(T)
+    F.cross_entropy(bptt(x), y).backward()  # BPTT differs: the temporal path is there
+    assert any((_grads(bptt)[n] - g).abs().max() > 1e-6 for n, g in _grads(ref).items())
+    assert logits.shape == (7, 3) and net.step_mode == "m"  # restored after the online batch
+
+
+def test_ottt_weight_gradients_equal_the_trace_formula():
+    """Without normalisation: dL/dW2 = sum_t g_t^T a_t, a_t = beta a_(t-1) + s1_t (the presynaptic trace), g_t
+    the step's gradient at the synapse's output with the temporal path detached; the first synapse (fed by
+    the data) takes the data itself."""
+    T = 5
+    net, ref = _net(T, norm=False), _net(T, norm=False)
+    x, y = _data(T)
+    mark_spike_inputs(net.features)  # records each block's presynaptic neuron
+    online_backward(net, x, y, "ottt")
+    blocks = [m for m in ref.features if isinstance(m, SpikingBlock)]
+    beta = blocks[0].neuron.beta.clamp(0, 1)
+    trace, mems = None, [None, None]
+    expected = [torch.zeros_like(b.synapse.weight) for b in blocks]
+    for x_t in x:
+        cur1 = blocks[0].synapse(x_t)
+        s1, mems[0] = blocks[0].neuron.step(cur1, None if mems[0] is None else mems[0].detach())
+        trace = s1.detach() if trace is None else beta * trace + s1.detach()
+        cur2 = blocks[1].synapse(s1)
+        s2, mems[1] = blocks[1].neuron.step(cur2, None if mems[1] is None else mems[1].detach())
+        g1, g2 = torch.autograd.grad(F.cross_entropy(ref.classifier(s2), y) / T, (cur1, cur2))
+        expected[0] += g1.T @ x_t
+        expected[1] += g2.T @ trace
+    got = _grads(net)
+    assert_close(got["features.1.synapse.weight"], expected[0], atol=1e-10, rtol=1e-10, msg="first synapse")
+    assert_close(got["features.2.synapse.weight"], expected[1], atol=1e-10, rtol=1e-10, msg="trace rule")
+    sltt = _net(T, norm=False)
+    online_backward(sltt, x, y, "sltt")
+    assert (sltt.features[2].synapse.weight.grad - expected[1]).abs().max() > 1e-6  # the trace makes a difference
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_with_one_step_the_three_modes_give_the_same_gradients(norm):
+    x, y = _data(1)
+    grads = {}
+    for mode in ("bptt", "sltt", "ottt"):
+        net = _net(1, norm=norm)
+        mark_spike_inputs(net.features)
+        if mode == "bptt":
+            F.cross_entropy(net(x), y).backward()
+        else:
+            online_backward(net, x, y, mode)
+        grads[mode] = _grads(net)
+    for mode in ("sltt", "ottt"):
+        for name, g in grads["bptt"].items():
+            assert_close(grads[mode][name], g, atol=1e-10, rtol=1e-10, msg=f"{mode} {name}")
+
+
+@pytest.mark.parametrize("mode", ["sltt", "ottt"])
+def test_running_statistics_move_once_per_step(mode):
+    T = 3
+    net = _net(T)
+    mark_spike_inputs(net.features)
+    reference = copy.deepcopy(net)
+    x, y = _data(T)
+    online_backward(net, x, y, mode)
+    with torch.no_grad():
+        reference.forward_per_step(x)  # the per-step reference: each step's batch norm once
+    for (name, a), b in zip(net.named_buffers(), reference.buffers()):
+        assert_close(a, b, atol=1e-12, rtol=1e-12, msg=name)
+    assert all(int(m.num_batches_tracked) == 1 for m in net.modules() if isinstance(m, nn.BatchNorm1d))
+
+
+def _peak_saved(mode: str, T: int) -> int:
+    torch.manual_seed(0)
+    model = bn.create_model("bntt_digits", num_steps=T)
+    mark_spike_inputs(model.features, 1.0)
+    x = (torch.rand(T, 8, 1, 8, 8) < 0.3).float()
+    y = torch.randint(0, 10, (8,))
+    with LiveSavedTensors() as live:
+        if mode == "bptt":
+            F.cross_entropy(model(x), y).backward()
+        else:
+            online_backward(model, x, y, mode)
+    assert live.live == 0  # everything freed at the end of the step
+    return live.peak
+
+
+def test_bytes_held_for_backward_over_a_whole_step_do_not_grow_with_T():
+    for mode in ("sltt", "ottt"):
+        short, long = _peak_saved(mode, 4), _peak_saved(mode, 16)
+        assert abs(long / short - 1) <= 0.1, (mode, short, long)
+    assert _peak_saved("bptt", 16) > 3 * _peak_saved("bptt", 4)
+
+
+def test_online_needs_a_norm_with_per_step_statistics_and_a_spiking_net():
+    with pytest.raises(ConfigError, match=r"--norm tebn normalises with the statistics of all steps.*bntt, none"):
+        TrainConfig.from_recipe("digits", training="ottt", norm="tebn")
+    with pytest.raises(ConfigError, match="--sltt-k must be in"):
+        TrainConfig.from_recipe("digits", training="sltt", sltt_k=11)
+    with pytest.raises(ConfigError, match="--sltt-k is SLTT-K"):
+        TrainConfig.from_recipe("digits", sltt_k=2)
+    with pytest.raises(ConfigError, match="trains spiking nets step by step"):
+        TrainConfig.from_recipe("bsnn-digits-fp", training="sltt")
+
+
+@pytest.mark.parametrize("mode,k", [("sltt", None), ("sltt", 2), ("ottt", None)])
+def test_online_modes_train_through_train_and_record_the_mode(tmp_path, mode, k):
+    cfg = TrainConfig.from_recipe(
+        "digits", training=mode, sltt_k=k, num_epochs=1, max_batches=2, num_steps=4, output_dir=str(tmp_path / "r"),
+        progress=False,
+    )  # fmt: skip
+    result = train(cfg)
+    assert 0 <= result.test_acc <= 1 and result.rows[0]["train_loss"] > 0
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=False)["config"]
+    assert (saved["training"], saved["sltt_k"]) == (mode, k)
+    with pytest.raises(ConfigError, match="training="):
+        train(TrainConfig.from_recipe("digits", num_epochs=1, max_batches=2, num_steps=4, progress=False,
+                                      output_dir=str(tmp_path / "r"), resume="auto"))  # fmt: skip
