@@ -90,6 +90,30 @@ class BatchNormTT(ThroughTime):
                 f"(T, B, C, ...), got shape {tuple(x_seq.shape)}"
             )
 
+    def _synchronizing(self) -> bool:
+        return self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1
+
+    def step(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
+        """One step ``x`` ``(B, C, ...)`` through step ``t``'s batch norm (``t=None``: the counter's). Under
+        torchrun with :func:`~bntt_snntorch.training.distributed.sync_batchnorm_tt` the training statistics
+        of the step are taken over all ranks, as in the multi-step path (online training runs per step)."""
+        if not self._synchronizing():
+            return super().step(x, t)
+        counter = t is None
+        if counter:
+            self._check_step_input(x, counter=True)
+            t = self.current_step
+        else:
+            self._check_step_index(t)
+            self._check_step_input(x)
+        bn = self[t]
+        out = _synced_batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.momentum, bn.eps)
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+        if counter:
+            self._advance()
+        return out
+
     def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
         steps = self[: x_seq.shape[0]]
         first = steps[0]
@@ -101,7 +125,7 @@ class BatchNormTT(ThroughTime):
         weight = torch.cat([bn.weight for bn in steps]) if self.affine else None
         running_mean = torch.cat([bn.running_mean for bn in steps])
         running_var = torch.cat([bn.running_var for bn in steps])
-        if self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1:
+        if self._synchronizing():
             out = _synced_batch_norm(flat, running_mean, running_var, weight, first.momentum, first.eps)
         else:
             out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
@@ -118,8 +142,7 @@ class BatchNormTT(ThroughTime):
     # -- fused path (used by SpikingBlock with a leaky neuron) --------------------------
     def fusable(self) -> bool:
         """Whether :meth:`statistics` applies: exponential running averages, no cross-rank sync."""
-        synced = self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1
-        return self[0].momentum is not None and not synced
+        return self[0].momentum is not None and not self._synchronizing()
 
     def statistics(self, x_seq: torch.Tensor, batch_statistics=None):
         """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``.

@@ -154,10 +154,14 @@ def test_layer_stats_and_tensorboard_logs(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
+@pytest.mark.parametrize("training", ["bptt", "ottt"])
+def test_torchrun_two_processes_equal_one_process_on_the_combined_batch(tmp_path, training):
     """2 gloo processes x 16 images == 1 process x 32 images (direct coding: no Poisson draws to align).
-    BNTT statistics are synchronised over the ranks. Tolerance: 1e-4 relative to each tensor's scale."""
+    BNTT statistics are synchronised over the ranks; online, the gradients are all-reduced once per batch.
+    Tolerance: 1e-4 relative to each tensor's scale."""
     common = [
+        "--training",
+        training,
         "--encode",
         "d",
         "--num_epochs",
@@ -181,7 +185,7 @@ def test_torchrun_two_processes_equal_one_process_on_the_combined_batch(tmp_path
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            "--master_port=29517",
+            "--standalone",  # a free port: the parametrized runs may overlap under pytest-xdist
             "train.py",
             *common,
             "--output-dir",

@@ -26,8 +26,11 @@ import contextlib
 import random
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.nn.parallel import DistributedDataParallel
 
 from ..layers import ONLINE_RULES, SpikingBlock
 from ..models import SpikingNet
@@ -79,27 +82,39 @@ def online_backward(
     ``(T, B, ...)``, forward, the loss ``CE(readout_t, labels) / T`` and its backward (``scale``: a
     GradScaler's). ``backprop_steps`` = K backpropagates K random steps (SLTT-K; the others run
     forward only; drawn with Python's ``random``, whose state checkpoints keep). Under
-    DistributedDataParallel the gradients are all-reduced once, at the last backward. Returns
+    DistributedDataParallel the steps run on the wrapped module and the gradients are averaged over
+    the ranks once, after the last backward (DDP's own hook would expect every parameter in that last
+    backward, but BNTT's gamma of step t gets its gradient only at step t). Returns
     ``(loss, logits)``, detached: the summed per-step loss and the mean readout ``(B, classes)``.
     """
     T = x_seq.shape[0]
     chosen = set(range(T))
     if backprop_steps is not None and backprop_steps < T:  # Python's generator: checkpoints keep its state
         chosen = set(random.sample(range(T), backprop_steps))
-    last = max(chosen)
-    no_sync = getattr(model, "no_sync", None)
     loss_sum, readout_sum = 0.0, 0.0
     with online(model, rule) as net:
         net.reset()
         for t in range(T):
-            sync = contextlib.nullcontext() if no_sync is None or t == last else no_sync()
-            grad = contextlib.nullcontext() if t in chosen else torch.no_grad()
-            with sync, grad:
+            with contextlib.nullcontext() if t in chosen else torch.no_grad():
                 with autocast():
-                    out = model(x_seq[t])
+                    out = net(x_seq[t])
                     loss = F.cross_entropy(at_least_float32(out), labels) / T
                 if t in chosen:
                     scale(loss).backward()
             loss_sum = loss_sum + loss.detach()
             readout_sum = readout_sum + at_least_float32(out.detach())
+    if isinstance(model, DistributedDataParallel):
+        average_gradients_over_ranks(net)
     return loss_sum, readout_sum / T
+
+
+def average_gradients_over_ranks(module: nn.Module) -> None:
+    """Average the gradients of ``module``'s parameters over the ranks in one all-reduce (what DDP does
+    at a synchronised backward). Parameters without a gradient (a step SLTT-K skipped, the same steps on
+    every rank) are left without one."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for grad, averaged in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        grad.copy_(averaged)
