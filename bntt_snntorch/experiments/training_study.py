@@ -106,7 +106,10 @@ def summarize(mode: str, group: list[dict], o: TrainingStudyOptions) -> dict:
         test_acc=acc,
         test_acc_std=acc_std,
         best_test_acc=statistics.mean(max(float(row["test_acc"]) for row in r["rows"]) for r in group),
-        train_samples_per_s=statistics.mean(float(row["samples_per_s"]) for r in group for row in r["rows"]),
+        # the median epoch of each run (robust to a stall of the machine), averaged over seeds
+        train_samples_per_s=statistics.mean(
+            statistics.median(float(row["samples_per_s"]) for row in r["rows"]) for r in group
+        ),  # fmt: skip
         peak_saved_mib=peak_saved_bytes(group[0]["cfg"]) / 2**20,
         acc_per_epoch=[statistics.mean(float(r["rows"][e]["test_acc"]) for r in group) for e in range(epochs)],
     )
@@ -121,7 +124,8 @@ def _write(table: list[dict], runs: list[dict], out: Path, o: TrainingStudyOptio
         "",
         f"Same recipe ({cfg.recipe or o.dataset}: {cfg.arch}, BNTT, T={cfg.num_steps}, {len(runs[0]['rows'])} "
         f"epochs, batch {cfg.batch_size}) and seeds (0..{o.seeds - 1}) for every mode; test accuracy of the last "
-        f"epoch, mean ± std over seeds; SLTT-K backpropagates K={o.sltt_k} random steps of T per batch. Peak "
+        "epoch, mean ± std over seeds; train img/s: each run's median epoch, averaged over seeds; SLTT-K "
+        f"backpropagates K={o.sltt_k} random steps of T per batch. Peak "
         "saved: the most bytes held for backward at once over one training step (forward and backward of a batch).",
         "",
         f"Command: `{command_line('compare-training', o)}`",

@@ -1,0 +1,1 @@
+../../tutorials/07_online_training.py
