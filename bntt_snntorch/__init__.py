@@ -1,8 +1,8 @@
 """Batch Normalization Through Time and its training recipes for snnTorch.
 
 Tiers, each importing only the ones before it: the library (definition, functional, surrogate,
-kernels, step_mode, through_time, bntt, neurons, layers, encoding, models, conversion, analysis,
-data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``),
+kernels, step_mode, through_time, bntt, neurons, layers, encoding, models, conversion, nir_exchange,
+analysis, data, files, plots), :mod:`bntt_snntorch.training` (``TrainConfig``, ``train``),
 :mod:`bntt_snntorch.experiments` and :mod:`bntt_snntorch.commands` (the command lines). This module
 re-exports the public names; the training tier's on first use, so that the layers and models import
 without the data sets' libraries (tonic, torchvision's data sets).
@@ -12,6 +12,7 @@ from . import encoding, functional, surrogate, utils
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, StepNeuron, bntt_leaky, create_neuron, list_neurons, register_neuron
+from .nir_exchange import FidelityReport, NIRNetwork, export_to_nir, import_from_nir
 from .step_mode import set_step_mode
 from .temporal_norm import (
     BatchNormOverTime1d,
@@ -45,8 +46,10 @@ __all__ = [
     "BatchNormTT",
     "BatchNormTT1d",
     "BatchNormTT2d",
+    "FidelityReport",
     "Leaky",
     "MultiStepLeaky",
+    "NIRNetwork",
     "StepNeuron",
     "TemporalEffectiveBatchNorm1d",
     "TemporalEffectiveBatchNorm2d",
@@ -59,6 +62,8 @@ __all__ = [
     "create_model",
     "create_neuron",
     "create_norm",
+    "export_to_nir",
+    "import_from_nir",
     "list_models",
     "list_neurons",
     "list_norms",

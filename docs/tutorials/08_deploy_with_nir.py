@@ -1,0 +1,1 @@
+../../tutorials/08_deploy_with_nir.py
