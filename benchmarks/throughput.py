@@ -15,7 +15,9 @@ Variants (same layer sizes):
 
 Each row runs in its own process (peak memory is per row: max RSS on CPU, max allocated on
 CUDA). Times are the median of --iters after --warmup. Writes benchmarks/results/<device>.md
-and .json with the device, torch version and command.
+and .json with the device, torch version and command; on CPU <device> is cpu-<capability>
+(torch.backends.cpu.get_cpu_capability(): cpu-avx2, cpu-avx512), and the header says whether the CPU
+has native bf16 (on AVX2-only machines bf16 autocast runs far slower than fp32: benchmarks/results/amp-cpu.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bntt_snntorch.models.bntt_vgg import cfgs  # noqa: E402  (after the path insert)
+from bntt_snntorch.utils import cpu_bf16_support  # noqa: E402
 
 VGG9 = cfgs["vgg9"]
 
@@ -452,9 +455,11 @@ def device_name(device: torch.device) -> tuple[str, str]:
             (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
             platform.processor(),
         )
-        name = f"{model}, {torch.get_num_threads()} threads"
-    slug = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return name, slug
+        native_bf16, capability = cpu_bf16_support()
+        bf16 = {True: "native bf16", False: "no native bf16", None: "bf16 support unknown"}[native_bf16]
+        name = f"{model}, {torch.get_num_threads()} threads, {capability}, {bf16}"
+        return name, f"cpu-{capability.lower()}"  # ratios are compared within one file: one machine, one run
+    return name, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _ratio(by: dict, a: str, b: str, key: str, inverse: bool = False):
