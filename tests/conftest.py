@@ -1,7 +1,18 @@
 import os
 
-import pytest
-import torch
+# Under pytest-xdist (the README's `-n auto`) every worker gets one thread, set before torch loads and
+# inherited by the runs the tests start (train.py, torchrun): OpenMP pools of several workers on the
+# same cores spin against each other and run many times slower than one pool.
+ONE_THREAD_PER_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+if ONE_THREAD_PER_WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if ONE_THREAD_PER_WORKER:
+    torch.set_num_threads(1)
 
 # The CPU step kernels run eagerly in the suite (same results; no compile on a cold cache), except in
 # the tests that compile them on purpose (tests/test_lean.py sets BNTT_KERNELS=compiled there).

@@ -77,6 +77,7 @@ def site(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs-site")  # one build: the tests that read it run in one worker
 def test_site_builds_offline_with_every_page(site):
     pages = [
         "index",
@@ -110,6 +111,7 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs-site")
 @pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_pages_render_math_and_figures_in_a_browser(site, tmp_path):
     flags = [

@@ -144,10 +144,17 @@ def test_config_rejects_unknown_fields_and_keeps_overrides():
 
 # ----------------------------------------------------------------------------- README command lines
 def _readme_commands() -> list[list[str]]:
+    """Every command line of the README as ``["train.py", ...]`` or ``["-m", "bntt_snntorch", name, ...]``
+    (a console script of the registry, e.g. ``bntt-export ...``, is read as its ``-m`` route)."""
+    scripts = {c.script: name for name, c in COMMANDS.items() if c.script}
     text = (ROOT / "README.md").read_text().replace("\\\n", " ")
     commands = []
     for line in text.splitlines():
         line = line.split("  #")[0].strip()
+        if line.split(" ")[0] in scripts:
+            words = shlex.split(re.sub(r"<[^>]+>", "PLACEHOLDER", line))
+            commands.append(["-m", "bntt_snntorch", scripts[words[0]], *words[1:]])
+            continue
         match = re.match(r"(?:torchrun(?: --\S+)* )?(?:python )?(train\.py|-m bntt_snntorch\b)(.*)", line)
         if match and not line.startswith("`"):
             words = shlex.split(re.sub(r"<[^>]+>", "PLACEHOLDER", line))
