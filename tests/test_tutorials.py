@@ -36,8 +36,8 @@ def _run(name: str, tmp_path: Path) -> str:
     return res.stdout
 
 
-def test_there_are_six_tutorials_in_jupytext_percent_format():
-    assert [t.name[:2] for t in TUTORIALS] == ["01", "02", "03", "04", "05", "06"]
+def test_there_are_eight_tutorials_in_jupytext_percent_format():
+    assert [t.name[:2] for t in TUTORIALS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
     for path in TUTORIALS:
         notebook = jupytext.read(path)
         kinds = [cell.cell_type for cell in notebook.cells]
@@ -114,3 +114,27 @@ def test_06_temporal_normalisation(tmp_path):
     with open(tmp_path / "out" / "study" / "comparison.csv") as f:
         assert [r["norm"] for r in csv.DictReader(f)] == ["bntt", "tebn"]
     assert out.count("# Temporal normalisation on") >= 2  # the committed studies are printed
+
+
+def test_07_online_training(tmp_path):
+    out = _run("07_online_training.py", tmp_path)
+    found = re.findall(r"^(\w+) +peak saved for backward:.*\n +grows (\S+)x", out, re.M)
+    growth = {rule: float(g) for rule, g in found}
+    assert set(growth) == {"bptt", "sltt", "ottt"}
+    assert growth["bptt"] > 3 and growth["sltt"] < 1.1 and growth["ottt"] < 1.1  # T = 4 -> 16 in quick mode
+    cosines = re.findall(r"^(sltt|ottt): cosine with BPTT per layer: (.*)$", out, re.M)
+    assert [c[0] for c in cosines] == ["sltt", "ottt"]
+    assert all(0.0 < float(v.split(": ")[1]) <= 1.0 for _, line in cosines for v in line.split(", "))
+    assert re.search(r"OTTT, 1 epochs: test accuracy \S+ %", out)
+    assert (tmp_path / "out" / "memory_vs_T.png").stat().st_size > 10_000
+    assert out.count("# BPTT vs online training on") >= 2  # the committed studies are printed
+
+
+def test_08_deploy_with_nir(tmp_path):
+    pytest.importorskip("nir")
+    pytest.importorskip("spikingjelly.activation_based.nir_exchange")
+    out = _run("08_deploy_with_nir.py", tmp_path)
+    assert "exact: True" in out and (tmp_path / "out" / "model.nir").stat().st_size > 1000
+    assert re.search(r"trained (\S+) %, our import \1 %, equal: True", out)
+    assert re.search(r"SpikingJelly \S+ %, largest difference", out)
+    assert re.search(r"\d+ of \d+ nodes approximate", out) and "scale and shift per step" in out

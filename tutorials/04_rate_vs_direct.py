@@ -34,8 +34,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from bntt_snntorch.commands import compare_coding
 from bntt_snntorch.encoding import direct, poisson
+from bntt_snntorch.experiments import CodingStudyOptions, compare_coding
 
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("BNTT_TUTORIAL_OUT", "tutorial_output/04"))
@@ -58,14 +58,13 @@ print("direct (4 steps):\n", direct(image, 4)[:, 0])  # the same analog values e
 # draws), spike rates and energy per image.
 
 # %%
-steps = ["2", "4"] if QUICK else ["4", "8", "16"]
-argv = ["--dataset", "digits", "--arch", "mlp", "--num-steps", *steps, "--output-dir", str(OUT), "--no-progress"]
-argv += (
-    ["--num-epochs", "1", "--eps", "0.05", "--pgd-iterations", "2", "--draws", "1", "--max-batches", "1"]
-    if QUICK
-    else ["--num-epochs", "30"]
-)
-assert compare_coding.run(argv) == 0
+options = CodingStudyOptions(dataset="digits", arch="mlp", output_dir=str(OUT), progress=False)
+if QUICK:
+    options.num_steps, options.num_epochs, options.eps, options.pgd_iterations = (2, 4), 1, (0.05,), 2
+    options.draws, options.max_batches = 1, 1
+else:
+    options.num_steps, options.num_epochs = (4, 8, 16), 30
+compare_coding(options)  # the same as: python -m bntt_snntorch compare-coding --num-steps 4 8 16 ...
 
 # %%
 with open(OUT / "comparison.csv") as f:

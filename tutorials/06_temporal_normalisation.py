@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import bntt_snntorch as bs
-from bntt_snntorch.commands import compare_norms
+from bntt_snntorch.experiments import NormStudyOptions, compare_norms
 
 QUICK = os.environ.get("BNTT_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("BNTT_TUTORIAL_OUT", "tutorial_output/06"))
@@ -68,14 +68,15 @@ for norm in ("bntt", "bn", "tdbn", "tebn", "none"):
 
 # %% [markdown]
 # ## 2. Train the variants on equal terms
-# `python -m bntt_snntorch compare-norms --dataset digits --seeds 3` trains every
+# `compare_norms(NormStudyOptions(dataset="digits", seeds=3))` (the command:
+# `python -m bntt_snntorch compare-norms --dataset digits --seeds 3`) trains every
 # variant with the digits recipe and seeds 0, 1, 2 and writes the table and plots.
 # Here a short version (two variants, one seed, one epoch in quick mode).
 
 # %%
-argv = ["--norms", "bntt", "tebn", "--seeds", "1", "--output-dir", str(OUT / "study"), "--no-progress"]
-argv += ["--num-epochs", "1", "--max-batches", "5"] if QUICK else ["--num-epochs", "10"]
-assert compare_norms.run(argv) == 0
+options = NormStudyOptions(norms=("bntt", "tebn"), seeds=1, output_dir=str(OUT / "study"), progress=False)
+options.num_epochs, options.max_batches = (1, 5) if QUICK else (10, None)
+compare_norms(options)  # the same as: python -m bntt_snntorch compare-norms --norms bntt tebn --seeds 1 ...
 with open(OUT / "study" / "comparison.csv") as f:
     for row in csv.DictReader(f):
         print(f"{row['norm']}: test accuracy {100 * float(row['test_acc']):.1f} %")
