@@ -93,25 +93,16 @@ class BatchNormTT(ThroughTime):
     def _synchronizing(self) -> bool:
         return self.training and self.synchronized and dist.is_initialized() and dist.get_world_size() > 1
 
-    def step(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
-        """One step ``x`` ``(B, C, ...)`` through step ``t``'s batch norm (``t=None``: the counter's). Under
-        torchrun with :func:`~bntt_snntorch.training.distributed.sync_batchnorm_tt` the training statistics
-        of the step are taken over all ranks, as in the multi-step path (online training runs per step)."""
+    def _step_at(self, t: int, x: torch.Tensor) -> torch.Tensor:
+        """Step ``t``'s batch norm on ``x`` ``(B, C, ...)``. Under torchrun with
+        :func:`~bntt_snntorch.training.distributed.sync_batchnorm_tt` the training statistics of the step
+        are taken over all ranks, as in the multi-step path (online training runs per step)."""
         if not self._synchronizing():
-            return super().step(x, t)
-        counter = t is None
-        if counter:
-            self._check_step_input(x, counter=True)
-            t = self.current_step
-        else:
-            self._check_step_index(t)
-            self._check_step_input(x)
+            return super()._step_at(t, x)
         bn = self[t]
         out = _synced_batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.momentum, bn.eps)
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
-        if counter:
-            self._advance()
         return out
 
     def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:

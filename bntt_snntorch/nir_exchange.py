@@ -45,7 +45,7 @@ from .functional import LeakyParams
 from .layers import SpikingBlock, TimeDistributed
 from .models import SpikingNet
 from .neurons import Leaky
-from .step_mode import StepModule, set_step_mode
+from .step_mode import StepContainer, StepModule, set_step_mode
 from .temporal_norm import NORM_REGISTRY, _SharedStatisticsNorm, create_norm
 
 DT = 1e-4
@@ -543,7 +543,7 @@ class StepDelay(StepModule, nn.Module):
         self.__dict__.pop("_previous", None)
 
 
-class NIRNetwork(StepModule, nn.Module):
+class NIRNetwork(StepContainer, nn.Module):
     """A network built from a NIR graph by :func:`import_from_nir`: our step modules in a chain.
 
     Step mode "m" (default): ``net(x_seq)`` ``(T, B, ...)`` -> the graph's output at every step
@@ -558,18 +558,6 @@ class NIRNetwork(StepModule, nn.Module):
         self.layers = nn.Sequential(*layers)
         self.readout = readout
         set_step_mode(self, self.default_step_mode)
-
-    @property
-    def step_mode(self) -> str:
-        """ "m" or "s"; setting it sets every layer."""
-        return StepModule.step_mode.fget(self)
-
-    @step_mode.setter
-    def step_mode(self, mode: str) -> None:
-        StepModule.step_mode.fset(self, mode)
-        for module in self.layers.modules():
-            if isinstance(module, StepModule) and module is not self:
-                module.step_mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

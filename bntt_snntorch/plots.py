@@ -169,14 +169,7 @@ def plot_conversion_comparison(curves: dict, ann_accuracy: dict, path) -> Figure
 
 def plot_norm_comparison(accuracy: dict, gains: dict, path_accuracy, path_gains, dataset: str) -> None:
     """Mean test accuracy per exit step for each normalisation; per-step gains (BNTT gamma, TEBN scale)."""
-    fig, ax = _figure(figsize=(6, 4))
-    for name, values in accuracy.items():
-        ax.plot(range(1, len(values) + 1), [100 * a for a in values], "o-", ms=3, label=name)
-    ax.set(xlabel="time steps run (exit step)", ylabel="test accuracy (%)", title=f"Accuracy vs exit step, {dataset}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path_accuracy, dpi=110)
+    _accuracy_curves(accuracy, "time steps run (exit step)", f"Accuracy vs exit step, {dataset}", path_accuracy)
     fig, ax = _figure(figsize=(6, 4))
     for name, values in gains.items():
         ax.plot(
@@ -196,10 +189,15 @@ def plot_norm_comparison(accuracy: dict, gains: dict, path_accuracy, path_gains,
 
 def plot_training_comparison(accuracy: dict, path, dataset: str) -> Figure:
     """Mean test accuracy per epoch for each gradient rule (BPTT, SLTT, ...)."""
+    return _accuracy_curves(accuracy, "epoch", f"BPTT vs online training, {dataset}", path)
+
+
+def _accuracy_curves(accuracy: dict, xlabel: str, title: str, path) -> Figure:
+    """One line per name: accuracies (fractions) at x = 1, 2, ..., in percent."""
     fig, ax = _figure(figsize=(6, 4))
     for name, values in accuracy.items():
         ax.plot(range(1, len(values) + 1), [100 * a for a in values], "o-", ms=3, label=name)
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"BPTT vs online training, {dataset}")
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

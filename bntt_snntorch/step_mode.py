@@ -47,6 +47,23 @@ class StepModule:
         """Forget the state kept between single-step calls (none here)."""
 
 
+class StepContainer(StepModule):
+    """A :class:`StepModule` made of step modules (a network): setting its ``step_mode`` sets the mode of
+    every step module inside it too, as :func:`set_step_mode` does."""
+
+    @property
+    def step_mode(self) -> str:
+        """ "m" or "s"; setting it sets every step module inside (as :func:`set_step_mode`)."""
+        return StepModule.step_mode.fget(self)
+
+    @step_mode.setter
+    def step_mode(self, mode: str) -> None:
+        StepModule.step_mode.fset(self, mode)
+        for module in self.modules():
+            if isinstance(module, StepModule) and module is not self:
+                module.step_mode = mode
+
+
 class StepCounter(StepModule):
     """A :class:`StepModule` whose single-step calls without an explicit ``t`` use a counter.
 

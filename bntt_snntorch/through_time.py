@@ -85,11 +85,15 @@ class ThroughTime(StepCounter, nn.ModuleList):
         if t is not None:
             self._check_step_index(t)
             self._check_step_input(x)
-            return self[t](x)
+            return self._step_at(t, x)
         self._check_step_input(x, counter=True)
-        out = self[self.current_step](x)
+        out = self._step_at(self.current_step, x)
         self._advance()
         return out
+
+    def _step_at(self, t: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``t`` on ``x`` (checked): what a subclass changes to run a step another way."""
+        return self[t](x)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """The sequence ``x_seq`` ``(T', B, ...)``, ``T' <= time_steps`` -> the same shape."""

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from ..layers import mark_spike_inputs
-from ..step_mode import StepCounter, StepModule, set_step_mode
+from ..step_mode import StepContainer, StepCounter, set_step_mode
 
 
-class SpikingNet(StepCounter, nn.Module):
+class SpikingNet(StepContainer, StepCounter, nn.Module):
     """Feature blocks (:mod:`bntt_snntorch.layers`) followed by a linear readout.
 
     The readout has no neuron: its output is averaged over the steps (the
@@ -43,18 +43,6 @@ class SpikingNet(StepCounter, nn.Module):
         self.in_channels = in_channels
         mark_spike_inputs(self.features)
         set_step_mode(self, self.default_step_mode)
-
-    @property
-    def step_mode(self) -> str:
-        """ "m" or "s"; setting it sets every layer of the net (as :func:`~bntt_snntorch.set_step_mode`)."""
-        return StepModule.step_mode.fget(self)
-
-    @step_mode.setter
-    def step_mode(self, mode: str) -> None:
-        StepModule.step_mode.fset(self, mode)
-        for module in self.features.modules():
-            if isinstance(module, StepModule):
-                module.step_mode = mode
 
     @property
     def time_steps(self) -> int:
