@@ -150,14 +150,14 @@ class SpikingBlock(StepCounter, nn.Module):
         spikes ``(B, ...)``, the membrane kept until :meth:`reset`."""
         if self.step_mode == "m":
             return self.multi_step(x)
-        spk, mem = self.step(x, self.current_step, self.__dict__.get("_mem"))
+        spk, mem = self.step(x, self._next_step(x), self.__dict__.get("_mem"))
         self.__dict__["_mem"] = mem
-        self._advance()
+        self._advance(x)
         return spk
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         """Forget the single-step state: membrane and step counter."""
-        super().reset()
+        super().reset_state()
         self.__dict__.pop("_mem", None)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ default; ``StepNeuron``: the base of a new neuron (write its ``step``). The regi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
 from .kernels import BACKENDS, Plan, choose_plan, leaky_scan, report
 from .registry import Registry
-from .step_mode import StepModule
+from .step_mode import StepModule, note_neuron_reset
 
 
 class StepNeuron(StepModule, nn.Module):
@@ -70,6 +71,13 @@ class Leaky(StepModule, snn.Leaky):
 
     ``lif.step(x, mem)`` and ``lif.multi_step(x_seq, mem)`` run one step / a sequence
     whatever the mode, without touching the layer's hidden state.
+
+    Everything ``snn.Leaky`` writes at run time (``mem``, ``reset``, ``state_function``, ...) stays
+    snnTorch's: ``lif.reset`` is the reset tensor of the last step, as in snnTorch; the state is
+    cleared with ``lif.reset_mem()`` or :func:`bntt_snntorch.utils.reset` (``reset_state()``).
+    A membrane set from outside a step (``snntorch.utils.reset``, ``reset_mem()``,
+    ``init_leaky()``) starts a new sequence for the BNTT step counters
+    (:func:`bntt_snntorch.step_mode.note_neuron_reset`).
 
     Looped from zero state, the multi-step result equals ``snn.Leaky`` called step by step
     (values and gradients for input, beta and threshold).
@@ -163,12 +171,35 @@ class Leaky(StepModule, snn.Leaky):
             detach_reset=self.detach_reset,
         )
 
+    # -- hidden state -----------------------------------------------------------
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name == "mem" and not self.__dict__.get("_own_write", False):
+            note_neuron_reset()  # set from outside a step: snnTorch's reset helpers, reset_mem(), init_leaky()
+
+    @contextlib.contextmanager
+    def _writing_state(self):
+        """Our own writes of the membrane (a step, reset_state) are no reset signal."""
+        outer = self.__dict__.get("_own_write", False)
+        self.__dict__["_own_write"] = True
+        try:
+            yield
+        finally:
+            self.__dict__["_own_write"] = outer
+
+    def reset_state(self) -> None:
+        """Zero the hidden membrane kept by ``init_hidden=True`` (snnTorch's ``reset_mem``); what
+        :func:`bntt_snntorch.utils.reset` calls."""
+        with self._writing_state():
+            self.reset_mem()
+
     # -- forward --------------------------------------------------------------
     def forward(self, x: torch.Tensor, mem: torch.Tensor | None = None):
         """One step (``step_mode="s"``) or a sequence (``"m"``); see the class docstring."""
-        if self.step_mode == "s":
-            return self._forward_single(x, mem)
-        return self._forward_multi(x, mem)
+        with self._writing_state():
+            if self.step_mode == "s":
+                return self._forward_single(x, mem)
+            return self._forward_multi(x, mem)
 
     def _forward_single(self, x: torch.Tensor, mem: torch.Tensor | None):
         if not self.detach_reset:
@@ -207,10 +238,6 @@ class Leaky(StepModule, snn.Leaky):
                 "loop use bntt_snntorch.Leaky (step_mode='s') or lif.step(x, mem)"
             )
 
-    def reset(self) -> None:
-        """Zero the hidden membrane kept by ``init_hidden=True`` (snnTorch's ``reset_mem``)."""
-        self.reset_mem()
-
     # -- stateless entry points -------------------------------------------------
     def multi_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):
         """``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``, both ``(T, B, ...)``, from membrane
@@ -239,15 +266,16 @@ class Leaky(StepModule, snn.Leaky):
         """``snn.Leaky.forward`` step by step (for inhibition / state_quant), hidden state restored after."""
         saved, hidden, output = self.mem, self.init_hidden, self.output
         self.init_hidden, self.output = False, False
-        try:
-            mem = torch.zeros_like(x_seq[0]) if mem is None else mem
-            spikes, mems = [], []
-            for x in x_seq:
-                spk, mem = snn.Leaky.forward(self, x, mem)
-                spikes.append(spk)
-                mems.append(mem)
-        finally:
-            self.mem, self.init_hidden, self.output = saved, hidden, output
+        with self._writing_state():
+            try:
+                mem = torch.zeros_like(x_seq[0]) if mem is None else mem
+                spikes, mems = [], []
+                for x in x_seq:
+                    spk, mem = snn.Leaky.forward(self, x, mem)
+                    spikes.append(spk)
+                    mems.append(mem)
+            finally:
+                self.mem, self.init_hidden, self.output = saved, hidden, output
         return torch.stack(spikes), torch.stack(mems)
 
     def extra_repr(self) -> str:

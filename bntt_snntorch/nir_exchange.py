@@ -538,9 +538,13 @@ class StepDelay(StepModule, nn.Module):
         self.__dict__["_previous"] = x
         return torch.zeros_like(x) if previous is None else previous
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         """Forget the kept input."""
         self.__dict__.pop("_previous", None)
+
+    def reset(self) -> None:
+        """Same as :meth:`reset_state`."""
+        self.reset_state()
 
 
 class NIRNetwork(StepContainer, nn.Module):
@@ -562,7 +566,7 @@ class NIRNetwork(StepContainer, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         """Forget the single-step state of every layer."""
         from .utils import reset
 

@@ -84,14 +84,14 @@ class _SharedStatisticsNorm(StepCounter):
                 "run the whole sequence: norm.multi_step(x_seq) or step_mode='m'"
             )
         counter = t is None
-        t = self.current_step if counter else t
+        t = self._next_step(x) if counter else t
         if self.time_steps is not None and not 0 <= t < self.time_steps:
             raise IndexError(f"{name}: step t must be in [0, {self.time_steps - 1}], got {t}")
         self._check_channels(x, 1, f"one step {self._step_shape}")
         y = super().forward(x)
         scale = self._step_scale(t, y)
         if counter:
-            self._advance()
+            self._advance(x)
         return y if scale is None else y * scale
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:

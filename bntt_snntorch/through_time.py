@@ -87,8 +87,8 @@ class ThroughTime(StepCounter, nn.ModuleList):
             self._check_step_input(x)
             return self._step_at(t, x)
         self._check_step_input(x, counter=True)
-        out = self._step_at(self.current_step, x)
-        self._advance()
+        out = self._step_at(self._next_step(x), x)
+        self._advance(x)
         return out
 
     def _step_at(self, t: int, x: torch.Tensor) -> torch.Tensor:

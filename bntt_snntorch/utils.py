@@ -19,21 +19,29 @@ def _zero_hidden_state(neuron: SpikingNeuron) -> None:
 
 
 def reset(net: nn.Module) -> nn.Module:
-    """Reset the state of ``net`` only, before a new sequence.
+    """Reset the state of ``net`` only, before a new sequence; returns ``net``.
 
-    Zeroes the hidden state of every snnTorch neuron inside ``net``, nested
-    modules included (``snn.Leaky(init_hidden=True)``, ``Synaptic``, ...), and
-    calls ``reset()`` of every step module (:mod:`bntt_snntorch.step_mode`): BNTT /
-    :class:`~bntt_snntorch.ThroughTime` step counters back to 0, the membranes that
-    blocks and networks keep in step mode "s" forgotten.
-    Unlike ``snntorch.utils.reset``, neurons of other networks are untouched
-    and nested neurons are not missed. Returns ``net``.
+    What it resets, nested modules included:
+
+    * every snnTorch neuron's hidden state (``snn.Leaky(init_hidden=True)``, ``Synaptic``, ...)
+      and our :class:`~bntt_snntorch.Leaky`'s membrane: zeros of the same shape;
+    * every step module's single-step state (``reset_state()``, :mod:`bntt_snntorch.step_mode`):
+      BNTT / :class:`~bntt_snntorch.ThroughTime` / tdBN step counters back to 0, the membranes that
+      blocks and networks keep in step mode "s" forgotten.
+
+    Neurons and counters of other networks are untouched. ``snntorch.utils.reset(net)`` (snnTorch's
+    helper, which knows no BNTT) zeroes the snnTorch-family neurons of every network of the process;
+    the BNTT counters then follow as defined in :class:`~bntt_snntorch.step_mode.StepCounter`: back to
+    step 0 when that reset reaches one of our :class:`~bntt_snntorch.Leaky` neurons (their reset is
+    a new sequence), else they wrap after ``time_steps`` calls, so a loop of exactly ``time_steps``
+    steps a batch is right with either helper; a shorter loop of snnTorch's own neurons needs this
+    helper (or an explicit ``t``). A batch of another size in the middle of a sequence raises.
     """
     for module in net.modules():
-        if isinstance(module, SpikingNeuron):
-            _zero_hidden_state(module)
         if isinstance(module, StepModule):
-            module.reset()
+            module.reset_state()
+        elif isinstance(module, SpikingNeuron):
+            _zero_hidden_state(module)
     return net
 
 

@@ -204,3 +204,91 @@ def test_through_time_layernorm():
         assert_close(tt(x[t]), y[t])  # counter form
     with pytest.raises(ValueError, match="time_steps=3"):
         tt.multi_step(torch.randn(4, 2, 128))
+
+
+def _snntorch_runtime_writes(neuron) -> set[str]:
+    """Every attribute snnTorch's SpikingNeuron code writes on ``neuron`` at run time: run it per step in
+    both calling styles, through its reset helpers, and collect the names that appear."""
+    before = set(neuron.__dict__) | set(neuron._buffers) | set(neuron._parameters)
+    x = torch.rand(2, 3)
+    neuron.init_leaky()
+    neuron.reset_mem()
+    for _ in range(3):
+        snn.Leaky.forward(neuron, x, neuron.mem) if not neuron.init_hidden else snn.Leaky.forward(neuron, x)
+    type(neuron).reset_hidden()
+    type(neuron).detach_hidden()
+    after = set(neuron.__dict__) | set(neuron._buffers) | set(neuron._parameters)
+    return after - before | {"mem", "reset", "state_function", "spike_grad", "reset_delay"}
+
+
+@pytest.mark.parametrize("init_hidden", [False, True])
+def test_nothing_snntorch_writes_at_run_time_shadows_ours(init_hidden):
+    """Root of the old `'Tensor' object is not callable`: snn.Leaky.forward assigns self.reset, self.mem,
+    ...; no name it writes may be a method or property of one of our classes."""
+    written = _snntorch_runtime_writes(bn.Leaky(0.9, init_hidden=init_hidden))
+    ours = [cls for cls in type(bn.Leaky(0.9)).__mro__ if cls.__module__.startswith("bntt_snntorch")]
+    clashes = {name: cls.__name__ for cls in ours for name in written if name in vars(cls)}
+    assert not clashes
+
+
+@pytest.mark.parametrize("helper", ["ours", "snntorch"])
+def test_reset_helpers_work_on_every_mix_over_several_batches(helper):
+    """Our Leaky, snnTorch's Leaky and BNTT in one Sequential, init_hidden=True, 4 batches of 3 of the
+    5 BNTT steps: each batch starts at BNTT step 0 with zero membranes (equal outputs every batch)."""
+    import snntorch.utils
+
+    net = nn.Sequential(
+        nn.Linear(4, 6), bn.BatchNormTT1d(6, 5), bn.Leaky(0.8, init_hidden=True),
+        nn.Linear(6, 3), bn.BatchNormTT1d(3, 5), snn.Leaky(0.8, init_hidden=True, output=True),
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for t in range(5):
+            net[1][t].weight.fill_(1.0 + t)
+    do_reset = reset if helper == "ours" else snntorch.utils.reset
+    x = torch.rand(2, 4)
+    outputs = []
+    for _ in range(4):
+        do_reset(net)
+        outputs.append(torch.stack([net(x)[1] for _ in range(3)]))
+        assert net[1].current_step == 3
+    for out in outputs[1:]:
+        assert torch.equal(out, outputs[0])
+
+
+def test_snntorch_reset_on_snntorch_neurons_only_is_defined(monkeypatch):
+    """With only snnTorch's own neurons (and none of ours in the process: snnTorch's helper resets every
+    neuron it ever built, ours included, and ours signal a new sequence), snnTorch's helper cannot
+    reach BNTT: a loop of exactly time_steps steps stays aligned (the counter wraps), a shorter one
+    continues the count, and ours starts it at 0 again; a batch of another size in the middle of a
+    sequence raises."""
+    import snntorch.utils
+
+    monkeypatch.setattr(snn.SpikingNeuron, "instances", [])  # snnTorch's SpikingNeuron.init(), undone after
+    net = nn.Sequential(nn.Linear(3, 4), bn.BatchNormTT1d(4, 4), snn.Leaky(0.9, init_hidden=True)).eval()
+    x = torch.rand(2, 3)
+    for _ in range(4):
+        net(x)
+    snntorch.utils.reset(net)
+    assert net[1].current_step == 0  # wrapped
+    net(x), net(x)
+    snntorch.utils.reset(net)
+    assert net[1].current_step == 2  # snnTorch's helper knows no BNTT (documented in utils.reset)
+    with pytest.raises(ValueError, match="step 2 of a sequence got a batch of 5, the previous step 2.*reset"):
+        net(torch.rand(5, 3))
+    reset(net)
+    assert net[1].current_step == 0
+    net(torch.rand(5, 3))
+
+
+def test_lif_reset_attribute_is_snntorchs_and_reset_mem_restarts_counters():
+    lif, ref = bn.Leaky(0.9), snn.Leaky(0.9)
+    x = torch.rand(2, 3) + 1
+    for neuron in (lif, ref):
+        mem = neuron.init_leaky()
+        for _ in range(2):
+            _, mem = neuron(x, mem)
+    assert torch.equal(lif.reset, ref.reset)  # the reset tensor of the last step, as in snnTorch
+    norm = bn.BatchNormTT1d(3, 4).eval()
+    norm(x), norm(x)
+    lif.reset_mem()
+    assert norm.current_step == 0

@@ -75,14 +75,14 @@ class SpikingNet(StepContainer, StepCounter, nn.Module):
         if self.step_mode == "m":
             return self.multi_step(x)
         self._check_step(x)
-        out, state = self.step(x, self.current_step, self.__dict__.get("_state"))
+        out, state = self.step(x, self._next_step(x), self.__dict__.get("_state"))
         self.__dict__["_state"] = state
-        self._advance()
+        self._advance(x)
         return out
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         """Forget the single-step state: membranes and step counter."""
-        super().reset()
+        super().reset_state()
         self.__dict__.pop("_state", None)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
