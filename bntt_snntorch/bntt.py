@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
+from .synced_norm import synced_batch_norm
 from .through_time import ThroughTime
 
 SEED_EPS = 1e-4  # the BNTT paper's code; snnTorch, SpikingJelly and torch use 1e-5
@@ -62,7 +62,7 @@ class BatchNormTT(ThroughTime):
             bn.bias = None
         self.num_features = num_features
         self.affine = affine
-        self.synchronized = False  # set by bntt_snntorch.distributed.sync_batchnorm_tt
+        self.synchronized = False  # set by bntt_snntorch.training.distributed.sync_batchnorm_tt
         self._register_load_state_dict_pre_hook(_rename_spikingjelly_keys)
 
     @property
@@ -100,9 +100,8 @@ class BatchNormTT(ThroughTime):
         if not self._synchronizing():
             return super()._step_at(t, x)
         bn = self[t]
-        out = _synced_batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.momentum, bn.eps)
-        with torch.no_grad():
-            bn.num_batches_tracked.add_(1)
+        out, mean, var, count = synced_batch_norm(x, bn.weight, bn.eps)
+        update_running_statistics([bn], mean[None], var[None], count)
         return out
 
     def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -114,12 +113,13 @@ class BatchNormTT(ThroughTime):
         rest = x_seq.shape[3:]
         flat = x_seq.transpose(0, 1).reshape(B, T * C, *rest)
         weight = torch.cat([bn.weight for bn in steps]) if self.affine else None
+        if self._synchronizing():
+            out, mean, var, count = synced_batch_norm(flat, weight, first.eps)
+            update_running_statistics(steps, mean.view(T, C), var.view(T, C), count)
+            return out.view(B, T, C, *rest).transpose(0, 1)
         running_mean = torch.cat([bn.running_mean for bn in steps])
         running_var = torch.cat([bn.running_var for bn in steps])
-        if self._synchronizing():
-            out = _synced_batch_norm(flat, running_mean, running_var, weight, first.momentum, first.eps)
-        else:
-            out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
+        out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
         if self.training:
             # Written through .data, as batch norm's own kernel updates running statistics: without
             # a version bump, so a per-step call earlier in the same graph (which saved these
@@ -164,16 +164,10 @@ class BatchNormTT(ThroughTime):
                     for bn, x in zip(steps, x_seq)
                 ]
                 mean, var = (torch.stack(v).to(state) for v in zip(*stats))
+                torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
             else:
                 mean, var = batch_statistics(x_seq)
-                momentum = steps[0].momentum
-                running_mean = [bn.running_mean.data for bn in steps]
-                running_var = [bn.running_var.data for bn in steps]
-                torch._foreach_lerp_(running_mean, list(mean.to(running_mean[0].dtype)), momentum)
-                torch._foreach_lerp_(
-                    running_var, list((var * (count / (count - 1))).to(running_var[0].dtype)), momentum
-                )
-            torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+                update_running_statistics(steps, mean, var, count)
         return weight, mean, var
 
     def extra_repr(self) -> str:
@@ -211,25 +205,19 @@ class BatchNormTT2d(BatchNormTT):
     _step_shape = "(B, C, H, W)"
 
 
-def _synced_batch_norm(x, running_mean, running_var, weight, momentum, eps):
-    """Training-mode batch norm of ``x`` ``(B, C', ...)`` with statistics over all ranks
-    (SyncBatchNorm for the ``T*C`` channel view; gloo and NCCL). Updates the running statistics."""
-    dims = [0, *range(2, x.dim())]
-    count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-    local = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-    total = dist_fn.all_reduce(local)  # differentiable: the backward all-reduces the gradients
-    C = x.shape[1]
-    n = total[-1]
-    mean = total[:C] / n
-    var = total[C : 2 * C] / n - mean * mean
-    shape = (1, C) + (1,) * (x.dim() - 2)
-    out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
-    if weight is not None:
-        out = out * weight.view(shape)
-    with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(momentum * mean)
-        running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1))
-    return out
+@torch.no_grad()
+def update_running_statistics(steps, mean: torch.Tensor, var: torch.Tensor, count) -> None:
+    """Batch norm's running-statistics rule for the batch norms ``steps`` (one per row of ``mean`` /
+    ``var`` ``(T', C)``, the batch's mean and biased variance over ``count`` values a channel):
+    ``running <- (1 - momentum) * running + momentum * batch``, the variance unbiased, and
+    ``num_batches_tracked`` + 1. Used wherever the statistics do not come from batch norm's own
+    kernel (a fused kernel's, the cross-rank ones). Written through ``.data`` (no version bump)."""
+    momentum = steps[0].momentum
+    running_mean = [bn.running_mean.data for bn in steps]
+    running_var = [bn.running_var.data for bn in steps]
+    torch._foreach_lerp_(running_mean, list(mean.to(running_mean[0].dtype)), momentum)
+    torch._foreach_lerp_(running_var, list((var * (count / (count - 1))).to(running_var[0].dtype)), momentum)
+    torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
 
 
 def _rename_spikingjelly_keys(state_dict, prefix, *args) -> None:
