@@ -20,7 +20,17 @@ import torch
 from torch import nn
 
 from .bntt import BatchNormTT
-from .kernels import BNTTNorm, Plan, batch_statistics, bntt_leaky_scan, choose_plan, report, spike_synapse
+from .kernels import (
+    BNTTNorm,
+    Plan,
+    attempt,
+    batch_statistics,
+    bntt_leaky_scan,
+    choose_plan,
+    record_taken,
+    report,
+    spike_synapse,
+)
 from .kernels.pooling import avg_pool2d
 from .step_mode import StepCounter, StepModule
 
@@ -175,14 +185,21 @@ class SpikingBlock(StepCounter, nn.Module):
         params = self.neuron.kernel_params()
         plan = report(self, self._plan(cur, params))
         if plan.bntt:
-            weight, mean, var = self.norm.statistics(cur, batch_statistics(plan))
-            norm = BNTTNorm(weight, mean, var, self.norm[0].eps, self.input_scale, self.norm.training)
-            return bntt_leaky_scan(cur, norm, params, plan)
+            return self._fused_bntt(cur, params, plan)
         if self.norm is not None:
             cur = self.norm.multi_step(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
+
+    def _fused_bntt(self, cur: torch.Tensor, params, plan: Plan) -> torch.Tensor:
+        """The statistics, then BNTT and the neuron as one node, on ``plan``'s path; a path that cannot
+        compile or launch here (the statistics kernel included) falls back (:func:`~bntt_snntorch.kernels.attempt`)."""
+        stats, path = attempt(self, plan.path, lambda path: self.norm.statistics(cur, batch_statistics(path)))
+        norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
+        spikes, path = attempt(self, path, lambda path: bntt_leaky_scan(cur, norm, params, path, self))
+        record_taken(self, path)
+        return spikes
 
     def _plan(self, cur: torch.Tensor, params) -> Plan:
         """BNTT and the neuron fused (``bntt-*``) when the norm is a BNTT the fused node can run, else

@@ -247,7 +247,7 @@ class Leaky(StepModule, snn.Leaky):
             return self._loop_snntorch_step(x_seq, mem)
         params = self.params()
         plan = report(self, choose_plan(x_seq, params, self.backend))
-        return leaky_scan(x_seq, params, mem, self.backend, plan)
+        return leaky_scan(x_seq, params, mem, self.backend, plan, layer=self)
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
         """One step: ``x`` ``(B, ...)`` and membrane ``mem`` -> ``(spk, mem)``; hidden state untouched.

@@ -115,8 +115,10 @@ def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypa
     from bntt_snntorch.kernels import Plan, explain, triton_scan
     from bntt_snntorch.kernels import plan as plan_module
 
+    from triton.runtime.errors import OutOfResources
+
     def broken(*args, **kwargs):
-        raise RuntimeError("no kernel image for this GPU")
+        raise OutOfResources(232448, 101376, "shared memory: no kernel image for this GPU")
 
     monkeypatch.setattr(kernels, "choose_plan", lambda x, p, backend="auto", bntt=False: Plan("triton", "forced"))
     monkeypatch.setattr(triton_scan, "leaky_scan_triton", broken)
@@ -125,7 +127,7 @@ def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypa
     monkeypatch.setenv("BNTT_KERNELS", "triton")
     lif = MultiStepLeaky(0.9, spike_grad=surrogate.bntt_triangle())
     x = torch.randn(5, 3, 4) + 0.5
-    with pytest.warns(UserWarning, match="triton kernels failed .*no kernel image"):
+    with pytest.warns(UserWarning, match="triton kernels cannot run here .*no kernel image"):
         spk, mem = leaky_scan(x, lif.params(), plan=Plan("triton", "forced"))
     ref_spk, ref_mem = leaky_sequence_reference(x, lif.params())
     assert torch.equal(spk, ref_spk) and "no kernel image" in plan_module.FALLBACKS["triton"]

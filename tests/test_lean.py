@@ -234,11 +234,13 @@ def test_compiled_kernels_only_for_large_cpu_layers(monkeypatch):
 
 
 def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
-    from bntt_snntorch.kernels import compiled_steps, explain
+    from torch._inductor.exc import CppCompileError
+
+    from bntt_snntorch.kernels import clear_fallbacks, compiled_steps, explain
     from bntt_snntorch.kernels import plan as plan_module
 
     def broken(name, key):
-        raise RuntimeError("no C++ compiler")
+        raise CppCompileError(["c++"], "no C++ compiler")
 
     monkeypatch.setenv("BNTT_KERNELS", "compiled")
     monkeypatch.setattr(compiled_steps, "compiled", broken)
@@ -246,14 +248,73 @@ def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
     fast = _block(2, VARIANTS[5], "triangle")
     slow = copy.deepcopy(fast)
     x = _input(2, 11)
-    with pytest.warns(UserWarning, match="bntt-compiled kernels failed .*no C.. compiler.*BNTT_KERNELS=eager"):
+    warning = r"SpikingBlock \(.*\): the bntt-compiled kernels cannot run here \(CppCompileError.*BNTT_KERNELS=eager"
+    with pytest.warns(UserWarning, match=warning):
         y_fast, gx_fast, _, _ = _run(fast, x, True, 11)
     assert "no C++ compiler" in plan_module.FALLBACKS["bntt-compiled"]
     (line,) = explain(fast, x)
-    assert line.path == "bntt-eager" and "no C++ compiler" in line.reason
+    assert line.path == "bntt-eager" and "no C++ compiler" in line.reason and line.taken == "bntt-eager"
+    clear_fallbacks()
+    with pytest.warns(UserWarning, match="cannot run here"):  # planned compiled, took eager: explain shows both
+        (line,) = explain(fast, x)
+    assert (line.path, line.taken) == ("bntt-compiled", "bntt-eager") and "took bntt-eager" in str(line)
     y_slow, gx_slow, _, _ = _run(slow, x, False, 11)
     assert_close(y_fast, y_slow)
     assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4)
+
+
+def test_a_bug_in_a_kernel_propagates_instead_of_falling_back(monkeypatch):
+    """Only "cannot compile or launch here" falls back: any other error (a wrong shape, say) is a bug."""
+    from bntt_snntorch.kernels import compiled_steps
+    from bntt_snntorch.kernels import plan as plan_module
+
+    def buggy(name, key):
+        raise RuntimeError("shape '[4, 7]' is invalid for input of size 30")
+
+    monkeypatch.setenv("BNTT_KERNELS", "compiled")
+    monkeypatch.setattr(compiled_steps, "compiled", buggy)
+    monkeypatch.setattr(plan_module, "FALLBACKS", {})
+    block = _block(2, VARIANTS[0], "triangle")
+    with pytest.raises(RuntimeError, match="is invalid for input"):
+        _run(block, _input(2, 11), True, 11)
+    assert plan_module.FALLBACKS == {}
+
+
+def test_the_triton_statistics_kernel_is_inside_the_fallback_rule(monkeypatch):
+    """A Triton statistics kernel that cannot compile falls back with the block (the running statistics
+    updated once); one that raises anything else propagates."""
+    from triton.compiler.errors import CompilationError
+
+    from bntt_snntorch import layers
+    from bntt_snntorch.kernels import Plan
+    from bntt_snntorch.kernels import plan as plan_module
+
+    def statistics_of(error):
+        def batch_statistics(path):
+            if path == "bntt-triton":
+
+                def fail(x_seq):
+                    raise error
+
+                return fail
+            return None
+
+        return batch_statistics
+
+    monkeypatch.setattr(plan_module, "FALLBACKS", {})
+    monkeypatch.setattr(layers.SpikingBlock, "_plan", lambda self, cur, params: Plan("bntt-triton", "forced"))
+    fast = _block(2, VARIANTS[0], "triangle")
+    slow = copy.deepcopy(fast)
+    x = _input(2, 11)
+    monkeypatch.setattr(layers, "batch_statistics", statistics_of(CompilationError("kernel.py", None, "no sm_90")))
+    with pytest.warns(UserWarning, match="bntt-triton kernels cannot run here"):
+        y = fast.train()(x)
+    assert fast.__dict__["_kernel_path_taken"] == "bntt-eager"
+    assert torch.equal(y, slow.train()(x))
+    assert torch.equal(fast.norm[0].running_mean, slow.norm[0].running_mean)  # updated once
+    monkeypatch.setattr(layers, "batch_statistics", statistics_of(IndexError("index 9 is out of bounds")))
+    with pytest.raises(IndexError):
+        fast(x)
 
 
 SYNAPSES = {

@@ -15,8 +15,6 @@ custom op); the layers around it are compiled.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from ..definition import VARIANTS, Variant
@@ -29,9 +27,12 @@ from .plan import (
     FALLBACKS,
     LayerPlan,
     Plan,
+    attempt,
     choose_plan,
+    clear_fallbacks,
     explain,
-    record_failure,
+    fallback_errors,
+    record_taken,
     report,
 )
 from .torch_scan import NeuronSpec, NeuronTensors, leaky_scan_torch
@@ -47,11 +48,15 @@ __all__ = [
     "Plan",
     "VARIANTS",
     "Variant",
+    "attempt",
     "batch_statistics",
     "bntt_leaky_scan",
     "choose_plan",
+    "clear_fallbacks",
     "explain",
+    "fallback_errors",
     "leaky_scan",
+    "record_taken",
     "report",
     "spike_synapse",
 ]
@@ -75,25 +80,28 @@ def _fused_scan(path: str, x_seq, p, mem):
 
 
 def leaky_scan(
-    x_seq: torch.Tensor, p, mem: torch.Tensor | None = None, backend: str = "auto", plan: Plan | None = None
+    x_seq: torch.Tensor,
+    p,
+    mem: torch.Tensor | None = None,
+    backend: str = "auto",
+    plan: Plan | None = None,
+    layer: torch.nn.Module | None = None,
 ):
     """Run a leaky layer (:class:`~bntt_snntorch.functional.LeakyParams` ``p``) over ``x_seq`` ``(T, B, ...)``
     from membrane ``mem`` ``(B, ...)`` (zeros when None) -> ``(spk_seq, mem_seq)``.
 
-    ``plan`` (default: :func:`choose_plan` for ``backend``) says which kernel runs. Fused paths keep
-    the membrane in float32 at least (also under bf16 autocast) and return spikes in the input's dtype.
+    ``plan`` (default: :func:`choose_plan` for ``backend``) says which kernel runs; a Triton scan that
+    cannot compile or launch here falls back to the torch scan (:func:`attempt`; not when
+    ``backend="triton"`` forces it). ``layer``: the module running, named in a fallback's warning,
+    its path recorded for :func:`explain`. Fused paths keep the membrane in float32 at least (also
+    under bf16 autocast) and return spikes in the input's dtype.
     """
     plan = plan or choose_plan(x_seq, p, backend)
     if plan.path == "reference":
         return leaky_sequence_reference(x_seq, p, mem)
-    if plan.path == "triton":
-        try:
-            return _fused_scan("triton", x_seq, p, mem)
-        except Exception as err:  # e.g. a Triton build failure on an untested GPU
-            if backend == "triton":
-                raise
-            record_failure("triton", err)
-    return _fused_scan("torch", x_seq, p, mem)
+    out, path = attempt(layer, plan.path, lambda path: _fused_scan(path, x_seq, p, mem), backend != "triton")
+    record_taken(layer, path)
+    return out
 
 
 def _triton_block(x_seq, norm: BNTTNorm, p):
@@ -112,29 +120,22 @@ def _triton_block(x_seq, norm: BNTTNorm, p):
     )  # fmt: skip
 
 
-def bntt_leaky_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, plan: Plan) -> torch.Tensor:
+def bntt_leaky_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, plan: Plan | str, layer=None) -> torch.Tensor:
     """Spikes ``(T, B, C, ...)`` of a leaky layer (LeakyParams ``p``) driven by ``norm.scale * BNTT(x_seq)``,
-    from zero membrane, on the fused path ``plan.path`` ("bntt-eager", "bntt-compiled", "bntt-triton")."""
-    if plan.path == "bntt-triton":
-        try:
-            return _triton_block(x_seq, norm, p)
-        except Exception as err:
-            record_failure("bntt-triton", err)
-            plan = Plan("bntt-eager", "fallback")
-    return bntt_leaky_scan_cpu(x_seq, norm, p, plan.path)
+    from zero membrane, on the fused path ``plan`` ("bntt-eager", "bntt-compiled", "bntt-triton", or a
+    Plan of one). Errors propagate: the caller applies the fallback rule (:func:`attempt`); ``layer``
+    is named if the compiled backward falls back."""
+    path = plan.path if isinstance(plan, Plan) else plan
+    if path == "bntt-triton":
+        return _triton_block(x_seq, norm, p)
+    return bntt_leaky_scan_cpu(x_seq, norm, p, path, layer)
 
 
-def batch_statistics(plan: Plan):
+def batch_statistics(plan: Plan | str):
     """The function that computes each step's batch statistics on ``plan``'s path (the Triton kernel
     for "bntt-triton"), or None for BNTT's own per-step batch-norm kernels."""
-    if plan.path != "bntt-triton":
+    if (plan.path if isinstance(plan, Plan) else plan) != "bntt-triton":
         return None
     from .triton_bntt import batch_statistics as triton_statistics
 
     return triton_statistics
-
-
-def select_backend(x_seq: torch.Tensor, p, backend: str = "auto") -> str:
-    """Deprecated since 0.2: ``choose_plan(x_seq, p, backend).path``."""
-    warnings.warn("select_backend() is deprecated; use choose_plan(x_seq, p, backend).path", DeprecationWarning, 2)
-    return choose_plan(x_seq, p, backend).path

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from . import compiled_steps
-from .plan import record_failure
+from .plan import fallback_errors, layer_label, record_failure
 from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan, membrane_sequence
 
 
@@ -174,17 +174,12 @@ def _compiled_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronT
 
 class BNTTLeakyScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec):
+    def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec, layer=None):
         ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
         tensors = NeuronTensors(beta, theta, g)
-        if spec.path == "bntt-compiled":
-            try:
-                ctx.spec = spec
-                return _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False)
-            except Exception as err:  # e.g. no C++ compiler: the eager steps compute the same
-                record_failure("bntt-compiled", err)
-                spec = BNTTSpec(spec.neuron, spec.eps, spec.scale, spec.training, "bntt-eager")
-        ctx.spec = spec
+        ctx.spec, ctx.layer = spec, layer
+        if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
+            return _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False)
         return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod
@@ -199,21 +194,23 @@ class BNTTLeakyScan(torch.autograd.Function):
                     ctx, grad_spk, x_seq, weight, mean, var, tensors
                 )
                 grad_weight = sum_xhat * spec.scale if need_weight else None
-                return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None
-            except Exception as err:
-                record_failure("bntt-compiled", err)
+                return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
+            except fallback_errors() as err:  # the backward compiles on first use; the eager steps compute the same
+                record_failure("bntt-compiled", err, ctx.layer)
         grad_x, grad_weight, grad_beta, grad_theta = _eager_backward(
             ctx, grad_spk, x_seq, weight, mean, var, tensors, need_weight
         )
-        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None
+        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
 
 
 @torch.compiler.disable  # one opaque call under torch.compile, as the plain scans
-def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str) -> torch.Tensor:
+def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str, layer=None) -> torch.Tensor:
     """Spikes ``(T, B, C, ...)`` of a leaky layer driven by ``norm.scale * BNTT(x_seq)``, from zero
-    membrane, on the torch paths ("bntt-eager" or "bntt-compiled"); ``p``: the neuron's LeakyParams."""
+    membrane, on the torch paths ("bntt-eager" or "bntt-compiled"); ``p``: the neuron's LeakyParams;
+    ``layer``: the module, named if the compiled backward falls back."""
     state = torch.promote_types(x_seq.dtype, torch.float32)
     tensors = NeuronTensors.of(p, x_seq.device, state)
     spec = BNTTSpec(NeuronSpec.of(p), norm.eps, float(norm.scale), norm.training, path)
     mean, var = norm.mean.to(state), norm.var.to(state)
-    return BNTTLeakyScan.apply(x_seq, norm.weight, mean, var, tensors.beta, tensors.theta, tensors.g, spec)
+    label = None if layer is None else layer_label(layer)
+    return BNTTLeakyScan.apply(x_seq, norm.weight, mean, var, tensors.beta, tensors.theta, tensors.g, spec, label)

@@ -12,10 +12,14 @@ neuron block) with what decides the path: the device, the dtype, one step's size
 * ``compiled``: compile the BNTT steps on CPU at any size;
 * ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
 
-A path that fails (a Triton or C++ compile error on an untested machine) is recorded in
-:data:`FALLBACKS`, warned about once, and replaced for the rest of the process by the next path
-(Triton -> torch, compiled -> eager); plans made afterwards say so. :func:`explain` runs a model
-once and reports every layer's plan.
+One fallback rule (:func:`attempt`): only the errors that mean "this backend cannot compile or
+launch here" (:func:`fallback_errors`: a missing module, TorchInductor's and Dynamo's compile
+failures, Triton's compilation, PTX-assembler and out-of-resources errors) fall back, once, to the
+next path (Triton -> torch, compiled -> eager) with one warning naming the layer, the path, the
+cause and ``BNTT_KERNELS``; the failure is recorded in :data:`FALLBACKS` (cleared by
+:func:`clear_fallbacks`) and later plans take the next path and say why. Any other exception is a
+bug and propagates. :func:`explain` runs a model once and reports every layer's plan and the path
+it actually took.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ COMPILE_MIN_NEURONS = 1 << 20
 
 #: Paths that failed in this process: path -> the error, in words.
 FALLBACKS: dict[str, str] = {}
+#: The path each fallible path falls back to.
+FALLBACK_PATH = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager"}
 
 
 @dataclass(frozen=True)
@@ -155,17 +161,70 @@ def _why_torch(x: torch.Tensor, backend: str, setting: str) -> str:
     return f"{x.device.type}, {x[0].numel()} neurons a step ({x.dtype})"
 
 
-def record_failure(path: str, err: Exception) -> None:
-    """Remember that ``path`` failed (warned once); later plans fall back."""
+def fallback_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "this backend cannot compile or launch here": ImportError (no
+    Triton), Dynamo's ``BackendCompilerFailed``, TorchInductor's ``InductorError``, ``CppCompileError``,
+    ``InvalidCxxCompiler``, ``TritonMissing``, ``GPUTooOldForTriton``, and Triton's ``CompilationError``,
+    ``PTXASError`` and ``OutOfResources`` (those of them this install has)."""
+    import torch._dynamo.exc as dynamo_exc
+    import torch._inductor.exc as inductor_exc
+
+    errors = [ImportError, dynamo_exc.BackendCompilerFailed]
+    for name in ("InductorError", "CppCompileError", "InvalidCxxCompiler", "TritonMissing", "GPUTooOldForTriton"):
+        errors += [getattr(inductor_exc, name)] if hasattr(inductor_exc, name) else []
+    try:
+        from triton.compiler.errors import CompilationError
+        from triton.runtime import errors as triton_runtime
+
+        errors += [CompilationError, triton_runtime.OutOfResources]
+        errors += [triton_runtime.PTXASError] if hasattr(triton_runtime, "PTXASError") else []
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def layer_label(layer) -> str:
+    """A layer's name in a warning: its class and the shape of its first parameter (the synapse's); a
+    string is already a name."""
+    if layer is None or isinstance(layer, str):
+        return layer or "a layer"
+    weight = next(layer.parameters(), None)
+    return type(layer).__name__ + ("" if weight is None else f" {tuple(weight.shape)}")
+
+
+def record_failure(path: str, err: BaseException, layer=None) -> str:
+    """Remember that ``path`` cannot run here (one warning, naming the layer); returns the path to
+    take instead. Later plans take that path and say why."""
+    fallback = FALLBACK_PATH[path]
     if path not in FALLBACKS:
-        message = f"{type(err).__name__}: {str(err)[:300]}"
+        message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"  # one line
         FALLBACKS[path] = message
-        fallback = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager"}[path]
         warnings.warn(
-            f"the {path} kernels failed ({message}); using {fallback} instead (same results; see "
-            "bntt_snntorch.kernels.explain). BNTT_KERNELS=eager skips the attempt.",
+            f"{layer_label(layer)}: the {path} kernels cannot run here ({message}); using {fallback} "
+            "instead (same results). Set BNTT_KERNELS=eager to skip the attempt; "
+            "bntt_snntorch.kernels.explain(model, x_seq) shows every layer's path.",
             stacklevel=4,
         )
+    return fallback
+
+
+def clear_fallbacks() -> None:
+    """Forget the recorded failures: the next plans try every path again."""
+    FALLBACKS.clear()
+
+
+def attempt(layer, path: str, run, fall_back: bool = True):
+    """``(run(path), path)``; where ``path`` can fall back and ``run`` raises one of
+    :func:`fallback_errors`, the failure is recorded (:func:`record_failure`) and the result is
+    ``(run(fallback), fallback)``. Any other exception propagates, and so does every one when
+    ``fall_back`` is False (a backend the user forced)."""
+    if path not in FALLBACK_PATH or not fall_back:
+        return run(path), path
+    try:
+        return run(path), path
+    except fallback_errors() as err:
+        fallback = record_failure(path, err, layer)
+        return run(fallback), fallback
 
 
 # -- explain ----------------------------------------------------------------------------------------
@@ -173,22 +232,33 @@ _RECORDING: list | None = None
 
 
 def report(module, plan: Plan) -> Plan:
-    """Called by a layer with the plan it takes; recorded while :func:`explain` runs."""
+    """Called by a layer with the plan it takes; recorded while :func:`explain` runs. Until the layer
+    says otherwise (:func:`record_taken`), the path taken is the plan's."""
     if _RECORDING is not None:
         _RECORDING.append((module, plan))
+    record_taken(module, plan.path)
     return plan
+
+
+def record_taken(module, path: str) -> None:
+    """The path ``module``'s last call actually ran (the plan's, or its fallback's)."""
+    if module is not None:
+        module.__dict__["_kernel_path_taken"] = path
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """One layer's line of :func:`explain`."""
+    """One layer's line of :func:`explain`: the plan's ``path`` and ``reason``, and the path the call
+    actually ``taken`` (another one when the planned path could not compile or launch)."""
 
     layer: str
     path: str
     reason: str
+    taken: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.layer}: {self.path} ({self.reason})"
+        took = "" if self.taken in (None, self.path) else f" -> took {self.taken}"
+        return f"{self.layer}: {self.path} ({self.reason}){took}"
 
 
 @contextlib.contextmanager
@@ -203,8 +273,8 @@ def _recording():
 
 def explain(model: torch.nn.Module, x_seq: torch.Tensor) -> list[LayerPlan]:
     """Run ``model(x_seq)`` once (no gradient; the buffers, running statistics included, are restored)
-    and return, per layer, the kernel path it took and why, including fallbacks
-    taken after a failure (with the error)."""
+    and return, per layer, the kernel path planned and why (fallbacks after an earlier failure
+    included, with the error), and the path the call actually took."""
     names = {m: name or type(model).__name__ for name, m in model.named_modules()}
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     with _recording() as seen, torch.no_grad():
@@ -212,4 +282,7 @@ def explain(model: torch.nn.Module, x_seq: torch.Tensor) -> list[LayerPlan]:
     with torch.no_grad():
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
-    return [LayerPlan(names.get(module, type(module).__name__), plan.path, plan.reason) for module, plan in seen]
+    return [
+        LayerPlan(names.get(m, type(m).__name__), plan.path, plan.reason, m.__dict__.get("_kernel_path_taken"))
+        for m, plan in seen
+    ]
