@@ -111,11 +111,11 @@ def test_fused_scan_under_bf16_autocast_keeps_fp32_membrane():
 
 
 def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypatch):
+    from triton.runtime.errors import OutOfResources
+
     from bntt_snntorch import kernels
     from bntt_snntorch.kernels import Plan, explain, triton_scan
     from bntt_snntorch.kernels import plan as plan_module
-
-    from triton.runtime.errors import OutOfResources
 
     def broken(*args, **kwargs):
         raise OutOfResources(232448, 101376, "shared memory: no kernel image for this GPU")
