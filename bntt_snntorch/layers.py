@@ -204,9 +204,16 @@ class SpikingBlock(StepCounter, nn.Module):
     def _plan(self, cur: torch.Tensor, params) -> Plan:
         """BNTT and the neuron fused (``bntt-*``) when the norm is a BNTT the fused node can run, else
         "unfused" (the norm, then the neuron's own plan)."""
-        if not (isinstance(self.norm, BatchNormTT) and self.norm.fusable()):
-            kind = "no norm" if self.norm is None else f"{type(self.norm).__name__} is not a fusable BNTT"
-            return Plan("unfused", kind)
+        if self.norm is None:
+            return Plan("unfused", "no norm")
+        if not isinstance(self.norm, BatchNormTT):
+            return Plan("unfused", f"{_origin(self.norm)}norm {type(self.norm).__name__} is not a BNTT: its own "
+                                   "multi_step, then the neuron")  # fmt: skip
+        if not self.norm.fusable():
+            return Plan("unfused", f"{type(self.norm).__name__} synchronised over ranks or with cumulative averages")
+        if params is None:
+            neuron = f"{_origin(self.neuron)}neuron {type(self.neuron).__name__}"
+            return Plan("unfused", f"{neuron}: kernel_params() is None, its own step runs (fused: leaky neurons)")
         return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True)
 
     def step(self, x: torch.Tensor, t: int, state: BlockState | torch.Tensor | None = None):
@@ -245,6 +252,11 @@ class SpikingBlock(StepCounter, nn.Module):
         parts = [] if self.input_scale == 1.0 else [f"input_scale={self.input_scale}"]
         parts += [] if self.input_quantum is None else [f"input_quantum={self.input_quantum}"]
         return ", ".join(parts + [f"step_mode={self.step_mode!r}"])
+
+
+def _origin(module: nn.Module) -> str:
+    """ "plug-in " for a layer defined outside this package, else ""."""
+    return "" if type(module).__module__.startswith("bntt_snntorch.") else "plug-in "
 
 
 def _power_of_two(value: float | None) -> float | None:

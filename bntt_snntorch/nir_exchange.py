@@ -117,6 +117,7 @@ class _Synapse:
     module: nn.Module  # nn.Conv2d or nn.Linear
     norm: nn.Module | None = None
     scale: float = 1.0
+    norm_path: str | None = None  # the norm's own name in the model
 
 
 @dataclass
@@ -194,7 +195,7 @@ def _parts(model: nn.Module) -> tuple[list, str | None]:
 def _walk(module: nn.Module, path: str) -> list:
     """The parts of ``module`` (named ``path``) in forward order."""
     if isinstance(module, SpikingBlock):
-        return [_Synapse(f"{path}.synapse", module.synapse, module.norm, float(module.input_scale)),
+        return [_Synapse(f"{path}.synapse", module.synapse, module.norm, float(module.input_scale), f"{path}.norm"),
                 _Neuron(f"{path}.neuron", module.neuron)]  # fmt: skip
     if isinstance(module, TimeDistributed):
         return _walk(module.module, f"{path}.module")
@@ -228,7 +229,7 @@ def _attach_norms(parts: list) -> list:
                 raise ValueError(
                     f"cannot export {part.path}: a normalisation must directly follow a conv / linear layer"
                 )
-            previous.norm = part.module
+            previous.norm, previous.norm_path = part.module, part.path
         else:
             out.append(part)
     return out
@@ -242,15 +243,22 @@ def _norm_steps(norm: nn.Module) -> int:
 
 
 @torch.no_grad()
-def per_step_affine(norm: nn.Module, dims: int) -> tuple[np.ndarray, np.ndarray]:
+def per_step_affine(norm: nn.Module, dims: int, channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(k, b)``, each ``(T, C)`` float64: the eval-mode normalisation at step ``t`` is
-    ``k[t] * x + b[t]`` per channel (read off the layer by evaluating it in float64)."""
+    ``k[t] * x + b[t]`` per channel (read off the layer by evaluating it in float64). ``channels``: C
+    (default: read off the norm's batch norms). A norm that is no such map is a ValueError."""
     probe_norm = copy.deepcopy(norm).double().eval()
-    channels = next(m for m in probe_norm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)).num_features
+    if channels is None:
+        bns = [m for m in probe_norm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            raise ValueError(f"{type(norm).__name__} has no batch norm to read the channel count from")
+        channels = bns[0].num_features
     shape = (1, channels) + (1, 1) * (dims == 2)
 
+    ramp = torch.arange(1.0, channels + 1, dtype=torch.float64).view(shape)  # a different value a channel
+
     def at(t: int, value: float) -> torch.Tensor:
-        x = torch.full(shape, value, dtype=torch.float64)
+        x = value * ramp
         if isinstance(probe_norm, nn.ModuleList):
             return probe_norm[t](x)
         if isinstance(probe_norm, StepModule):
@@ -260,8 +268,10 @@ def per_step_affine(norm: nn.Module, dims: int) -> tuple[np.ndarray, np.ndarray]
     ks, bs = [], []
     for t in range(_norm_steps(norm)):
         zero, one, two = at(t, 0.0), at(t, 1.0), at(t, 2.0)
-        k, b = (one - zero).flatten(), zero.flatten()
-        if not torch.allclose(two.flatten(), 2 * k + b, rtol=1e-12, atol=1e-12):
+        k, b = ((one - zero) / ramp).flatten(), zero.flatten()
+        if k.numel() != channels or not torch.allclose(
+            two.flatten(), 2 * k * ramp.flatten() + b, rtol=1e-12, atol=1e-12
+        ):
             raise ValueError(f"{type(norm).__name__} is not a per-channel affine map in eval mode; cannot fold it")
         ks.append(k.numpy())
         bs.append(b.numpy())
@@ -295,7 +305,7 @@ def _build_norm(spec: dict, channels: int) -> nn.Module:
 
 
 # -- export ----------------------------------------------------------------------------------------------
-def _neuron_params(module: nn.Module) -> LeakyParams:
+def _neuron_params(module: nn.Module, path: str) -> LeakyParams:
     params = module.kernel_params() if callable(getattr(module, "kernel_params", None)) else None
     if params is not None:
         return params
@@ -303,7 +313,10 @@ def _neuron_params(module: nn.Module) -> LeakyParams:
         detach = getattr(module, "detach_reset", False)
         return LeakyParams(module.beta, module.threshold, module.spike_grad, module.reset_mechanism,
                            module.reset_delay, module.graded_spikes_factor, detach)  # fmt: skip
-    raise ValueError(f"cannot export {type(module).__name__}: it does not expose a leaky neuron's parameters")
+    raise ValueError(
+        f"cannot export {path} ({type(module).__name__}): it does not expose a leaky neuron's parameters "
+        "(kernel_params() is None); NIR export writes leaky / integrate-and-fire neurons"
+    )
 
 
 def _full(value, shape) -> np.ndarray:
@@ -329,7 +342,10 @@ def _synapse_node(nir, part: _Synapse, shape: tuple, out_shape: tuple, dt: float
     k = torch.ones(weight.shape[0], dtype=torch.float64)
     b = torch.zeros(weight.shape[0], dtype=torch.float64)
     if part.norm is not None:
-        ks, bs = per_step_affine(part.norm, dims)
+        try:
+            ks, bs = per_step_affine(part.norm, dims, weight.shape[0])
+        except ValueError as err:
+            raise ValueError(f"cannot export {part.norm_path} ({type(part.norm).__name__}): {err}") from None
         k, b = torch.from_numpy(ks.mean(0)), torch.from_numpy(bs.mean(0))
         name = type(part.norm).__name__
         if (ks == ks[0]).all() and (bs == bs[0]).all():
@@ -363,7 +379,7 @@ def _synapse_node(nir, part: _Synapse, shape: tuple, out_shape: tuple, dt: float
 
 def _neuron_nodes(nir, part: _Neuron, shape: tuple, dt: float):
     """The NIR node(s) of a neuron (LIF / IF, then a Scale for graded spikes), their fidelity, metadata."""
-    p = _neuron_params(part.module)
+    p = _neuron_params(part.module, part.path)
     if p.reset_mechanism == "none":
         raise ValueError(f"cannot export {part.path}: a neuron without reset has no NIR node (NIR's LIF / IF reset)")
     beta = np.asarray(torch.as_tensor(p.beta).detach().double().clamp(0, 1).cpu())
