@@ -132,11 +132,12 @@ class BatchNormTT(ThroughTime):
 
     # -- fused path (used by SpikingBlock with a leaky neuron) --------------------------
     def fusable(self) -> bool:
-        """Whether :meth:`statistics` applies: exponential running averages, no cross-rank sync."""
+        """Whether :meth:`update_statistics` applies: exponential running averages, no cross-rank sync."""
         return self[0].momentum is not None and not self._synchronizing()
 
-    def statistics(self, x_seq: torch.Tensor, batch_statistics=None):
-        """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``.
+    def update_statistics(self, x_seq: torch.Tensor, batch_statistics=None):
+        """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``; in
+        training this also updates the running statistics (hence the name: it is no pure query).
 
         Training: each step's batch mean and biased variance (float32 at least, no gradient: the
         fused kernel's backward accounts for them), the running statistics updated with the

@@ -195,7 +195,7 @@ class SpikingBlock(StepCounter, nn.Module):
     def _fused_bntt(self, cur: torch.Tensor, params, plan: Plan) -> torch.Tensor:
         """The statistics, then BNTT and the neuron as one node, on ``plan``'s path; a path that cannot
         compile or launch here (the statistics kernel included) falls back (:func:`~bntt_snntorch.kernels.attempt`)."""
-        stats, path = attempt(self, plan.path, lambda path: self.norm.statistics(cur, batch_statistics(path)))
+        stats, path = attempt(self, plan.path, lambda path: self.norm.update_statistics(cur, batch_statistics(path)))
         norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
         spikes, path = attempt(self, path, lambda path: bntt_leaky_scan(cur, norm, params, path, self))
         record_taken(self, path)

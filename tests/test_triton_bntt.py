@@ -169,7 +169,7 @@ def test_currents_and_last_membrane_equal_the_reference(variant):
     x = _input(2, 5)
     with torch.no_grad():
         cur = block.synapse(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        weight, mean, var = block.norm.statistics(cur)
+        weight, mean, var = block.norm.update_statistics(cur)
         rstd, k = coefficients(weight, var, block.norm[0].eps, 0.5)
         reference = torch.stack([block.norm.step(c, t) * 0.5 for t, c in enumerate(cur)])
         p = block.neuron.params()
