@@ -106,9 +106,11 @@ class StepCounter(StepModule):
     @property
     def current_step(self) -> int:
         """The step the next counter-driven call will use."""
-        if self.__dict__.get("_resets_seen", _neuron_resets) != _neuron_resets:
-            return 0
-        return self.__dict__.get("_counter", 0)
+        return 0 if self._neuron_reset_since() else self.__dict__.get("_counter", 0)
+
+    def _neuron_reset_since(self) -> bool:
+        """Whether a neuron was reset (:func:`note_neuron_reset`) since this module's last step or reset."""
+        return self.__dict__.get("_resets_seen", _neuron_resets) != _neuron_resets
 
     def reset_state(self) -> None:
         self.__dict__.update(_counter=0, _resets_seen=_neuron_resets, _batch=None)
@@ -120,7 +122,7 @@ class StepCounter(StepModule):
     def _next_step(self, x) -> int:
         """The step of a counter-driven call on ``x`` ``(B, ...)``: after a neuron reset, the state is
         reset first; in the middle of a sequence the batch size must be the previous step's."""
-        if self.__dict__.get("_resets_seen", _neuron_resets) != _neuron_resets:
+        if self._neuron_reset_since():
             self.reset_state()
         t, batch = self.current_step, self.__dict__.get("_batch")
         if t and batch is not None and x.shape[0] != batch:
