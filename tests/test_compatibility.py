@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from bntt_snntorch import encoding
 from bntt_snntorch.training import load_run
-from bntt_snntorch.training.loop import evaluate
+from bntt_snntorch.training.loop import LoopOptions, evaluate
 from bntt_snntorch.training.runs import run_datasets
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -23,7 +23,7 @@ def test_a_0_1_checkpoint_loads_and_evaluates_to_its_accuracy():
     loader = DataLoader(test_set, batch_size=cfg.batch_size, shuffle=False)
     gen = torch.Generator().manual_seed(cfg.eval_seed)  # the run's own evaluation draws
     encode = lambda x: encoding.encode(x, cfg.num_steps, cfg.encode, gen)  # noqa: E731
-    result = evaluate(model, loader, encode, "cpu", progress=False)
+    result = evaluate(model, loader, encode, LoopOptions(progress=False))
     # equal up to one test image: another CPU's convolution kernels may round a membrane that sits on the threshold
     assert abs(result.accuracy - recorded["test_acc"]) <= 1 / len(test_set) + 1e-12
     assert abs(result.loss - recorded["test_loss"]) < 1e-3

@@ -109,7 +109,7 @@ def test_no_host_read_inside_a_training_step():
     gen = torch.Generator().manual_seed(0)
     encode = lambda x: encoding.encode(x, 4, "p", gen)  # noqa: E731
     with count_host_reads() as calls:
-        loop.train_one_epoch(model, data, optimizer, encode, torch.device("cpu"), progress=False, read_every=4)
+        loop.train_one_epoch(model, data, optimizer, encode, loop.LoopOptions(progress=False, read_every=4))
     assert calls == ["tolist", "tolist"]  # after batch 4 and at the end: none inside the six steps
 
 

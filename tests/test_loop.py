@@ -15,10 +15,8 @@ from bntt_snntorch.training import loop
 
 
 # ----------------------------------------------------------------------------- the 0.1 loop, as it was
-def _reference_train_one_epoch(
-    model, loader, optimizer, encode, device, max_batches=None, desc="train", progress=True, amp=None, scaler=None,
-    memory_format=torch.contiguous_format, state=None, on_batch_end=None, training="bptt", sltt_k=None,
-):  # fmt: skip
+def _reference_train_one_epoch(model, loader, optimizer, encode, options, *, desc, scaler, state, on_batch_end):
+    device, max_batches, amp = options.device, options.max_batches, options.amp
     model.train()
     state = loop.EpochProgress() if state is None else state
     start = time.perf_counter() - state.seconds
@@ -48,8 +46,8 @@ def _reference_train_one_epoch(
 
 
 @torch.no_grad()
-def _reference_evaluate(model, loader, encode, device, max_batches=None, desc="test", progress=True, amp=None,
-                        memory_format=torch.contiguous_format):  # fmt: skip
+def _reference_evaluate(model, loader, encode, options, *, desc="test"):
+    device, max_batches = options.device, options.max_batches
     model.eval()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for images, labels in loop._batches(loader, max_batches, desc, False):
@@ -121,11 +119,11 @@ def test_the_loop_reads_the_device_once_every_read_every_batches():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     encode = lambda x: x.unsqueeze(0).expand(2, *x.shape)  # noqa: E731
     with count_host_reads() as calls:
-        result = loop.train_one_epoch(model, _data(10), opt, encode, torch.device("cpu"), progress=False, read_every=4)
+        result = loop.train_one_epoch(model, _data(10), opt, encode, loop.LoopOptions(progress=False, read_every=4))
     assert calls == ["tolist"] * 3  # after batches 4 and 8, and at the end
     assert result.samples == 40
     with count_host_reads() as calls:
-        loop.evaluate(model, _data(6), encode, torch.device("cpu"), progress=False)
+        loop.evaluate(model, _data(6), encode, loop.LoopOptions(progress=False))
     assert calls == ["tolist"]
 
 
@@ -138,7 +136,7 @@ def test_a_non_finite_loss_is_caught_at_the_next_read_and_names_the_batches():
     encode = lambda x: x.unsqueeze(0)  # noqa: E731
     with pytest.raises(FloatingPointError, match="between batches 4 and 5 of the epoch"):
         loop.train_one_epoch(
-            model, data, opt, encode, torch.device("cpu"), progress=False, read_every=4,
+            model, data, opt, encode, loop.LoopOptions(progress=False, read_every=4),
             on_batch_end=lambda n, read: saved.append(read().batches) if n % 2 == 0 else None,
         )  # fmt: skip
     assert saved == [2, 4]  # the save after batch 6 (index 5, the NaN) read the flag and stopped

@@ -46,6 +46,28 @@ class EpochProgress:
         return EpochResult(self.loss_sum / max(self.seen, 1), self.correct / max(self.seen, 1), self.seen, self.seconds)
 
 
+@dataclass
+class LoopOptions:
+    """How :func:`train_one_epoch` and :func:`evaluate` run: on ``device``, with autocast ``amp``
+    ("bf16", "fp16" or None for float32) and images in ``memory_format``, at most ``max_batches``
+    batches, a progress bar if ``progress``; ``training``: "bptt" (one loss on the mean readout,
+    backpropagated through time) or an online rule, "sltt" / "ottt" (a loss and a backward per step,
+    memory independent of T; ``sltt_k`` steps backpropagated of T; :mod:`.online`); the device's sums
+    are read every ``read_every`` batches."""
+
+    device: torch.device | str = "cpu"
+    amp: str | None = None
+    memory_format: torch.memory_format = torch.contiguous_format
+    max_batches: int | None = None
+    progress: bool = True
+    training: str = "bptt"
+    sltt_k: int | None = None
+    read_every: int = READ_EVERY
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+
+
 def autocast(device: torch.device, amp: str | None):
     """``torch.autocast`` for ``amp`` in {None, "bf16", "fp16"} (fp16 only on CUDA)."""
     if amp is None:
@@ -100,41 +122,34 @@ def train_one_epoch(
     loader,
     optimizer: torch.optim.Optimizer,
     encode: Encoder,
-    device: torch.device,
-    max_batches: int | None = None,
+    options: LoopOptions | None = None,
+    *,
     desc: str = "train",
-    progress: bool = True,
-    amp: str | None = None,
     scaler: torch.amp.GradScaler | None = None,
-    memory_format: torch.memory_format = torch.contiguous_format,
     state: EpochProgress | None = None,
     on_batch_end: Callable[[int, Callable[[], EpochProgress]], None] | None = None,
-    read_every: int = READ_EVERY,
-    training: str = "bptt",
-    sltt_k: int | None = None,
 ) -> EpochResult:
     """One pass over ``loader``: images ``(B, C, H, W)`` are encoded to ``(T, B, C, H, W)``
     and the model's logits ``(B, classes)`` trained with cross-entropy.
 
-    ``amp``: autocast dtype ("bf16", "fp16" with ``scaler``) or None for float32. ``training``:
-    "bptt" (one loss on the mean readout, backpropagated through time), or an online rule, "sltt" /
-    "ottt" (a loss and a backward per step, memory independent of T; ``sltt_k`` steps
-    backpropagated of T; :mod:`.online`).
-    ``state``: progress of this epoch so far (resuming mid-epoch: its first
+    ``options``: device, autocast, rule and batches (:class:`LoopOptions`; ``amp="fp16"`` wants a
+    ``scaler``). ``state``: progress of this epoch so far (resuming mid-epoch: its first
     ``state.batches`` batches are drawn and skipped, so the data order and
     augmentation stay those of an uninterrupted run).
 
     Nothing is read back from the device inside a batch: the loss and accuracy sums and a
-    non-finite flag stay there and are read every ``read_every`` batches (for the progress
+    non-finite flag stay there and are read every ``options.read_every`` batches (for the progress
     bar) and at the end. ``on_batch_end(batches_done, read)`` is called after every optimizer
     step; ``read()`` reads the sums (one host read) and returns the progress to checkpoint.
     Any read raises ``FloatingPointError`` naming the batches since the last read if a loss or
     a parameter became non-finite there, so no non-finite state is ever returned for saving.
     """
+    options = LoopOptions() if options is None else options
+    device, amp = options.device, options.amp
     model.train()
     state = EpochProgress() if state is None else state
     sums = _DeviceSums(state, device)
-    bar = _batches(loader, max_batches, desc, progress)
+    bar = _batches(loader, options.max_batches, desc, options.progress)
     start = time.perf_counter() - state.seconds
     checked = state.batches  # batches known to be finite
 
@@ -153,18 +168,18 @@ def train_one_epoch(
     for index, (images, labels) in enumerate(bar):
         if index < state.batches:
             continue
-        images = _to_device(images, device, memory_format)
+        images = _to_device(images, device, options.memory_format)
         labels = labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         scale = scaler.scale if scaler is not None else (lambda value: value)
-        if training == "bptt":
+        if options.training == "bptt":
             with autocast(device, amp):
                 logits = model(encode(images))
                 loss = F.cross_entropy(at_least_float32(logits), labels)
             scale(loss).backward()
         else:
             loss, logits = online_backward(
-                model, encode(images), labels, training, sltt_k, lambda: autocast(device, amp), scale
+                model, encode(images), labels, options.training, options.sltt_k, lambda: autocast(device, amp), scale
             )
         if scaler is not None:
             scaler.step(optimizer)
@@ -175,7 +190,7 @@ def train_one_epoch(
         sums.finite &= _parameters_finite(optimizer)
         state.batches = index + 1
         state.seen += len(labels)
-        if (state.batches - checked) % read_every == 0:
+        if (state.batches - checked) % options.read_every == 0:
             read()
             bar.set_postfix(loss=f"{state.loss_sum / state.seen:.3f}", acc=f"{100 * state.correct / state.seen:.1f}%")
         if on_batch_end is not None:
@@ -185,24 +200,18 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
-    loader,
-    encode: Encoder,
-    device: torch.device,
-    max_batches: int | None = None,
-    desc: str = "test",
-    progress: bool = True,
-    amp: str | None = None,
-    memory_format: torch.memory_format = torch.contiguous_format,
+    model: nn.Module, loader, encode: Encoder, options: LoopOptions | None = None, *, desc: str = "test"
 ) -> EpochResult:
     """Loss and accuracy of ``model`` on ``loader`` in eval mode (BNTT running statistics); the sums
     stay on the device until the end (one host read)."""
+    options = LoopOptions() if options is None else options
+    device, amp = options.device, options.amp
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen, start = 0, time.perf_counter()
-    for images, labels in _batches(loader, max_batches, desc, progress):
-        images = _to_device(images, device, memory_format)
+    for images, labels in _batches(loader, options.max_batches, desc, options.progress):
+        images = _to_device(images, device, options.memory_format)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = at_least_float32(model(encode(images)))

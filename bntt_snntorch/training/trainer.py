@@ -30,7 +30,7 @@ from ..plots import plot_training_curves
 from .checkpoint import load_latest_good, previous_path, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig
 from .distributed import all_reduce_sum, barrier, gather_generator_states, init_from_env, is_main, sync_batchnorm_tt
-from .loop import EpochProgress, evaluate, train_one_epoch
+from .loop import EpochProgress, EpochResult, LoopOptions, evaluate, train_one_epoch
 from .runs import build_model, run_datasets
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_s"]
@@ -132,6 +132,9 @@ class _Run:
         self.model = build_model(cfg).to(self.device).to(memory_format=self.memory_format)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
+        self.options = LoopOptions(self.device, cfg.amp, self.memory_format, cfg.max_batches, self.show,
+                                   cfg.training, cfg.sltt_k)  # fmt: skip
+        self.test_loader = DataLoader(self.test_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
         self.train_gen = torch.Generator(self.device).manual_seed(cfg.seed * self.world + self.rank)
         self.out = Path(cfg.output_dir)
         self.rows: list[dict] = []
@@ -223,108 +226,89 @@ class _Run:
     def _encoder(self, generator: torch.Generator):
         return lambda x: encoding.encode(x, self.cfg.num_steps, self.cfg.encode, generator)
 
+    # -- the run, step by step -------------------------------------------------------
     def run(self) -> TrainResult:
-        cfg = self.cfg
+        """Restore, write the config, run the remaining epochs, report."""
         resume_from = self._resume_path()
         if resume_from is not None:
             self._restore(resume_from)
-        if self.world > 1:
-            sync_batchnorm_tt(self.model)
-            train_model = DistributedDataParallel(self.model)
-        else:
-            train_model = self.model
-        train_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
-        speed = dict(amp=cfg.amp, memory_format=self.memory_format)
-        writer = _tensorboard(self.out) if (cfg.tensorboard and is_main()) else None
-        if is_main():
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(
-                self.out / "config.json",
-                {
-                    **cfg.to_dict(),
-                    "git_commit": _git_commit(),
-                    "torch": torch.__version__,
-                    "command": sys.argv,
-                    "world_size": self.world,
-                },
-            )
-
-        test_loader = DataLoader(self.test_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
-        for epoch in range(self.start_epoch, cfg.num_epochs + 1):
-            if cfg.weight_decay_until is not None and epoch > cfg.weight_decay_until:
-                for group in self.optimizer.param_groups:
-                    group["weight_decay"] = 0.0
-            lr = self.optimizer.param_groups[0]["lr"]
-            try:
-                train_one_epoch(
-                    train_model,
-                    self._train_loader(epoch),
-                    self.optimizer,
-                    self._encoder(self.train_gen),
-                    self.device,
-                    cfg.max_batches,
-                    f"epoch {epoch}/{cfg.num_epochs}",
-                    self.show,
-                    scaler=self.scaler,
-                    state=self.progress,
-                    on_batch_end=self._on_batch_end(epoch),
-                    training=cfg.training,
-                    sltt_k=cfg.sltt_k,
-                    **speed,
-                )
-            except FloatingPointError as err:
-                last = self.out / "last.pt"
-                kept = (
-                    f"the last good checkpoint is {last} (lower --lr and --resume it)"
-                    if last.exists()
-                    else "no checkpoint was written yet (lower --lr)"
-                )
-                raise FloatingPointError(f"{err}; {kept}") from None
-            p = self.progress
-            loss_sum, correct, seen = all_reduce_sum([p.loss_sum, p.correct, p.seen], self.device)
-            tr = EpochProgress(p.batches, loss_sum, int(correct), int(seen), p.seconds).result()
-            eval_encode = self._encoder(torch.Generator(self.device).manual_seed(cfg.eval_seed))
-            te = evaluate(
-                self.model, test_loader, eval_encode, self.device, cfg.max_batches, "test", self.show, **speed
-            )
-            self.scheduler.step()
-            self.rows.append(
-                dict(
-                    epoch=epoch,
-                    lr=lr,
-                    train_loss=tr.loss,
-                    train_acc=tr.accuracy,
-                    test_loss=te.loss,
-                    test_acc=te.accuracy,
-                    epoch_seconds=tr.seconds + te.seconds,
-                    samples_per_s=tr.samples_per_s,
-                )
-            )
-            self.progress = EpochProgress()
-            improved = te.accuracy > self.best_acc
-            if improved:
-                self.best_acc, self.best_epoch = te.accuracy, epoch
-            stats = (
-                _layer_stats(self.model, eval_encode(next(iter(test_loader))[0].to(self.device))) if is_main() else []
-            )
-            self.layer_rows += [{"epoch": epoch, **row} for row in stats]
-            self._save(epoch + 1, self.progress, best=improved)
-            if is_main():
-                self._write_epoch_files()
-                if writer is not None:
-                    _log_tensorboard(writer, self.rows[-1], stats, self.model)
-                if cfg.progress:
-                    print(
-                        f"epoch {epoch:3d}  lr {lr:.2e}  train loss {tr.loss:.4f} acc {100 * tr.accuracy:.2f}%  "
-                        f"test loss {te.loss:.4f} acc {100 * te.accuracy:.2f}%  {tr.samples_per_s:.0f} img/s",
-                        flush=True,
-                    )
-            barrier()
-
-        if is_main() and self.start_epoch > cfg.num_epochs:  # a finished run was resumed: no epoch rewrote it
+        train_model = self._training_model()
+        self._write_config()
+        writer = _tensorboard(self.out) if (self.cfg.tensorboard and is_main()) else None
+        for epoch in range(self.start_epoch, self.cfg.num_epochs + 1):
+            self._run_epoch(epoch, train_model, writer)
+        if is_main() and self.start_epoch > self.cfg.num_epochs:  # a finished run was resumed: no epoch rewrote it
             self._write_epoch_files()
         if writer is not None:
             writer.close()
+        return self._result()
+
+    def _training_model(self) -> nn.Module:
+        """The model the optimizer steps through: DDP over several processes, compiled if asked."""
+        model = self.model
+        if self.world > 1:
+            sync_batchnorm_tt(model)
+            model = DistributedDataParallel(model)
+        return torch.compile(model, dynamic=False) if self.cfg.compile else model
+
+    def _write_config(self) -> None:
+        if is_main():
+            self.out.mkdir(parents=True, exist_ok=True)
+            provenance = {"git_commit": _git_commit(), "torch": torch.__version__, "command": sys.argv}
+            write_json(self.out / "config.json", {**self.cfg.to_dict(), **provenance, "world_size": self.world})
+
+    def _run_epoch(self, epoch: int, train_model: nn.Module, writer) -> None:
+        """Train, evaluate, step the schedule, checkpoint and write the files of one epoch."""
+        if self.cfg.weight_decay_until is not None and epoch > self.cfg.weight_decay_until:
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = 0.0
+        lr = self.optimizer.param_groups[0]["lr"]
+        trained = self._train_epoch(epoch, train_model)
+        eval_encode = self._encoder(torch.Generator(self.device).manual_seed(self.cfg.eval_seed))
+        tested = evaluate(self.model, self.test_loader, eval_encode, self.options)
+        self.scheduler.step()
+        self.rows.append(dict(epoch=epoch, lr=lr, train_loss=trained.loss, train_acc=trained.accuracy,
+                              test_loss=tested.loss, test_acc=tested.accuracy,
+                              epoch_seconds=trained.seconds + tested.seconds,
+                              samples_per_s=trained.samples_per_s))  # fmt: skip
+        self.progress = EpochProgress()
+        improved = tested.accuracy > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = tested.accuracy, epoch
+        first_batch = next(iter(self.test_loader))[0].to(self.device)
+        stats = _layer_stats(self.model, eval_encode(first_batch)) if is_main() else []
+        self.layer_rows += [{"epoch": epoch, **row} for row in stats]
+        self._save(epoch + 1, self.progress, best=improved)
+        if is_main():
+            self._write_epoch_files()
+            if writer is not None:
+                _log_tensorboard(writer, self.rows[-1], stats, self.model)
+            if self.cfg.progress:
+                train_part = f"train loss {trained.loss:.4f} acc {100 * trained.accuracy:.2f}%"
+                test_part = f"test loss {tested.loss:.4f} acc {100 * tested.accuracy:.2f}%"
+                print(f"epoch {epoch:3d}  lr {lr:.2e}  {train_part}  {test_part}  {trained.samples_per_s:.0f} img/s",
+                      flush=True)  # fmt: skip
+        barrier()
+
+    def _train_epoch(self, epoch: int, train_model: nn.Module) -> EpochResult:
+        """One training epoch (resumed mid-epoch from ``self.progress``), its sums over all processes."""
+        try:
+            train_one_epoch(train_model, self._train_loader(epoch), self.optimizer, self._encoder(self.train_gen),
+                            self.options, desc=f"epoch {epoch}/{self.cfg.num_epochs}", scaler=self.scaler,
+                            state=self.progress, on_batch_end=self._on_batch_end(epoch))  # fmt: skip
+        except FloatingPointError as err:
+            last = self.out / "last.pt"
+            kept = (
+                f"the last good checkpoint is {last} (lower --lr and --resume it)"
+                if last.exists()
+                else "no checkpoint was written yet (lower --lr)"
+            )
+            raise FloatingPointError(f"{err}; {kept}") from None
+        p = self.progress
+        loss_sum, correct, seen = all_reduce_sum([p.loss_sum, p.correct, p.seen], self.device)
+        return EpochProgress(p.batches, loss_sum, int(correct), int(seen), p.seconds).result()
+
+    def _result(self) -> TrainResult:
         result = TrainResult(
             self.rows, self.model, self.out, self.out / "best.pt", self.out / "last.pt", self.best_acc, self.best_epoch
         )
