@@ -9,7 +9,6 @@ default; ``StepNeuron``: the base of a new neuron (write its ``step``). The regi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import snntorch as snn
@@ -19,7 +18,7 @@ from torch import nn
 from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
 from .kernels import BACKENDS, Plan, choose_plan, leaky_scan, report
-from .registry import Registry
+from .registry import Registry, RegistryEntry
 from .step_mode import StepModule, note_neuron_reset
 
 
@@ -307,42 +306,16 @@ def _initial_membrane(mem: torch.Tensor | None, x_seq: torch.Tensor) -> torch.Te
 
 
 # -- the registry ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NeuronInfo:
-    """A registered neuron: ``factory(beta, threshold=1.0)`` builds a multi-step layer."""
-
-    name: str
-    factory: Callable[..., nn.Module]
-    reset: str  # "subtract", "zero" or "none": what a spike does to the membrane
-    description: str
+@dataclass(frozen=True, kw_only=True)
+class NeuronInfo(RegistryEntry):
+    """A registered neuron: ``factory(beta, threshold=1.0)`` builds a multi-step layer that meets
+    :class:`StepNeuron`'s protocol (its reset and surrogate are the layer's own, ``layer.params()``)."""
 
 
-NEURONS: Registry[NeuronInfo] = Registry("neuron")
-
-
-def register_neuron(fn: Callable[..., nn.Module] | None = None, *, reset: str = "subtract"):
-    """Register a neuron factory ``fn(beta, threshold=1.0) -> layer`` under its function name
-    (``@register_neuron`` or ``@register_neuron(reset="zero")``); the first line of its
-    docstring describes it. The layer meets :class:`StepNeuron`'s protocol."""
-
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if reset not in RESET_MECHANISMS:
-            raise ValueError(f"reset must be one of {RESET_MECHANISMS}, got {reset!r}")
-        doc = (factory.__doc__ or "").strip().splitlines()
-        NEURONS.add(factory.__name__, NeuronInfo(factory.__name__, factory, reset, doc[0] if doc else ""))
-        return factory
-
-    return decorate if fn is None else decorate(fn)
-
-
-def neuron_info(name: str) -> NeuronInfo:
-    """The registry entry of neuron ``name``."""
-    return NEURONS.get(name)
-
-
-def list_neurons() -> list[str]:
-    """Names accepted by :func:`create_neuron` (and ``train.py --neuron``), sorted."""
-    return NEURONS.names()
+NEURONS: Registry[NeuronInfo] = Registry("neuron", NeuronInfo)
+register_neuron = NEURONS.register  # @register_neuron: a factory fn(beta, threshold=1.0) under its name
+neuron_info = NEURONS.get
+list_neurons = NEURONS.names
 
 
 def create_neuron(name: str, beta: float, threshold: float = 1.0) -> nn.Module:
@@ -350,32 +323,28 @@ def create_neuron(name: str, beta: float, threshold: float = 1.0) -> nn.Module:
     return neuron_info(name).factory(beta, threshold)
 
 
-@register_neuron(reset="subtract")
-def bntt_leaky(beta: float = 0.95, threshold: float = 1.0, backend: str = "auto") -> MultiStepLeaky:
+@register_neuron
+def bntt_leaky(
+    beta: float = 0.95, threshold: float = 1.0, backend: str = "auto", reset_mechanism: str = "subtract"
+) -> MultiStepLeaky:
     """The BNTT seed neuron: soft reset in the same step, reset detached, triangle surrogate."""
     return MultiStepLeaky(
         beta,
         threshold=threshold,
         spike_grad=surrogate.bntt_triangle(0.3, threshold),
-        reset_mechanism="subtract",
+        reset_mechanism=reset_mechanism,
         detach_reset=True,
         backend=backend,
     )
 
 
-@register_neuron(reset="zero")
+@register_neuron
 def bntt_leaky_zero(beta: float = 0.95, threshold: float = 1.0) -> MultiStepLeaky:
     """The BNTT seed neuron with reset to zero: fire, then the membrane is set to 0 in the same step."""
-    return MultiStepLeaky(
-        beta,
-        threshold=threshold,
-        spike_grad=surrogate.bntt_triangle(0.3, threshold),
-        reset_mechanism="zero",
-        detach_reset=True,
-    )
+    return bntt_leaky(beta, threshold, reset_mechanism="zero")
 
 
-@register_neuron(reset="subtract")
+@register_neuron
 def leaky(beta: float = 0.95, threshold: float = 1.0) -> MultiStepLeaky:
     """``snn.Leaky`` with its defaults (reset by subtraction from the previous step, ATan surrogate)."""
     return MultiStepLeaky(beta, threshold=threshold)

@@ -1,10 +1,12 @@
 """One registry mechanism for every kind of named part: models, data sets, neurons, norms.
 
-Each kind keeps a :class:`Registry` of entries (the kind's own info record, with its
-factory); ``@register_<kind>`` adds one, ``list_<kind>s()`` names them and
-``create_<kind>(name, ...)`` builds one. Registering a name twice replaces the first
-entry with a warning (as timm does); an unknown name is a one-line error listing the
-known ones.
+Each kind keeps a :class:`Registry` of entries: a :class:`RegistryEntry` subclass whose named
+fields are the kind's metadata (a model's ``ann``, a norm's ``per_step_statistics``, ...).
+:meth:`Registry.register` is the one decorator factory (``@register_<kind>`` is it, bound to the
+kind), :meth:`Registry.get` the one lookup (``<kind>_info``) and :meth:`Registry.names` the one
+listing (``list_<kind>s()``); ``create_<kind>(name, ...)`` builds one. Registering a name twice
+replaces the first entry with a warning (as timm does); an unknown name is a one-line error
+listing the known ones.
 
 Plug-ins: an installed distribution adds its own neurons, norms, models and data sets through the
 entry-point group ``bntt_snntorch.plugins``; each entry point names a module whose import
@@ -17,9 +19,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import warnings
-from typing import Generic, TypeVar
-
-Entry = TypeVar("Entry")
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 PLUGIN_GROUP = "bntt_snntorch.plugins"
 _plugins: list[str] | None = None  # the entry points loaded, once loading started
@@ -47,12 +49,39 @@ def load_plugins() -> list[str]:
     return _plugins
 
 
-class Registry(Generic[Entry]):
-    """Named entries of one ``kind`` ("model", "dataset", "neuron", "norm")."""
+@dataclass(frozen=True, kw_only=True)
+class RegistryEntry:
+    """What every registered part has: its ``name``, the ``factory`` that builds it and a one-line
+    ``description`` (the first line of the factory's docstring). Kinds add their metadata as fields."""
 
-    def __init__(self, kind: str):
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+Entry = TypeVar("Entry", bound=RegistryEntry)
+
+
+class Registry(Generic[Entry]):
+    """Named entries of one ``kind`` ("model", "dataset", "neuron", "norm"), each an ``entry_type``."""
+
+    def __init__(self, kind: str, entry_type: type[Entry]):
         self.kind = kind
+        self.entry_type = entry_type
         self._entries: dict[str, Entry] = {}
+
+    def register(self, fn: Callable | None = None, /, *, name: str | None = None, **metadata):
+        """Decorator: register ``fn`` as ``name`` (default: its function name) with the kind's
+        ``metadata`` fields. ``@register``, ``@register(field=value)`` and ``register(fn, ...)`` all work;
+        returns ``fn`` unchanged."""
+
+        def decorate(factory: Callable) -> Callable:
+            doc = (factory.__doc__ or "").strip().splitlines()
+            key = name or factory.__name__
+            self.add(key, self.entry_type(name=key, factory=factory, description=doc[0] if doc else "", **metadata))
+            return factory
+
+        return decorate if fn is None else decorate(fn)
 
     def add(self, name: str, entry: Entry) -> None:
         """Register ``entry`` as ``name`` (a second registration replaces the first, with a warning)."""

@@ -23,14 +23,13 @@ keys (plus ``scale`` for TEBN), as SpikingJelly's layers do.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .bntt import BatchNormTT1d, BatchNormTT2d
-from .registry import Registry
+from .registry import Registry, RegistryEntry
 from .step_mode import StepCounter
 
 
@@ -203,44 +202,24 @@ class TemporalEffectiveBatchNorm2d(_TemporalEffectiveBatchNorm, nn.BatchNorm2d):
 
 
 # -- the registry ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NormInfo:
+@dataclass(frozen=True, kw_only=True)
+class NormInfo(RegistryEntry):
     """A registered normalisation: ``factory(num_features, num_steps, dims, **options)`` builds
     the layer (``None`` for no normalisation); ``dims`` is 1 for ``(B, C)`` steps, 2 for
     ``(B, C, H, W)``."""
 
-    name: str
-    factory: Callable[..., nn.Module | None]
-    label: str  # its name in tables and plots
-    per_step_statistics: bool  # step t is normalised with statistics of step t alone (online training)
-    description: str
+    label: str = ""  # its name in tables and plots (default: its name)
+    per_step_statistics: bool = False  # step t is normalised with statistics of step t alone (online training)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
 
-NORM_REGISTRY: Registry[NormInfo] = Registry("norm")
-
-
-def register_norm(fn: Callable[..., nn.Module | None] | None = None, *, label: str | None = None,
-                  per_step_statistics: bool = False):  # fmt: skip
-    """Register a norm factory ``fn(num_features, num_steps, dims, **options)`` under its function
-    name (``@register_norm`` or ``@register_norm(label=..., per_step_statistics=True)``)."""
-
-    def decorate(factory: Callable[..., nn.Module | None]) -> Callable[..., nn.Module | None]:
-        doc = (factory.__doc__ or "").strip().splitlines()
-        name = factory.__name__
-        NORM_REGISTRY.add(name, NormInfo(name, factory, label or name, per_step_statistics, doc[0] if doc else ""))
-        return factory
-
-    return decorate if fn is None else decorate(fn)
-
-
-def norm_info(name: str) -> NormInfo:
-    """The registry entry of norm ``name``."""
-    return NORM_REGISTRY.get(name)
-
-
-def list_norms() -> list[str]:
-    """Names accepted by :func:`create_norm` (and ``train.py --norm``), sorted."""
-    return NORM_REGISTRY.names()
+NORM_REGISTRY: Registry[NormInfo] = Registry("norm", NormInfo)
+register_norm = NORM_REGISTRY.register  # @register_norm, @register_norm(label=..., per_step_statistics=True)
+norm_info = NORM_REGISTRY.get
+list_norms = NORM_REGISTRY.names
 
 
 def create_norm(name: str, num_features: int, num_steps: int, dims: int, **options) -> nn.Module | None:

@@ -19,7 +19,9 @@ from .plugins import toy_neuron, toy_norm
 def test_builtin_neurons_and_norms_are_registered_with_metadata():
     assert {"bntt_leaky", "bntt_leaky_zero", "leaky"} <= set(bn.list_neurons())
     assert {"bntt", "bn", "tdbn", "tebn", "none"} <= set(bn.list_norms())
-    assert neuron_info("bntt_leaky").reset == "subtract" and neuron_info("bntt_leaky_zero").reset == "zero"
+    resets = {name: bn.create_neuron(name, 0.9).params().reset_mechanism for name in ("bntt_leaky", "bntt_leaky_zero")}
+    assert resets == {"bntt_leaky": "subtract", "bntt_leaky_zero": "zero"}
+    assert neuron_info("bntt_leaky_zero").description.startswith("The BNTT seed neuron with reset to zero")
     from bntt_snntorch.temporal_norm import norm_info
 
     assert norm_info("bntt").per_step_statistics and not norm_info("tebn").per_step_statistics

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..registry import Registry
+from ..registry import Registry, RegistryEntry
 
 Builder = Callable[[Path, bool, "DataOptions"], tuple[Dataset, Dataset]]
 
@@ -56,32 +56,34 @@ class DataOptions:
 
 EventOptions = DataOptions  # the name of earlier releases
 
-DATASETS: Registry[tuple[Builder, DatasetInfo, Callable[[], tuple[float, float]] | None]] = Registry("dataset")
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetEntry(RegistryEntry):
+    """A registered data set: ``factory`` is its builder; ``stats`` computes ``(mean, std)`` on first
+    use where ``info`` leaves them ``None``."""
+
+    info: DatasetInfo
+    stats: Callable[[], tuple[float, float]] | None = None
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset", DatasetEntry)
+list_datasets = DATASETS.names
 
 
 def register_dataset(name: str, info: DatasetInfo, stats: Callable[[], tuple[float, float]] | None = None):
     """Decorator: make ``builder`` available as ``name`` to :func:`build_datasets` and ``--dataset``.
     ``stats``: computes ``(mean, std)`` on first use when ``info`` leaves them ``None``."""
-
-    def decorate(builder: Builder) -> Builder:
-        DATASETS.add(name, (builder, info, stats))
-        return builder
-
-    return decorate
-
-
-def list_datasets() -> list[str]:
-    """Registered data-set names, sorted."""
-    return DATASETS.names()
+    return DATASETS.register(name=name, info=info, stats=stats)
 
 
 def dataset_info(name: str, frame_size: int | None = None) -> DatasetInfo:
     """What ``name`` holds; for event data sets ``frame_size`` (``--dvs-size``) replaces the sensor size."""
-    _, info, stats = DATASETS.get(name)
+    entry = DATASETS.get(name)
+    info = entry.info
     if info.events and frame_size:
         info = replace(info, image_size=frame_size)
-    if info.mean is None and stats is not None:
-        mean, std = stats()
+    if info.mean is None and entry.stats is not None:
+        mean, std = entry.stats()
         info = replace(info, mean=(mean,), std=(std,))
     return info
 
@@ -97,5 +99,5 @@ def build_datasets(
     """
     options = options or DataOptions()
     info = dataset_info(name, options.size)  # raises for an unknown name
-    train, test = DATASETS.get(name)[0](Path(data_dir), download, options)
+    train, test = DATASETS.get(name).factory(Path(data_dir), download, options)
     return train, test, info

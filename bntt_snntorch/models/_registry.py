@@ -6,21 +6,19 @@ no time steps; trained to be converted) and whether its factory takes the input 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch.nn as nn
 
-from ..registry import Registry
+from ..registry import Registry, RegistryEntry
 from ..step_mode import set_step_mode
 
 
-@dataclass(frozen=True)
-class ModelInfo:
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo(RegistryEntry):
     """What the training code needs to know of a registered model."""
 
-    name: str
-    factory: Callable[..., nn.Module]
     ann: bool = False  # images (B, C, H, W) in, no time axis (converted to an SNN later)
     takes_encoding: bool = False  # the factory takes ``encode`` ("p" / "d"): its init depends on the coding
     takes_norm: bool = False  # the factory takes ``norm`` (a name of bntt_snntorch.list_norms())
@@ -31,44 +29,16 @@ class ModelInfo:
         return not self.ann
 
 
-MODELS: Registry[ModelInfo] = Registry("model")
-
-
-def register_model(
-    fn: Callable[..., nn.Module] | None = None,
-    *,
-    ann: bool = False,
-    takes_encoding: bool = False,
-    takes_norm: bool = False,
-):
-    """Register ``fn`` under its function name (``@register_model`` or ``@register_model(ann=True)``).
-    Registering a name twice replaces the first entry with a warning (as timm does)."""
-
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        MODELS.add(factory.__name__, ModelInfo(factory.__name__, factory, ann, takes_encoding, takes_norm))
-        return factory
-
-    return decorate if fn is None else decorate(fn)
-
-
-def register_ann(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """``register_model(fn, ann=True)``: an ANN (for conversion)."""
-    return register_model(fn, ann=True)
-
-
-def model_info(name: str) -> ModelInfo:
-    """The registry entry of ``name``."""
-    return MODELS.get(name)
+MODELS: Registry[ModelInfo] = Registry("model", ModelInfo)
+register_model = MODELS.register  # @register_model, @register_model(takes_norm=True)
+register_ann = partial(MODELS.register, ann=True)  # @register_ann: an ANN (for conversion)
+model_info = MODELS.get
+list_models = MODELS.names
 
 
 def is_ann(name: str) -> bool:
     """Whether model ``name`` is an ANN (trained with ``--encode none``, then converted)."""
     return model_info(name).ann
-
-
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted."""
-    return MODELS.names()
 
 
 def create_model(name: str, *, step_mode: str | None = None, **kwargs) -> nn.Module:

@@ -42,7 +42,7 @@ class PerSampleNorm(StepModule, nn.Module):
         return self.multi_step(x)
 
 
-@register_neuron(reset="zero")
+@register_neuron
 def plugin_if(beta: float, threshold: float = 1.0) -> HardResetIF:
     """An integrate-and-fire neuron from a plug-in."""
     return HardResetIF(beta, threshold)

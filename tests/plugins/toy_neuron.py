@@ -31,7 +31,7 @@ class ToyIF(StepNeuron):
         return spk, mem * (1 - spk.detach())
 
 
-@register_neuron(reset="zero")
+@register_neuron
 def toy_if(beta: float, threshold: float = 1.0) -> ToyIF:
     """A toy integrate-and-fire neuron (test plug-in)."""
     return ToyIF(beta, threshold)
