@@ -1,5 +1,5 @@
-"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch analyze``."""
+"""Deprecated alias of ``python -m bntt_snntorch analyze`` (:mod:`bntt_snntorch._compat`)."""
 
-from .commands import deprecated_alias
+from ._compat import alias_module
 
-deprecated_alias("bntt_snntorch.analyze", "analyze", __name__)
+alias_module("bntt_snntorch.analyze", __name__)

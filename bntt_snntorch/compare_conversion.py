@@ -1,5 +1,5 @@
-"""Deprecated since 0.2 (removed in the next release): ``python -m bntt_snntorch compare-conversion``."""
+"""Deprecated alias of ``python -m bntt_snntorch compare-conversion`` (:mod:`bntt_snntorch._compat`)."""
 
-from .commands import deprecated_alias
+from ._compat import alias_module
 
-deprecated_alias("bntt_snntorch.compare_conversion", "compare-conversion", __name__)
+alias_module("bntt_snntorch.compare_conversion", __name__)

@@ -22,12 +22,12 @@ keys (plus ``scale`` for TEBN), as SpikingJelly's layers do.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ._compat import deprecated, old_attribute
 from .bntt import BatchNormTT1d, BatchNormTT2d
 from .registry import Registry, RegistryEntry
 from .step_mode import StepCounter
@@ -65,12 +65,7 @@ class _SharedStatisticsNorm(StepCounter):
         if self.step_mode == "s":
             return self.step(x, t)
         if t is not None:
-            warnings.warn(
-                f"{type(self).__name__}: norm(x, t) on a layer in step_mode='m'; since 0.2 the step mode is "
-                "explicit: call norm.step(x, t) or set step_mode='s'. This form stops working in the next release.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            deprecated("norm(x, t) on a norm in step_mode='m'", stacklevel=2)
             return self.step(x, t)
         return self.multi_step(x)
 
@@ -258,20 +253,5 @@ def none(num_features: int, num_steps: int, dims: int) -> None:
     return None
 
 
-def temporal_norm(kind: str, num_features: int, time_steps: int, dims: int, bntt_eps: float = 1e-5) -> nn.Module | None:
-    """Deprecated since 0.2: :func:`create_norm` (``bntt_eps`` is BNTT's ``eps`` option)."""
-    warnings.warn(
-        "bntt_snntorch.temporal_norm.temporal_norm() is deprecated; use create_norm(name, num_features, time_steps, "
-        "dims, **options)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    options = {"eps": bntt_eps} if kind == "bntt" else {}
-    return create_norm(kind, num_features, time_steps, dims, **options)
-
-
 def __getattr__(name: str):
-    if name == "NORMS":
-        warnings.warn("bntt_snntorch.temporal_norm.NORMS is deprecated; use list_norms()", DeprecationWarning, 2)
-        return tuple(list_norms())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return old_attribute(__name__, name)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ._compat import deprecated
 from .step_mode import StepCounter
 
 
@@ -32,9 +32,9 @@ class ThroughTime(StepCounter, nn.ModuleList):
     whatever the mode; neither form touches the counter unless ``t`` is None.
 
     ``step_ndim`` (the rank of one step: 2 for ``(B, F)``, 4 for ``(B, C, H, W)``;
-    inferred for batch norms, else 2) is kept only to recognise the pre-0.2 call
-    ``tt(x_seq)`` in step mode "s", which still runs the sequence for one
-    release with a ``DeprecationWarning``.
+    inferred for batch norms, else 2) is kept only to recognise the old call
+    ``tt(x_seq)`` in step mode "s", which still runs the sequence until it goes
+    away (:mod:`bntt_snntorch._compat`).
     """
 
     def __init__(
@@ -70,13 +70,7 @@ class ThroughTime(StepCounter, nn.ModuleList):
                 )
             return self.multi_step(x)
         if t is None and self._legacy_sequence(x):
-            warnings.warn(
-                f"{type(self).__name__}: a sequence of shape {tuple(x.shape)} given in step_mode='s'; since 0.2 "
-                "the step mode is explicit: construct it with step_mode='m', call .multi_step(x_seq), or "
-                "bntt_snntorch.set_step_mode(net, 'm'). This form stops working in the next release.",
-                DeprecationWarning,
-                stacklevel=3,
-            )
+            deprecated("a sequence (T, B, ...) given to a ThroughTime layer in step_mode='s'", stacklevel=3)
             return self.multi_step(x)
         return self.step(x, t)
 

@@ -130,13 +130,10 @@ def test_analyze_command_writes_tables_and_plots(tmp_path):
     }
 
 
-def test_analyze_command_and_deprecated_evaluate_flag_on_a_bad_checkpoint(tmp_path):
+def test_analyze_command_on_a_missing_or_bad_checkpoint(tmp_path):
     from bntt_snntorch.commands import main as command
-    from bntt_snntorch.commands.train import run
 
     assert command(["analyze", str(tmp_path / "missing")]) == 2
     bad = tmp_path / "bad.pt"
     torch.save({"weights": 1}, bad)
     assert command(["analyze", str(bad)]) == 2
-    with pytest.warns(DeprecationWarning, match="python -m bntt_snntorch analyze"):
-        assert run(["--evaluate", str(bad)]) == 2

@@ -52,33 +52,3 @@ def test_console_scripts_and_architecture_name_the_registry():
     assert set(scripts) == set(expected)
     architecture = (ROOT / "ARCHITECTURE.md").read_text()
     assert all(f"`{name}`" in architecture for name in COMMANDS)
-
-
-@pytest.mark.parametrize(
-    "argv,new",
-    [
-        (["-m", "bntt_snntorch.analyze", "--help"], "python -m bntt_snntorch analyze"),
-        (["-m", "bntt_snntorch.compare_norms", "--help"], "python -m bntt_snntorch compare-norms"),
-        (["-m", "bntt_snntorch.commands.convert", "--help"], "python -m bntt_snntorch convert"),
-        (["train.py", "convert", "--help"], "python -m bntt_snntorch convert"),
-    ],
-)
-def test_old_routes_still_run_with_a_deprecation_warning(argv, new):
-    result = _run(*argv)
-    assert result.returncode == 0 and "usage:" in result.stdout
-    assert "DeprecationWarning" in result.stderr and new in result.stderr
-
-
-def test_old_python_names_still_work_with_a_deprecation_warning(tmp_path):
-    from bntt_snntorch.commands import analyze, convert
-
-    with pytest.warns(DeprecationWarning, match="analyze_run"):
-        with pytest.raises(Exception, match="no checkpoint"):
-            analyze.analyze(tmp_path / "missing")
-    with pytest.warns(DeprecationWarning, match="convert_run"):
-        with pytest.raises(Exception, match="no checkpoint"):
-            convert.convert_checkpoint(tmp_path / "missing", tmp_path / "out", norm=10)
-    import bntt_snntorch.compare_coding as old
-
-    with pytest.warns(DeprecationWarning, match="bntt_snntorch.compare_coding is deprecated"):
-        assert callable(old.get_args_parser)

@@ -146,7 +146,7 @@ def test_compare_coding_command(tmp_path):
                 "1",
                 "--eps",
                 "0.05",
-                "--pgd-steps",
+                "--pgd-iterations",
                 "2",
                 "--draws",
                 "1",

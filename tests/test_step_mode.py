@@ -94,17 +94,6 @@ def test_the_rank_of_a_tensor_never_picks_the_mode():
         bn.set_step_mode(net, "m")(torch.rand(2, 1, 8, 8))
 
 
-def test_a_sequence_in_single_step_mode_still_runs_with_a_deprecation_warning():
-    layer = bn.BatchNormTT2d(4, 3)
-    x = torch.randn(3, 2, 4, 5, 5)
-    with pytest.warns(DeprecationWarning, match="step_mode='m'"):
-        y = layer(x)
-    assert_close(y, layer.multi_step(x))
-    tebn = bn.TemporalEffectiveBatchNorm2d(4, 3).eval()
-    with pytest.warns(DeprecationWarning, match=r"norm.step\(x, t\)"):
-        assert_close(tebn(x[1], 1), tebn.step(x[1], 1))
-
-
 def test_set_step_mode_leaves_snntorch_neurons_and_returns_the_net():
     import snntorch as snn
 

@@ -138,16 +138,6 @@ def test_every_norm_builds_the_bntt_vggs_and_runs_both_ways():
     assert create_model("vgg9", num_steps=2, norm="tdbn").features[0].norm.eps == 1e-5  # tdBN keeps its paper's eps
 
 
-def test_the_old_norm_names_still_work_with_a_deprecation_warning():
-    from bntt_snntorch import temporal_norm
-
-    with pytest.warns(DeprecationWarning, match="list_norms"):
-        assert set(temporal_norm.NORMS) == set(list_norms())
-    with pytest.warns(DeprecationWarning, match="create_norm"):
-        old = temporal_norm.temporal_norm("bntt", 4, 3, dims=2, bntt_eps=1e-4)
-    assert isinstance(old, bs.BatchNormTT2d) and old[0].eps == 1e-4
-
-
 def test_norm_flag_is_recorded_and_old_runs_load(tmp_path):
     main(
         get_args_parser().parse_args(

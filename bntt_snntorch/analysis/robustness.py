@@ -14,7 +14,6 @@ spike has no gradient of its own.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import encoding
+from .._compat import renamed_keywords
 
 
 def differentiable_encoder(
@@ -72,6 +72,7 @@ def fgsm(model: nn.Module, x, y, eps: float, encode, box: PixelBox, draws: int =
     return box.project(x + grad.sign() * eps / box.std, x, eps).detach()
 
 
+@renamed_keywords(steps="iterations")
 def pgd(
     model: nn.Module,
     x,
@@ -84,13 +85,9 @@ def pgd(
     draws: int = 1,
     random_start: bool = True,
     generator: torch.Generator | None = None,
-    *,
-    steps: int | None = None,
 ):
     """``iterations`` signed-gradient steps of ``step_size`` (default ``2.5 * eps / iterations``, pixel
-    units), projected onto the eps-ball and the valid range; uniform random start inside the ball.
-    (``steps=`` is the pre-0.2 name of ``iterations``.)"""
-    iterations = _renamed(steps, "steps", iterations, "iterations")
+    units), projected onto the eps-ball and the valid range; uniform random start inside the ball."""
     if eps == 0:
         return x.clone()
     step_size = 2.5 * eps / iterations if step_size is None else step_size
@@ -109,6 +106,7 @@ def _accuracy(model, x, y, encode) -> int:
     return (model(encode(x)).argmax(1) == y).sum().item()
 
 
+@renamed_keywords(pgd_steps="pgd_iterations")
 def robust_accuracy(
     model: nn.Module,
     loader,
@@ -122,12 +120,9 @@ def robust_accuracy(
     pgd_iterations: int = 7,
     seed: int = 0,
     max_batches: int | None = None,
-    *,
-    pgd_steps: int | None = None,
 ) -> dict[float, float]:
     """Accuracy under ``attack`` ("fgsm" or "pgd", ``pgd_iterations`` of it) for each eps:
-    ``{eps: accuracy}``. (``pgd_steps=`` is the pre-0.2 name of ``pgd_iterations``.)"""
-    pgd_iterations = _renamed(pgd_steps, "pgd_steps", pgd_iterations, "pgd_iterations")
+    ``{eps: accuracy}``."""
     model.eval()
     gen = torch.Generator(device).manual_seed(seed)
     encode = differentiable_encoder(encode_method, num_steps, gen)
@@ -145,13 +140,3 @@ def robust_accuracy(
             correct[eps] += _accuracy(model, x_adv, y, encode)
         seen += len(y)
     return {eps: c / seen for eps, c in correct.items()}
-
-
-def _renamed(old_value, old: str, value, new: str):
-    """``value``, or ``old_value`` (with a DeprecationWarning) when the caller used the pre-0.2 keyword."""
-    if old_value is None:
-        return value
-    warnings.warn(
-        f"{old}= is deprecated since 0.2 (the time-step count is num_steps); use {new}=", DeprecationWarning, 3
-    )
-    return old_value

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 from dataclasses import dataclass
 
 
@@ -62,38 +61,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     return command_module(name).run(rest)
-
-
-def warn_deprecated_route(old: str, new: str) -> None:
-    """A DeprecationWarning, shown on a command line too, that ``old`` is now ``python -m bntt_snntorch new``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", DeprecationWarning)
-        warnings.warn(
-            f"{old} is deprecated since 0.2 and goes away in the next release; use: python -m bntt_snntorch {new}",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-
-
-def deprecated_route(old: str, name: str, argv: list[str] | None = None) -> int:
-    """Run command ``name`` reached by the pre-0.2 route ``old``, with a DeprecationWarning naming the new one."""
-    warn_deprecated_route(old, name)
-    return command_module(name).run(sys.argv[1:] if argv is None else argv)
-
-
-def deprecated_alias(old_module: str, name: str, module_name: str) -> None:
-    """The pre-0.2 alias module ``old_module`` of command ``name``: run as ``python -m old_module`` it
-    runs the command; imported, its attributes are the command module's; both with a DeprecationWarning."""
-    if module_name == "__main__":
-        sys.exit(deprecated_route(f"python -m {old_module}", name))
-
-    def forward(attribute: str):
-        warnings.warn(
-            f"{old_module} is deprecated since 0.2; import from bntt_snntorch.commands.{COMMANDS[name].module} "
-            "(or the functions of bntt_snntorch.experiments)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(command_module(name), attribute)
-
-    sys.modules[module_name].__getattr__ = forward

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
+from .._compat import old_attribute, old_script_route
 from ..experiments import AnalysisOptions, analyze_run
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
+from .common import (
+    add_device_flag,
+    add_flag,
+    command_parser,
+    options_from_args,
+    run_command_line,
+)
 
 DEFAULTS = AnalysisOptions
 
@@ -50,11 +56,7 @@ def add_analysis_args(p: argparse.ArgumentParser, positional: bool = True) -> No
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch analyze",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser("analyze", __doc__)
     add_analysis_args(p)
     add_flag(p, "--data-dir", help="data root (default: the run's)")
     add_device_flag(p, default=DEFAULTS.device)
@@ -69,23 +71,12 @@ def main(args: argparse.Namespace) -> dict:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point (``bntt-analyze``); exit status."""
-    args = get_args_parser().parse_args(argv)
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv)
 
 
-def analyze(run: str, **options) -> dict:
-    """Deprecated since 0.2: :func:`bntt_snntorch.experiments.analyze_run` with an
-    :class:`~bntt_snntorch.experiments.AnalysisOptions`."""
-    warnings.warn(
-        "bntt_snntorch.commands.analyze.analyze(run, **options) is deprecated; use "
-        "bntt_snntorch.experiments.analyze_run(run, AnalysisOptions(**options))",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return analyze_run(run, AnalysisOptions(**options))
+def __getattr__(name: str):
+    return old_attribute(__name__, name)
 
 
 if __name__ == "__main__":
-    from . import deprecated_route
-
-    sys.exit(deprecated_route("python -m bntt_snntorch.commands.analyze", "analyze"))
+    sys.exit(old_script_route(__spec__.name))

@@ -7,9 +7,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 
+from .._compat import add_old_flags
 from ..data import CorruptRecordingError, DatasetNotFoundError
 from ..training.config import ConfigError
 from ..training.runs import CheckpointError
+from ..utils import tune_cpu_allocator
 
 # One spelling per concept (dash style); the seed repositories' spellings stay as aliases, so
 # their command lines run unchanged. Every command declares its flags through add_flag.
@@ -30,7 +32,6 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "--results-file": ("--results_file",),
     "--one-step": ("--one_step",),
     "--eval-size": ("--eval_size",),
-    "--pgd-iterations": ("--pgd-steps", "--pgd_steps"),  # the name before 0.2
     "--norm-images": ("--norm",),  # the conversion script's spelling
     "--sltt-k": ("--sltt_k",),
 }
@@ -56,7 +57,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def add_flag(parser, flag: str, **kwargs) -> argparse.Action:
     """``parser.add_argument(flag, *its aliases, dest=<flag with underscores>, **kwargs)``."""
     kwargs.setdefault("dest", flag.lstrip("-").replace("-", "_"))
-    return parser.add_argument(flag, *FLAG_ALIASES.get(flag, ()), **kwargs)
+    action = parser.add_argument(flag, *FLAG_ALIASES.get(flag, ()), **kwargs)
+    add_old_flags(parser, flag, **kwargs)
+    return action
 
 
 def add_device_flag(parser, default: str | None = "auto") -> None:
@@ -65,6 +68,22 @@ def add_device_flag(parser, default: str | None = "auto") -> None:
     unset = " (default: auto)" if default is None else ""  # else the help formatter shows the default
     parser.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N{unset}")
     parser.add_argument("--gpu", dest="device", action="store_const", const="cuda", help="the same as --device cuda")
+
+
+def run_command_line(get_args_parser, main, argv: list[str] | None = None, *, tune_allocator: bool = False) -> int:
+    """A command's console entry point: parse ``argv`` with its parser, then ``main(args)`` under
+    :func:`exit_status`; ``tune_allocator``: tune the CPU allocator first (the training studies)."""
+    args = get_args_parser().parse_args(argv)
+    if tune_allocator:
+        tune_cpu_allocator()
+    return exit_status(lambda: main(args))
+
+
+def command_parser(name: str, description: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m bntt_snntorch <name>``: its module docstring as the description."""
+    return argparse.ArgumentParser(
+        prog=f"python -m bntt_snntorch {name}", description=description, formatter_class=HelpFormatter
+    )
 
 
 def exit_status(action: Callable[[], object]) -> int:

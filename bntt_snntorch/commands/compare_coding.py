@@ -14,19 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._compat import old_script_route
 from ..experiments import CodingStudyOptions, compare_coding
-from ..utils import tune_cpu_allocator
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
+from .common import (
+    add_device_flag,
+    add_flag,
+    command_parser,
+    options_from_args,
+    run_command_line,
+)
 
 DEFAULTS = CodingStudyOptions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch compare-coding",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser("compare-coding", __doc__)
     p.add_argument("--dataset", default=DEFAULTS.dataset, help="data set")
     p.add_argument(
         "--arch",
@@ -59,12 +61,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point; exit status."""
-    args = get_args_parser().parse_args(argv)
-    tune_cpu_allocator()
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv, tune_allocator=True)
 
 
 if __name__ == "__main__":
-    from . import deprecated_route
-
-    sys.exit(deprecated_route("python -m bntt_snntorch.commands.compare_coding", "compare-coding"))
+    sys.exit(old_script_route(__spec__.name))

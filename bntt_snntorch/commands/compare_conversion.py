@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._compat import old_script_route
 from ..experiments import ConversionStudyOptions, compare_conversion
-from .common import HelpFormatter, add_flag, exit_status, options_from_args
+from .common import add_flag, command_parser, options_from_args, run_command_line
 
 DEFAULTS = ConversionStudyOptions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch compare-conversion",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser("compare-conversion", __doc__)
     add_flag(p, "--output-dir", default=DEFAULTS.output_dir, help="study folder")
     add_flag(p, "--num-steps", type=int, default=DEFAULTS.num_steps, help="simulation steps")
     p.add_argument("--percentile", type=float, default=DEFAULTS.percentile)
@@ -49,11 +46,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point; exit status."""
-    args = get_args_parser().parse_args(argv)
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv)
 
 
 if __name__ == "__main__":
-    from . import deprecated_route
-
-    sys.exit(deprecated_route("python -m bntt_snntorch.commands.compare_conversion", "compare-conversion"))
+    sys.exit(old_script_route(__spec__.name))

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 
 from ..experiments import NIRStudyOptions, compare_nir
-from .common import HelpFormatter, add_flag, exit_status, options_from_args
+from .common import add_flag, command_parser, options_from_args, run_command_line
 
 DEFAULTS = NIRStudyOptions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch compare-nir", description=__doc__, formatter_class=HelpFormatter
-    )
+    p = command_parser("compare-nir", __doc__)
     p.add_argument("--dataset", default=DEFAULTS.dataset, choices=["digits", "digits-dvs"])
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     add_flag(p, "--num-epochs", type=int, help="epochs (default: the recipe's)")
@@ -38,5 +36,4 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point; exit status."""
-    args = get_args_parser().parse_args(argv)
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv)

@@ -14,20 +14,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._compat import old_script_route
 from ..experiments import NormStudyOptions, compare_norms
 from ..temporal_norm import list_norms
-from ..utils import tune_cpu_allocator
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
+from .common import (
+    add_device_flag,
+    add_flag,
+    command_parser,
+    options_from_args,
+    run_command_line,
+)
 
 DEFAULTS = NormStudyOptions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch compare-norms",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser("compare-norms", __doc__)
     p.add_argument(
         "--dataset", default=DEFAULTS.dataset, choices=["digits", "digits-dvs", "cifar10", "cifar100", "cifar10-dvs"]
     )
@@ -58,12 +60,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point; exit status."""
-    args = get_args_parser().parse_args(argv)
-    tune_cpu_allocator()
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv, tune_allocator=True)
 
 
 if __name__ == "__main__":
-    from . import deprecated_route
-
-    sys.exit(deprecated_route("python -m bntt_snntorch.commands.compare_norms", "compare-norms"))
+    sys.exit(old_script_route(__spec__.name))

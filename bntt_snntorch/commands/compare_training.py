@@ -12,16 +12,19 @@ from __future__ import annotations
 import argparse
 
 from ..experiments import TrainingStudyOptions, compare_training
-from ..utils import tune_cpu_allocator
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
+from .common import (
+    add_device_flag,
+    add_flag,
+    command_parser,
+    options_from_args,
+    run_command_line,
+)
 
 DEFAULTS = TrainingStudyOptions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch compare-training", description=__doc__, formatter_class=HelpFormatter
-    )
+    p = command_parser("compare-training", __doc__)
     p.add_argument("--dataset", default=DEFAULTS.dataset, choices=["digits", "digits-dvs", "cifar10", "cifar10-dvs"])
     p.add_argument("--modes", nargs="+", choices=list(DEFAULTS.modes), default=DEFAULTS.modes, help="rules to compare")
     add_flag(p, "--sltt-k", type=int, default=DEFAULTS.sltt_k, help="K of SLTT-K")
@@ -42,6 +45,4 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point; exit status."""
-    args = get_args_parser().parse_args(argv)
-    tune_cpu_allocator()
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv, tune_allocator=True)

@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
+from .._compat import old_attribute, old_script_route
 from ..experiments import ConversionOptions, convert_run
 from ..models import is_ann, list_models
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
+from .common import (
+    add_device_flag,
+    add_flag,
+    command_parser,
+    options_from_args,
+    run_command_line,
+)
 
 DEFAULTS = ConversionOptions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bntt_snntorch convert",
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
+    p = command_parser("convert", __doc__)
     add_flag(p, "--output-dir", required=True, help="output folder")
     p.add_argument("--model", required=True, help="run folder / checkpoint, or a state dict of the original code")
     add_flag(
@@ -104,25 +106,12 @@ def main(args: argparse.Namespace) -> dict:
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point (``bntt-convert``); user errors become one line on stderr (exit 2)."""
-    args = get_args_parser().parse_args(argv)
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv)
 
 
-def convert_checkpoint(model, output_dir, *, norm: int | None = None, **options) -> dict:
-    """Deprecated since 0.2: :func:`bntt_snntorch.experiments.convert_run` with a
-    :class:`~bntt_snntorch.experiments.ConversionOptions` (``norm`` is now ``norm_images``)."""
-    warnings.warn(
-        "bntt_snntorch.commands.convert.convert_checkpoint(model, output_dir, **options) is deprecated; use "
-        "bntt_snntorch.experiments.convert_run(model, output_dir, ConversionOptions(**options))",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    if norm is not None:
-        options["norm_images"] = norm
-    return convert_run(model, output_dir, ConversionOptions(**options))
+def __getattr__(name: str):
+    return old_attribute(__name__, name)
 
 
 if __name__ == "__main__":
-    from . import deprecated_route
-
-    sys.exit(deprecated_route("python -m bntt_snntorch.commands.convert", "convert"))
+    sys.exit(old_script_route(__spec__.name))

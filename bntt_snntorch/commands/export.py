@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..experiments import ExportOptions, export_run
-from .common import HelpFormatter, exit_status
+from .common import HelpFormatter, run_command_line
 
 DEFAULTS = ExportOptions
 
@@ -34,5 +34,4 @@ def main(args: argparse.Namespace):
 
 def run(argv: list[str] | None = None) -> int:
     """Console entry point (``bntt-export``); exit status."""
-    args = get_args_parser().parse_args(argv)
-    return exit_status(lambda: main(args))
+    return run_command_line(get_args_parser, main, argv)

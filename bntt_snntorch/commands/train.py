@@ -4,8 +4,8 @@ registered model, neuron, norm and data set.
 ``get_args_parser()`` builds the parser, ``config_from_args(args)`` turns parsed flags into a
 :class:`~bntt_snntorch.TrainConfig`, ``main(args)`` trains (:func:`bntt_snntorch.train`) and
 returns the :class:`~bntt_snntorch.TrainResult`; ``run(argv)`` is the console entry point
-(user errors: one line on stderr, exit status 2). The pre-0.2 routes ``train.py convert ...``
-and ``train.py --evaluate RUN`` still run (with a DeprecationWarning) until the next release.
+(user errors: one line on stderr, exit status 2). Its old routes (``train.py convert``,
+``--evaluate``) are in :mod:`bntt_snntorch._compat`.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ import argparse
 import sys
 from dataclasses import fields
 
+from .._compat import add_old_train_flags, old_script_route, old_train_route
 from ..data import list_datasets
-from ..experiments import AnalysisOptions, analyze_run
 from ..models import list_models
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms
 from ..training import RECIPES, TrainConfig, TrainResult, train
 from ..training.recipes import ARCH_ALIASES
 from ..utils import tune_cpu_allocator
-from .analyze import add_analysis_args
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status, options_from_args
+from .common import HelpFormatter, add_device_flag, add_flag, exit_status
 
 
 def _positive(kind):
@@ -120,11 +119,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     add_flag(g, "--save-every", type=_positive(int), help="also checkpoint every N training steps (mid-epoch)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="log to <output-dir>/tensorboard")
-    g.add_argument(
-        "--evaluate",
-        metavar="RUN_OR_CHECKPOINT",
-        help="deprecated since 0.2: python -m bntt_snntorch analyze RUN (the analysis flags below go with it)",
-    )
     g = p.add_argument_group("speed")
     g.add_argument(
         "--amp",
@@ -139,7 +133,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(
         g, "--channels-last", action="store_true", default=None, help="channels_last memory format for the convolutions"
     )
-    add_analysis_args(p, positional=False)
+    add_old_train_flags(p)
     return p
 
 
@@ -157,21 +151,13 @@ def main(args: argparse.Namespace) -> TrainResult:
 def run(argv: list[str] | None = None) -> int:
     """Console entry point (``train.py``, ``bntt-train``): parse, then train; exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["convert"]:
-        from . import deprecated_route
-
-        return deprecated_route("train.py convert", "convert", argv[1:])
-    args = get_args_parser().parse_args(argv)
     tune_cpu_allocator()
-    if args.evaluate:
-        from . import warn_deprecated_route
-
-        warn_deprecated_route("train.py --evaluate RUN", "analyze RUN")
-        return exit_status(lambda: analyze_run(args.evaluate, options_from_args(AnalysisOptions, args)))
+    old = old_train_route(argv)
+    if old is not None:
+        return old
+    args = get_args_parser().parse_args(argv)
     return exit_status(lambda: main(args))
 
 
 if __name__ == "__main__":
-    from . import deprecated_route
-
-    sys.exit(deprecated_route("python -m bntt_snntorch.commands.train", "train"))
+    sys.exit(old_script_route(__spec__.name))

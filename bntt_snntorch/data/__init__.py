@@ -4,6 +4,7 @@ Static images (:mod:`.static`), DVS-CIFAR10 as cached frames (:mod:`.events`)
 and simulated event digits (:mod:`.simulate`); importing this package registers them.
 """
 
+from .._compat import old_attribute
 from . import events, simulate, static  # noqa: F401  (register the data sets)
 from .events import CIFAR10DVS
 from .registry import (
@@ -11,7 +12,6 @@ from .registry import (
     DataOptions,
     DatasetInfo,
     DatasetNotFoundError,
-    EventOptions,
     build_datasets,
     dataset_info,
     list_datasets,
@@ -26,10 +26,13 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "DigitsDVS",
-    "EventOptions",
     "build_datasets",
     "dataset_info",
     "image_to_events",
     "list_datasets",
     "register_dataset",
 ]
+
+
+def __getattr__(name: str):
+    return old_attribute(__name__, name)

@@ -54,9 +54,6 @@ class DataOptions:
     progress: bool = True
 
 
-EventOptions = DataOptions  # the name of earlier releases
-
-
 @dataclass(frozen=True, kw_only=True)
 class DatasetEntry(RegistryEntry):
     """A registered data set: ``factory`` is its builder; ``stats`` computes ``(mean, std)`` on first

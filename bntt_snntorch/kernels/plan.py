@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._compat import old_kernel_setting
 from ..surrogate import Surrogate
 
 BACKENDS = ("auto", "reference", "torch", "triton")
@@ -64,15 +65,8 @@ class Plan:
 
 
 def kernel_setting() -> str:
-    """``BNTT_KERNELS`` (or the deprecated ``BNTT_COMPILED_KERNELS``: 0 = eager, 1 = compiled)."""
-    setting = os.environ.get("BNTT_KERNELS")
-    if setting is None and "BNTT_COMPILED_KERNELS" in os.environ:
-        old = os.environ["BNTT_COMPILED_KERNELS"]
-        warnings.warn(
-            "BNTT_COMPILED_KERNELS is deprecated since 0.2; use BNTT_KERNELS=eager|compiled|auto", DeprecationWarning, 2
-        )
-        setting = {"0": "eager", "1": "compiled"}.get(old, "auto")
-    setting = setting or "auto"
+    """``BNTT_KERNELS`` (default auto; an old spelling: :func:`bntt_snntorch._compat.old_kernel_setting`)."""
+    setting = os.environ.get("BNTT_KERNELS") or old_kernel_setting() or "auto"
     if setting not in KERNEL_SETTINGS:
         raise ValueError(f"BNTT_KERNELS must be one of {', '.join(KERNEL_SETTINGS)}, got {setting!r}")
     return setting

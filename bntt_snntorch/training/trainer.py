@@ -153,7 +153,9 @@ class _Run:
     def _restore(self, path: Path) -> None:
         ckpt, used = load_latest_good(path)
         for key in RESUME_KEYS:
-            saved = ckpt["config"].get(key, TrainConfig.__dataclass_fields__[key].default)  # a 0.1 run: bptt
+            saved = ckpt["config"].get(
+                key, TrainConfig.__dataclass_fields__[key].default
+            )  # a key older runs lack: its default
             if saved != getattr(self.cfg, key):
                 raise ConfigError(
                     f"--resume {used}: the checkpoint has {key}={saved!r}, this run asks "
