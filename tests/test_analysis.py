@@ -137,3 +137,19 @@ def test_analyze_command_on_a_missing_or_bad_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"weights": 1}, bad)
     assert command(["analyze", str(bad)]) == 2
+
+
+def test_the_exit_speedup_is_timed_only_for_a_real_exit_as_a_median_of_alternated_passes():
+    from bntt_snntorch.experiments.analyze import exit_speedup
+
+    calls = []
+
+    def model(x_seq):
+        calls.append(len(x_seq))
+
+    x_seq = torch.zeros(10, 2, 3)
+    assert exit_speedup(model, x_seq, exit_at=10) is None and calls == []  # no step saved: nothing timed
+    ticks = iter([0, 10, 10, 12, 12, 100, 100, 103, 103, 113, 113, 114, 114, 124, 124, 126, 126, 136, 136, 138])
+    speedup = exit_speedup(model, x_seq, exit_at=4, repeats=5, clock=lambda: next(ticks))
+    assert calls == [10, 4] + [10, 4] * 5  # one warm-up of each, then alternated
+    assert speedup == 10 / 2  # median of (10, 88, 10, 10, 10) over median of (2, 3, 1, 2, 2)
