@@ -15,8 +15,9 @@ from tonic.io import read_aedat4
 
 from bntt_snntorch import encoding
 from bntt_snntorch.data import CIFAR10DVS, CorruptRecordingError, DataOptions, DigitsDVS, build_datasets
+from bntt_snntorch.data import events as events_module
 from bntt_snntorch.data.aedat4 import event_packet, write_aedat4
-from bntt_snntorch.data.events import FrameAugment, frame_transform, stratified_split, translate
+from bntt_snntorch.data.events import FrameAugment, bin_events, frame_transform, stratified_split, translate
 
 from .fake_data import event_packet_one_by_one, random_events, write_cifar10_dvs
 
@@ -132,6 +133,67 @@ def test_frames_are_tonics_toframe(dvs_copy):
     assert not list((dvs_copy / "frame-cache").glob("*/0*.npy"))  # gathered into frames.npy
     full, _, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(num_steps=3, progress=False))
     assert full[0][0].shape == (3, 2, 128, 128)  # no --dvs-size: the sensor's size
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bincount_frames_equal_tonics_toframe_to_the_count(seed):
+    """Fresh random recordings (sorted and not, empty, spans shorter than T, every size): the one-bincount
+    binning equals tonic's Downsample + ToFrame(n_time_bins) exactly."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("p", "?")])  # what tonic's reader returns
+    for _ in range(40):
+        n = int(rng.integers(0, 4000))
+        events = np.zeros(n, dtype)
+        span = int(rng.choice([3, 19, 20, 1000, 1_300_000]))
+        times = np.sort(rng.integers(0, span, n) + int(rng.integers(0, 10**9)))
+        if rng.random() < 0.2 and n > 2:  # out of order inside, first and last in place (as tonic assumes)
+            times[1:-1] = rng.permutation(times[1:-1])
+        events["t"] = times
+        events["x"], events["y"], events["p"] = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.random(n) < 0.5
+        steps, size = int(rng.choice([1, 3, 20, 25])), int(rng.choice([128, 64, 48, 17]))
+        ours = bin_events(events, steps, size, (128, 128, 2))
+        tonics = (
+            frame_transform((128, 128, 2), size, steps)(events.copy())
+            if n
+            else np.zeros((steps, 2, size, size), np.int16)
+        )
+        assert ours.dtype == np.int16 and ours.shape == (steps, 2, size, size)
+        assert np.array_equal(ours, tonics.astype(np.int16))
+
+
+class _Recordings:
+    """A tiny source of random recordings; ``stop_at`` raises KeyboardInterrupt there (a killed pass)."""
+
+    def __init__(self, count, stop_at=None):
+        rng = np.random.default_rng(0)
+        self.events = [random_events(rng, 300, 1) for _ in range(count)]
+        self.targets, self.data, self.stop_at, self.decoded = [0] * count, [f"r{i}" for i in range(count)], stop_at, []
+
+    def __len__(self):
+        return len(self.events)
+
+    def __getitem__(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        self.decoded.append(i)
+        return self.events[i], 0
+
+
+def test_a_killed_first_pass_resumes_where_its_progress_was_saved(tmp_path):
+    spec = events_module.CacheSpec("toy", 4, 16, "bin_events", "toy")
+    frames_of = lambda events: bin_events(events, 4, 16, (128, 128, 2))  # noqa: E731
+    args = (tmp_path / "cache", frames_of, (4, 2, 16, 16))
+    with pytest.raises(KeyboardInterrupt):
+        events_module.build_frame_cache(_Recordings(200, stop_at=150), spec, *args, progress=False)
+    assert not (tmp_path / "cache" / spec.key() / "manifest.json").exists()
+    resumed = _Recordings(200)
+    folder, indices = events_module.build_frame_cache(resumed, spec, *args, progress=False)
+    saved = 2 * events_module.SAVE_DONE_EVERY  # the progress saved before recording 150
+    assert resumed.decoded == list(range(saved, 200)) and indices == list(range(200))
+    fresh = _Recordings(200)
+    expected = np.stack([frames_of(fresh[i][0]) for i in range(200)])
+    assert np.array_equal(np.load(folder / "frames.npy"), expected)
+    assert sorted(p.name for p in folder.iterdir()) == ["frames.npy", "manifest.json"]
 
 
 def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(dvs_copy, monkeypatch):

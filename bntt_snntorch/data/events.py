@@ -1,16 +1,19 @@
 """Event data sets as frames: DVS-CIFAR10 through tonic, a fixed 9:1 split, and a disk frame cache.
 
-Recordings are binned with ``tonic.transforms.ToFrame(n_time_bins=T)`` (after
-``Downsample`` to ``size``) into event counts ``(T, 2, size, size)``. The first
-pass writes every recording's frames under ``<data-dir>/frame-cache/<key>/``,
-where ``key`` hashes everything that changes them (data set, recordings, T,
-size, the tonic transform and tonic's version); later epochs read arrays.
+Recordings are decoded by tonic's reader (``aedat``: the fastest reader measured here that reads
+them, ``benchmarks/dvs_loading.py``) and binned into event counts ``(T, 2, size, size)`` equal to
+``tonic.transforms.ToFrame(n_time_bins=T)`` after ``Downsample`` to ``size`` (:func:`bin_events`:
+tonic's own time slices, then one ``np.bincount`` instead of ``np.add.at`` per slice). The first
+pass writes every recording's frames into one array under ``<data-dir>/frame-cache/<key>/``,
+where ``key`` hashes everything that changes them (data set, recordings, T, size, the tonic
+transform they equal and tonic's version); later epochs read that array.
 Training augmentation (left-right flip, translation) runs on the cached
 frames: it equals flipping / shifting the events before binning (tested).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -83,11 +86,59 @@ def frame_transform(sensor_size: tuple[int, int, int], size: int, num_steps: int
     return tonic.transforms.Compose(steps)
 
 
-def to_frames(events: np.ndarray, transform: Callable, num_steps: int, size: int, polarities: int = 2) -> np.ndarray:
-    """``transform(events)`` as int16 ``(T, P, size, size)``; zeros for a recording without events."""
+def bin_events(events: np.ndarray, num_steps: int, size: int, sensor_size: tuple[int, int, int]) -> np.ndarray:
+    """Event counts, int16 ``(T, P, size, size)``, equal to tonic's ``Downsample(spatial_factor=size / W)``
+    then ``ToFrame(sensor_size=(size, size, P), n_time_bins=T)`` to the count: tonic's own time slices
+    (``SliceByTimeBins``: T windows of ``(t_last - t_first) // T``, the remainder dropped), coordinates
+    scaled and truncated as tonic does, and one ``np.bincount`` over
+    ``((t_bin * P + p) * size + y) * size + x`` where tonic runs ``np.add.at`` once per slice.
+    ``events``: a structured array with fields t, x, y, p; ``sensor_size``: the sensor's (W, H, P)."""
+    polarities = sensor_size[2]
+    shape = (num_steps, polarities, size, size)
     if len(events) == 0:
-        return np.zeros((num_steps, polarities, size, size), np.int16)
-    return transform(events).astype(np.int16)
+        return np.zeros(shape, np.int16)
+    slices = _time_slices(events, num_steps)
+    lo, hi = slices[:, 0], slices[:, 1]
+    if (lo[1:] == hi[:-1]).all():  # time-sorted events: the windows tile one range
+        chosen = events[lo[0] : hi[-1]]
+    else:
+        chosen = events[np.concatenate([np.arange(a, b) for a, b in slices])]
+    factor = size / sensor_size[0]
+    x, y = chosen["x"], chosen["y"]
+    if factor != 1:  # tonic multiplies and stores back into the integer field: truncation
+        x, y = (x * factor).astype(x.dtype), (y * factor).astype(y.dtype)
+    if int(x.max(initial=0)) >= size or int(y.max(initial=0)) >= size:
+        raise ValueError(f"an event lies outside the {size}x{size} frame (tonic: IndexError)")
+    if polarities == 1 and np.unique(events["p"]).size > 1:
+        raise ValueError("single polarity sensor, but the events have both polarities (as tonic says)")
+    # the flat index ((t_bin * P + p) * size + y) * size + x, built in place in int32 (T*P*size^2 < 2^31)
+    flat = np.repeat(np.arange(0, num_steps * polarities, polarities, dtype=np.int32), hi - lo)
+    if polarities > 1:
+        flat += chosen["p"]
+    flat *= size
+    flat += y
+    flat *= size
+    flat += x
+    return np.bincount(flat, minlength=int(np.prod(shape))).astype(np.int16).reshape(shape)  # wraps as int16 does
+
+
+def _time_slices(events: np.ndarray, num_steps: int) -> np.ndarray:
+    """``(T, 2)`` index bounds of tonic's ``SliceByTimeBins(bin_count=T)`` windows, computed with tonic's
+    arithmetic; for integer times below 2^53 the float window edges are searched as their integer
+    ceilings (the same first index at or past each edge, without converting the times to float)."""
+    times = events["t"]
+    window = (times[-1] - times[0]) // num_steps * (1 + 0.0)  # tonic: floor division, then a float
+    starts = np.arange(num_steps) * window + times[0]
+    if np.issubdtype(times.dtype, np.integer) and 0 <= starts.min() and starts.max() + window < 2**53:
+        ends = starts + window  # two searches, as tonic's (on unsorted times the order of the keys matters)
+        as_times = lambda values: np.ceil(values).astype(times.dtype)  # noqa: E731
+        return np.stack([np.searchsorted(times, as_times(starts)), np.searchsorted(times, as_times(ends))], 1)
+    return np.array(tonic.slicers.SliceByTimeBins(bin_count=num_steps, overlap=0.0).get_slice_metadata(events, None))
+
+
+def to_frames(events: np.ndarray, num_steps: int, size: int, sensor_size: tuple[int, int, int]) -> np.ndarray:
+    """The frames of one recording (:func:`bin_events`), as the cache stores them."""
+    return bin_events(events, num_steps, size, sensor_size)
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -116,28 +167,26 @@ def recordings_digest(paths) -> str:
 
 
 class _FrameBuilder(Dataset):
-    """Item ``i``: frames of recording ``i`` written to ``folder/i.npy`` (atomic), unless there.
-    Returns ``(i, error message or "")`` so a bad file is reported by the main process."""
+    """Item ``n``: ``(i, frames of recording i or None, error message or "")`` for the ``n``-th index,
+    so a bad file is reported by the main process (which writes the frames into the cache)."""
 
-    def __init__(self, source, folder: Path, frames_of: Callable[[np.ndarray], np.ndarray], indices):
-        self.source, self.folder, self.frames_of, self.indices = source, folder, frames_of, list(indices)
+    def __init__(self, source, frames_of: Callable[[np.ndarray], np.ndarray], indices):
+        self.source, self.frames_of, self.indices = source, frames_of, list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, n: int):
         i = self.indices[n]
-        path = self.folder / f"{i:06d}.npy"
-        if path.exists():
-            return i, ""
         try:
             events, _ = self.source[i]
-            frames = self.frames_of(events)
+            return i, self.frames_of(events), ""
         except Exception as err:  # the decoder's errors have no common type
             name = self.source.data[i] if hasattr(self.source, "data") else f"recording {i}"
-            return i, f"{name}: {type(err).__name__}: {err}".splitlines()[0]
-        atomic_write(path, lambda f: np.save(f, frames))
-        return i, ""
+            return i, None, f"{name}: {type(err).__name__}: {err}".splitlines()[0]
+
+
+SAVE_DONE_EVERY = 64  # recordings between saves of the first pass's progress (a killed pass resumes there)
 
 
 def build_frame_cache(
@@ -145,55 +194,58 @@ def build_frame_cache(
     spec: CacheSpec,
     cache_root: Path,
     frames_of: Callable,
+    frame_shape: tuple[int, ...],
     num_workers: int = 0,
     skip_corrupt: bool = False,
     progress: bool = True,
 ) -> tuple[Path, list[int]]:
     """Frames of every recording of ``source`` in ``cache_root/<spec.key()>/frames.npy``
-    (int16 ``(N, T, P, H, W)``, row ``i`` = recording ``i``); returns the folder and the usable
-    indices. Recordings are framed in parallel (``num_workers``) into one file each (resumable:
-    files already there are kept), then gathered into ``frames.npy``; ``manifest.json``, written
-    last, marks the cache complete. A recording that cannot be decoded raises
-    :class:`CorruptRecordingError` naming it, or with ``skip_corrupt`` is left out with a warning."""
+    (int16 ``(N, *frame_shape)``, row ``i`` = recording ``i``); returns the folder and the usable
+    indices. Recordings are framed in parallel (``num_workers``) and written straight into their rows
+    of one memory-mapped file; which rows are done is saved (atomically, after the rows are flushed)
+    every :data:`SAVE_DONE_EVERY` recordings, so a killed first pass resumes where it stopped.
+    ``manifest.json``, written last, marks the cache complete. A recording that cannot be decoded
+    raises :class:`CorruptRecordingError` naming it, or with ``skip_corrupt`` is left out with a warning."""
     folder = cache_root / spec.key()
     manifest = folder / "manifest.json"
     if manifest.exists() and (folder / "frames.npy").exists():
         return folder, json.loads(manifest.read_text())["indices"]
     folder.mkdir(parents=True, exist_ok=True)
-    builder = _FrameBuilder(source, folder, frames_of, range(len(source)))
+    tmp, done_path = folder / ".frames.tmp.npy", folder / "done.npy"
+    resuming = tmp.exists() and done_path.exists()
+    shape = (len(source), *frame_shape)
+    frames = np.lib.format.open_memmap(tmp, mode="r+" if resuming else "w+", dtype=np.int16, shape=shape)
+    done = np.load(done_path) if resuming else np.zeros(len(source), bool)
+
+    def save_done() -> None:
+        frames.flush()
+        atomic_write(done_path, lambda f: np.save(f, done))
+
+    builder = _FrameBuilder(source, frames_of, np.flatnonzero(~done))
     loader = DataLoader(builder, batch_size=None, num_workers=min(num_workers, os.cpu_count() or 1))
     bad = []
-    for _, error in tqdm(
-        loader, total=len(builder), desc=f"caching {spec.dataset} frames", disable=not progress, leave=False
-    ):
+    bar = tqdm(loader, total=len(builder), desc=f"caching {spec.dataset} frames", disable=not progress, leave=False)
+    for n, (i, rows, error) in enumerate(bar, 1):
         if error:
             if not skip_corrupt:
+                save_done()
                 raise CorruptRecordingError(f"cannot read {error}; re-extract or delete it, or pass --skip-corrupt")
             bad.append(error)
+        else:
+            frames[i], done[i] = rows, True
+        if n % SAVE_DONE_EVERY == 0:
+            save_done()
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable recording(s), first: {bad[0]}", stacklevel=2)
-    items = {i: folder / f"{i:06d}.npy" for i in range(len(source))}
-    indices = [i for i, path in items.items() if path.exists()]
+    indices = np.flatnonzero(done).tolist()
     if not indices:
         raise CorruptRecordingError(f"no recording of {spec.dataset} could be read")
-    shape = np.load(items[indices[0]], mmap_mode="r").shape
-    tmp = folder / ".frames.tmp.npy"
-    frames = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(source), *shape))
-    for i in indices:
-        frames[i] = np.load(items[i])
     frames.flush()
-    del frames
+    frames = None  # unmap before the rename
     os.replace(tmp, folder / "frames.npy")
-    content = {
-        "spec": spec.__dict__,
-        "tonic": tonic.__version__,
-        "shape": [len(source), *shape],
-        "indices": indices,
-        "skipped": bad,
-    }
-    atomic_write(manifest, lambda f: f.write(json.dumps(content, indent=1).encode()))
-    for i in indices:
-        items[i].unlink()
+    content = {"spec": spec.__dict__, "tonic": tonic.__version__, "shape": list(shape), "indices": indices}
+    atomic_write(manifest, lambda f: f.write(json.dumps({**content, "skipped": bad}, indent=1).encode()))
+    done_path.unlink(missing_ok=True)
     return folder, indices
 
 
@@ -265,11 +317,10 @@ def framed_split(
     transform = frame_transform(sensor_size, size, options.num_steps)
     spec = CacheSpec(name, options.num_steps, size, repr(transform), recordings)
 
-    def frames_of(events):
-        return to_frames(events, transform, options.num_steps, size, sensor_size[2])
-
+    frames_of = functools.partial(to_frames, num_steps=options.num_steps, size=size, sensor_size=sensor_size)
+    frame_shape = (options.num_steps, sensor_size[2], size, size)
     folder, usable = build_frame_cache(
-        source, spec, cache_root, frames_of, options.num_workers, options.skip_corrupt, options.progress
+        source, spec, cache_root, frames_of, frame_shape, options.num_workers, options.skip_corrupt, options.progress
     )
     usable = set(usable)
     targets = list(source.targets)
