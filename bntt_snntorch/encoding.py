@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
 
 
@@ -22,6 +25,11 @@ def poisson(
         ``(T, B, ...)`` tensor of the dtype of ``x``.
     """
     rand = torch.rand((num_steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+    return _signed_spikes(rand, x, rescale)
+
+
+def _signed_spikes(rand: torch.Tensor, x: torch.Tensor, rescale: float) -> torch.Tensor:
+    """``sign(x) * 1[rand * rescale <= |x|]``: the Poisson rule, for one step or all of them."""
     return (rand * rescale <= x.abs()).to(x.dtype) * torch.sign(x)
 
 
@@ -56,3 +64,43 @@ def encode(
     if ENCODERS[method] is poisson:
         return poisson(x, num_steps, generator)
     return ENCODERS[method](x, num_steps)
+
+
+def encode_steps(
+    x: torch.Tensor, num_steps: int, method: str = "p", generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """The T steps of :func:`encode`, one ``(B, ...)`` tensor at a time, each made when it is asked for:
+    Poisson spikes drawn step by step from ``generator`` (on CPU the same draws as :func:`encode`'s
+    all-at-once stream, tested; a CUDA generator hands out its numbers in another order, so there the
+    per-step spikes are a different, equally distributed draw), the image itself for direct coding,
+    step t's frames for events. No step is a view of a ``(T, B, ...)`` sequence, so what a layer saves
+    for backward at one step keeps nothing of the other steps alive (online training)."""
+    if method not in ENCODERS or method == "none":
+        timed = sorted(set(ENCODERS) - {"none"})
+        raise ValueError(f"encode_steps takes a coding with time steps; choose one of {timed}")
+    if method == "events":
+        events(x, num_steps)  # the shape check
+    for t in range(num_steps):
+        if ENCODERS[method] is poisson:
+            rand = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            yield _signed_spikes(rand, x, 2.0)
+        elif method == "events":
+            yield x[:, t].float()
+        else:
+            yield x
+
+
+@dataclass
+class SequenceEncoder:
+    """``encoder(x)``: :func:`encode` of ``x`` ``(B, ...)`` -> ``(T, B, ...)``; ``encoder.steps(x)``: the same
+    steps one at a time (:func:`encode_steps`), which the online training rules use."""
+
+    num_steps: int
+    method: str = "p"
+    generator: torch.Generator | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return encode(x, self.num_steps, self.method, self.generator)
+
+    def steps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        return encode_steps(x, self.num_steps, self.method, self.generator)

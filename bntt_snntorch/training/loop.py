@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .online import at_least_float32, online_backward
 
-Encoder = Callable[[torch.Tensor], torch.Tensor]
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # images (B, ...) -> (T, B, ...); a SequenceEncoder also has .steps
 READ_EVERY = 25  # batches between host reads of the running sums (progress bar)
 
 
@@ -178,8 +178,13 @@ def train_one_epoch(
                 loss = F.cross_entropy(at_least_float32(logits), labels)
             scale(loss).backward()
         else:
+            if hasattr(encode, "steps"):  # a SequenceEncoder: each step made when the rule reaches it
+                steps, num_steps = encode.steps(images), encode.num_steps
+            else:
+                steps, num_steps = encode(images), None
+            online_amp = lambda: autocast(device, amp)  # noqa: E731
             loss, logits = online_backward(
-                model, encode(images), labels, options.training, options.sltt_k, lambda: autocast(device, amp), scale
+                model, steps, labels, options.training, options.sltt_k, online_amp, scale, num_steps
             )
         if scaler is not None:
             scaler.step(optimizer)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -71,33 +72,36 @@ def online(model: nn.Module, rule: str):
 
 def online_backward(
     model: nn.Module,
-    x_seq: torch.Tensor,
+    steps: torch.Tensor | Iterable[torch.Tensor],
     labels: torch.Tensor,
     rule: str,
     backprop_steps: int | None = None,
     autocast=contextlib.nullcontext,
     scale=lambda loss: loss,
+    num_steps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of online training up to the optimizer step: for each step ``t`` of ``x_seq``
-    ``(T, B, ...)``, forward, the loss ``CE(readout_t, labels) / T`` and its backward (``scale``: a
-    GradScaler's). ``backprop_steps`` = K backpropagates K random steps (SLTT-K; the others run
-    forward only; drawn with Python's ``random``, whose state checkpoints keep). Under
+    """One batch of online training up to the optimizer step: for each step ``t`` of ``steps`` (a
+    sequence ``(T, B, ...)``, or T step tensors ``(B, ...)`` made one at a time, e.g.
+    :func:`bntt_snntorch.encoding.encode_steps`, then ``num_steps`` = T), forward, the loss
+    ``CE(readout_t, labels) / T`` and its backward (``scale``: a GradScaler's). ``backprop_steps`` = K
+    backpropagates K random steps (SLTT-K; the others run forward only; drawn with Python's ``random``,
+    whose state checkpoints keep). Under
     DistributedDataParallel the steps run on the wrapped module and the gradients are averaged over
     the ranks once, after the last backward (DDP's own hook would expect every parameter in that last
     backward, but BNTT's gamma of step t gets its gradient only at step t). Returns
     ``(loss, logits)``, detached: the summed per-step loss and the mean readout ``(B, classes)``.
     """
-    T = x_seq.shape[0]
+    T = len(steps) if num_steps is None else num_steps
     chosen = set(range(T))
     if backprop_steps is not None and backprop_steps < T:  # Python's generator: checkpoints keep its state
         chosen = set(random.sample(range(T), backprop_steps))
     loss_sum, readout_sum = 0.0, 0.0
     with online(model, rule) as net:
         net.reset()
-        for t in range(T):
+        for t, x_t in enumerate(steps):
             with contextlib.nullcontext() if t in chosen else torch.no_grad():
                 with autocast():
-                    out = net(x_seq[t])
+                    out = net(x_t)
                     loss = F.cross_entropy(at_least_float32(out), labels) / T
                 if t in chosen:
                     scale(loss).backward()

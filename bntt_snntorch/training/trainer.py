@@ -225,8 +225,8 @@ class _Run:
             generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch),
         )
 
-    def _encoder(self, generator: torch.Generator):
-        return lambda x: encoding.encode(x, self.cfg.num_steps, self.cfg.encode, generator)
+    def _encoder(self, generator: torch.Generator) -> encoding.SequenceEncoder:
+        return encoding.SequenceEncoder(self.cfg.num_steps, self.cfg.encode, generator)
 
     # -- the run, step by step -------------------------------------------------------
     def run(self) -> TrainResult:
