@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+POISSON_RESCALE = 2.0  # the seed's: a pixel of |x| fires with probability |x| / 2 a step
+
 
 def poisson(
-    x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None, rescale: float = 2.0
+    x: torch.Tensor, num_steps: int, generator: torch.Generator | None = None, rescale: float = POISSON_RESCALE
 ) -> torch.Tensor:
     """The BNTT seed's signed Poisson generator.
 
@@ -83,7 +85,7 @@ def encode_steps(
     for t in range(num_steps):
         if ENCODERS[method] is poisson:
             rand = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            yield _signed_spikes(rand, x, 2.0)
+            yield _signed_spikes(rand, x, POISSON_RESCALE)
         elif method == "events":
             yield x[:, t].float()
         else:

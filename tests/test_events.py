@@ -203,8 +203,8 @@ def test_cache_is_reused_and_rebuilt_when_a_parameter_changes(dvs_copy, monkeypa
     calls = []
     import bntt_snntorch.data.events as events_module
 
-    original = events_module.to_frames
-    monkeypatch.setattr(events_module, "to_frames", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = events_module.bin_events
+    monkeypatch.setattr(events_module, "bin_events", lambda *a, **k: calls.append(1) or original(*a, **k))
     train, _, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     assert calls == [] and len(train) == 900  # second time: arrays read, nothing decoded
     build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**{**OPTS, "num_steps": 6}))

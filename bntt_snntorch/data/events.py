@@ -136,11 +136,6 @@ def _time_slices(events: np.ndarray, num_steps: int) -> np.ndarray:
     return np.array(tonic.slicers.SliceByTimeBins(bin_count=num_steps, overlap=0.0).get_slice_metadata(events, None))
 
 
-def to_frames(events: np.ndarray, num_steps: int, size: int, sensor_size: tuple[int, int, int]) -> np.ndarray:
-    """The frames of one recording (:func:`bin_events`), as the cache stores them."""
-    return bin_events(events, num_steps, size, sensor_size)
-
-
 # ----------------------------------------------------------------------------- the cache
 @dataclass(frozen=True)
 class CacheSpec:
@@ -317,7 +312,7 @@ def framed_split(
     transform = frame_transform(sensor_size, size, options.num_steps)
     spec = CacheSpec(name, options.num_steps, size, repr(transform), recordings)
 
-    frames_of = functools.partial(to_frames, num_steps=options.num_steps, size=size, sensor_size=sensor_size)
+    frames_of = functools.partial(bin_events, num_steps=options.num_steps, size=size, sensor_size=sensor_size)
     frame_shape = (options.num_steps, sensor_size[2], size, size)
     folder, usable = build_frame_cache(
         source, spec, cache_root, frames_of, frame_shape, options.num_workers, options.skip_corrupt, options.progress
