@@ -1,7 +1,9 @@
 """The Triton kernels on this CPU-only machine: tests/test_kernels.py's Triton scan cases and
 tests/test_triton_bntt.py's block cases, run by Triton's interpreter in a subprocess
-(``TRITON_INTERPRET=1`` must be set before Triton is imported). CI runs the representative subset
-(the cases named ``quick``, every variant); the full matrix is behind the slow marker."""
+(``TRITON_INTERPRET=1`` must be set before Triton is imported). Every run (CI too) takes the Triton
+scan cases and the block's representative subset (the cases named ``quick``, every variant); the
+block's full matrix (about 3.5 minutes on 2 cores) runs where ``BNTT_TEST_FULL_MATRIX=1`` is set, and
+natively on a GPU in ``benchmarks/gpu_check.py``."""
 
 import os
 import re
@@ -14,6 +16,7 @@ import pytest
 pytest.importorskip("triton", reason="Triton is not installed (it ships with CUDA builds of torch)")
 HERE = Path(__file__).parent
 ON_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+FULL_MATRIX = os.environ.get("BNTT_TEST_FULL_MATRIX") == "1"
 
 
 def _interpreted(*args: str) -> str:
@@ -27,14 +30,15 @@ def _interpreted(*args: str) -> str:
 
 
 @pytest.mark.skipif(ON_INTERPRETER, reason="already inside the interpreter run")
-def test_triton_bntt_block_subset_under_the_interpreter():
-    out = _interpreted("tests/test_triton_bntt.py", "-k", "quick")
+def test_triton_scans_and_block_subset_under_the_interpreter():
+    out = _interpreted("tests/test_triton_bntt.py", "tests/test_kernels.py", "-k", "quick or (triton and not test_triton_bntt)")
     passed = int(re.search(r"(\d+) passed", out).group(1))
-    assert passed >= 7 + 7 + 2 + 2 and "skipped" not in out, out[-500:]
+    assert passed >= 7 + 7 + 2 + 2 + 29 and "skipped" not in out, out[-500:]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(ON_INTERPRETER, reason="already inside the interpreter run")
-def test_triton_kernels_full_matrix_under_the_interpreter():
-    out = _interpreted("tests/test_triton_bntt.py", "tests/test_kernels.py", "-k", "triton or full or quick")
+@pytest.mark.skipif(not FULL_MATRIX, reason="the block's full matrix runs with BNTT_TEST_FULL_MATRIX=1 (3.5 min)")
+def test_triton_block_full_matrix_under_the_interpreter():
+    out = _interpreted("tests/test_triton_bntt.py", "-k", "full")
     assert "skipped" not in out.splitlines()[-1] and "failed" not in out, out[-500:]

@@ -17,7 +17,8 @@ measured worst over the full matrix: 15 %), running statistics 1e-5. The scalar 
 gradients are compared in fp32 only: in bf16 they are sums with heavy cancellation whose value the
 per-step bf16 reference itself misses by up to 200 % of the fp32 one.
 
-A case named ``quick`` belongs to the representative subset CI runs; the full matrix is the slow one.
+A case named ``quick`` belongs to the representative subset every run takes; the rest (``full``) run with
+``BNTT_TEST_FULL_MATRIX=1`` (tests/test_kernels_interpreted.py).
 """
 
 import copy
