@@ -85,6 +85,19 @@ def test_operation_counts_and_rates_equal_a_hand_count():
     assert total["snn_pj"] == pytest.approx(sum(op.snn_ops for op in ops.values()) * 0.9)
 
 
+def test_effective_operations_equal_a_hand_count_of_the_taps():
+    net = _tiny_net()
+    x = torch.zeros(2, 1, 1, 4, 4)
+    x[0, 0, 0, :2, :2] = 1  # the 2x2 corner: its inputs reach 4, 6, 6 and 9 in-bounds outputs (3x3, padding 1)
+    x[1, 0, 0, 0, :] = 1  # the top row: 4, 6, 6 and 4
+    conv = count_operations(net, x)[0]
+    assert conv.effective_ops == (25 + 20) * 2 and conv.neurons == 2 * 4 * 4  # two output channels
+    assert conv.snn_ops == 288 * 0.25 * 2  # the rate estimate counts the padding taps too
+    with torch.no_grad():
+        net.features[0].synapse.weight[1] = 0  # a pruned channel makes no operations
+    assert count_operations(net, x)[0].effective_ops == 25 + 20
+
+
 def test_direct_coding_first_layer_counts_macs():
     net = _tiny_net()
     x = encoding.direct(torch.rand(3, 1, 4, 4) + 0.1, 2)

@@ -31,7 +31,9 @@ def _interpreted(*args: str) -> str:
 
 @pytest.mark.skipif(ON_INTERPRETER, reason="already inside the interpreter run")
 def test_triton_scans_and_block_subset_under_the_interpreter():
-    out = _interpreted("tests/test_triton_bntt.py", "tests/test_kernels.py", "-k", "quick or (triton and not test_triton_bntt)")
+    out = _interpreted(
+        "tests/test_triton_bntt.py", "tests/test_kernels.py", "-k", "quick or (triton and not test_triton_bntt)"
+    )
     passed = int(re.search(r"(\d+) passed", out).group(1))
     assert passed >= 7 + 7 + 2 + 2 + 29 and "skipped" not in out, out[-500:]
 

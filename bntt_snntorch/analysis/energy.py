@@ -11,6 +11,12 @@ non-zero when any of its spikes fired). A synapse fed analog values (the
 first layer under direct coding) does real MACs at every step:
 ``MACs_per_step * T``. Energy uses 45 nm figures by default
 (Horowitz 2014, as in the BNTT paper): 4.6 pJ / MAC, 0.9 pJ / AC (32-bit float).
+
+Beside that rate estimate (the paper's), every layer also gets its exact count of the operations that
+happen, ``effective_ops``: the products of a non-zero input and a non-zero weight, summed over steps
+(taps on the zero padding of a convolution are none). That is NeuroBench's "effective" synaptic
+operation count, which ``analyze --neurobench`` checks it against (:mod:`.neurobench`); the rate
+estimate is larger by the padding taps a border neuron's kernel would cover.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class LayerOps:
     output_rate: float | None  # spike rate of the layer's neurons (None for the readout)
     analog_input: bool
     num_steps: int
+    effective_ops: float = 0.0  # per image over all steps: non-zero input x non-zero weight products, counted
+    neurons: int = 0  # output units a step per image (the layer's neurons; the readout's outputs)
 
     @property
     def snn_ops(self) -> float:
@@ -55,6 +63,21 @@ def _macs(module: nn.Module, output: torch.Tensor) -> int:
     raise TypeError(f"cannot count MACs of {type(module).__name__}")
 
 
+def _effective_ops(synapse: nn.Module, x: torch.Tensor) -> float:
+    """The products of a non-zero input of ``x`` ``(N, ...)`` and a non-zero weight that one call of
+    ``synapse`` makes, summed over the N rows (the zero padding makes none): the layer run on the
+    inputs' and weights' non-zero indicators, bias left out."""
+    ones_in = (x != 0).to(torch.float32)
+    ones_w = (synapse.weight != 0).to(torch.float32)
+    if isinstance(synapse, nn.Conv2d):
+        products = synapse._conv_forward(ones_in, ones_w, None)
+    elif isinstance(synapse, nn.Linear):
+        products = nn.functional.linear(ones_in, ones_w)
+    else:
+        raise TypeError(f"cannot count the operations of {type(synapse).__name__}")
+    return products.sum(dtype=torch.float64).item()
+
+
 def _is_spike_like(x: torch.Tensor) -> bool:
     return bool(((x == 0) | (x.abs() == 1)).all())
 
@@ -62,10 +85,11 @@ def _is_spike_like(x: torch.Tensor) -> bool:
 @torch.no_grad()
 def count_operations(model: nn.Module, x_seq: torch.Tensor) -> list[LayerOps]:
     """Run ``model`` (a :class:`~bntt_snntorch.models.SpikingNet`) on ``x_seq`` ``(T, B, C, H, W)``
-    once, multi-step, and count per synapse: MACs, input non-zero rate, output spike rate."""
+    once, multi-step, and count per synapse: MACs, input non-zero rate, output spike rate, and the
+    exact effective operations per image."""
     records: dict[str, dict] = {}
     hooks = []
-    T = x_seq.shape[0]
+    T, batch = x_seq.shape[:2]
 
     def block_hook(name):
         def hook(block, inputs, output):
@@ -75,6 +99,8 @@ def count_operations(model: nn.Module, x_seq: torch.Tensor) -> list[LayerOps]:
                 input_rate=(x != 0).double().mean().item(),
                 output_rate=(output != 0).double().mean().item(),
                 analog=name == first and not _is_spike_like(x),
+                effective_ops=_effective_ops(block.synapse, x.flatten(0, 1)) / batch,
+                neurons=output[0, 0].numel(),
             )
 
         return hook
@@ -91,28 +117,48 @@ def count_operations(model: nn.Module, x_seq: torch.Tensor) -> list[LayerOps]:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    ops = [LayerOps(n, r["macs"], r["input_rate"], r["output_rate"], r["analog"], T) for n, r in records.items()]
+    ops = [
+        LayerOps(n, r["macs"], r["input_rate"], r["output_rate"], r["analog"], T, r["effective_ops"], r["neurons"])
+        for n, r in records.items()
+    ]
+    readout = model.classifier
     ops.append(
-        LayerOps("classifier", _macs(model.classifier, spikes[0]), (spikes != 0).double().mean().item(), None, False, T)
+        LayerOps(
+            "classifier",
+            _macs(readout, spikes[0]),
+            (spikes != 0).double().mean().item(),
+            None,
+            False,
+            T,
+            _effective_ops(readout, spikes.flatten(0, 1)) / batch,
+            readout.out_features,
+        )
     )
     return ops
 
 
-def average_operations(per_batch: list[list[LayerOps]]) -> list[LayerOps]:
-    """Average the rates of :func:`count_operations` results of equal-sized batches."""
-    n = len(per_batch)
+def average_operations(per_batch: list[list[LayerOps]], sizes: list[int] | None = None) -> list[LayerOps]:
+    """Average the per-image figures of :func:`count_operations` results over batches, weighted by
+    the batches' ``sizes`` (equal weights when omitted)."""
+    sizes = sizes or [1] * len(per_batch)
+    n = sum(sizes)
+
+    def mean(values):
+        return sum(v * w for v, w in zip(values, sizes)) / n
+
     merged = []
     for layers in zip(*per_batch):
         first = layers[0]
-        out_rates = [op.output_rate for op in layers]
         merged.append(
             LayerOps(
                 first.name,
                 first.macs,
-                sum(op.input_rate for op in layers) / n,
-                None if first.output_rate is None else sum(out_rates) / n,
+                mean([op.input_rate for op in layers]),
+                None if first.output_rate is None else mean([op.output_rate for op in layers]),
                 first.analog_input,
                 first.num_steps,
+                mean([op.effective_ops for op in layers]),
+                first.neurons,
             )
         )
     return merged
@@ -126,7 +172,7 @@ def energy_table(
     for op in ops:
         e = op.energy(mac_pj, ac_pj)
         rows.append({**asdict(op), "snn_ops": op.snn_ops, **e})
-    total = {k: sum(r[k] for r in rows) for k in ("macs", "snn_ops", "ann_pj", "snn_pj")}
+    total = {k: sum(r[k] for r in rows) for k in ("macs", "snn_ops", "effective_ops", "neurons", "ann_pj", "snn_pj")}
     rows.append(
         {
             "name": "total",

@@ -1,10 +1,11 @@
 """``python -m bntt_snntorch analyze RUN``: gammas and early exit, spike rates, operation counts and
 energy of a trained run (:func:`bntt_snntorch.experiments.analyze_run`).
 
-    python -m bntt_snntorch analyze RUN_DIR_OR_CHECKPOINT [--early-exit] [--energy] [--plots]
+    python -m bntt_snntorch analyze RUN_DIR_OR_CHECKPOINT [--early-exit] [--energy] [--plots] [--neurobench]
 
-With neither ``--early-exit`` nor ``--energy``, both analyses run. Writes CSVs, ``summary.json``
-and (``--plots``) PNGs into ``RUN_DIR/analysis`` (or ``--analysis-dir``).
+With neither ``--early-exit`` nor ``--energy``, both analyses run. Writes CSVs, ``summary.json``,
+``summary.md`` and (``--plots``) PNGs into ``RUN_DIR/analysis`` (or ``--analysis-dir``);
+``--neurobench`` adds NeuroBench's metrics beside ours (``neurobench.json``, a table in ``summary.md``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def add_analysis_args(p: argparse.ArgumentParser, positional: bool = True) -> No
     g.add_argument("--early-exit", action="store_true", help="gamma curves, accuracy per exit step, gamma-chosen exit")
     g.add_argument("--energy", action="store_true", help="spike rates, MAC/AC counts and energy per layer")
     g.add_argument("--plots", action="store_true", help="write PNG figures")
+    g.add_argument(
+        "--neurobench",
+        action="store_true",
+        help="also run NeuroBench's Benchmark on the test set and set its metrics beside ours "
+        '(pip install "bntt_snntorch[neurobench]")',
+    )
     g.add_argument(
         "--exit-threshold",
         type=float,

@@ -1,19 +1,21 @@
-"""Analyse a trained run: BNTT gammas and early exit, spike rates, operation counts and energy.
+"""Analyse a trained run: BNTT gammas and early exit, spike rates, operation counts and energy, and
+(``neurobench``) NeuroBench's metrics beside ours.
 
 ``analyze_run(run, AnalysisOptions(...)) -> summary``; what ``python -m bntt_snntorch analyze``
-runs. Writes CSVs, ``summary.json`` and (``plots``) PNGs into ``<run>/analysis`` (or
-``analysis_dir``).
+runs. Writes CSVs, ``summary.json``, ``summary.md`` and (``plots``) PNGs into ``<run>/analysis`` (or
+``analysis_dir``); with ``neurobench`` also ``neurobench.json``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .. import encoding
 from ..analysis import (
@@ -27,9 +29,9 @@ from ..analysis import (
 )
 from ..analysis.early_exit import DEFAULT_EXIT_THRESHOLD
 from ..analysis.energy import average_operations
-from ..files import write_csv, write_json
+from ..files import write_csv, write_json, write_text
 from ..plots import plot_accuracy_vs_steps, plot_energy, plot_gamma_curves, plot_spike_rates
-from ..training import load_run, resolve_device
+from ..training import ConfigError, load_run, resolve_device
 from ..training.runs import run_datasets
 
 
@@ -40,6 +42,7 @@ class AnalysisOptions:
     early_exit: bool = False  # gamma curves, accuracy per exit step, the gamma-chosen exit
     energy: bool = False  # spike rates, MAC/AC counts and energy per layer
     plots: bool = False  # write PNG figures
+    neurobench: bool = False  # also NeuroBench's metrics, beside ours (needs the [neurobench] extra)
     exit_threshold: float = DEFAULT_EXIT_THRESHOLD  # exit at the first step whose mean BNTT gamma is below it
     mac_pj: float = ENERGY_45NM["mac_pj"]  # energy of one multiply-accumulate (pJ)
     ac_pj: float = ENERGY_45NM["ac_pj"]  # energy of one accumulate (pJ)
@@ -53,6 +56,8 @@ class AnalysisOptions:
 def analyze_run(run: str | Path, options: AnalysisOptions | None = None) -> dict:
     """Analyse the run folder or checkpoint ``run``; writes the files and returns the summary."""
     options = options or AnalysisOptions()
+    if options.neurobench and importlib.util.find_spec("neurobench") is None:
+        raise ConfigError('--neurobench needs the neurobench package: pip install "bntt_snntorch[neurobench]"')
     device = resolve_device(options.device)
     model, cfg, ckpt_path = load_run(run, device)
     out = Path(options.analysis_dir) if options.analysis_dir else ckpt_path.parent / "analysis"
@@ -70,7 +75,11 @@ def analyze_run(run: str | Path, options: AnalysisOptions | None = None) -> dict
         summary["early_exit"] = _early_exit(model, loader, encoder, device, options, out)
     if every or options.energy:
         summary["energy"] = _energy(model, loader, encoder(), device, options, out)
+    comparison = None
+    if options.neurobench:
+        summary["neurobench"], comparison = _neurobench(model, test_set, cfg.batch_size, encoder, device, options, out)
     write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", summary_markdown(summary, comparison))
     _print_summary(summary, out)
     return summary
 
@@ -136,6 +145,97 @@ def _energy(model, loader, encode, device, options: AnalysisOptions, out: Path) 
     }
 
 
+def _neurobench(model, test_set, batch_size: int, encoder, device, options: AnalysisOptions, out: Path):
+    """NeuroBench's ``Benchmark`` on the test set (the first ``max_batches`` batches, if set) and our
+    counts on the same Poisson draws; ``neurobench.json``. Returns (its headline figures, the per-layer
+    comparison rows)."""
+    from ..analysis.neurobench import compare_with_ours, neurobench_metrics
+
+    if options.max_batches is not None:
+        test_set = Subset(test_set, range(min(len(test_set), options.max_batches * batch_size)))
+    loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=0)
+    results = neurobench_metrics(model, loader, encoder(), device)
+    encode = encoder()
+    ours = [count_operations(model, encode(images.to(device))) for images, _ in loader]
+    comparison = compare_with_ours(results, average_operations(ours, [len(images) for images, _ in loader]))
+    write_json(out / "neurobench.json", {"samples": len(test_set), "neurobench": results, "comparison": comparison})
+    total = comparison[-1]
+    headline = {
+        "samples": len(test_set),
+        "accuracy": results["ClassificationAccuracy"],
+        "activation_sparsity": results["ActivationSparsity"],
+        "effective_macs": results["SynapticOperations"]["Effective_MACs"],
+        "effective_acs": results["SynapticOperations"]["Effective_ACs"],
+        "dense_ops": results["SynapticOperations"]["Dense"],
+        "membrane_updates": results["MembraneUpdates"],
+        "footprint_bytes": results["Footprint"],
+        "connection_sparsity": results["ConnectionSparsity"],
+        "parameters": results["ParameterCount"],
+        "ours_effective_ops": total["ours_effective_ops"],
+        "ours_activation_sparsity": total["ours_activation_sparsity"],
+    }
+    return headline, comparison
+
+
+def summary_markdown(summary: dict, comparison: list[dict] | None = None) -> str:
+    """``summary.md``: the analysis in a few lines, and NeuroBench's figures beside ours per layer."""
+    lines = [f"# Analysis of {summary['arch']} on {summary['dataset']} (T={summary['num_steps']})", ""]
+    ee, en, nb = summary.get("early_exit"), summary.get("energy"), summary.get("neurobench")
+    if ee:
+        lines.append(
+            f"- Early exit: mean BNTT gamma below {ee['exit_threshold']:g} after {ee['exit_steps']} of "
+            f"{summary['num_steps']} steps; accuracy there {100 * ee['accuracy_at_exit']:.2f} % "
+            f"(all steps {100 * ee['accuracy_full']:.2f} %)."
+        )
+    if en:
+        lines.append(
+            f"- Energy per image (rate estimate, {en['mac_pj']:g} pJ / MAC, {en['ac_pj']:g} pJ / AC): ANN "
+            f"{en['ann_uj']:.3f} uJ, SNN {en['snn_uj']:.3f} uJ ({en['snn_over_ann']:.2f}x)."
+        )
+    if nb:
+        lines += [
+            "",
+            f"## NeuroBench (its own Benchmark, {nb['samples']} test images)",
+            "",
+            "| metric | NeuroBench | ours |",
+            "|---|---|---|",
+            f"| classification accuracy | {100 * nb['accuracy']:.2f} % | |",
+            f"| activation sparsity | {nb['activation_sparsity']:.4f} | {nb['ours_activation_sparsity']:.4f} |",
+            f"| effective synaptic ops / image | {nb['effective_macs'] + nb['effective_acs']:,.1f} "
+            f"({nb['effective_macs']:,.1f} MACs + {nb['effective_acs']:,.1f} ACs) | {nb['ours_effective_ops']:,.1f} |",
+            f"| dense synaptic ops / image | {nb['dense_ops']:,.0f} | |",
+            f"| membrane updates / image | {nb['membrane_updates']:,.1f} | |",
+            f"| footprint | {nb['footprint_bytes']:,} bytes | |",
+            f"| connection sparsity | {nb['connection_sparsity']:.4f} | |",
+            f"| parameters | {nb['parameters']:,} | |",
+        ]
+    if comparison:
+        lines += [
+            "",
+            "Per layer (operations per image over all steps; ours: exact count, and the paper's rate estimate):",
+            "",
+            "| layer | NeuroBench ops (kind) | ours ops (kind) | ours rate estimate | NeuroBench sparsity | ours "
+            "sparsity | why the kinds differ |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in comparison[:-1]:
+            sparsity = [
+                f"{v:.4f}" if v is not None else ""
+                for v in (r["neurobench_activation_sparsity"], r["ours_activation_sparsity"])
+            ]
+            lines.append(
+                f"| {r['layer']} | {r['neurobench_effective_ops']:,.1f} ({r['neurobench_kind']}) | "
+                f"{r['ours_effective_ops']:,.1f} ({r['ours_kind']}) | {r['ours_rate_estimate']:,.1f} | "
+                f"{sparsity[0]} | {sparsity[1]} | {r['note']} |"
+            )
+        lines += [
+            "",
+            "The rate estimate (MACs a step x input rate x T) counts the kernel taps on a convolution's zero "
+            "padding too; the exact counts leave them out, as NeuroBench does.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 @torch.no_grad()
 def exit_speedup(model, x_seq: torch.Tensor, exit_at: int, repeats: int = 5, clock=time.perf_counter) -> float | None:
     """How much faster inference on the first ``exit_at`` steps of ``x_seq`` ``(T, B, ...)`` is than on
@@ -169,4 +269,11 @@ def _print_summary(summary: dict, out: Path) -> None:
     en = summary.get("energy")
     if en:
         print(f"energy per image: ANN {en['ann_uj']:.3f} uJ, SNN {en['snn_uj']:.3f} uJ ({en['snn_over_ann']:.2f}x)")
+    nb = summary.get("neurobench")
+    if nb:
+        print(
+            f"NeuroBench: accuracy {100 * nb['accuracy']:.2f}%, activation sparsity {nb['activation_sparsity']:.4f}, "
+            f"{nb['effective_acs']:,.0f} ACs + {nb['effective_macs']:,.0f} MACs per image "
+            f"(ours: {nb['ours_effective_ops']:,.0f} ops), membrane updates {nb['membrane_updates']:,.0f}"
+        )
     print(f"analysis written to {out}")
