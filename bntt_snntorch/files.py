@@ -14,12 +14,19 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+_UMASK = os.umask(0o022)  # read once, at import: setting it is the only way to read it
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``."""
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``.
+    The file gets the permissions a plain ``open`` would give it (the umask's), not the temporary
+    file's owner-only ones."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

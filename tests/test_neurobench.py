@@ -108,3 +108,25 @@ def test_analyze_neurobench_without_the_package_says_how_to_install(tmp_path, mo
     assert analyze_main([str(tmp_path / "run"), "--neurobench"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "bntt_snntorch[neurobench]"' in err
+
+
+def test_the_committed_default_run_reanalyses_to_its_committed_neurobench_figures(tmp_path):
+    from pathlib import Path
+
+    from bntt_snntorch.experiments import AnalysisOptions, analyze_run
+
+    run = Path(__file__).parent.parent / "results" / "digits-bntt"
+    committed = json.loads((run / "analysis" / "neurobench.json").read_text())
+    summary = analyze_run(run, AnalysisOptions(energy=True, neurobench=True, analysis_dir=str(tmp_path)))
+    again = json.loads((tmp_path / "neurobench.json").read_text())
+    assert summary["neurobench"]["samples"] == committed["samples"] == 360
+    # another CPU rounds the convolutions otherwise and may flip a spike that sits on the threshold
+    assert again["neurobench"]["ClassificationAccuracy"] == pytest.approx(
+        committed["neurobench"]["ClassificationAccuracy"], abs=0.01
+    )
+    assert again["neurobench"]["ActivationSparsity"] == pytest.approx(
+        committed["neurobench"]["ActivationSparsity"], abs=1e-3
+    )
+    assert again["neurobench"]["ParameterCount"] == committed["neurobench"]["ParameterCount"]
+    for row, old in zip(again["comparison"], committed["comparison"], strict=True):
+        assert row["neurobench_effective_ops"] == pytest.approx(old["neurobench_effective_ops"], rel=1e-3), row["layer"]

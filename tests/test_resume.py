@@ -230,3 +230,14 @@ def test_train_or_resume_reuses_a_finished_run_and_finishes_one_cut_short(tmp_pa
     (cut / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")
     assert train_or_resume(cfg("cut")) == cut
     assert len(_metrics(cut)) == 2 and _metrics(cut) == _metrics(finished)
+
+
+def test_results_are_written_with_the_umasks_permissions_not_owner_only(tmp_path):
+    import stat
+
+    from bntt_snntorch.files import write_json
+
+    write_json(tmp_path / "summary.json", {"a": 1})
+    (tmp_path / "plain.txt").write_text("a")  # what a plain open gives
+    mode = stat.S_IMODE((tmp_path / "summary.json").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) and mode & stat.S_IRGRP
