@@ -5,7 +5,9 @@ backward, T steps) of a ``Conv -> BNTT -> seed neuron`` block on the eager path 
 the TorchInductor-compiled steps ("bntt-compiled"), the latter warm and, in a fresh process with an
 empty compile cache, cold (the first call, compile included). The break-even is the number of calls
 after which the compiled path has saved its compile time. Results: benchmarks/results/compile-breakeven.md
-and .json; the threshold of ``BNTT_KERNELS=auto`` (``kernels.COMPILE_MIN_NEURONS``) is read off it.
+and .json. ``BNTT_KERNELS=auto`` takes no threshold from here: it measures each layer on the machine it
+runs on (``bntt_snntorch.kernels.compile_choice``; ``benchmarks/auto_vs_eager.py``); the best saving
+measured here bounds which layers it measures (``compile_choice.BEST_SAVING``).
 
     python benchmarks/compile_breakeven.py            # about 10 minutes on 2 cores; run it alone
 """
@@ -117,8 +119,6 @@ def main(argv=None) -> None:
 
 def write_report(rows: list[dict], machine: dict) -> None:
     """``compile-breakeven.md`` from the measured rows."""
-    from bntt_snntorch.kernels import COMPILE_MIN_NEURONS
-
     lines = [
         "# Compiled vs eager CPU steps of the fused BNTT block: the break-even",
         "",
@@ -141,15 +141,14 @@ def write_report(rows: list[dict], machine: dict) -> None:
             f"| {r['shape']} | {r['neurons']:,} | {r['eager_call_s']:.3f} | {r['compiled_call_s']:.3f} | "
             f"{r['cold_compile_s']:.1f} / {r['warm_compile_s']:.1f} | {be} |"
         )
-    small = [r["breakeven_calls_cold"] or float("inf") for r in rows if r["neurons"] < COMPILE_MIN_NEURONS]
-    large = [r["breakeven_calls_cold"] or float("inf") for r in rows if r["neurons"] >= COMPILE_MIN_NEURONS]
+    best = max(1 - r["compiled_call_s"] / r["eager_call_s"] for r in rows)
     lines += [
         "",
-        f"`BNTT_KERNELS=auto` compiles layers of at least {COMPILE_MIN_NEURONS:,} neurons a step "
-        f"(`kernels.COMPILE_MIN_NEURONS`): there the compile pays back within {max(large):.0f} calls on a cold "
-        f"cache. Smaller layers need {min(small):.0f} calls or more, more than the default digits run gives "
-        "(30 epochs x 22 batches = 660 calls a layer): they run eager. For a long CPU run of smaller layers, "
-        "`BNTT_KERNELS=compiled` compiles every size.",
+        f"The best saving a call here: {100 * best:.0f} %. `BNTT_KERNELS=auto` takes no size threshold from this "
+        "table (another CPU gains differently): it times both paths at each layer's shape on the machine it runs "
+        "on and compiles where the compiled call was at least 5 % faster (`bntt_snntorch.kernels.compile_choice`, "
+        "`benchmarks/auto_vs_eager.py`); a layer whose eager call is too short for the best saving seen to pay "
+        "back a compile within 100 calls is not compiled to be measured. `BNTT_KERNELS=compiled` compiles every size.",
     ]
     (RESULTS / "compile-breakeven.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

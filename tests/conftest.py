@@ -20,6 +20,19 @@ os.environ.setdefault("BNTT_KERNELS", "eager")
 
 
 @pytest.fixture(autouse=True)
+def _own_compile_choices(tmp_path_factory, monkeypatch):
+    """BNTT_KERNELS=auto's measurements (kernels/compile_choice.py) go to a file of the test's own,
+    never to the machine's, and none is remembered from another test."""
+    from bntt_snntorch.kernels import compile_choice
+
+    path = tmp_path_factory.mktemp("compile-choices") / "choices.json"
+    monkeypatch.setattr(compile_choice, "choices_file", lambda: path)
+    compile_choice.forget()
+    yield
+    compile_choice.forget()
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(1234)
     yield

@@ -215,22 +215,19 @@ def test_compiled_step_kernels_under_bf16_autocast(compiled_kernels):
     assert {"forward", "backward"} <= set(compiled_kernels)
 
 
-def test_compiled_kernels_only_for_large_cpu_layers(monkeypatch):
-    from bntt_snntorch.kernels import COMPILE_MIN_NEURONS, choose_plan
+def test_the_kernel_setting_and_backend_decide_before_any_measurement(monkeypatch):
+    from bntt_snntorch.kernels import choose_plan, compile_choice
 
     p = _block(2, VARIANTS[5], "triangle").neuron.params()
-    small, large = torch.zeros(2, 4, 8, 4, 4), torch.zeros(2, 1, COMPILE_MIN_NEURONS)
-
-    def path(x, **kw):
-        return choose_plan(x, p, bntt=True, **kw).path
-
-    monkeypatch.delenv("BNTT_KERNELS", raising=False)
-    assert (path(small), path(large), path(large.double())) == ("bntt-eager", "bntt-compiled", "bntt-eager")
-    assert path(large, backend="torch") == "bntt-eager"
+    x = torch.zeros(2, 4, 8, 4, 4)
+    monkeypatch.setattr(compile_choice, "measure_layer", lambda *a: pytest.fail("measured"))
     monkeypatch.setenv("BNTT_KERNELS", "eager")
-    assert path(large) == "bntt-eager"
+    assert choose_plan(x, p, bntt=True).path == "bntt-eager"
     monkeypatch.setenv("BNTT_KERNELS", "compiled")
-    assert path(small) == "bntt-compiled"
+    assert choose_plan(x, p, bntt=True).path == "bntt-compiled"
+    assert choose_plan(x.double(), p, bntt=True).path == "bntt-eager"  # no compiled float64 steps
+    monkeypatch.delenv("BNTT_KERNELS")
+    assert choose_plan(x, p, bntt=True, backend="torch").path == "bntt-eager"
 
 
 def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):

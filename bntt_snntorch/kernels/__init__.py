@@ -23,7 +23,6 @@ from . import spike_synapse
 from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu, coefficients
 from .plan import (
     BACKENDS,
-    COMPILE_MIN_NEURONS,
     FALLBACKS,
     LayerPlan,
     Plan,
@@ -40,7 +39,6 @@ from .torch_scan import NeuronSpec, NeuronTensors, leaky_scan_torch
 __all__ = [
     "BACKENDS",
     "BNTTNorm",
-    "COMPILE_MIN_NEURONS",
     "FALLBACKS",
     "LayerPlan",
     "NeuronSpec",

@@ -6,8 +6,8 @@ neuron block) with what decides the path: the device, the dtype, one step's size
 ``BNTT_KERNELS``:
 
 * ``auto`` (default): Triton on CUDA; on CPU the eager torch kernels, and the TorchInductor-compiled
-  BNTT steps for layers of at least :data:`COMPILE_MIN_NEURONS` neurons a step (where they pay back
-  their compile time; see benchmarks/results/compile-breakeven.md);
+  BNTT steps for a layer where a measurement on this machine, at the layer's shape, found them
+  faster (:mod:`.compile_choice`: taken once, kept beside the compile cache);
 * ``eager``: never compile, never Triton (the torch kernels);
 * ``compiled``: compile the BNTT steps on CPU at any size;
 * ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
@@ -36,8 +36,6 @@ from ..surrogate import Surrogate
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 KERNEL_SETTINGS = ("auto", "eager", "compiled", "triton")
-#: Smallest layer (neurons in one step, B * C * H * W) for which "auto" compiles the CPU BNTT steps.
-COMPILE_MIN_NEURONS = 1 << 20
 
 #: Paths that failed in this process: path -> the error, in words.
 FALLBACKS: dict[str, str] = {}
@@ -113,13 +111,28 @@ def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False) -
             return plan
     if not bntt:
         return Plan("torch", _why_torch(x, backend, setting))
-    step = x[0].numel()
-    compiled = setting == "compiled" or (setting == "auto" and step >= COMPILE_MIN_NEURONS)
-    if backend == "auto" and compiled and x.device.type == "cpu" and scalar and x.dtype in _COMPILED_DTYPES:
+    compilable = backend == "auto" and x.device.type == "cpu" and scalar and x.dtype in _COMPILED_DTYPES
+    if compilable and setting in ("auto", "compiled"):
         if "bntt-compiled" in FALLBACKS:
             return Plan("bntt-eager", f"fallback: the compiled steps failed before ({FALLBACKS['bntt-compiled']})")
-        return Plan("bntt-compiled", f"CPU, {step} neurons a step (compiled at >= {COMPILE_MIN_NEURONS}, {setting})")
+        if setting == "compiled":
+            return Plan("bntt-compiled", "BNTT_KERNELS=compiled")
+        return _measured_plan(x, p)
     return Plan("bntt-eager", _why_torch(x, backend, setting))
+
+
+def _measured_plan(x: torch.Tensor, p) -> Plan:
+    """auto on CPU: the compiled steps where this machine's measurement at ``x``'s shape found them
+    :data:`~.compile_choice.MIN_GAIN` faster, else the eager ones."""
+    from . import compile_choice
+
+    grad = torch.is_grad_enabled() and x.requires_grad
+    m = compile_choice.measured(x, p, grad)
+    if m is None:
+        return Plan(
+            "bntt-eager", "auto: this shape is not measured yet, and nothing is timed while torch.compile traces"
+        )
+    return Plan("bntt-compiled" if m.compile else "bntt-eager", f"auto, {m}")
 
 
 _COMPILED_DTYPES = (torch.float32, torch.bfloat16)

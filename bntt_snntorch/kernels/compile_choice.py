@@ -1,0 +1,155 @@
+"""Whether ``BNTT_KERNELS=auto`` compiles a CPU layer's fused BNTT steps: measured on this machine.
+
+Whether TorchInductor's compiled steps beat the eager ones depends on the CPU (measured: 1.5x faster
+on one AVX2 machine at a VGG9 layer, no gain on another), so auto decides from a measurement here,
+never from a size threshold read off another CPU. For a layer it could compile (CPU, float32 /
+bfloat16, scalar leak and threshold) it times calls of both paths at the layer's real shape
+``(T, B, C, ...)`` — forward and backward where the call records a graph, forward alone where it
+does not — after a warm-up each (the compiled warm-up, compile included, is timed too), and compiles
+only where the compiled call was at least :data:`MIN_GAIN` faster. The eager path is timed first: a
+layer too small for any compile to pay back (:func:`worth_measuring`) stays eager without compiling.
+
+A measurement is taken once per (CPU capability, torch version, dtype, shape, training or not) and
+kept in ``bntt_snntorch_compile_choices.json`` beside TorchInductor's compile cache (which keeps the
+compiled code), so later runs on this machine reuse both. :func:`~bntt_snntorch.kernels.explain`
+shows the measured times behind each layer's choice.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..files import write_json
+
+#: The compiled steps are chosen only where they took at most (1 - MIN_GAIN) of the eager time.
+MIN_GAIN = 0.05
+#: The best compiled-over-eager saving measured on any CPU so far (35 %, benchmarks/results/
+#: compile-breakeven.md): the most a compile could save a call, used before compiling anything.
+BEST_SAVING = 0.35
+#: A compile must pay back within this many calls of a layer to be worth measuring.
+PAYBACK_CALLS = 100
+#: The compile time assumed until one has been measured on this machine (the warm-cache compile
+#: measured on the CPUs we have; a cold cache costs about three times more).
+ASSUMED_COMPILE_SECONDS = 7.0
+TIMED_CALLS = 3
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Seconds a call of a layer took here: ``eager_s``, ``compiled_s`` (None if not measured) and
+    ``compile_s`` (the compiled path's first call, compile included; None if not measured)."""
+
+    eager_s: float
+    compiled_s: float | None = None
+    compile_s: float | None = None
+
+    @property
+    def compile(self) -> bool:
+        """Whether the compiled steps won by at least :data:`MIN_GAIN`."""
+        return self.compiled_s is not None and self.compiled_s <= (1 - MIN_GAIN) * self.eager_s
+
+    def __str__(self) -> str:
+        eager = f"eager {self.eager_s * 1e3:.1f} ms"
+        if self.compiled_s is None:
+            return f"measured here: {eager} a call, too little for a compile to pay back"
+        return (
+            f"measured here: {eager}, compiled {self.compiled_s * 1e3:.1f} ms a call "
+            f"(first call {self.compile_s:.1f} s)"
+        )
+
+
+def worth_measuring(eager_s: float, compile_s: float) -> bool:
+    """Whether a layer whose eager call takes ``eager_s`` could pay back a compile of ``compile_s``
+    within :data:`PAYBACK_CALLS` calls, saving at most :data:`BEST_SAVING` of each."""
+    return eager_s * BEST_SAVING * PAYBACK_CALLS >= compile_s
+
+
+def choices_file() -> Path:
+    """``bntt_snntorch_compile_choices.json`` in TorchInductor's cache folder (``TORCHINDUCTOR_CACHE_DIR``)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir()) / "bntt_snntorch_compile_choices.json"
+
+
+def key(x: torch.Tensor, grad: bool) -> str:
+    """What a measurement holds for: this CPU, this torch, the dtype, the shape, training or not."""
+    shape, mode = "x".join(map(str, x.shape)), "train" if grad else "eval"
+    return f"{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|{x.dtype}|{shape}|{mode}"
+
+
+_CHOICES: dict[str, Measurement] = {}
+
+
+def _load() -> dict[str, Measurement]:
+    path = choices_file()
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: Measurement(**v) for k, v in saved.items() if isinstance(v, dict)}
+
+
+def measured(x: torch.Tensor, p, grad: bool, measure=None) -> Measurement | None:
+    """The measurement behind auto's choice for a layer fed ``x`` ``(T, B, ...)`` with neuron
+    parameters ``p``: from this process, else from the file, else taken now (``measure(x, p, grad)``,
+    :func:`measure_layer` by default) and saved. None while torch.compile traces the model and no
+    measurement is kept (nothing is timed inside a trace)."""
+    k = key(x, grad)
+    if k not in _CHOICES:
+        _CHOICES.update(_load())
+    if k not in _CHOICES and torch.compiler.is_compiling():
+        return None
+    if k not in _CHOICES:
+        _CHOICES[k] = (measure or measure_layer)(x, p, grad)
+        path = choices_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {**{n: asdict(m) for n, m in _load().items()}, k: asdict(_CHOICES[k])})
+    return _CHOICES[k]
+
+
+def forget() -> None:
+    """Forget this process's measurements (the file stays)."""
+    _CHOICES.clear()
+
+
+def measure_layer(x: torch.Tensor, p, grad: bool) -> Measurement:
+    """Time the fused BNTT node on random input of ``x``'s shape and dtype, eager then (where
+    :func:`worth_measuring`) compiled; a compile that fails here counts as no gain (the failure is
+    recorded as every fallback is)."""
+    from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu
+    from .plan import fallback_errors, record_failure
+
+    T, C = x.shape[0], x.shape[2]
+    p = p._replace(beta=torch.as_tensor(p.beta).detach(), threshold=torch.as_tensor(p.threshold).detach())
+    sample = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(0)).requires_grad_(grad)
+    weight = torch.ones(T, C).requires_grad_(grad)
+    norm = BNTTNorm(weight, torch.zeros(T, C), torch.ones(T, C), 1e-4, 1.0, grad)
+
+    def call(path):
+        start = time.perf_counter()
+        with torch.enable_grad() if grad else torch.no_grad():
+            spikes = bntt_leaky_scan_cpu(sample, norm, p, path)
+            if grad:
+                torch.autograd.grad(spikes, (sample, weight), torch.ones_like(spikes))
+        return time.perf_counter() - start
+
+    def timed(path):
+        first = call(path)
+        return statistics.median(call(path) for _ in range(TIMED_CALLS)), first
+
+    eager_s, _ = timed("bntt-eager")
+    known = [m.compile_s for m in _CHOICES.values() if m.compile_s is not None]
+    if not worth_measuring(eager_s, min(known, default=ASSUMED_COMPILE_SECONDS)):
+        return Measurement(eager_s)
+    try:
+        compiled_s, first = timed("bntt-compiled")
+    except fallback_errors() as err:
+        record_failure("bntt-compiled", err, "the compile measurement")
+        return Measurement(eager_s)
+    return Measurement(eager_s, compiled_s, first)
