@@ -82,8 +82,8 @@ class BatchNormTT(ThroughTime):
                 f"C={self.num_features} (a sequence {seq} needs step_mode='m'), got shape {tuple(x.shape)}"
             )
 
-    def _check_sequence_input(self, x_seq: torch.Tensor) -> None:
-        super()._check_sequence_input(x_seq)
+    def _check_sequence_input(self, x_seq: torch.Tensor, first_step: int = 0) -> None:
+        super()._check_sequence_input(x_seq, first_step)
         if x_seq.shape[2] != self.num_features:
             raise ValueError(
                 f"{type(self).__name__}({self.num_features}): expected channels C={self.num_features} at dim 2 of "
@@ -104,11 +104,11 @@ class BatchNormTT(ThroughTime):
         update_running_statistics([bn], mean[None], var[None], count)
         return out
 
-    def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
-        steps = self[: x_seq.shape[0]]
+    def _forward_sequence(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+        steps = self[first_step : first_step + x_seq.shape[0]]
         first = steps[0]
         if first.momentum is None:  # cumulative averaging: per-step counters may differ
-            return super()._forward_sequence(x_seq)
+            return super()._forward_sequence(x_seq, first_step)
         T, B, C = x_seq.shape[:3]
         rest = x_seq.shape[3:]
         flat = x_seq.transpose(0, 1).reshape(B, T * C, *rest)

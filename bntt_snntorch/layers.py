@@ -31,6 +31,8 @@ from .kernels import (
     report,
     spike_synapse,
 )
+from .kernels.local_scan import local_leaky_scan
+from .kernels.plan import fusable
 from .kernels.pooling import avg_pool2d
 from .step_mode import StepCounter, StepModule
 
@@ -177,11 +179,7 @@ class SpikingBlock(StepCounter, nn.Module):
         kernel that keeps only the synapse output for backward
         (:func:`bntt_snntorch.kernels.bntt_leaky_scan`).
         """
-        if self.input_quantum is not None and torch.is_grad_enabled() and spike_synapse.supports(self.synapse):
-            cur = spike_synapse.spike_synapse(self.synapse, x_seq.flatten(0, 1), self.input_quantum)
-            cur = cur.unflatten(0, x_seq.shape[:2])
-        else:
-            cur = _over_time(self.synapse, x_seq)
+        cur = self._synapse_over_time(x_seq)
         params = self.neuron.kernel_params()
         plan = report(self, self._plan(cur, params))
         if plan.bntt:
@@ -191,6 +189,48 @@ class SpikingBlock(StepCounter, nn.Module):
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
+
+    def _synapse_over_time(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The synapse on every step of ``x_seq`` ``(T, B, ...)`` as one ``(T*B, ...)`` batch (spike input
+        kept as int8 codes for backward where :attr:`input_quantum` says it is spikes)."""
+        if self.input_quantum is not None and torch.is_grad_enabled() and spike_synapse.supports(self.synapse):
+            cur = spike_synapse.spike_synapse(self.synapse, x_seq.flatten(0, 1), self.input_quantum)
+            return cur.unflatten(0, x_seq.shape[:2])
+        return _over_time(self.synapse, x_seq)
+
+    def local_steps_supported(self) -> bool:
+        """Whether :meth:`local_steps` runs this block: a leaky neuron the kernels run, with a fixed
+        scalar leak and threshold, after a per-step norm (or none)."""
+        p = self.neuron.kernel_params()
+        if p is None or fusable(p) is not None:
+            return False
+        fixed = all(
+            torch.as_tensor(v).numel() == 1 and not torch.as_tensor(v).requires_grad for v in (p.beta, p.threshold)
+        )
+        return fixed and (self.norm is None or isinstance(self.norm, BatchNormTT))
+
+    def local_steps(self, x_seq: torch.Tensor, first_step: int, state: BlockState | None = None):
+        """Steps ``first_step .. first_step + K - 1`` of the sequence, ``x_seq`` ``(K, B, ...)``, from
+        ``state`` (the membrane, and OTTT's presynaptic trace, the previous steps left; None: zeros)
+        with the online rule's gradient: each step's spikes through that step's own input only
+        (:func:`~bntt_snntorch.kernels.local_scan.local_leaky_scan`), and with ``online_rule="ottt"`` the
+        synapse's weight gradient taken with the trace of its input, as :meth:`step` does. The values are
+        the exact ones. Returns ``(spk_seq (K, B, ...), state)``, the state without gradient. Online
+        training runs K steps a call this way (:mod:`bntt_snntorch.training.online`)."""
+        mem, trace = state or BlockState(None)
+        if self.online_rule == "ottt" and self.presynaptic is not None:
+            traces, trace = _traces(x_seq, trace, self.presynaptic.beta)
+            with torch.no_grad():
+                value = _over_time(self.synapse, x_seq)
+            cur = _ReplaceForGrad.apply(_over_time(self.synapse, _ReplaceForGrad.apply(x_seq, traces)), value)
+        else:
+            cur = self._synapse_over_time(x_seq)
+        if self.norm is not None:
+            cur = self.norm.multi_step(cur, first_step)
+        if self.input_scale != 1.0:
+            cur = cur * self.input_scale
+        spikes, mem = local_leaky_scan(cur, self.neuron.params(), mem)
+        return spikes, BlockState(mem, trace)
 
     def _fused_bntt(self, cur: torch.Tensor, params, plan: Plan) -> torch.Tensor:
         """The statistics, then BNTT and the neuron as one node, on ``plan``'s path; a path that cannot
@@ -252,6 +292,19 @@ class SpikingBlock(StepCounter, nn.Module):
         parts = [] if self.input_scale == 1.0 else [f"input_scale={self.input_scale}"]
         parts += [] if self.input_quantum is None else [f"input_quantum={self.input_quantum}"]
         return ", ".join(parts + [f"step_mode={self.step_mode!r}"])
+
+
+@torch.no_grad()
+def _traces(x_seq: torch.Tensor, trace: torch.Tensor | None, beta) -> tuple[torch.Tensor, torch.Tensor]:
+    """OTTT's presynaptic traces ``a_t = beta * a_(t-1) + x_t`` of ``x_seq`` ``(K, B, ...)`` from ``trace``
+    (None: the first step's ``a_0 = x_0``) -> ``(traces (K, B, ...), the last one)``; ``beta`` clamped to
+    [0, 1] as the neuron's leak is."""
+    leak = torch.as_tensor(beta, device=x_seq.device).clamp(0, 1)
+    traces = torch.empty_like(x_seq)
+    for t, x in enumerate(x_seq):
+        trace = x.clone() if trace is None else leak * trace + x
+        traces[t] = trace
+    return traces, trace
 
 
 def _origin(module: nn.Module) -> str:

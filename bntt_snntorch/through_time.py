@@ -89,13 +89,14 @@ class ThroughTime(StepCounter, nn.ModuleList):
         """Layer ``t`` on ``x`` (checked): what a subclass changes to run a step another way."""
         return self[t](x)
 
-    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """The sequence ``x_seq`` ``(T', B, ...)``, ``T' <= time_steps`` -> the same shape."""
-        self._check_sequence_input(x_seq)
-        return self._forward_sequence(x_seq)
+    def multi_step(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+        """The sequence ``x_seq`` ``(T', B, ...)`` as steps ``first_step .. first_step + T' - 1`` (at most
+        ``time_steps``) -> the same shape."""
+        self._check_sequence_input(x_seq, first_step)
+        return self._forward_sequence(x_seq, first_step)
 
-    def _forward_sequence(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return torch.stack([layer(x) for layer, x in zip(self, x_seq)])
+    def _forward_sequence(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor:
+        return torch.stack([layer(x) for layer, x in zip(self[first_step:], x_seq)])
 
     # -- validation ----------------------------------------------------------
     def _legacy_sequence(self, x: torch.Tensor) -> bool:
@@ -108,15 +109,17 @@ class ThroughTime(StepCounter, nn.ModuleList):
     def _check_step_input(self, x: torch.Tensor, counter: bool = False) -> None:
         """Layer-specific checks of one step's shape (none here: the wrapped layer checks)."""
 
-    def _check_sequence_input(self, x_seq: torch.Tensor) -> None:
+    def _check_sequence_input(self, x_seq: torch.Tensor, first_step: int = 0) -> None:
         if x_seq.dim() < 2:
             raise ValueError(
                 f"{type(self).__name__}(step_mode='m') expects a sequence (T, B, ...), got shape {tuple(x_seq.shape)}"
             )
-        if x_seq.shape[0] > self.time_steps:
+        if first_step + x_seq.shape[0] > self.time_steps:
+            after = f" after step {first_step}" if first_step else ""
             raise ValueError(
-                f"{type(self).__name__}: sequence has {x_seq.shape[0]} steps but the layer was built for "
-                f"time_steps={self.time_steps} (expected T' <= {self.time_steps}, got shape {tuple(x_seq.shape)})"
+                f"{type(self).__name__}: sequence has {x_seq.shape[0]} steps{after} but the layer was built for "
+                f"time_steps={self.time_steps} (expected T' <= {self.time_steps - first_step}, got shape "
+                f"{tuple(x_seq.shape)})"
             )
 
     def extra_repr(self) -> str:

@@ -15,6 +15,15 @@ gradient's spatial path is kept:
   neuron, ``g_t`` is the gradient at the synapse's output after step t's normalisation: BNTT's
   backward at step t uses step t's batch statistics only, so the rule stays local in time.
 
+**Several steps a call.** Without a temporal gradient, either rule's gradient at a step does not depend
+on the steps after it, so where the network allows it (:func:`runs_in_chunks`: leaky neurons with a fixed
+leak and threshold after BNTT, pooling between blocks) the steps run :data:`CHUNK_STEPS` at a time:
+each block's synapse and BNTT over the chunk's steps at once, the neuron as one scan without a graph
+from the membrane the previous chunk left, differentiated through each step's own input, and for OTTT
+the traces of the chunk's input from the trace the previous chunk left
+(:meth:`~bntt_snntorch.layers.SpikingBlock.local_steps`); then the chunk's summed loss and one
+backward. The gradients equal the per-step path's (tested); the memory held is a chunk's, whatever T.
+
 BNTT suits both: the statistics of step t need only step t's batch (each step's running statistics
 are updated once, by that step's forward). Norms whose statistics span all steps (BN over time, tdBN,
 TEBN) cannot run online: :class:`~bntt_snntorch.training.ConfigError` names the ones that can.
@@ -23,6 +32,7 @@ TEBN) cannot run online: :class:`~bntt_snntorch.training.ConfigError` names the 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from collections.abc import Iterable
 
@@ -33,11 +43,15 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 
-from ..layers import ONLINE_RULES, SpikingBlock
+from ..layers import ONLINE_RULES, BlockState, SpikingBlock, TimeDistributed
 from ..models import SpikingNet
 from ..step_mode import set_step_mode
 
 TRAINING_MODES = ("bptt", *ONLINE_RULES)
+#: Steps the online rules run a call where the network allows it: the memory held is that of this many steps at
+#: every T (4: the smallest T the online rules are measured at), and the synapses see this many steps'
+#: batches at once.
+CHUNK_STEPS = 4
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -95,21 +109,65 @@ def online_backward(
     chosen = set(range(T))
     if backprop_steps is not None and backprop_steps < T:  # Python's generator: checkpoints keep its state
         chosen = set(random.sample(range(T), backprop_steps))
-    loss_sum, readout_sum = 0.0, 0.0
     with online(model, rule) as net:
         net.reset()
-        for t, x_t in enumerate(steps):
-            with contextlib.nullcontext() if t in chosen else torch.no_grad():
-                with autocast():
-                    out = net(x_t)
-                    loss = F.cross_entropy(at_least_float32(out), labels) / T
-                if t in chosen:
-                    scale(loss).backward()
-            loss_sum = loss_sum + loss.detach()
-            readout_sum = readout_sum + at_least_float32(out.detach())
+        if len(chosen) == T and runs_in_chunks(net, rule):
+            loss_sum, readout_sum = _chunked_backward(net, steps, labels, T, autocast, scale)
+        else:
+            loss_sum, readout_sum = _per_step_backward(net, steps, labels, T, chosen, autocast, scale)
     if isinstance(model, DistributedDataParallel):
         average_gradients_over_ranks(net)
     return loss_sum, readout_sum / T
+
+
+def _per_step_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, chosen: set, autocast, scale):
+    """The online rule one step a call (step mode "s"): each step's forward, its loss
+    ``CE(readout_t, labels) / T`` and, for the ``chosen`` steps, its backward. Returns the summed loss and
+    the summed readout ``(B, classes)``, detached."""
+    loss_sum, readout_sum = 0.0, 0.0
+    for t, x_t in enumerate(steps):
+        with contextlib.nullcontext() if t in chosen else torch.no_grad():
+            with autocast():
+                out = net(x_t)
+                loss = F.cross_entropy(at_least_float32(out), labels) / T
+            if t in chosen:
+                scale(loss).backward()
+        loss_sum = loss_sum + loss.detach()
+        readout_sum = readout_sum + at_least_float32(out.detach())
+    return loss_sum, readout_sum
+
+
+def runs_in_chunks(net: SpikingNet, rule: str) -> bool:
+    """Whether ``rule`` (SLTT or OTTT) on ``net`` runs :data:`CHUNK_STEPS` steps a call: every feature
+    layer a block that supports :meth:`~bntt_snntorch.layers.SpikingBlock.local_steps` or a stateless
+    :class:`~bntt_snntorch.layers.TimeDistributed` layer."""
+    return rule in ONLINE_RULES and all(
+        isinstance(layer, TimeDistributed) or (isinstance(layer, SpikingBlock) and layer.local_steps_supported())
+        for layer in net.features
+    )
+
+
+def _chunked_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, autocast, scale):
+    """The online rule :data:`CHUNK_STEPS` steps a call: the chunk forward (each block from the state the
+    last chunk left), its summed loss ``sum_t CE(readout_t, labels) / T`` and one backward. Returns the
+    summed loss and the summed readout ``(B, classes)``, detached."""
+    states: dict[int, BlockState] = {}
+    loss_sum, readout_sum, steps = 0.0, 0.0, iter(steps)
+    for first in range(0, T, CHUNK_STEPS):
+        x = torch.stack(list(itertools.islice(steps, CHUNK_STEPS)))
+        with autocast():
+            for i, layer in enumerate(net.features):
+                if isinstance(layer, SpikingBlock):
+                    x, states[i] = layer.local_steps(x, first, states.get(i))
+                else:
+                    x = layer.multi_step(x)
+            out = at_least_float32(net.classifier(x))
+            per_step = F.cross_entropy(out.flatten(0, 1), labels.repeat(len(out)), reduction="none")
+            loss = per_step.view(len(out), -1).mean(1).sum() / T
+        scale(loss).backward()
+        loss_sum = loss_sum + loss.detach()
+        readout_sum = readout_sum + out.detach().sum(0)
+    return loss_sum, readout_sum
 
 
 def average_gradients_over_ranks(module: nn.Module) -> None:
