@@ -135,9 +135,10 @@ class BatchNormTT(ThroughTime):
         """Whether :meth:`update_statistics` applies: exponential running averages, no cross-rank sync."""
         return self[0].momentum is not None and not self._synchronizing()
 
-    def update_statistics(self, x_seq: torch.Tensor, batch_statistics=None):
-        """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)``; in
-        training this also updates the running statistics (hence the name: it is no pure query).
+    def update_statistics(self, x_seq: torch.Tensor, batch_statistics=None, first_step: int = 0):
+        """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)`` as steps
+        ``first_step ..``; in training this also updates the running statistics (hence the name: it is no
+        pure query).
 
         Training: each step's batch mean and biased variance (float32 at least, no gradient: the
         fused kernel's backward accounts for them), the running statistics updated with the
@@ -145,8 +146,8 @@ class BatchNormTT(ThroughTime):
         ``batch_statistics(x_seq) -> (mean, var)`` computes the statistics (a fused kernel's), by
         the same rule here. Eval: the running statistics. ``weight`` is ``None`` for ``affine=False``.
         """
-        self._check_sequence_input(x_seq)
-        steps = self[: x_seq.shape[0]]
+        self._check_sequence_input(x_seq, first_step)
+        steps = self[first_step : first_step + x_seq.shape[0]]
         weight = torch.stack([bn.weight for bn in steps]) if self.affine else None
         state = torch.promote_types(x_seq.dtype, torch.float32)
         with torch.no_grad():

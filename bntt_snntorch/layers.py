@@ -31,7 +31,7 @@ from .kernels import (
     report,
     spike_synapse,
 )
-from .kernels.local_scan import local_leaky_scan
+from .kernels.local_scan import local_bntt_scan, local_leaky_scan
 from .kernels.plan import fusable
 from .kernels.pooling import avg_pool2d
 from .step_mode import StepCounter, StepModule
@@ -225,6 +225,11 @@ class SpikingBlock(StepCounter, nn.Module):
             cur = _ReplaceForGrad.apply(_over_time(self.synapse, _ReplaceForGrad.apply(x_seq, traces)), value)
         else:
             cur = self._synapse_over_time(x_seq)
+        if self.norm is not None and self.norm.fusable():  # BNTT and the neuron as one node
+            stats = self.norm.update_statistics(cur, None, first_step)
+            norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
+            spikes, mem = local_bntt_scan(cur, norm, self.neuron.params(), mem)
+            return spikes, BlockState(mem, trace)
         if self.norm is not None:
             cur = self.norm.multi_step(cur, first_step)
         if self.input_scale != 1.0:

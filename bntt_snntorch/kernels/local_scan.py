@@ -1,18 +1,23 @@
 """The leaky scan with SLTT's gradient: each step's spikes differentiated through that step's own input
-only (Meng et al. 2023), for online training run several steps at a time.
+only (Meng et al. 2023), for online training run several steps at a time; alone
+(:func:`local_leaky_scan`) or after BNTT as one node (:func:`local_bntt_scan`).
 
 SLTT drops the gradient through the membrane from one step to the next, so with the membrane before
 the first step given (detached), the whole sequence's spikes come from one scan without a graph, and
 the gradient at step t's input is ``dL/dspk_t * g * surrogate'(h_t - theta)`` — elementwise, with
 ``h_t`` the step's membrane before firing. That is exactly what the per-step online path
 (``SpikingBlock.step`` with ``online_rule="sltt"``) differentiates, for every reset variant (tested);
-saved for backward: the surrogate's slope only.
+saved for backward: the surrogate's slope only. After BNTT, the one node saves the synapse output
+and the per-step statistics only, and recomputes the currents and the scan in backward (as BPTT's
+fused node, :mod:`.bntt_scan`, does), then turns each step's current gradient into batch norm's input
+and gamma gradients with batch norm's own backward kernel.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .bntt_scan import BNTTNorm, _eager_currents, _scaled_weight, invstd
 from .torch_scan import NeuronSpec, NeuronTensors, forward_scan
 
 
@@ -47,3 +52,56 @@ def local_leaky_scan(cur_seq: torch.Tensor, p, mem0: torch.Tensor | None) -> tup
         fire_slope = spec.surrogate.derivative(h_seq - tensors.theta).mul_(tensors.g)
     spikes = _LocalFire.apply(cur_seq, spk_seq.to(cur_seq.dtype), fire_slope)
     return spikes, mem
+
+
+def _scan(current_at, num_steps: int, mem0: torch.Tensor, p, like: torch.Tensor, keep: str):
+    """The scan without a graph from ``mem0``: ``(buffer "h" or "spk" (T, B, ...), last membrane)``."""
+    state = mem0.dtype
+    tensors, spec = NeuronTensors.of(p, like.device, state), NeuronSpec.of(p)
+    buffer = torch.empty(like.shape, dtype=state if keep == "h" else like.dtype, device=like.device)
+    mem = forward_scan(lambda t: current_at(t).to(state), num_steps, mem0, tensors, spec, {keep: buffer})
+    return buffer, mem
+
+
+class _LocalBNTTScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_seq, weight, mean, var, mem0, norm: BNTTNorm, p):
+        ctx.save_for_backward(x_seq, weight, mean, var, mem0)
+        ctx.norm, ctx.p = norm, p
+        w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
+        spikes, mem = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "spk")
+        ctx.mark_non_differentiable(mem)
+        return spikes, mem
+
+    @staticmethod
+    def backward(ctx, grad_spk, _):
+        x_seq, weight, mean, var, mem0 = ctx.saved_tensors
+        norm, p = ctx.norm, ctx.p
+        w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
+        h_seq, _ = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "h")
+        tensors, spec = NeuronTensors.of(p, x_seq.device, mem0.dtype), NeuronSpec.of(p)
+        dcur_seq = grad_spk * spec.surrogate.derivative(h_seq.sub_(tensors.theta)).mul_(tensors.g)
+        need_weight = weight is not None and ctx.needs_input_grad[1]
+        rstd = invstd(var, norm.eps)
+        grad_x = torch.empty_like(x_seq)
+        grad_weight = torch.empty_like(mean) if need_weight else None
+        for t, dcur in enumerate(dcur_seq):
+            gx, gw, _ = torch.ops.aten.native_batch_norm_backward(
+                dcur.to(x_seq.dtype), x_seq[t], None if w is None else w[t], mean[t], var[t], mean[t], rstd[t],
+                norm.training, norm.eps, [True, need_weight, False],
+            )  # fmt: skip
+            grad_x[t] = gx
+            if need_weight:
+                grad_weight[t] = gw * norm.scale
+        return grad_x, grad_weight, None, None, None, None, None
+
+
+def local_bntt_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, mem0: torch.Tensor | None):
+    """Spikes ``(T, B, C, ...)`` of a leaky layer (LeakyParams ``p``: a scalar leak and threshold without
+    gradient) driven by ``norm.scale * BNTT(x_seq)`` with the per-step statistics of ``norm`` (a
+    :class:`~.bntt_scan.BNTTNorm`), from membrane ``mem0`` (zeros when None), differentiable with respect
+    to ``x_seq`` and the gammas through each step's own input only; and the last membrane (no
+    gradient). Saves ``x_seq`` and the statistics only."""
+    state = torch.promote_types(x_seq.dtype, torch.float32)
+    mem0 = torch.zeros(x_seq.shape[1:], dtype=state, device=x_seq.device) if mem0 is None else mem0.to(state)
+    return _LocalBNTTScan.apply(x_seq, norm.weight, norm.mean, norm.var, mem0, norm, p)
