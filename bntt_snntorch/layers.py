@@ -212,8 +212,9 @@ class SpikingBlock(StepCounter, nn.Module):
     def local_steps(self, x_seq: torch.Tensor, first_step: int, state: BlockState | None = None):
         """Steps ``first_step .. first_step + K - 1`` of the sequence, ``x_seq`` ``(K, B, ...)``, from
         ``state`` (the membrane, and OTTT's presynaptic trace, the previous steps left; None: zeros)
-        with the online rule's gradient: each step's spikes through that step's own input only
-        (:func:`~bntt_snntorch.kernels.local_scan.local_leaky_scan`), and with ``online_rule="ottt"`` the
+        with the online rule's gradient: each step's spikes through that step's own input only (BNTT and
+        the neuron as one node, :func:`~bntt_snntorch.kernels.local_scan.local_bntt_scan`, or the neuron
+        alone, :func:`~bntt_snntorch.kernels.local_scan.local_leaky_scan`), and with ``online_rule="ottt"`` the
         synapse's weight gradient taken with the trace of its input, as :meth:`step` does. The values are
         the exact ones. Returns ``(spk_seq (K, B, ...), state)``, the state without gradient. Online
         training runs K steps a call this way (:mod:`bntt_snntorch.training.online`)."""
@@ -268,9 +269,8 @@ class SpikingBlock(StepCounter, nn.Module):
         if self.online_rule is not None and mem is not None:
             mem = mem.detach()  # online training: no gradient through time
         if self.online_rule == "ottt" and self.presynaptic is not None:
+            _, trace = _traces(x.unsqueeze(0), trace, self.presynaptic.beta)
             with torch.no_grad():
-                leak = torch.as_tensor(self.presynaptic.beta, device=x.device).clamp(0, 1)
-                trace = x.detach() if trace is None else leak * trace + x
                 value = self.synapse(x)
             cur = _ReplaceForGrad.apply(self.synapse(_ReplaceForGrad.apply(x, trace)), value)
         else:

@@ -264,8 +264,8 @@ def test_the_local_scan_equals_per_step_neurons_with_the_membrane_detached(varia
 
 @pytest.mark.parametrize("rule", ["sltt", "ottt"])
 def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatch, rule):
-    """CHUNK_STEPS steps a call (T=6: 4 + 2, the state and OTTT's traces carried over) against one step
-    a call, on the conv digits net (BNTT 2d, pooling, spike inputs kept as int8 codes): loss, readout,
+    """Several steps a call (T=6: SLTT 4 + 2, OTTT 2 + 2 + 2; the state and OTTT's traces carried over)
+    against one step a call, on the conv digits net (BNTT 2d, pooling, spike inputs kept as int8 codes): loss, readout,
     every gradient and running statistic, float32 (1e-5 of the largest entry)."""
     from bntt_snntorch.training import online
 

@@ -48,10 +48,11 @@ from ..models import SpikingNet
 from ..step_mode import set_step_mode
 
 TRAINING_MODES = ("bptt", *ONLINE_RULES)
-#: Steps the online rules run a call where the network allows it: the memory held is that of this many steps at
-#: every T (4: the smallest T the online rules are measured at), and the synapses see this many steps'
-#: batches at once.
-CHUNK_STEPS = 4
+#: Steps each online rule runs a call where the network allows it: the memory held is that of this many
+#: steps at every T, and the synapses see this many steps' batches at once. OTTT keeps each step's input
+#: trace (float) for the weight gradient besides the synapse output, so it takes half SLTT's steps: the
+#: held bytes of both stay under a quarter of BPTT's at T=25 (benchmarks/results/online-memory.md).
+CHUNK_STEPS = {"sltt": 4, "ottt": 2}
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ def online_backward(
     with online(model, rule) as net:
         net.reset()
         if len(chosen) == T and runs_in_chunks(net, rule):
-            loss_sum, readout_sum = _chunked_backward(net, steps, labels, T, autocast, scale)
+            loss_sum, readout_sum = _chunked_backward(net, steps, labels, T, CHUNK_STEPS[rule], autocast, scale)
         else:
             loss_sum, readout_sum = _per_step_backward(net, steps, labels, T, chosen, autocast, scale)
     if isinstance(model, DistributedDataParallel):
@@ -138,7 +139,7 @@ def _per_step_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, cho
 
 
 def runs_in_chunks(net: SpikingNet, rule: str) -> bool:
-    """Whether ``rule`` (SLTT or OTTT) on ``net`` runs :data:`CHUNK_STEPS` steps a call: every feature
+    """Whether ``rule`` (SLTT or OTTT) on ``net`` runs several steps a call (:data:`CHUNK_STEPS`): every feature
     layer a block that supports :meth:`~bntt_snntorch.layers.SpikingBlock.local_steps` or a stateless
     :class:`~bntt_snntorch.layers.TimeDistributed` layer."""
     return rule in ONLINE_RULES and all(
@@ -147,14 +148,14 @@ def runs_in_chunks(net: SpikingNet, rule: str) -> bool:
     )
 
 
-def _chunked_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, autocast, scale):
-    """The online rule :data:`CHUNK_STEPS` steps a call: the chunk forward (each block from the state the
+def _chunked_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, chunk: int, autocast, scale):
+    """The online rule ``chunk`` steps a call: the chunk forward (each block from the state the
     last chunk left), its summed loss ``sum_t CE(readout_t, labels) / T`` and one backward. Returns the
     summed loss and the summed readout ``(B, classes)``, detached."""
     states: dict[int, BlockState] = {}
     loss_sum, readout_sum, steps = 0.0, 0.0, iter(steps)
-    for first in range(0, T, CHUNK_STEPS):
-        x = torch.stack(list(itertools.islice(steps, CHUNK_STEPS)))
+    for first in range(0, T, chunk):
+        x = torch.stack(list(itertools.islice(steps, chunk)))
         with autocast():
             for i, layer in enumerate(net.features):
                 if isinstance(layer, SpikingBlock):
