@@ -34,56 +34,10 @@ STEPS = (4, 8, 16, 25, 32, 64)
 MODES = ("bptt", "sltt", "ottt")
 
 
-def measure(mode: str, num_steps: int, batch: int, iters: int) -> dict:
-    """One row, in this process."""
-    import torch.nn.functional as F
-
-    from bntt_snntorch import create_model
-    from bntt_snntorch.encoding import SequenceEncoder
-    from bntt_snntorch.layers import mark_spike_inputs
-    from bntt_snntorch.profiling import LiveSavedTensors
-    from bntt_snntorch.training.online import online_backward
-    from bntt_snntorch.utils import tune_cpu_allocator
-
-    tune_cpu_allocator()
-    torch.manual_seed(0)
-    model = create_model("vgg9", num_steps=num_steps)
-    mark_spike_inputs(model.features, input_quantum=1.0)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    images = torch.rand(batch, 3, 32, 32) * 2 - 1
-    y = torch.randint(0, 10, (batch,))
-    encoder = SequenceEncoder(num_steps, "p", torch.Generator().manual_seed(0))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        if mode == "bptt":
-            F.cross_entropy(model(encoder(images)), y).backward()
-        else:
-            online_backward(model, encoder.steps(images), y, mode, num_steps=num_steps)
-        opt.step()
-
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with LiveSavedTensors() as live:
-        step()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
-    return dict(
-        mode=mode,
-        num_steps=num_steps,
-        batch=batch,
-        peak_saved_mib=live.peak / 2**20,
-        peak_rss_growth_mib=rss / 2**20,
-        train_img_s=batch / statistics.median(times),
-    )
-
-
-def alternated_speed(num_steps: int, batch: int, rounds: int) -> dict:
-    """In one process: VGG9 training steps of the three rules alternated (one of each a round, after one
-    warm-up each), so a slow spell of the machine hits all three; ``{mode: img/s}`` of each one's fastest."""
+def _training_step(num_steps: int, batch: int):
+    """``step(mode)``: one training step (forward, backward, SGD) of VGG9 (32x32, 10 classes, BNTT, the seed
+    neuron) on a Poisson-coded batch, coded as train.py codes it: all T steps at once for BPTT, step by step
+    inside the online rules."""
     import torch.nn.functional as F
 
     from bntt_snntorch import create_model
@@ -108,6 +62,41 @@ def alternated_speed(num_steps: int, batch: int, rounds: int) -> dict:
             online_backward(model, encoder.steps(images), y, mode, num_steps=num_steps)
         opt.step()
 
+    return step
+
+
+def measure(mode: str, num_steps: int, batch: int, iters: int) -> dict:
+    """One row, in this process."""
+    from bntt_snntorch.profiling import LiveSavedTensors
+
+    train_step = _training_step(num_steps, batch)
+
+    def step():
+        train_step(mode)
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with LiveSavedTensors() as live:
+        step()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+    return dict(
+        mode=mode,
+        num_steps=num_steps,
+        batch=batch,
+        peak_saved_mib=live.peak / 2**20,
+        peak_rss_growth_mib=rss / 2**20,
+        train_img_s=batch / statistics.median(times),
+    )
+
+
+def alternated_speed(num_steps: int, batch: int, rounds: int) -> dict:
+    """In one process: VGG9 training steps of the three rules alternated (one of each a round, after one
+    warm-up each), so a slow spell of the machine hits all three; ``{mode: img/s}`` of each one's fastest."""
+    step = _training_step(num_steps, batch)
     best = {}
     for mode in MODES:
         step(mode)
