@@ -115,6 +115,7 @@ def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypa
 
     from bntt_snntorch import kernels
     from bntt_snntorch.kernels import Plan, explain, triton_scan
+    from bntt_snntorch.kernels import fallback as fallback_module
     from bntt_snntorch.kernels import plan as plan_module
 
     def broken(*args, **kwargs):
@@ -122,7 +123,7 @@ def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypa
 
     monkeypatch.setattr(kernels, "choose_plan", lambda x, p, backend="auto", bntt=False: Plan("triton", "forced"))
     monkeypatch.setattr(triton_scan, "leaky_scan_triton", broken)
-    monkeypatch.setattr(plan_module, "FALLBACKS", {})
+    monkeypatch.setattr(fallback_module, "FALLBACKS", {})
     monkeypatch.setattr(plan_module, "triton_usable", lambda device: True)
     monkeypatch.setenv("BNTT_KERNELS", "triton")
     lif = MultiStepLeaky(0.9, spike_grad=surrogate.bntt_triangle())
@@ -130,6 +131,6 @@ def test_auto_falls_back_to_torch_when_triton_fails_and_explain_says_so(monkeypa
     with pytest.warns(UserWarning, match="triton kernels cannot run here .*no kernel image"):
         spk, mem = leaky_scan(x, lif.params(), plan=Plan("triton", "forced"))
     ref_spk, ref_mem = leaky_sequence_reference(x, lif.params())
-    assert torch.equal(spk, ref_spk) and "no kernel image" in plan_module.FALLBACKS["triton"]
+    assert torch.equal(spk, ref_spk) and "no kernel image" in fallback_module.FALLBACKS["triton"]
     (line,) = explain(lif, x)  # later plans take the torch scan and say why
     assert line.path == "torch" and "fallback" in line.reason and "no kernel image" in line.reason

@@ -234,21 +234,21 @@ def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
     from torch._inductor.exc import CppCompileError
 
     from bntt_snntorch.kernels import clear_fallbacks, compiled_steps, explain
-    from bntt_snntorch.kernels import plan as plan_module
+    from bntt_snntorch.kernels import fallback as fallback_module
 
     def broken(name, key):
         raise CppCompileError(["c++"], "no C++ compiler")
 
     monkeypatch.setenv("BNTT_KERNELS", "compiled")
     monkeypatch.setattr(compiled_steps, "compiled", broken)
-    monkeypatch.setattr("bntt_snntorch.kernels.plan.FALLBACKS", {})
+    monkeypatch.setattr(fallback_module, "FALLBACKS", {})
     fast = _block(2, VARIANTS[5], "triangle")
     slow = copy.deepcopy(fast)
     x = _input(2, 11)
     warning = r"SpikingBlock \(.*\): the bntt-compiled kernels cannot run here \(CppCompileError.*BNTT_KERNELS=eager"
     with pytest.warns(UserWarning, match=warning):
         y_fast, gx_fast, _, _ = _run(fast, x, True, 11)
-    assert "no C++ compiler" in plan_module.FALLBACKS["bntt-compiled"]
+    assert "no C++ compiler" in fallback_module.FALLBACKS["bntt-compiled"]
     (line,) = explain(fast, x)
     assert line.path == "bntt-eager" and "no C++ compiler" in line.reason and line.taken == "bntt-eager"
     clear_fallbacks()
@@ -263,18 +263,18 @@ def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
 def test_a_bug_in_a_kernel_propagates_instead_of_falling_back(monkeypatch):
     """Only "cannot compile or launch here" falls back: any other error (a wrong shape, say) is a bug."""
     from bntt_snntorch.kernels import compiled_steps
-    from bntt_snntorch.kernels import plan as plan_module
+    from bntt_snntorch.kernels import fallback as fallback_module
 
     def buggy(name, key):
         raise RuntimeError("shape '[4, 7]' is invalid for input of size 30")
 
     monkeypatch.setenv("BNTT_KERNELS", "compiled")
     monkeypatch.setattr(compiled_steps, "compiled", buggy)
-    monkeypatch.setattr(plan_module, "FALLBACKS", {})
+    monkeypatch.setattr(fallback_module, "FALLBACKS", {})
     block = _block(2, VARIANTS[0], "triangle")
     with pytest.raises(RuntimeError, match="is invalid for input"):
         _run(block, _input(2, 11), True, 11)
-    assert plan_module.FALLBACKS == {}
+    assert fallback_module.FALLBACKS == {}
 
 
 def test_the_triton_statistics_kernel_is_inside_the_fallback_rule(monkeypatch):
@@ -284,7 +284,7 @@ def test_the_triton_statistics_kernel_is_inside_the_fallback_rule(monkeypatch):
 
     from bntt_snntorch import layers
     from bntt_snntorch.kernels import Plan
-    from bntt_snntorch.kernels import plan as plan_module
+    from bntt_snntorch.kernels import fallback as fallback_module
 
     def statistics_of(error):
         def batch_statistics(path):
@@ -298,7 +298,7 @@ def test_the_triton_statistics_kernel_is_inside_the_fallback_rule(monkeypatch):
 
         return batch_statistics
 
-    monkeypatch.setattr(plan_module, "FALLBACKS", {})
+    monkeypatch.setattr(fallback_module, "FALLBACKS", {})
     monkeypatch.setattr(layers.SpikingBlock, "_plan", lambda self, cur, params: Plan("bntt-triton", "forced"))
     fast = _block(2, VARIANTS[0], "triangle")
     slow = copy.deepcopy(fast)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from . import compiled_steps
-from .plan import fallback_errors, layer_label, record_failure
+from .fallback import fallback_errors, layer_label, record_failure
 from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan, membrane_sequence
 
 

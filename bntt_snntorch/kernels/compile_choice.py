@@ -123,7 +123,7 @@ def measure_layer(x: torch.Tensor, p, grad: bool) -> Measurement:
     :func:`worth_measuring`) compiled; a compile that fails here counts as no gain (the failure is
     recorded as every fallback is)."""
     from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu
-    from .plan import fallback_errors, record_failure
+    from .fallback import fallback_errors, record_failure
 
     T, C = x.shape[0], x.shape[2]
     p = p._replace(beta=torch.as_tensor(p.beta).detach(), threshold=torch.as_tensor(p.threshold).detach())

@@ -26,21 +26,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .._compat import old_kernel_setting
 from ..surrogate import Surrogate
+from . import fallback
+from .fallback import (  # noqa: F401  (re-exported: the fallback rule is part of the plan's API)
+    FALLBACK_PATH,
+    FALLBACKS,
+    attempt,
+    clear_fallbacks,
+    fallback_errors,
+    layer_label,
+    record_failure,
+)
 
 BACKENDS = ("auto", "reference", "torch", "triton")
 KERNEL_SETTINGS = ("auto", "eager", "compiled", "triton")
-
-#: Paths that failed in this process: path -> the error, in words.
-FALLBACKS: dict[str, str] = {}
-#: The path each fallible path falls back to.
-FALLBACK_PATH = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager"}
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,10 @@ def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False) -
         return Plan("torch", _why_torch(x, backend, setting))
     compilable = backend == "auto" and x.device.type == "cpu" and scalar and x.dtype in _COMPILED_DTYPES
     if compilable and setting in ("auto", "compiled"):
-        if "bntt-compiled" in FALLBACKS:
-            return Plan("bntt-eager", f"fallback: the compiled steps failed before ({FALLBACKS['bntt-compiled']})")
+        if "bntt-compiled" in fallback.FALLBACKS:
+            return Plan(
+                "bntt-eager", f"fallback: the compiled steps failed before ({fallback.FALLBACKS['bntt-compiled']})"
+            )
         if setting == "compiled":
             return Plan("bntt-compiled", "BNTT_KERNELS=compiled")
         return _measured_plan(x, p)
@@ -147,10 +153,12 @@ def _triton_plan(x: torch.Tensor, scalar: bool, bntt: bool, forced: bool) -> Pla
         problem = "the Triton kernels take a scalar beta and threshold"
     elif x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         problem = f"the Triton kernels take float32/bfloat16/float16 input, got {x.dtype}"
-    elif path in FALLBACKS:
+    elif path in fallback.FALLBACKS:
         if forced:
-            raise RuntimeError(f"backend='triton': the Triton path failed before in this process: {FALLBACKS[path]}")
-        return Plan("bntt-eager" if bntt else "torch", f"fallback: {path} failed before ({FALLBACKS[path]})")
+            raise RuntimeError(
+                f"backend='triton': the Triton path failed before in this process: {fallback.FALLBACKS[path]}"
+            )
+        return Plan("bntt-eager" if bntt else "torch", f"fallback: {path} failed before ({fallback.FALLBACKS[path]})")
     if problem is None:
         return Plan(path, "CUDA" if x.is_cuda else "TRITON_INTERPRET=1 / BNTT_KERNELS=triton")
     if forced:
@@ -166,72 +174,6 @@ def _why_torch(x: torch.Tensor, backend: str, setting: str) -> str:
     if x.is_cuda:
         return "CUDA without a usable Triton path"
     return f"{x.device.type}, {x[0].numel()} neurons a step ({x.dtype})"
-
-
-def fallback_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that mean "this backend cannot compile or launch here": ImportError (no
-    Triton), Dynamo's ``BackendCompilerFailed``, TorchInductor's ``InductorError``, ``CppCompileError``,
-    ``InvalidCxxCompiler``, ``TritonMissing``, ``GPUTooOldForTriton``, and Triton's ``CompilationError``,
-    ``PTXASError`` and ``OutOfResources`` (those of them this install has)."""
-    import torch._dynamo.exc as dynamo_exc
-    import torch._inductor.exc as inductor_exc
-
-    errors = [ImportError, dynamo_exc.BackendCompilerFailed]
-    for name in ("InductorError", "CppCompileError", "InvalidCxxCompiler", "TritonMissing", "GPUTooOldForTriton"):
-        errors += [getattr(inductor_exc, name)] if hasattr(inductor_exc, name) else []
-    try:
-        from triton.compiler.errors import CompilationError
-        from triton.runtime import errors as triton_runtime
-
-        errors += [CompilationError, triton_runtime.OutOfResources]
-        errors += [triton_runtime.PTXASError] if hasattr(triton_runtime, "PTXASError") else []
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def layer_label(layer) -> str:
-    """A layer's name in a warning: its class and the shape of its first parameter (the synapse's); a
-    string is already a name."""
-    if layer is None or isinstance(layer, str):
-        return layer or "a layer"
-    weight = next(layer.parameters(), None)
-    return type(layer).__name__ + ("" if weight is None else f" {tuple(weight.shape)}")
-
-
-def record_failure(path: str, err: BaseException, layer=None) -> str:
-    """Remember that ``path`` cannot run here (one warning, naming the layer); returns the path to
-    take instead. Later plans take that path and say why."""
-    fallback = FALLBACK_PATH[path]
-    if path not in FALLBACKS:
-        message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"  # one line
-        FALLBACKS[path] = message
-        warnings.warn(
-            f"{layer_label(layer)}: the {path} kernels cannot run here ({message}); using {fallback} "
-            "instead (same results). Set BNTT_KERNELS=eager to skip the attempt; "
-            "bntt_snntorch.kernels.explain(model, x_seq) shows every layer's path.",
-            stacklevel=4,
-        )
-    return fallback
-
-
-def clear_fallbacks() -> None:
-    """Forget the recorded failures: the next plans try every path again."""
-    FALLBACKS.clear()
-
-
-def attempt(layer, path: str, run, fall_back: bool = True):
-    """``(run(path), path)``; where ``path`` can fall back and ``run`` raises one of
-    :func:`fallback_errors`, the failure is recorded (:func:`record_failure`) and the result is
-    ``(run(fallback), fallback)``. Any other exception propagates, and so does every one when
-    ``fall_back`` is False (a backend the user forced)."""
-    if path not in FALLBACK_PATH or not fall_back:
-        return run(path), path
-    try:
-        return run(path), path
-    except fallback_errors() as err:
-        fallback = record_failure(path, err, layer)
-        return run(fallback), fallback
 
 
 # -- explain ----------------------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""The one fallback rule of the kernel paths: an error that means "this backend cannot compile or
+launch here" falls back, once, to the next path, with one warning; any other error is a bug and
+propagates (:mod:`.plan` states the rule and re-exports these names)."""
+
+from __future__ import annotations
+
+import warnings
+
+#: Paths that failed in this process: path -> the error, in words.
+FALLBACKS: dict[str, str] = {}
+#: The path each fallible path falls back to.
+FALLBACK_PATH = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager"}
+
+
+def fallback_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "this backend cannot compile or launch here": ImportError (no
+    Triton), Dynamo's ``BackendCompilerFailed``, TorchInductor's ``InductorError``, ``CppCompileError``,
+    ``InvalidCxxCompiler``, ``TritonMissing``, ``GPUTooOldForTriton``, and Triton's ``CompilationError``,
+    ``PTXASError`` and ``OutOfResources`` (those of them this install has)."""
+    import torch._dynamo.exc as dynamo_exc
+    import torch._inductor.exc as inductor_exc
+
+    errors = [ImportError, dynamo_exc.BackendCompilerFailed]
+    for name in ("InductorError", "CppCompileError", "InvalidCxxCompiler", "TritonMissing", "GPUTooOldForTriton"):
+        errors += [getattr(inductor_exc, name)] if hasattr(inductor_exc, name) else []
+    try:
+        from triton.compiler.errors import CompilationError
+        from triton.runtime import errors as triton_runtime
+
+        errors += [CompilationError, triton_runtime.OutOfResources]
+        errors += [triton_runtime.PTXASError] if hasattr(triton_runtime, "PTXASError") else []
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def layer_label(layer) -> str:
+    """A layer's name in a warning: its class and the shape of its first parameter (the synapse's); a
+    string is already a name."""
+    if layer is None or isinstance(layer, str):
+        return layer or "a layer"
+    weight = next(layer.parameters(), None)
+    return type(layer).__name__ + ("" if weight is None else f" {tuple(weight.shape)}")
+
+
+def record_failure(path: str, err: BaseException, layer=None) -> str:
+    """Remember that ``path`` cannot run here (one warning, naming the layer); returns the path to
+    take instead. Later plans take that path and say why."""
+    fallback = FALLBACK_PATH[path]
+    if path not in FALLBACKS:
+        message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"  # one line
+        FALLBACKS[path] = message
+        warnings.warn(
+            f"{layer_label(layer)}: the {path} kernels cannot run here ({message}); using {fallback} "
+            "instead (same results). Set BNTT_KERNELS=eager to skip the attempt; "
+            "bntt_snntorch.kernels.explain(model, x_seq) shows every layer's path.",
+            stacklevel=4,
+        )
+    return fallback
+
+
+def clear_fallbacks() -> None:
+    """Forget the recorded failures: the next plans try every path again."""
+    FALLBACKS.clear()
+
+
+def attempt(layer, path: str, run, fall_back: bool = True):
+    """``(run(path), path)``; where ``path`` can fall back and ``run`` raises one of
+    :func:`fallback_errors`, the failure is recorded (:func:`record_failure`) and the result is
+    ``(run(fallback), fallback)``. Any other exception propagates, and so does every one when
+    ``fall_back`` is False (a backend the user forced)."""
+    if path not in FALLBACK_PATH or not fall_back:
+        return run(path), path
+    try:
+        return run(path), path
+    except fallback_errors() as err:
+        fallback = record_failure(path, err, layer)
+        return run(fallback), fallback
