@@ -103,23 +103,33 @@ def _eager_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTS
     return buffer
 
 
-def _eager_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, need_weight: bool):
-    spec: BNTTSpec = ctx.spec
-    h_seq = _eager_forward(x_seq, weight, mean, var, tensors, spec, "h")
-    w = _scaled_weight(weight, x_seq.shape[2], spec.scale, mean)
-    rstd = invstd(var, spec.eps)
+def batch_norm_backward_steps(x_seq, weight, mean, var, eps: float, scale: float, training: bool, need_weight: bool):
+    """BNTT's backward step by step, with batch norm's own kernel: ``(grad_x, grad_weight, grad_x_at)``;
+    ``grad_x_at(t, dcur)`` turns step ``t``'s current gradient ``dcur`` into its rows of ``grad_x``
+    ``(T, B, C, ...)`` and (``need_weight``) ``grad_weight`` ``(T, C)``."""
+    w = _scaled_weight(weight, x_seq.shape[2], scale, mean)
+    rstd = invstd(var, eps)
     grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     grad_weight = torch.empty_like(mean) if need_weight else None
 
     def grad_x_at(t, dcur):
         gx, gw, _ = torch.ops.aten.native_batch_norm_backward(
             dcur.to(x_seq.dtype), x_seq[t], None if w is None else w[t], mean[t], var[t], mean[t], rstd[t],
-            spec.training, spec.eps, [True, need_weight, False],
+            training, eps, [True, need_weight, False],
         )  # fmt: skip
         grad_x[t].copy_(gx)
         if need_weight:
-            grad_weight[t] = gw * spec.scale
+            grad_weight[t] = gw * scale
 
+    return grad_x, grad_weight, grad_x_at
+
+
+def _eager_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, need_weight: bool):
+    spec: BNTTSpec = ctx.spec
+    h_seq = _eager_forward(x_seq, weight, mean, var, tensors, spec, "h")
+    grad_x, grad_weight, grad_x_at = batch_norm_backward_steps(
+        x_seq, weight, mean, var, spec.eps, spec.scale, spec.training, need_weight
+    )
     mem0 = torch.zeros(x_seq.shape[1:], dtype=mean.dtype, device=x_seq.device)
     need = ctx.needs_input_grad[4], ctx.needs_input_grad[5]
     _, grad_beta, grad_theta = backward_scan(grad_spk, None, h_seq, mem0, tensors, spec.neuron, need, grad_x_at)

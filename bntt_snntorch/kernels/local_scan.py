@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .bntt_scan import BNTTNorm, _eager_currents, _scaled_weight, invstd
+from .. import definition as D
+from .bntt_scan import BNTTNorm, _eager_currents, _scaled_weight, batch_norm_backward_steps
 from .torch_scan import NeuronSpec, NeuronTensors, forward_scan
 
 
@@ -49,7 +50,7 @@ def local_leaky_scan(cur_seq: torch.Tensor, p, mem0: torch.Tensor | None) -> tup
         mem = forward_scan(
             lambda t: current[t].to(state), len(current), mem0, tensors, spec, {"h": h_seq, "spk": spk_seq}
         )
-        fire_slope = spec.surrogate.derivative(h_seq - tensors.theta).mul_(tensors.g)
+        fire_slope = D.fire_gradient(1.0, tensors.g, spec.surrogate.derivative(h_seq - tensors.theta))
     spikes = _LocalFire.apply(cur_seq, spk_seq.to(cur_seq.dtype), fire_slope)
     return spikes, mem
 
@@ -80,19 +81,13 @@ class _LocalBNTTScan(torch.autograd.Function):
         w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
         h_seq, _ = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "h")
         tensors, spec = NeuronTensors.of(p, x_seq.device, mem0.dtype), NeuronSpec.of(p)
-        dcur_seq = grad_spk * spec.surrogate.derivative(h_seq.sub_(tensors.theta)).mul_(tensors.g)
+        dcur_seq = D.fire_gradient(grad_spk, tensors.g, spec.surrogate.derivative(h_seq.sub_(tensors.theta)))
         need_weight = weight is not None and ctx.needs_input_grad[1]
-        rstd = invstd(var, norm.eps)
-        grad_x = torch.empty_like(x_seq)
-        grad_weight = torch.empty_like(mean) if need_weight else None
+        grad_x, grad_weight, grad_x_at = batch_norm_backward_steps(
+            x_seq, weight, mean, var, norm.eps, norm.scale, norm.training, need_weight
+        )
         for t, dcur in enumerate(dcur_seq):
-            gx, gw, _ = torch.ops.aten.native_batch_norm_backward(
-                dcur.to(x_seq.dtype), x_seq[t], None if w is None else w[t], mean[t], var[t], mean[t], rstd[t],
-                norm.training, norm.eps, [True, need_weight, False],
-            )  # fmt: skip
-            grad_x[t] = gx
-            if need_weight:
-                grad_weight[t] = gw * norm.scale
+            grad_x_at(t, dcur)
         return grad_x, grad_weight, None, None, None, None, None
 
 
