@@ -353,7 +353,7 @@ def test_digits_dvs_trains_end_to_end_through_train_py(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
-    assert config["encode"] == "events" and config["num_steps"] == 10 and config["dvs_augment"] == ["flip", "translate"]
+    assert config["encode"] == "events" and config["num_steps"] == 10 and config["augment"] == ["flip", "translate"]
     assert (out / "metrics.csv").read_text().count("\n") == 2 and len(list((tmp_path / "frame-cache").iterdir())) == 1
 
 

@@ -27,13 +27,15 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "--save-every": ("--save_every",),
     "--channels-last": ("--channels_last",),
     "--dvs-size": ("--dvs_size",),
-    "--dvs-augment": ("--dvs_augment",),
+    "--augment": ("--dvs-augment", "--dvs_augment"),  # --dvs-augment: the flag's name before digits took it
     "--skip-corrupt": ("--skip_corrupt",),
     "--results-file": ("--results_file",),
     "--one-step": ("--one_step",),
     "--eval-size": ("--eval_size",),
     "--norm-images": ("--norm",),  # the conversion script's spelling
     "--sltt-k": ("--sltt_k",),
+    "--lr-scheduler": ("--lr_scheduler",),
+    "--label-smoothing": ("--label_smoothing",),
 }
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, CorruptRecordingError)

@@ -58,6 +58,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(g, "--batch-size", type=_positive(int), help="images per batch (the global batch under torchrun)")
     add_flag(g, "--leak-mem", type=float, help="membrane leak (beta) in [0, 1]")
     add_flag(g, "--num-workers", type=int, help="data-loading processes")
+    add_flag(
+        g,
+        "--lr-scheduler",
+        choices=["step", "cosine"],
+        help="step: lr x gamma at the recipe's milestones; cosine: from --lr to 0 over the epochs (recipe digits)",
+    )
+    add_flag(g, "--label-smoothing", type=float, help="cross-entropy label smoothing in [0, 1) (recipe digits: 0.1)")
+    add_flag(
+        g,
+        "--augment",
+        choices=["none", "flip", "translate", "both"],
+        help="training augmentation: event frames flipped and / or shifted (recipes bntt-dvs, digits-dvs: both); "
+        "digits shifted by up to a pixel (translate)",
+    )
     add_flag(g, "--num-epochs", type=_positive(int), help="epochs")
     g.add_argument(
         "--norm",
@@ -89,12 +103,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--dvs-size",
         type=_positive(int),
         help="frame size: events are downsampled to SIZE x SIZE (recipe bntt-dvs: 64; default the sensor's)",
-    )
-    add_flag(
-        g,
-        "--dvs-augment",
-        choices=["none", "flip", "translate", "both"],
-        help="training augmentation of the event frames (recipes: both)",
     )
     add_flag(
         g,

@@ -48,14 +48,33 @@ def _digits_stats() -> tuple[float, float]:
 @register_dataset("digits", DatasetInfo("digits", 10, 1, 8, mean=None, std=None), stats=_digits_stats)
 def digits(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
-    (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std."""
+    (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std. With
+    "translate" in ``options.augment`` each training image is shifted by up to one pixel each way
+    (a random 8x8 crop of the image padded by one background pixel; torch's global generator)."""
     x_train, x_test, y_train, y_test = _digits_split()
     mean, std = _digits_stats()
 
     def tensors(x, y):
         return TensorDataset(torch.from_numpy((x - mean) / std).unsqueeze(1), torch.from_numpy(y).long())
 
-    return tensors(x_train, y_train), tensors(x_test, y_test)
+    train, test = tensors(x_train, y_train), tensors(x_test, y_test)
+    if options is not None and "translate" in options.augment:
+        train = TransformedImages(train, transforms.RandomCrop(8, padding=1, fill=-mean / std))
+    return train, test
+
+
+class TransformedImages(Dataset):
+    """``dataset``'s ``(image, label)`` pairs with ``transform`` applied to each image as it is read."""
+
+    def __init__(self, dataset: Dataset, transform: Callable):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return self.transform(image), label
 
 
 # ----------------------------------------------------------------------------- CIFAR

@@ -79,11 +79,13 @@ class TrainConfig:
     lr_milestones: tuple = ()  # lr *= lr_gamma at these fractions of num_epochs
     lr_gamma: float = 0.1  # lr factor at each milestone / step
     lr_step: int | None = None  # decay every N epochs instead of at lr_milestones
+    lr_scheduler: str = "step"  # "step" (lr_milestones / lr_step) or "cosine" (lr to 0 over num_epochs)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
     adam_betas: tuple = (0.9, 0.999)
     weight_decay_until: int | None = None  # weight decay 0 after this epoch
     # event data
     dvs_size: int | None = None  # frame size (None: the sensor's)
-    dvs_augment: tuple = ()  # ("flip", "translate") or a part of it
+    augment: tuple = ()  # training augmentation: event frames "flip" and / or "translate"; digits "translate"
     skip_corrupt: bool = False  # skip unreadable recordings
     # run
     recipe: str | None = None
@@ -110,6 +112,7 @@ class TrainConfig:
         Any field may be overridden; ``None`` keeps the recipe's value. Raises
         :class:`ConfigError` (one line saying what to change) before any data is touched.
         """
+        overrides = _renamed(overrides)
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {sorted(unknown)}; see bntt_snntorch.TrainConfig")
@@ -128,8 +131,13 @@ class TrainConfig:
     def from_dict(cls, saved: dict) -> TrainConfig:
         """A config saved with a run (``config.json`` / a checkpoint); fields it lacks keep their defaults."""
         known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in _renamed(saved).items() if k in known}
         return cls(**values)
+
+    @property
+    def dvs_augment(self) -> tuple:
+        """The earlier name of :attr:`augment` (runs saved before the rename say ``dvs_augment``)."""
+        return self.augment
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,10 +221,24 @@ class TrainConfig:
             self.output_dir = str(default_runs_dir() / f"{self.dataset}-{self.arch}-{stamp}")
         self.lr_milestones = tuple(self.lr_milestones)
         self.adam_betas = tuple(self.adam_betas)
-        if isinstance(self.dvs_augment, str):  # the flag's spellings
-            self.dvs_augment = {"none": (), "both": ("flip", "translate")}.get(self.dvs_augment, (self.dvs_augment,))
-        self.dvs_augment = tuple(self.dvs_augment)
+        if isinstance(self.augment, str):  # the flag's spellings
+            self.augment = {"none": (), "both": ("flip", "translate")}.get(self.augment, (self.augment,))
+        self.augment = tuple(self.augment)
+        if self.dataset == "digits" and "flip" in self.augment:
+            raise ConfigError("--augment flip would mirror the digits into other shapes; use --augment translate")
+        if self.lr_scheduler not in ("step", "cosine"):
+            raise ConfigError(f"--lr-scheduler must be step or cosine, got {self.lr_scheduler!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         return self
+
+
+#: Field names of earlier releases -> today's (``from_recipe`` and ``from_dict`` accept both).
+RENAMED_FIELDS = {"dvs_augment": "augment"}
+
+
+def _renamed(values: dict) -> dict:
+    return {RENAMED_FIELDS.get(key, key): value for key, value in values.items()}
 
 
 #: Where the slowdown of emulated bf16 was measured (the warning names it).

@@ -53,7 +53,7 @@ class LoopOptions:
     batches, a progress bar if ``progress``; ``training``: "bptt" (one loss on the mean readout,
     backpropagated through time) or an online rule, "sltt" / "ottt" (a loss and a backward per step,
     memory independent of T; ``sltt_k`` steps backpropagated of T; :mod:`.online`); the device's sums
-    are read every ``read_every`` batches."""
+    are read every ``read_every`` batches; the training loss has ``label_smoothing`` (the test loss none)."""
 
     device: torch.device | str = "cpu"
     amp: str | None = None
@@ -63,6 +63,7 @@ class LoopOptions:
     training: str = "bptt"
     sltt_k: int | None = None
     read_every: int = READ_EVERY
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -175,7 +176,7 @@ def train_one_epoch(
         if options.training == "bptt":
             with autocast(device, amp):
                 logits = model(encode(images))
-                loss = F.cross_entropy(at_least_float32(logits), labels)
+                loss = F.cross_entropy(at_least_float32(logits), labels, label_smoothing=options.label_smoothing)
             scale(loss).backward()
         else:
             if hasattr(encode, "steps"):  # a SequenceEncoder: each step made when the rule reaches it
@@ -184,8 +185,9 @@ def train_one_epoch(
                 steps, num_steps = encode(images), None
             online_amp = lambda: autocast(device, amp)  # noqa: E731
             loss, logits = online_backward(
-                model, steps, labels, options.training, options.sltt_k, online_amp, scale, num_steps
-            )
+                model, steps, labels, options.training, options.sltt_k, online_amp, scale, num_steps,
+                options.label_smoothing,
+            )  # fmt: skip
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()

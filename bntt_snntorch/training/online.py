@@ -94,13 +94,14 @@ def online_backward(
     autocast=contextlib.nullcontext,
     scale=lambda loss: loss,
     num_steps: int | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch of online training up to the optimizer step: for each step ``t`` of ``steps`` (a
     sequence ``(T, B, ...)``, or T step tensors ``(B, ...)`` made one at a time, e.g.
     :func:`bntt_snntorch.encoding.encode_steps`, then ``num_steps`` = T), forward, the loss
-    ``CE(readout_t, labels) / T`` and its backward (``scale``: a GradScaler's). ``backprop_steps`` = K
-    backpropagates K random steps (SLTT-K; the others run forward only; drawn with Python's ``random``,
-    whose state checkpoints keep). Under
+    ``CE(readout_t, labels) / T`` (with ``label_smoothing``) and its backward (``scale``: a GradScaler's).
+    ``backprop_steps`` = K backpropagates K random steps (SLTT-K; the others run forward only; drawn with
+    Python's ``random``, whose state checkpoints keep). Under
     DistributedDataParallel the steps run on the wrapped module and the gradients are averaged over
     the ranks once, after the last backward (DDP's own hook would expect every parameter in that last
     backward, but BNTT's gamma of step t gets its gradient only at step t). Returns
@@ -113,15 +114,19 @@ def online_backward(
     with online(model, rule) as net:
         net.reset()
         if len(chosen) == T and runs_in_chunks(net, rule):
-            loss_sum, readout_sum = _chunked_backward(net, steps, labels, T, CHUNK_STEPS[rule], autocast, scale)
+            loss_sum, readout_sum = _chunked_backward(
+                net, steps, labels, T, CHUNK_STEPS[rule], autocast, scale, label_smoothing
+            )
         else:
-            loss_sum, readout_sum = _per_step_backward(net, steps, labels, T, chosen, autocast, scale)
+            loss_sum, readout_sum = _per_step_backward(net, steps, labels, T, chosen, autocast, scale, label_smoothing)
     if isinstance(model, DistributedDataParallel):
         average_gradients_over_ranks(net)
     return loss_sum, readout_sum / T
 
 
-def _per_step_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, chosen: set, autocast, scale):
+def _per_step_backward(
+    net: SpikingNet, steps, labels: torch.Tensor, T: int, chosen: set, autocast, scale, label_smoothing: float
+):
     """The online rule one step a call (step mode "s"): each step's forward, its loss
     ``CE(readout_t, labels) / T`` and, for the ``chosen`` steps, its backward. Returns the summed loss and
     the summed readout ``(B, classes)``, detached."""
@@ -130,7 +135,7 @@ def _per_step_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, cho
         with contextlib.nullcontext() if t in chosen else torch.no_grad():
             with autocast():
                 out = net(x_t)
-                loss = F.cross_entropy(at_least_float32(out), labels) / T
+                loss = F.cross_entropy(at_least_float32(out), labels, label_smoothing=label_smoothing) / T
             if t in chosen:
                 scale(loss).backward()
         loss_sum = loss_sum + loss.detach()
@@ -148,7 +153,9 @@ def runs_in_chunks(net: SpikingNet, rule: str) -> bool:
     )
 
 
-def _chunked_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, chunk: int, autocast, scale):
+def _chunked_backward(
+    net: SpikingNet, steps, labels: torch.Tensor, T: int, chunk: int, autocast, scale, label_smoothing: float
+):
     """The online rule ``chunk`` steps a call: the chunk forward (each block from the state the
     last chunk left), its summed loss ``sum_t CE(readout_t, labels) / T`` and one backward. Returns the
     summed loss and the summed readout ``(B, classes)``, detached."""
@@ -163,7 +170,9 @@ def _chunked_backward(net: SpikingNet, steps, labels: torch.Tensor, T: int, chun
                 else:
                     x = layer.multi_step(x)
             out = at_least_float32(net.classifier(x))
-            per_step = F.cross_entropy(out.flatten(0, 1), labels.repeat(len(out)), reduction="none")
+            per_step = F.cross_entropy(
+                out.flatten(0, 1), labels.repeat(len(out)), reduction="none", label_smoothing=label_smoothing
+            )
             loss = per_step.view(len(out), -1).mean(1).sum() / T
         scale(loss).backward()
         loss_sum = loss_sum + loss.detach()

@@ -155,10 +155,10 @@ RECIPES: dict[str, dict] = {
 # Event data (BNTT paper: DVS-CIFAR10 at T=20). Frames are downsampled to 64x64 (our choice:
 # VGG9's FC layer at 128x128 would hold 67M weights); frames are the input, no coding.
 RECIPES["bntt-dvs"] = dict(
-    RECIPES["bntt"], num_steps=20, batch_size=32, encode="events", dvs_size=64, dvs_augment=("flip", "translate")
+    RECIPES["bntt"], num_steps=20, batch_size=32, encode="events", dvs_size=64, augment=("flip", "translate")
 )
 # Simulated event digits: the digits recipe on 16x16 frames (T=10).
-RECIPES["digits-dvs"] = dict(RECIPES["digits"], encode="events", dvs_augment=("flip", "translate"))
+RECIPES["digits-dvs"] = dict(RECIPES["digits"], encode="events", augment=("flip", "translate"))
 
 DEFAULT_RECIPE_FOR_DATASET = {"digits": "digits", "cifar10-dvs": "bntt-dvs", "digits-dvs": "digits-dvs"}
 

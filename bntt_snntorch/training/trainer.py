@@ -105,11 +105,14 @@ def train_or_resume(cfg: TrainConfig) -> Path:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module):
-    """``(optimizer, scheduler)`` of the recipe: SGD or Adam; milestones (fractions of the epochs) or a fixed step."""
+    """``(optimizer, scheduler)`` of the recipe: SGD or Adam; milestones (fractions of the epochs), a fixed
+    step, or a cosine from ``lr`` to zero over the epochs; each stepped once an epoch."""
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    if cfg.lr_scheduler == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.num_epochs)
     if cfg.lr_step:
         return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, gamma=cfg.lr_gamma)
     milestones = sorted({max(1, int(round(f * cfg.num_epochs))) for f in cfg.lr_milestones})
@@ -133,7 +136,7 @@ class _Run:
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         self.options = LoopOptions(self.device, cfg.amp, self.memory_format, cfg.max_batches, self.show,
-                                   cfg.training, cfg.sltt_k)  # fmt: skip
+                                   cfg.training, cfg.sltt_k, label_smoothing=cfg.label_smoothing)  # fmt: skip
         self.test_loader = DataLoader(self.test_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
         self.train_gen = torch.Generator(self.device).manual_seed(cfg.seed * self.world + self.rank)
         self.out = Path(cfg.output_dir)

@@ -1,0 +1,125 @@
+"""The recipe's options beyond the seed's: a cosine schedule, label smoothing, the digits' one-pixel shifts,
+and ``augment``'s earlier name."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bntt_snntorch import TrainConfig
+from bntt_snntorch.commands.train import config_from_args, get_args_parser
+from bntt_snntorch.data.registry import DataOptions
+from bntt_snntorch.data.static import _digits_stats, digits
+from bntt_snntorch.training import loop
+from bntt_snntorch.training.config import ConfigError
+from bntt_snntorch.training.online import online_backward
+from bntt_snntorch.training.trainer import build_optimizer
+
+
+def _config(**overrides) -> TrainConfig:
+    return TrainConfig.from_recipe(None, dataset="digits", device="cpu", output_dir="unused", **overrides)
+
+
+def test_cosine_schedule_goes_from_lr_to_zero_over_the_epochs():
+    cfg = _config(lr_scheduler="cosine", num_epochs=7, lr=0.2)
+    optimizer, scheduler = build_optimizer(cfg, nn.Linear(3, 2))
+    seen = []
+    for _ in range(cfg.num_epochs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.1 * (1 + math.cos(math.pi * e / 7)) for e in range(7)]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_step_schedule_is_still_the_default():
+    cfg = TrainConfig.from_recipe("bntt", dataset="digits", device="cpu", output_dir="unused", num_epochs=10)
+    assert cfg.lr_scheduler == "step"
+    optimizer, scheduler = build_optimizer(cfg, nn.Linear(3, 2))
+    assert isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_the_training_loss_has_the_label_smoothing_asked_for(smoothing):
+    torch.manual_seed(0)
+    images, labels = torch.randn(12, 5), torch.randint(0, 4, (12,))
+    model = nn.Linear(5, 4)
+    expected = F.cross_entropy(model(images), labels, label_smoothing=smoothing).item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=12)
+    options = loop.LoopOptions(progress=False, label_smoothing=smoothing)
+    result = loop.train_one_epoch(model, loader, optimizer, lambda x: x, options)
+    assert result.loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_online_rules_smooth_each_steps_loss():
+    from bntt_snntorch import create_model
+
+    torch.manual_seed(1)
+    net = create_model("bntt_digits", num_steps=3, leak_mem=0.9)
+    x_seq, labels = torch.randn(3, 6, 1, 8, 8), torch.randint(0, 10, (6,))
+    net.train()
+    plain_loss, _ = online_backward(net, x_seq, labels, "sltt")
+    net.zero_grad()
+    smooth_loss, _ = online_backward(net, x_seq, labels, "sltt", label_smoothing=0.2)
+    assert smooth_loss.item() != pytest.approx(plain_loss.item(), rel=1e-3)
+    net.zero_grad()
+    # the smoothed loss of each step's readout, summed over the steps / T, from a one-step-a-call run
+    per_step, _ = online_backward(net, x_seq, labels, "sltt", backprop_steps=2, label_smoothing=0.2)
+    assert per_step.item() == pytest.approx(smooth_loss.item(), rel=1e-5)
+
+
+def _shifted(image: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    padded = F.pad(image, (1, 1, 1, 1), value=fill)
+    return padded[:, 1 + dy : 9 + dy, 1 + dx : 9 + dx]
+
+
+def test_digits_translate_shifts_each_training_image_by_at_most_a_pixel():
+    plain_train, plain_test = digits(None)
+    train, test = digits(None, options=DataOptions(augment=("translate",)))
+    mean, std = _digits_stats()
+    fill = -mean / std  # a zero pixel, standardised
+    torch.manual_seed(0)
+    shifts = set()
+    for index in range(40):
+        image, label = train[index]
+        original, original_label = plain_train[index]
+        assert label == original_label and image.shape == (1, 8, 8)
+        matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                   if torch.equal(image, _shifted(original, dy, dx, fill))]  # fmt: skip
+        assert matches, f"image {index} is not a shift of its original by at most one pixel"
+        shifts.update(matches)
+    assert len(shifts) >= 5  # the shifts are drawn, not one fixed offset
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(test, plain_test))  # the test set is never augmented
+
+
+def test_digits_cannot_be_flipped():
+    with pytest.raises(ConfigError, match="--augment translate"):
+        _config(augment=("flip",))
+
+
+@pytest.mark.parametrize("flag", ["--augment", "--dvs-augment", "--dvs_augment"])
+def test_augment_keeps_its_earlier_spellings(flag):
+    cfg = config_from_args(get_args_parser().parse_args(["--dataset", "digits-dvs", flag, "flip", "--device", "cpu"]))
+    assert cfg.augment == ("flip",) and cfg.dvs_augment == ("flip",)
+
+
+def test_configs_saved_with_the_earlier_field_name_load():
+    saved = _config().to_dict()
+    saved["dvs_augment"] = saved.pop("augment")
+    saved["dvs_augment"] = ["translate"]
+    assert TrainConfig.from_dict(saved).augment == ("translate",)
+    assert _config(dvs_augment=("translate",)).augment == ("translate",)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(dict(lr_scheduler="linear"), "--lr-scheduler"), (dict(label_smoothing=1.0), "--label-smoothing")],
+)
+def test_bad_schedule_or_smoothing_is_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(**overrides)
