@@ -31,6 +31,7 @@ from .kernels import (
     report,
     spike_synapse,
 )
+from .kernels.fallback import layer_label
 from .kernels.local_scan import local_bntt_scan, local_leaky_scan
 from .kernels.plan import fusable
 from .kernels.pooling import avg_pool2d
@@ -209,7 +210,9 @@ class SpikingBlock(StepCounter, nn.Module):
         )
         return fixed and (self.norm is None or isinstance(self.norm, BatchNormTT))
 
-    def local_steps(self, x_seq: torch.Tensor, first_step: int, state: BlockState | None = None):
+    def local_steps(
+        self, x_seq: torch.Tensor, first_step: int, state: BlockState | None = None, calls_per_batch: int = 1
+    ):
         """Steps ``first_step .. first_step + K - 1`` of the sequence, ``x_seq`` ``(K, B, ...)``, from
         ``state`` (the membrane, and OTTT's presynaptic trace, the previous steps left; None: zeros)
         with the online rule's gradient: each step's spikes through that step's own input only (BNTT and
@@ -217,7 +220,9 @@ class SpikingBlock(StepCounter, nn.Module):
         alone, :func:`~bntt_snntorch.kernels.local_scan.local_leaky_scan`), and with ``online_rule="ottt"`` the
         synapse's weight gradient taken with the trace of its input, as :meth:`step` does. The values are
         the exact ones. Returns ``(spk_seq (K, B, ...), state)``, the state without gradient. Online
-        training runs K steps a call this way (:mod:`bntt_snntorch.training.online`)."""
+        training runs K steps a call this way (:mod:`bntt_snntorch.training.online`), ``calls_per_batch``
+        calls a batch: the BNTT node's steps are compiled where BPTT's would be at the chunk's shape
+        (``BNTT_KERNELS``; auto's compile must pay back over those calls)."""
         mem, trace = state or BlockState(None)
         if self.online_rule == "ottt" and self.presynaptic is not None:
             traces, trace = _traces(x_seq, trace, self.presynaptic.beta)
@@ -229,7 +234,10 @@ class SpikingBlock(StepCounter, nn.Module):
         if self.norm is not None and self.norm.fusable():  # BNTT and the neuron as one node
             stats = self.norm.update_statistics(cur, None, first_step)
             norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
-            spikes, mem = local_bntt_scan(cur, norm, self.neuron.params(), mem)
+            params = self.neuron.params()
+            planned = self._plan(cur, params, calls_per_batch).path
+            path = "bntt-compiled" if planned == "bntt-compiled" else "bntt-eager"
+            spikes, mem = local_bntt_scan(cur, norm, params, mem, path, layer_label(self))
             return spikes, BlockState(mem, trace)
         if self.norm is not None:
             cur = self.norm.multi_step(cur, first_step)
@@ -247,7 +255,7 @@ class SpikingBlock(StepCounter, nn.Module):
         record_taken(self, path)
         return spikes
 
-    def _plan(self, cur: torch.Tensor, params) -> Plan:
+    def _plan(self, cur: torch.Tensor, params, calls_per_batch: int = 1) -> Plan:
         """BNTT and the neuron fused (``bntt-*``) when the norm is a BNTT the fused node can run, else
         "unfused" (the norm, then the neuron's own plan)."""
         if self.norm is None:
@@ -260,7 +268,8 @@ class SpikingBlock(StepCounter, nn.Module):
         if params is None:
             neuron = f"{_origin(self.neuron)}neuron {type(self.neuron).__name__}"
             return Plan("unfused", f"{neuron}: kernel_params() is None, its own step runs (fused: leaky neurons)")
-        return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True)
+        return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True,
+                           calls_per_batch=calls_per_batch)  # fmt: skip
 
     def step(self, x: torch.Tensor, t: int, state: BlockState | torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, state)``; ``state``: the previous step's (None at the start)."""

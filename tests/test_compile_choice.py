@@ -23,8 +23,8 @@ def auto(monkeypatch):
     timings = {BIG: Measurement(0.70, 0.47, 21.0), SMALL: Measurement(0.06)}
     measured = []
 
-    def measure(x, p, grad):
-        measured.append((tuple(x.shape), grad))
+    def measure(x, p, grad, calls_per_batch=1):
+        measured.append((tuple(x.shape), grad) + ((calls_per_batch,) if calls_per_batch != 1 else ()))
         return timings.get(tuple(x.shape), Measurement(0.70, 0.69, 21.0))  # else: compiled no faster
 
     monkeypatch.setattr(compile_choice, "measure_layer", measure)
@@ -69,6 +69,17 @@ def test_a_measurement_is_taken_once_per_machine_and_shape(auto):
     )
     compile_choice.forget()  # another CPU's file: measured again here
     assert tmp.exists() and _plan(BIG).path == "bntt-compiled" and len(auto) == 3
+
+
+def test_the_online_rules_chunks_count_their_calls_a_batch(auto):
+    """The local node of SLTT / OTTT is called once per chunk: the payback gate counts the calls of a batch,
+    and the measurement is kept apart from BPTT's at the same shape."""
+    assert not worth_measuring(0.03, 7.0) and worth_measuring(0.03, 7.0, calls_per_batch=7)
+    x = torch.zeros(BIG, requires_grad=True)
+    choose_plan(x, bntt_leaky().params(), bntt=True, calls_per_batch=7)
+    choose_plan(x, bntt_leaky().params(), bntt=True)
+    assert auto == [(BIG, True, 7), (BIG, True)]
+    assert any(k.endswith("|train|7 calls a batch") for k in json.loads(compile_choice.choices_file().read_text()))
 
 
 def test_explain_shows_the_times_behind_each_choice(auto):

@@ -262,13 +262,22 @@ def test_the_local_scan_equals_per_step_neurons_with_the_membrane_detached(varia
     assert_close(cur.grad, ref_cur.grad, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("rule", ["sltt", "ottt"])
-def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatch, rule):
+@pytest.mark.parametrize(
+    "rule, kernels",
+    [("sltt", "eager"), ("ottt", "eager"), pytest.param("sltt", "compiled", marks=pytest.mark.slow)],
+)
+def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatch, rule, kernels):
     """Several steps a call (T=6: SLTT 4 + 2, OTTT 2 + 2 + 2; the state and OTTT's traces carried over)
     against one step a call, on the conv digits net (BNTT 2d, pooling, spike inputs kept as int8 codes): loss, readout,
-    every gradient and running statistic, float32 (1e-5 of the largest entry)."""
+    every gradient and running statistic, float32 (1e-5 of the largest entry). ``kernels``: the local node's
+    steps eager, or BPTT's compiled step loops (BNTT_KERNELS=compiled) without the carry through time."""
+    from bntt_snntorch.kernels import compiled_steps
     from bntt_snntorch.training import online
 
+    monkeypatch.setenv("BNTT_KERNELS", kernels)
+    used = []
+    original = compiled_steps.compiled
+    monkeypatch.setattr(compiled_steps, "compiled", lambda name, key: used.append(name) or original(name, key))
     T = 6
     chunked, per_step = bn.create_model("bntt_digits", num_steps=T), None
     per_step = copy.deepcopy(chunked)
@@ -277,6 +286,7 @@ def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatc
     x = bn.encoding.encode(images, T, "p", torch.Generator().manual_seed(4))
     assert online.runs_in_chunks(chunked, rule)
     loss, logits = online_backward(chunked, x, y, rule)
+    assert ({"forward", "backward"} <= set(used)) == (kernels == "compiled")
     monkeypatch.setattr(online, "runs_in_chunks", lambda net, rule: False)
     ref_loss, ref_logits = online_backward(per_step, x, y, rule)
     assert_close(loss, ref_loss, atol=1e-6, rtol=1e-6)

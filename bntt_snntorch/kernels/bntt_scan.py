@@ -136,16 +136,17 @@ def _eager_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronTens
     return grad_x, grad_weight, grad_beta, grad_theta
 
 
-def _compiled_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, keep: bool):
-    """The forward on compiled step kernels: spikes ``(T, B, ...)``, or with ``keep`` the per-step
-    lists ``(h, m_prev)`` for backward."""
+def _compiled_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, keep: bool, mem0=None):
+    """The forward on compiled step kernels from membrane ``mem0`` (float32 ``(B, ...)``; None: zeros):
+    ``(spikes (T, B, ...), last membrane)``, or with ``keep`` the per-step lists ``(h, m_prev)`` for
+    backward."""
     variant = spec.neuron.variant
     step = compiled_steps.compiled("forward", (variant, x_seq.dtype, x_seq.dim()))
     _, k = coefficients(weight, var, spec.eps, spec.scale)
     step_dim = x_seq.dim() - 1
     k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
     beta = tensors.beta.clamp(0, 1)
-    m = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
+    m = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem0 is None else mem0
     spk_seq = None if keep else torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     hs, ms = [], []
     for t in range(x_seq.shape[0]):
@@ -155,25 +156,27 @@ def _compiled_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BN
             hs.append(h)
             ms.append(m if t == 0 or variant.same_step_reset == "snn" else None)  # else recomputed from h
         m = m_next
-    return (hs, ms) if keep else spk_seq
+    return (hs, ms) if keep else (spk_seq, m)
 
 
-def _compiled_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors):
-    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` on compiled step kernels (scalar beta / theta)."""
-    spec: BNTTSpec = ctx.spec
-    hs, ms = _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=True)
+def _compiled_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, mem0=None,
+                       through_time: bool = True):  # fmt: skip
+    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` on compiled step kernels (scalar beta / theta),
+    for the forward from ``mem0``; ``through_time=False``: each step's gradient through its own input only
+    (online rules: no gradient carried from step t + 1 to step t)."""
+    hs, ms = _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=True, mem0=mem0)
     key = (spec.neuron.variant, spec.neuron.surrogate, spec.training, x_seq.dtype, x_seq.dim())
     step = compiled_steps.compiled("backward", key)
     rstd, k = coefficients(weight, var, spec.eps, spec.scale)
     beta = tensors.beta.clamp(0, 1)
-    carry = torch.zeros_like(hs[-1])
+    no_carry = carry = torch.zeros_like(hs[-1])
     grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     sums, d_beta, d_theta = [], 0.0, 0.0
     for t in reversed(range(x_seq.shape[0])):
         m_prev = ms[t] if ms[t] is not None else membrane_sequence(hs[t - 1], None, tensors.theta, spec.neuron.variant)
         carry, s2, beta_t, theta_t = step(
-            grad_spk[t], carry, hs[t], m_prev, x_seq[t], mean[t], rstd[t], k[t], beta, tensors.theta, tensors.g,
-            spec.neuron.surrogate, spec.neuron.variant.codes, spec.training, grad_x[t],
+            grad_spk[t], carry if through_time else no_carry, hs[t], m_prev, x_seq[t], mean[t], rstd[t], k[t], beta,
+            tensors.theta, tensors.g, spec.neuron.surrogate, spec.neuron.variant.codes, spec.training, grad_x[t],
         )  # fmt: skip
         hs[t] = ms[t] = None  # free as we go
         sums.append(s2)
@@ -189,7 +192,7 @@ class BNTTLeakyScan(torch.autograd.Function):
         tensors = NeuronTensors(beta, theta, g)
         ctx.spec, ctx.layer = spec, layer
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
-            return _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False)
+            return _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False)[0]
         return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod
@@ -201,7 +204,7 @@ class BNTTLeakyScan(torch.autograd.Function):
         if spec.path == "bntt-compiled":
             try:
                 grad_x, sum_xhat, grad_beta, grad_theta = _compiled_backward(
-                    ctx, grad_spk, x_seq, weight, mean, var, tensors
+                    spec, grad_spk, x_seq, weight, mean, var, tensors
                 )
                 grad_weight = sum_xhat * spec.scale if need_weight else None
                 return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None

@@ -32,7 +32,8 @@ MIN_GAIN = 0.05
 #: The best compiled-over-eager saving measured on any CPU so far (35 %, benchmarks/results/
 #: compile-breakeven.md): the most a compile could save a call, used before compiling anything.
 BEST_SAVING = 0.35
-#: A compile must pay back within this many calls of a layer to be worth measuring.
+#: A compile must pay back within this many batches (calls of a layer's node under BPTT; the online
+#: rules' local node is called once per chunk of steps, several times a batch) to be worth measuring.
 PAYBACK_CALLS = 100
 #: The compile time assumed until one has been measured on this machine (the warm-cache compile
 #: measured on the CPUs we have; a cold cache costs about three times more).
@@ -64,10 +65,11 @@ class Measurement:
         )
 
 
-def worth_measuring(eager_s: float, compile_s: float) -> bool:
-    """Whether a layer whose eager call takes ``eager_s`` could pay back a compile of ``compile_s``
-    within :data:`PAYBACK_CALLS` calls, saving at most :data:`BEST_SAVING` of each."""
-    return eager_s * BEST_SAVING * PAYBACK_CALLS >= compile_s
+def worth_measuring(eager_s: float, compile_s: float, calls_per_batch: int = 1) -> bool:
+    """Whether a layer whose eager call takes ``eager_s``, called ``calls_per_batch`` times a batch, could
+    pay back a compile of ``compile_s`` within :data:`PAYBACK_CALLS` batches, saving at most
+    :data:`BEST_SAVING` of each call."""
+    return eager_s * calls_per_batch * BEST_SAVING * PAYBACK_CALLS >= compile_s
 
 
 def choices_file() -> Path:
@@ -77,10 +79,12 @@ def choices_file() -> Path:
     return Path(cache_dir()) / "bntt_snntorch_compile_choices.json"
 
 
-def key(x: torch.Tensor, grad: bool) -> str:
-    """What a measurement holds for: this CPU, this torch, the dtype, the shape, training or not."""
+def key(x: torch.Tensor, grad: bool, calls_per_batch: int = 1) -> str:
+    """What a measurement holds for: this CPU, this torch, the dtype, the shape, training or not (and the
+    calls a batch where there are several)."""
     shape, mode = "x".join(map(str, x.shape)), "train" if grad else "eval"
-    return f"{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|{x.dtype}|{shape}|{mode}"
+    calls = "" if calls_per_batch == 1 else f"|{calls_per_batch} calls a batch"
+    return f"{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|{x.dtype}|{shape}|{mode}{calls}"
 
 
 _CHOICES: dict[str, Measurement] = {}
@@ -95,18 +99,19 @@ def _load() -> dict[str, Measurement]:
     return {k: Measurement(**v) for k, v in saved.items() if isinstance(v, dict)}
 
 
-def measured(x: torch.Tensor, p, grad: bool, measure=None) -> Measurement | None:
+def measured(x: torch.Tensor, p, grad: bool, measure=None, calls_per_batch: int = 1) -> Measurement | None:
     """The measurement behind auto's choice for a layer fed ``x`` ``(T, B, ...)`` with neuron
-    parameters ``p``: from this process, else from the file, else taken now (``measure(x, p, grad)``,
-    :func:`measure_layer` by default) and saved. None while torch.compile traces the model and no
-    measurement is kept (nothing is timed inside a trace)."""
-    k = key(x, grad)
+    parameters ``p``, called ``calls_per_batch`` times a batch: from this process, else from the file,
+    else taken now (``measure(x, p, grad)``, :func:`measure_layer` by default) and saved. None while
+    torch.compile traces the model and no measurement is kept (nothing is timed inside a trace)."""
+    k = key(x, grad, calls_per_batch)
     if k not in _CHOICES:
         _CHOICES.update(_load())
     if k not in _CHOICES and torch.compiler.is_compiling():
         return None
     if k not in _CHOICES:
-        _CHOICES[k] = (measure or measure_layer)(x, p, grad)
+        taken = measure or measure_layer
+        _CHOICES[k] = taken(x, p, grad) if calls_per_batch == 1 else taken(x, p, grad, calls_per_batch)
         path = choices_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {**{n: asdict(m) for n, m in _load().items()}, k: asdict(_CHOICES[k])})
@@ -118,10 +123,11 @@ def forget() -> None:
     _CHOICES.clear()
 
 
-def measure_layer(x: torch.Tensor, p, grad: bool) -> Measurement:
+def measure_layer(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> Measurement:
     """Time the fused BNTT node on random input of ``x``'s shape and dtype, eager then (where
-    :func:`worth_measuring`) compiled; a compile that fails here counts as no gain (the failure is
-    recorded as every fallback is)."""
+    :func:`worth_measuring` at ``calls_per_batch``) compiled; a compile that fails here counts as no gain
+    (the failure is recorded as every fallback is). The online rules' local node runs the same step
+    kernels, so its chunks are timed on this node too."""
     from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu
     from .fallback import fallback_errors, record_failure
 
@@ -145,7 +151,7 @@ def measure_layer(x: torch.Tensor, p, grad: bool) -> Measurement:
 
     eager_s, _ = timed("bntt-eager")
     known = [m.compile_s for m in _CHOICES.values() if m.compile_s is not None]
-    if not worth_measuring(eager_s, min(known, default=ASSUMED_COMPILE_SECONDS)):
+    if not worth_measuring(eager_s, min(known, default=ASSUMED_COMPILE_SECONDS), calls_per_batch):
         return Measurement(eager_s)
     try:
         compiled_s, first = timed("bntt-compiled")

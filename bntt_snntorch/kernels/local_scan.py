@@ -18,7 +18,16 @@ from __future__ import annotations
 import torch
 
 from .. import definition as D
-from .bntt_scan import BNTTNorm, _eager_currents, _scaled_weight, batch_norm_backward_steps
+from .bntt_scan import (
+    BNTTNorm,
+    BNTTSpec,
+    _compiled_backward,
+    _compiled_forward,
+    _eager_currents,
+    _scaled_weight,
+    batch_norm_backward_steps,
+)
+from .fallback import fallback_errors, record_failure
 from .torch_scan import NeuronSpec, NeuronTensors, forward_scan
 
 
@@ -64,11 +73,25 @@ def _scan(current_at, num_steps: int, mem0: torch.Tensor, p, like: torch.Tensor,
     return buffer, mem
 
 
+def _compiled_parts(norm: BNTTNorm, p, like: torch.Tensor) -> tuple[NeuronTensors, BNTTSpec]:
+    spec = BNTTSpec(NeuronSpec.of(p), norm.eps, float(norm.scale), norm.training, "bntt-compiled")
+    return NeuronTensors.of(p, like.device, torch.float32), spec
+
+
 class _LocalBNTTScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_seq, weight, mean, var, mem0, norm: BNTTNorm, p):
+    def forward(ctx, x_seq, weight, mean, var, mem0, norm: BNTTNorm, p, path: str, label):
         ctx.save_for_backward(x_seq, weight, mean, var, mem0)
-        ctx.norm, ctx.p = norm, p
+        ctx.norm, ctx.p, ctx.path, ctx.label = norm, p, path, label
+        if path == "bntt-compiled":
+            try:
+                tensors, spec = _compiled_parts(norm, p, x_seq)
+                spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False, mem0=mem0)
+                ctx.mark_non_differentiable(mem)
+                return spikes, mem
+            except fallback_errors() as err:  # the eager steps compute the same
+                record_failure("bntt-compiled", err, label)
+                ctx.path = "bntt-eager"
         w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
         spikes, mem = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "spk")
         ctx.mark_non_differentiable(mem)
@@ -78,25 +101,39 @@ class _LocalBNTTScan(torch.autograd.Function):
     def backward(ctx, grad_spk, _):
         x_seq, weight, mean, var, mem0 = ctx.saved_tensors
         norm, p = ctx.norm, ctx.p
+        need_weight = weight is not None and ctx.needs_input_grad[1]
+        if ctx.path == "bntt-compiled":
+            try:
+                tensors, spec = _compiled_parts(norm, p, x_seq)
+                grad_x, sum_xhat, _, _ = _compiled_backward(
+                    spec, grad_spk, x_seq, weight, mean, var, tensors, mem0, through_time=False
+                )
+                return grad_x, sum_xhat * norm.scale if need_weight else None, *([None] * 7)
+            except fallback_errors() as err:
+                record_failure("bntt-compiled", err, ctx.label)
         w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
         h_seq, _ = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "h")
         tensors, spec = NeuronTensors.of(p, x_seq.device, mem0.dtype), NeuronSpec.of(p)
         dcur_seq = D.fire_gradient(grad_spk, tensors.g, spec.surrogate.derivative(h_seq.sub_(tensors.theta)))
-        need_weight = weight is not None and ctx.needs_input_grad[1]
         grad_x, grad_weight, grad_x_at = batch_norm_backward_steps(
             x_seq, weight, mean, var, norm.eps, norm.scale, norm.training, need_weight
         )
         for t, dcur in enumerate(dcur_seq):
             grad_x_at(t, dcur)
-        return grad_x, grad_weight, None, None, None, None, None
+        return grad_x, grad_weight, *([None] * 7)
 
 
-def local_bntt_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, mem0: torch.Tensor | None):
+def local_bntt_scan(
+    x_seq: torch.Tensor, norm: BNTTNorm, p, mem0: torch.Tensor | None, path: str = "bntt-eager", label=None
+):
     """Spikes ``(T, B, C, ...)`` of a leaky layer (LeakyParams ``p``: a scalar leak and threshold without
     gradient) driven by ``norm.scale * BNTT(x_seq)`` with the per-step statistics of ``norm`` (a
     :class:`~.bntt_scan.BNTTNorm`), from membrane ``mem0`` (zeros when None), differentiable with respect
     to ``x_seq`` and the gammas through each step's own input only; and the last membrane (no
-    gradient). Saves ``x_seq`` and the statistics only."""
+    gradient). Saves ``x_seq`` and the statistics only. ``path``: the steps eager ("bntt-eager") or as
+    compiled loops ("bntt-compiled", BPTT's :mod:`.compiled_steps` without the carry through time; a
+    compile failure falls back to the eager steps, recorded against ``label``)."""
     state = torch.promote_types(x_seq.dtype, torch.float32)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=state, device=x_seq.device) if mem0 is None else mem0.to(state)
-    return _LocalBNTTScan.apply(x_seq, norm.weight, norm.mean, norm.var, mem0, norm, p)
+    mean, var = norm.mean.to(state), norm.var.to(state)
+    return _LocalBNTTScan.apply(x_seq, norm.weight, mean, var, mem0, norm, p, path, label)

@@ -95,10 +95,12 @@ def triton_usable(device: torch.device) -> bool:
     return True
 
 
-def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False) -> Plan:
+def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False, calls_per_batch: int = 1) -> Plan:
     """The plan for a layer fed ``x`` ``(T, B, ...)`` with neuron parameters ``p`` (LeakyParams, or None
     for a neuron no kernel runs) and the user's ``backend``; ``bntt``: a BNTT norm precedes the neuron
-    and could be fused with it. Raises a ValueError if a forced ``backend`` cannot run."""
+    and could be fused with it; ``calls_per_batch``: the layer's calls a batch (several for the online
+    rules' chunks; auto's compile must pay back over them). Raises a ValueError if a forced ``backend``
+    cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     why_not = "the neuron is not a leaky layer the kernels run" if p is None else fusable(p)
@@ -123,17 +125,17 @@ def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False) -
             )
         if setting == "compiled":
             return Plan("bntt-compiled", "BNTT_KERNELS=compiled")
-        return _measured_plan(x, p)
+        return _measured_plan(x, p, calls_per_batch)
     return Plan("bntt-eager", _why_torch(x, backend, setting))
 
 
-def _measured_plan(x: torch.Tensor, p) -> Plan:
+def _measured_plan(x: torch.Tensor, p, calls_per_batch: int) -> Plan:
     """auto on CPU: the compiled steps where this machine's measurement at ``x``'s shape found them
     :data:`~.compile_choice.MIN_GAIN` faster, else the eager ones."""
     from . import compile_choice
 
     grad = torch.is_grad_enabled() and x.requires_grad
-    m = compile_choice.measured(x, p, grad)
+    m = compile_choice.measured(x, p, grad, calls_per_batch=calls_per_batch)
     if m is None:
         return Plan(
             "bntt-eager", "auto: this shape is not measured yet, and nothing is timed while torch.compile traces"
