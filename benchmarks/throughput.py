@@ -393,6 +393,82 @@ def measure_row(row: str, args) -> dict:
     return result
 
 
+def side_by_side(rows: list[str], args, rounds: int) -> dict:
+    """The train steps of ``rows`` (fp32 rows without compile) in this process, alternated one step each a
+    round after ``args.warmup`` steps each, so that a slow spell of the machine hits all of them; returns
+    ``{row: {"label", "train_ms" (the fastest step), "train_img_s"}}``."""
+    from bntt_snntorch.utils import tune_cpu_allocator
+
+    tune_cpu_allocator()
+    device = torch.device(args.device)
+    T, B = args.num_steps, args.batch_size
+    torch.manual_seed(0)
+    x = (torch.rand(T, B, 3, 32, 32, device=device) < 0.2).float()
+    labels = torch.randint(0, 10, (B,), device=device)
+    steps = {}
+    for row in rows:
+        model = build(ROWS[row][1], args).to(device)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model=model, opt=opt):
+            loss = F.cross_entropy(model(x), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[row] = step
+    for row in rows:
+        for _ in range(args.warmup):
+            steps[row]()
+    best = dict.fromkeys(rows, float("inf"))
+    for _ in range(rounds):
+        for row in rows:
+            _sync(device)
+            start = time.perf_counter()
+            steps[row]()
+            _sync(device)
+            best[row] = min(best[row], time.perf_counter() - start)
+    return {row: dict(label=ROWS[row][0], train_ms=best[row] * 1e3, train_img_s=B / best[row]) for row in rows}
+
+
+def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
+    """``side-by-side-<device>.md`` / ``.json``: the rows' fastest train steps and their speed over the last row's."""
+    import os
+
+    name, slug = device_name(torch.device(args.device))
+    emulated = os.environ.get("ATEN_CPU_CAPABILITY")
+    if emulated:  # another ISA's kernels on this CPU (e.g. AVX2 on an AVX-512 machine): named as such
+        flags = ", ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                           "MKL_ENABLE_INSTRUCTIONS") if k in os.environ)  # fmt: skip
+        name, slug = f"{name} (kernels limited: {flags}; this CPU's memory and clock)", f"{slug}-emulated"
+    rows = list(found)
+    ceiling = found[rows[-1]]["train_img_s"]
+    meta = dict(
+        device=name,
+        torch=torch.__version__,
+        date=time.strftime("%Y-%m-%d"),
+        command="python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
+        bntt_kernels=os.environ.get("BNTT_KERNELS", "auto"),
+        rounds=args.rounds,
+    )
+    lines = [
+        f"# Side by side on {name}", "",
+        f"- torch {meta['torch']}, {meta['date']}; command: `{meta['command']}`; BNTT_KERNELS={meta['bntt_kernels']}",
+        f"- one process: VGG9, T={args.num_steps}, batch {args.batch_size}, fp32, train step = forward + backward + "
+        f"SGD; after {args.warmup} warm-up steps each (compiles and auto's measurements happen there), the rows' "
+        f"steps alternate for {args.rounds} rounds; the fastest step of each is reported", "",
+        "| row | fastest train step (ms) | train img/s | speed over the last row |", "|---|---|---|---|",
+    ]  # fmt: skip
+    for r in found.values():
+        lines.append(f"| {r['label']} | {r['train_ms']:.0f} | {r['train_img_s']:.2f} | "
+                     f"**{r['train_img_s'] / ceiling:.2f}x** |")  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"side-by-side-{slug}.md"
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=found), indent=1) + "\n")
+    return path
+
+
 def saved_backward_bytes(model, x, device, amp) -> int:
     """Bytes autograd keeps for backward in one training forward (bntt_snntorch.profiling)."""
     from bntt_snntorch.profiling import saved_tensor_bytes
@@ -630,7 +706,19 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--from-json", help="rewrite the .md of an existing results .json (no measuring)")
     p.add_argument("--single", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--side-by-side",
+        metavar="ROWS",
+        help="fp32 rows (e.g. c,e) timed in one process, alternated; writes side-by-side-<device>.md, speed over "
+        "the last row",
+    )
+    p.add_argument("--rounds", type=int, default=5, help="alternated steps per row with --side-by-side")
     args = p.parse_args(argv)
+    if args.side_by_side:
+        found = side_by_side(args.side_by_side.split(","), args, args.rounds)
+        print(json.dumps(found, indent=1))
+        print(f"wrote {write_side_by_side(found, args, Path(args.out))}")
+        return
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         sys.argv = saved["meta"]["command"].split()[1:]

@@ -29,7 +29,7 @@ import torch
 
 from . import compiled_steps
 from .fallback import fallback_errors, layer_label, record_failure
-from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan, membrane_sequence
+from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan
 
 
 class BNTTNorm(NamedTuple):
@@ -136,53 +136,36 @@ def _eager_backward(ctx, grad_spk, x_seq, weight, mean, var, tensors: NeuronTens
     return grad_x, grad_weight, grad_beta, grad_theta
 
 
-def _compiled_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, keep: bool, mem0=None):
-    """The forward on compiled step kernels from membrane ``mem0`` (float32 ``(B, ...)``; None: zeros):
-    ``(spikes (T, B, ...), last membrane)``, or with ``keep`` the per-step lists ``(h, m_prev)`` for
-    backward."""
+def _compiled_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, mem0=None):
+    """The forward as one compiled sequence (:func:`.compiled_steps.bntt_forward_sequence`) from membrane
+    ``mem0`` (float32 ``(B, ...)``; None: zeros): ``(spikes (T, B, ...), last membrane)``."""
     variant = spec.neuron.variant
-    step = compiled_steps.compiled("forward", (variant, x_seq.dtype, x_seq.dim()))
+    run = compiled_steps.compiled("forward", (variant, x_seq.dtype, x_seq.dim(), x_seq.shape[0]))
     _, k = coefficients(weight, var, spec.eps, spec.scale)
     step_dim = x_seq.dim() - 1
-    k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
+    m0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem0 is None else mem0
     beta = tensors.beta.clamp(0, 1)
-    m = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem0 is None else mem0
-    spk_seq = None if keep else torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-    hs, ms = [], []
-    for t in range(x_seq.shape[0]):
-        spk_t = None if keep else spk_seq[t]
-        h, m_next = step(x_seq[t], k_b[t], shift_b[t], m, beta, tensors.theta, tensors.g, variant.codes, spk_t)
-        if keep:
-            hs.append(h)
-            ms.append(m if t == 0 or variant.same_step_reset == "snn" else None)  # else recomputed from h
-        m = m_next
-    return (hs, ms) if keep else (spk_seq, m)
+    k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
+    return run(x_seq, k_b, shift_b, m0, beta, tensors.theta, tensors.g, variant.codes)
 
 
 def _compiled_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, mem0=None,
                        through_time: bool = True):  # fmt: skip
-    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` on compiled step kernels (scalar beta / theta),
+    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` as one compiled sequence (scalar beta / theta),
     for the forward from ``mem0``; ``through_time=False``: each step's gradient through its own input only
     (online rules: no gradient carried from step t + 1 to step t)."""
-    hs, ms = _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=True, mem0=mem0)
-    key = (spec.neuron.variant, spec.neuron.surrogate, spec.training, x_seq.dtype, x_seq.dim())
-    step = compiled_steps.compiled("backward", key)
+    variant = spec.neuron.variant
+    key = (variant, spec.neuron.surrogate, spec.training, through_time, x_seq.dtype, x_seq.dim(), x_seq.shape[0])
+    run = compiled_steps.compiled("backward", key)
     rstd, k = coefficients(weight, var, spec.eps, spec.scale)
+    m0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem0 is None else mem0
     beta = tensors.beta.clamp(0, 1)
-    no_carry = carry = torch.zeros_like(hs[-1])
-    grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
-    sums, d_beta, d_theta = [], 0.0, 0.0
-    for t in reversed(range(x_seq.shape[0])):
-        m_prev = ms[t] if ms[t] is not None else membrane_sequence(hs[t - 1], None, tensors.theta, spec.neuron.variant)
-        carry, s2, beta_t, theta_t = step(
-            grad_spk[t], carry if through_time else no_carry, hs[t], m_prev, x_seq[t], mean[t], rstd[t], k[t], beta,
-            tensors.theta, tensors.g, spec.neuron.surrogate, spec.neuron.variant.codes, spec.training, grad_x[t],
-        )  # fmt: skip
-        hs[t] = ms[t] = None  # free as we go
-        sums.append(s2)
-        d_beta, d_theta = d_beta + beta_t, d_theta + theta_t
+    grad_x, sums, d_beta, d_theta = run(
+        grad_spk, x_seq, m0, mean, rstd, k, beta, tensors.theta, tensors.g, spec.neuron.surrogate, variant.codes,
+        spec.training, through_time,
+    )  # fmt: skip
     grad_beta = (d_beta * clamp_grad_mask(tensors.beta)).reshape(tensors.beta.shape)
-    return grad_x, torch.stack(sums[::-1]), grad_beta, d_theta.reshape(tensors.theta.shape)
+    return grad_x, sums, grad_beta, d_theta.reshape(tensors.theta.shape)
 
 
 class BNTTLeakyScan(torch.autograd.Function):
@@ -192,7 +175,7 @@ class BNTTLeakyScan(torch.autograd.Function):
         tensors = NeuronTensors(beta, theta, g)
         ctx.spec, ctx.layer = spec, layer
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
-            return _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False)[0]
+            return _compiled_forward(x_seq, weight, mean, var, tensors, spec)[0]
         return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod

@@ -86,7 +86,7 @@ class _LocalBNTTScan(torch.autograd.Function):
         if path == "bntt-compiled":
             try:
                 tensors, spec = _compiled_parts(norm, p, x_seq)
-                spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, keep=False, mem0=mem0)
+                spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, mem0)
                 ctx.mark_non_differentiable(mem)
                 return spikes, mem
             except fallback_errors() as err:  # the eager steps compute the same
