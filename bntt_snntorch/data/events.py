@@ -298,10 +298,11 @@ class CachedFrames(Dataset):
 
 
 def _augment(options: DataOptions, size: int) -> FrameAugment | None:
-    if not options.augment:
+    augment = ("flip", "translate") if options.augment is None else options.augment
+    if not augment:
         return None
-    shift = max(1, size // 16) if "translate" in options.augment else 0
-    return FrameAugment(0.5 if "flip" in options.augment else 0.0, shift)
+    shift = max(1, size // 16) if "translate" in augment else 0
+    return FrameAugment(0.5 if "flip" in augment else 0.0, shift)
 
 
 def framed_split(

@@ -48,7 +48,7 @@ class DataOptions:
 
     num_steps: int = 10  # frames per recording (T)
     size: int | None = None  # frame size; None: the sensor's
-    augment: tuple = ("flip", "translate")
+    augment: tuple | None = None  # training augmentation; None: the data set's default (event sets: flip, translate)
     num_workers: int = 0  # processes building the frame cache
     skip_corrupt: bool = False
     progress: bool = True

@@ -49,7 +49,7 @@ def _digits_stats() -> tuple[float, float]:
 def digits(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
     (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std. With
-    "translate" in ``options.augment`` each training image is shifted by up to one pixel each way
+    "translate" in ``options.augment`` (none by default) each training image is shifted by up to one pixel each way
     (a random 8x8 crop of the image padded by one background pixel; torch's global generator)."""
     x_train, x_test, y_train, y_test = _digits_split()
     mean, std = _digits_stats()
@@ -58,7 +58,7 @@ def digits(data_dir: Path, download: bool = False, options: DataOptions | None =
         return TensorDataset(torch.from_numpy((x - mean) / std).unsqueeze(1), torch.from_numpy(y).long())
 
     train, test = tensors(x_train, y_train), tensors(x_test, y_test)
-    if options is not None and "translate" in options.augment:
+    if options is not None and "translate" in (options.augment or ()):
         train = TransformedImages(train, transforms.RandomCrop(8, padding=1, fill=-mean / std))
     return train, test
 

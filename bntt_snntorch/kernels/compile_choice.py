@@ -42,7 +42,7 @@ PAYBACK_CALLS = 1000
 ASSUMED_COMPILE_SECONDS = 50.0
 TIMED_CALLS = 3
 #: What the compiled path is (part of every measurement's key, so that measurements of an earlier
-#: compiled path are not reused): since 0.2 the whole sequence as one compiled loop, before it one step a call.
+#: compiled path are not reused): now the whole sequence as one compiled loop, before it one step a call.
 COMPILED_PATH = "sequence"
 
 
