@@ -57,6 +57,13 @@ class BNTTSpec:
     path: str
 
 
+def node_parts(norm: BNTTNorm, p, path: str, device, state: torch.dtype) -> tuple[NeuronTensors, BNTTSpec]:
+    """The neuron's tensors (LeakyParams ``p`` in ``state`` on ``device``) and the static spec of a fused BNTT
+    node normalising with ``norm`` on ``path``."""
+    spec = BNTTSpec(NeuronSpec.of(p), norm.eps, float(norm.scale), norm.training, path)
+    return NeuronTensors.of(p, device, state), spec
+
+
 def _per_channel(v: torch.Tensor, step_dim: int) -> torch.Tensor:
     """``(T, C)`` -> ``(T, C, 1, ...)``: broadcastable against one step ``(B, C, ...)`` at index ``t``."""
     return v.view(*v.shape, *([1] * (step_dim - 2)))
@@ -205,8 +212,7 @@ def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str, layer
     membrane, on the torch paths ("bntt-eager" or "bntt-compiled"); ``p``: the neuron's LeakyParams;
     ``layer``: the module, named if the compiled backward falls back."""
     state = torch.promote_types(x_seq.dtype, torch.float32)
-    tensors = NeuronTensors.of(p, x_seq.device, state)
-    spec = BNTTSpec(NeuronSpec.of(p), norm.eps, float(norm.scale), norm.training, path)
+    tensors, spec = node_parts(norm, p, path, x_seq.device, state)
     mean, var = norm.mean.to(state), norm.var.to(state)
     label = None if layer is None else layer_label(layer)
     return BNTTLeakyScan.apply(x_seq, norm.weight, mean, var, tensors.beta, tensors.theta, tensors.g, spec, label)

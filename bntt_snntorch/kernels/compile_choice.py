@@ -113,10 +113,10 @@ def _load() -> dict[str, Measurement]:
     return {k: Measurement(**v) for k, v in saved.items() if isinstance(v, dict)}
 
 
-def measured(x: torch.Tensor, p, grad: bool, measure=None, calls_per_batch: int = 1) -> Measurement | None:
+def measured(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> Measurement | None:
     """The measurement behind auto's choice for a layer fed ``x`` ``(T, B, ...)`` with neuron
     parameters ``p``, called ``calls_per_batch`` times a batch: from this process, else from the file,
-    else taken now (``measure(x, p, grad)``, :func:`measure_layer` by default) and saved. None while
+    else taken now (:func:`measure_layer`) and saved. None while
     torch.compile traces the model and no measurement is kept (nothing is timed inside a trace)."""
     k = key(x, grad, calls_per_batch)
     if k not in _CHOICES:
@@ -124,8 +124,7 @@ def measured(x: torch.Tensor, p, grad: bool, measure=None, calls_per_batch: int 
     if k not in _CHOICES and torch.compiler.is_compiling():
         return None
     if k not in _CHOICES:
-        taken = measure or measure_layer
-        _CHOICES[k] = taken(x, p, grad) if calls_per_batch == 1 else taken(x, p, grad, calls_per_batch)
+        _CHOICES[k] = measure_layer(x, p, grad, calls_per_batch)
         path = choices_file()
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {**{n: asdict(m) for n, m in _load().items()}, k: asdict(_CHOICES[k])})

@@ -20,14 +20,14 @@ import torch
 from .. import definition as D
 from .bntt_scan import (
     BNTTNorm,
-    BNTTSpec,
     _compiled_backward,
     _compiled_forward,
     _eager_currents,
     _scaled_weight,
     batch_norm_backward_steps,
+    node_parts,
 )
-from .fallback import fallback_errors, record_failure
+from .fallback import attempt, fallback_errors, record_failure
 from .torch_scan import NeuronSpec, NeuronTensors, forward_scan
 
 
@@ -73,27 +73,17 @@ def _scan(current_at, num_steps: int, mem0: torch.Tensor, p, like: torch.Tensor,
     return buffer, mem
 
 
-def _compiled_parts(norm: BNTTNorm, p, like: torch.Tensor) -> tuple[NeuronTensors, BNTTSpec]:
-    spec = BNTTSpec(NeuronSpec.of(p), norm.eps, float(norm.scale), norm.training, "bntt-compiled")
-    return NeuronTensors.of(p, like.device, torch.float32), spec
-
-
 class _LocalBNTTScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, weight, mean, var, mem0, norm: BNTTNorm, p, path: str, label):
         ctx.save_for_backward(x_seq, weight, mean, var, mem0)
         ctx.norm, ctx.p, ctx.path, ctx.label = norm, p, path, label
-        if path == "bntt-compiled":
-            try:
-                tensors, spec = _compiled_parts(norm, p, x_seq)
-                spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, mem0)
-                ctx.mark_non_differentiable(mem)
-                return spikes, mem
-            except fallback_errors() as err:  # the eager steps compute the same
-                record_failure("bntt-compiled", err, label)
-                ctx.path = "bntt-eager"
-        w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
-        spikes, mem = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "spk")
+        if path == "bntt-compiled":  # a compile failure propagates: local_bntt_scan's attempt falls back
+            tensors, spec = node_parts(norm, p, path, x_seq.device, torch.float32)
+            spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, mem0)
+        else:
+            w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
+            spikes, mem = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "spk")
         ctx.mark_non_differentiable(mem)
         return spikes, mem
 
@@ -104,12 +94,12 @@ class _LocalBNTTScan(torch.autograd.Function):
         need_weight = weight is not None and ctx.needs_input_grad[1]
         if ctx.path == "bntt-compiled":
             try:
-                tensors, spec = _compiled_parts(norm, p, x_seq)
+                tensors, spec = node_parts(norm, p, ctx.path, x_seq.device, torch.float32)
                 grad_x, sum_xhat, _, _ = _compiled_backward(
                     spec, grad_spk, x_seq, weight, mean, var, tensors, mem0, through_time=False
                 )
                 return grad_x, sum_xhat * norm.scale if need_weight else None, *([None] * 7)
-            except fallback_errors() as err:
+            except fallback_errors() as err:  # the backward compiles on first use; the eager steps compute the same
                 record_failure("bntt-compiled", err, ctx.label)
         w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
         h_seq, _ = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "h")
@@ -136,4 +126,5 @@ def local_bntt_scan(
     state = torch.promote_types(x_seq.dtype, torch.float32)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=state, device=x_seq.device) if mem0 is None else mem0.to(state)
     mean, var = norm.mean.to(state), norm.var.to(state)
-    return _LocalBNTTScan.apply(x_seq, norm.weight, mean, var, mem0, norm, p, path, label)
+    run = lambda path: _LocalBNTTScan.apply(x_seq, norm.weight, mean, var, mem0, norm, p, path, label)  # noqa: E731
+    return attempt(label, path, run)[0]
