@@ -199,6 +199,16 @@ class SpikingBlock(StepCounter, nn.Module):
             return cur.unflatten(0, x_seq.shape[:2])
         return _over_time(self.synapse, x_seq)
 
+    def _trace_synapse(self, x: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
+        """OTTT's synapse on ``x`` ``(N, ...)``: its value, with the weight gradient taken with ``trace`` (the
+        same shape) in place of ``x``; one synapse forward where :func:`spike_synapse.supports` it, else
+        two (the value without a graph, the gradient through a forward on the trace)."""
+        if spike_synapse.supports(self.synapse):
+            return spike_synapse.trace_synapse(self.synapse, x, trace)
+        with torch.no_grad():
+            value = self.synapse(x)
+        return _ReplaceForGrad.apply(self.synapse(_ReplaceForGrad.apply(x, trace)), value)
+
     def local_steps_supported(self) -> bool:
         """Whether :meth:`local_steps` runs this block: a leaky neuron the kernels run, with a fixed
         scalar leak and threshold, after a per-step norm (or none)."""
@@ -226,9 +236,7 @@ class SpikingBlock(StepCounter, nn.Module):
         mem, trace = state or BlockState(None)
         if self.online_rule == "ottt" and self.presynaptic is not None:
             traces, trace = _traces(x_seq, trace, self.presynaptic.beta)
-            with torch.no_grad():
-                value = _over_time(self.synapse, x_seq)
-            cur = _ReplaceForGrad.apply(_over_time(self.synapse, _ReplaceForGrad.apply(x_seq, traces)), value)
+            cur = self._trace_synapse(x_seq.flatten(0, 1), traces.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
         else:
             cur = self._synapse_over_time(x_seq)
         if self.norm is not None and self.norm.fusable():  # BNTT and the neuron as one node
@@ -279,9 +287,7 @@ class SpikingBlock(StepCounter, nn.Module):
             mem = mem.detach()  # online training: no gradient through time
         if self.online_rule == "ottt" and self.presynaptic is not None:
             _, trace = _traces(x.unsqueeze(0), trace, self.presynaptic.beta)
-            with torch.no_grad():
-                value = self.synapse(x)
-            cur = _ReplaceForGrad.apply(self.synapse(_ReplaceForGrad.apply(x, trace)), value)
+            cur = self._trace_synapse(x, trace)
         else:
             cur = self.synapse(x)
         if self.norm is not None:

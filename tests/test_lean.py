@@ -348,6 +348,44 @@ def test_spike_synapse_equals_the_module_and_keeps_int8(kind, quantum):
     assert torch.int8 in kept and saved.total >= x.numel() * 4  # the module keeps the float input
 
 
+TRACE_SYNAPSES = {
+    **SYNAPSES,
+    "conv-grouped": lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2, bias=False),
+}
+
+
+@pytest.mark.parametrize("kind", TRACE_SYNAPSES)
+@pytest.mark.parametrize("autocast", [False, True])
+def test_trace_synapse_equals_the_two_forward_reference(kind, autocast):
+    """OTTT's synapse in one forward: the value is ``synapse(x)``, the input gradient the module's at
+    ``x``, the weight gradient the module's at the trace (the two-forward reference: a forward on the
+    trace for the gradient, its value replaced); fp32 to 1e-5 / 1e-4, bf16 autocast to 1e-2."""
+    from bntt_snntorch.kernels.spike_synapse import trace_synapse
+    from bntt_snntorch.layers import _ReplaceForGrad
+
+    torch.manual_seed(zlib.crc32(repr((kind, autocast)).encode()))
+    synapse = TRACE_SYNAPSES[kind]()
+    shape = (8, 20) if kind == "linear" else (8, 4, 7, 7)
+    x = (torch.rand(shape) < 0.3).float().requires_grad_()
+    trace = torch.rand(shape) * 2
+    tol = dict(atol=1e-2, rtol=1e-2) if autocast else dict(atol=1e-5, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        y = trace_synapse(synapse, x, trace)
+        with torch.no_grad():
+            value = synapse(x)
+        y_ref = _ReplaceForGrad.apply(synapse(_ReplaceForGrad.apply(x, trace)), value)
+    assert y.dtype == y_ref.dtype and torch.equal(y, y_ref)
+    g = torch.randn(y.shape)
+    (y.float() * g).sum().backward()
+    gx, gw = x.grad.clone(), synapse.weight.grad.clone()
+    x.grad = synapse.weight.grad = None
+    (y_ref.float() * g).sum().backward()
+    assert gx.dtype == x.dtype and gw.dtype == synapse.weight.dtype
+    assert_close(gx, x.grad, **tol)
+    assert_close(gw, synapse.weight.grad, **tol)
+    assert not torch.allclose(gw, torch.autograd.grad((synapse(x) * g).sum(), synapse.weight)[0])  # not x's
+
+
 def _quanta(model):
     return [b.input_quantum for b in model.modules() if isinstance(b, SpikingBlock)]
 

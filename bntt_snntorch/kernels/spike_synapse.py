@@ -1,4 +1,6 @@
-"""Convolution / linear layers on spike input that keep the input as int8 codes for backward.
+"""Convolution / linear synapses whose weight gradient takes a tensor other than their float input.
+
+``spike_synapse``: on spike input, the input kept as int8 codes for backward.
 
 A synapse's weight gradient needs its input. Between spiking layers that input
 is spikes (0 or the graded factor g) or average-pooled spikes (multiples of
@@ -7,6 +9,10 @@ g / pool area): integers times a known ``quantum``. This node saves
 and expands it in backward. Whether an input is such a tensor is known from the
 network's structure (:func:`bntt_snntorch.layers.mark_spike_inputs`), not checked
 per call: nothing is read back to the host.
+
+``trace_synapse``: OTTT's synapse, ``synapse(x)`` forward with the weight gradient taken with the
+presynaptic trace of ``x`` instead of ``x`` (one convolution forward; the gradient w.r.t. ``x`` is the
+module's own).
 """
 
 from __future__ import annotations
@@ -27,41 +33,69 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, weight.dtype)
 
 
+def _synapse(x: torch.Tensor, weight: torch.Tensor, conv: dict | None) -> torch.Tensor:
+    """The synapse's forward in its compute dtype (autocast's, else the inputs' promoted one)."""
+    dtype = _compute_dtype(x, weight)
+    with torch.autocast(x.device.type, enabled=False):
+        xc, wc = x.to(dtype), weight.to(dtype)
+        return F.conv2d(xc, wc, None, **conv) if conv is not None else F.linear(xc, wc)
+
+
+def _synapse_backward(ctx, grad, weight_input, weight):
+    """``(grad_x, grad_w)`` of the synapse: ``grad_x`` from the weight, ``grad_w`` from ``weight_input``
+    (what stands for the input in the weight gradient; None when no weight gradient is asked)."""
+    wc = weight.to(grad.dtype)
+    need_x, need_w = ctx.needs_input_grad[0], weight_input is not None
+    grad_x = grad_w = None
+    if ctx.conv is not None:
+        x = weight_input if need_w else grad.new_zeros(()).expand(ctx.shape)  # sizes only
+        c = ctx.conv
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad, x, wc, None, c["stride"], c["padding"], c["dilation"], False, [0, 0], c["groups"],
+            [need_x, need_w, False],
+        )  # fmt: skip
+    else:
+        if need_x:
+            grad_x = grad @ wc
+        if need_w:
+            grad_w = grad.flatten(0, -2).T @ weight_input.flatten(0, -2)
+    grad_x = None if grad_x is None else grad_x.to(ctx.x_dtype)
+    grad_w = None if grad_w is None else grad_w.to(weight.dtype)
+    return grad_x, grad_w
+
+
 class _SpikeSynapse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, quantum: float, conv: dict | None):
-        dtype = _compute_dtype(x, weight)
-        xc, wc = x.to(dtype), weight.to(dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            y = F.conv2d(xc, wc, None, **conv) if conv is not None else F.linear(xc, wc)
-        ctx.save_for_backward(_codes(xc, quantum) if ctx.needs_input_grad[1] else None, weight)
+        y = _synapse(x, weight, conv)
+        ctx.save_for_backward(_codes(x.to(y.dtype), quantum) if ctx.needs_input_grad[1] else None, weight)
         ctx.quantum, ctx.conv, ctx.x_dtype, ctx.shape = quantum, conv, x.dtype, x.shape
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        saved, weight = ctx.saved_tensors
-        wc = weight.to(grad.dtype)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            x = saved.to(grad.dtype)
+        codes, weight = ctx.saved_tensors
+        x = None
+        if codes is not None:
+            x = codes.to(grad.dtype)
             if ctx.quantum != 1.0:
                 x.mul_(ctx.quantum)
-        if ctx.conv is not None:
-            x = x if ctx.needs_input_grad[1] else grad.new_zeros(()).expand(ctx.shape)  # sizes only
-            c = ctx.conv
-            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-                grad, x, wc, None, c["stride"], c["padding"], c["dilation"], False, [0, 0], c["groups"],
-                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
-            )  # fmt: skip
-        else:
-            if ctx.needs_input_grad[0]:
-                grad_x = grad @ wc
-            if ctx.needs_input_grad[1]:
-                grad_w = grad.flatten(0, -2).T @ x.flatten(0, -2)
-        grad_x = None if grad_x is None else grad_x.to(ctx.x_dtype)
-        grad_w = None if grad_w is None else grad_w.to(weight.dtype)
-        return grad_x, grad_w, None, None
+        return (*_synapse_backward(ctx, grad, x, weight), None, None)
+
+
+class _TraceSynapse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, trace, weight, conv: dict | None):
+        y = _synapse(x, weight, conv)
+        ctx.save_for_backward(trace.to(y.dtype) if ctx.needs_input_grad[2] else None, weight)
+        ctx.conv, ctx.x_dtype, ctx.shape = conv, x.dtype, x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        trace, weight = ctx.saved_tensors
+        grad_x, grad_w = _synapse_backward(ctx, grad, None if trace is None else trace.to(grad.dtype), weight)
+        return grad_x, None, grad_w, None
 
 
 def supports(synapse: nn.Module) -> bool:
@@ -73,16 +107,27 @@ def supports(synapse: nn.Module) -> bool:
     return type(synapse) is nn.Conv2d and synapse.padding_mode == "zeros" and isinstance(synapse.padding, tuple)
 
 
+def _conv_args(synapse: nn.Module) -> dict | None:
+    """The convolution's arguments of a Conv2d synapse; None for a Linear one."""
+    if not isinstance(synapse, nn.Conv2d):
+        return None
+    return dict(
+        stride=list(synapse.stride),
+        padding=list(synapse.padding),
+        dilation=list(synapse.dilation),
+        groups=synapse.groups,
+    )
+
+
 def spike_synapse(synapse: nn.Module, x: torch.Tensor, quantum: float) -> torch.Tensor:
     """``synapse(x)`` for ``x`` ``(N, C, H, W)`` / ``(N, F)`` whose values are integer multiples of
     ``quantum`` (at most 127 of them; the caller knows this from the network's structure), equal in
     value and gradients, keeping ``x`` as int8 for backward."""
-    conv = None
-    if isinstance(synapse, nn.Conv2d):
-        conv = dict(
-            stride=list(synapse.stride),
-            padding=list(synapse.padding),
-            dilation=list(synapse.dilation),
-            groups=synapse.groups,
-        )
-    return _SpikeSynapse.apply(x, synapse.weight, float(quantum), conv)
+    return _SpikeSynapse.apply(x, synapse.weight, float(quantum), _conv_args(synapse))
+
+
+def trace_synapse(synapse: nn.Module, x: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
+    """``synapse(x)`` for ``x`` ``(N, C, H, W)`` / ``(N, F)`` with OTTT's weight gradient: taken with ``trace``
+    (the same shape as ``x``) in place of ``x``; the gradient w.r.t. ``x`` is the synapse's own, and
+    ``trace`` gets none. One forward of the synapse (:func:`supports` says which synapses)."""
+    return _TraceSynapse.apply(x, trace, synapse.weight, _conv_args(synapse))
