@@ -32,3 +32,22 @@ def test_gpu_check_self_test_writes_its_results(tmp_path):
     saved = json.loads(report.read_text())
     assert [r["row"] for r in saved["rows"]] == ["a", "c"] and all("train_img_s" in r for r in saved["rows"])
     assert len(saved["plans"]) == 8 and report.with_suffix(".md").is_file()
+
+
+def test_default_recipe_table_summarises_the_seeds_and_names_emulation(tmp_path, monkeypatch):
+    """The seed table's summary (mean, min of the final accuracies) and its file name: ``-emulated`` when
+    the kernels are limited to another ISA by environment."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import default_recipe
+
+    runs = [dict(seed=s, final_acc=a, best_acc=a + 0.3, epochs=20, train_eval_s=50.0 + s, wall_s=60.0 + s)
+            for s, a in enumerate([99.17, 98.89, 99.44])]  # fmt: skip
+    summary = default_recipe.summarise(runs)
+    assert summary["mean_acc"] == pytest.approx(99.1667, abs=1e-3) and summary["min_acc"] == 98.89
+    assert summary["mean_wall_s"] == pytest.approx(61.0)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    report = dict(command="c", machine=default_recipe.machine(), seeds=[0, 1, 2],
+                  variants=[dict(name="default", flags="", runs=runs, summary=summary)])  # fmt: skip
+    path = default_recipe.write_report(report, tmp_path)
+    assert path.name.endswith("-emulated.md") and "emulation" in path.read_text()
+    assert "| default | 99.17 | 98.89 |" in path.read_text()
