@@ -44,12 +44,15 @@ def test_the_rule_compiles_only_for_a_gain_of_five_percent():
     assert worth_measuring(0.10, 50.0) and not worth_measuring(0.05, 50.0) and not worth_measuring(0.70, 500.0)
 
 
-def test_the_expected_compile_is_the_median_of_those_that_compiled_here():
-    assert compile_choice.expected_compile_seconds() == compile_choice.ASSUMED_COMPILE_SECONDS  # none measured yet
+def test_the_expected_compile_grows_with_the_steps_at_the_median_rate_measured_here():
+    assumed = compile_choice.ASSUMED_COMPILE_SECONDS_PER_STEP
+    assert compile_choice.expected_compile_seconds(4) == 4 * assumed  # none measured yet
     compile_choice._CHOICES.update(
-        a=Measurement(0.2, 0.1, 40.0), b=Measurement(0.2, 0.1, 60.0), c=Measurement(0.2, 0.1, 0.3), d=Measurement(0.2)
-    )  # c reused code compiled before (a first call of 0.3 s): not a compile
-    assert compile_choice.expected_compile_seconds() == 50.0
+        a=Measurement(0.2, 0.1, 40.0, 10), b=Measurement(0.2, 0.1, 120.0, 20), c=Measurement(0.2, 0.1, 0.3, 10),
+        d=Measurement(0.2, num_steps=10), e=Measurement(0.2, 0.1, 500.0),
+    )  # fmt: skip
+    # c reused code compiled before (a first call of 0.3 s): not a compile; e was saved without its steps
+    assert compile_choice.expected_compile_seconds(4) == pytest.approx(4 * 5.0)  # the median of 4 and 6 s a step
 
 
 def test_auto_follows_the_measurement_and_says_so(auto):
@@ -107,7 +110,7 @@ def test_a_small_layer_is_timed_eagerly_and_never_compiled(monkeypatch):
 
 @pytest.mark.slow
 def test_a_real_measurement_times_both_paths(monkeypatch):
-    monkeypatch.setattr(compile_choice, "ASSUMED_COMPILE_SECONDS", 0.0)  # measure even this small layer
+    monkeypatch.setattr(compile_choice, "ASSUMED_COMPILE_SECONDS_PER_STEP", 0.0)  # measure even this small layer
     lif = bntt_leaky()
     lif.beta.requires_grad_(True)  # a learnable leak gets no gradient from the measurement
     m = compile_choice.measure_layer(torch.zeros(3, 4, 4, 6, 6), lif.params(), grad=True)

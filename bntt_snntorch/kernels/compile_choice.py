@@ -37,9 +37,10 @@ BEST_SAVING = 0.64
 #: rules' local node is called once per chunk of steps, several times a batch) to be worth measuring:
 #: a third of a CIFAR-10 epoch at batch 16, one and a half default digits runs.
 PAYBACK_CALLS = 1000
-#: The compile time assumed until one has been measured on this machine: a T=10 sequence of a conv layer
-#: took 43-57 s (first call, compile included) on the 2-core AVX-512 machine, with or without a warm cache.
-ASSUMED_COMPILE_SECONDS = 50.0
+#: The compile time a time step assumed until one has been measured on this machine: the compiled loop
+#: unrolls the steps, and a T=10 sequence of a conv layer took 43-57 s (first call, compile included) on
+#: the 2-core AVX-512 machine, with or without a warm cache (T=2: 4-9 s, T=64: 178 s).
+ASSUMED_COMPILE_SECONDS_PER_STEP = 5.0
 TIMED_CALLS = 3
 #: What the compiled path is (part of every measurement's key, so that measurements of an earlier
 #: compiled path are not reused): now the whole sequence as one compiled loop, before it one step a call.
@@ -49,11 +50,13 @@ COMPILED_PATH = "sequence"
 @dataclass(frozen=True)
 class Measurement:
     """Seconds a call of a layer took here: ``eager_s``, ``compiled_s`` (None if not measured) and
-    ``compile_s`` (the compiled path's first call, compile included; None if not measured)."""
+    ``compile_s`` (the compiled path's first call, compile included; None if not measured), for a
+    sequence of ``num_steps`` steps (None in measurements saved before it was kept)."""
 
     eager_s: float
     compiled_s: float | None = None
     compile_s: float | None = None
+    num_steps: int | None = None
 
     @property
     def compile(self) -> bool:
@@ -77,12 +80,16 @@ def worth_measuring(eager_s: float, compile_s: float, calls_per_batch: int = 1) 
     return eager_s * calls_per_batch * BEST_SAVING * PAYBACK_CALLS >= compile_s
 
 
-def expected_compile_seconds() -> float:
-    """What a compile is expected to cost here: the median of the first calls measured on this machine
-    that compiled (over a second: a shorter one reused code compiled before), else
-    :data:`ASSUMED_COMPILE_SECONDS`."""
-    known = [m.compile_s for m in _CHOICES.values() if m.compile_s is not None and m.compile_s > 1.0]
-    return statistics.median(known) if known else ASSUMED_COMPILE_SECONDS
+def expected_compile_seconds(num_steps: int) -> float:
+    """What compiling a sequence of ``num_steps`` steps is expected to cost here: ``num_steps`` times the
+    median compile time a step of the first calls measured on this machine that compiled (over a second:
+    a shorter one reused code compiled before), else :data:`ASSUMED_COMPILE_SECONDS_PER_STEP` a step."""
+    known = [
+        m.compile_s / m.num_steps
+        for m in _CHOICES.values()
+        if m.compile_s is not None and m.compile_s > 1.0 and m.num_steps
+    ]
+    return num_steps * (statistics.median(known) if known else ASSUMED_COMPILE_SECONDS_PER_STEP)
 
 
 def choices_file() -> Path:
@@ -163,11 +170,11 @@ def measure_layer(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> M
         return statistics.median(call(path) for _ in range(TIMED_CALLS)), first
 
     eager_s, _ = timed("bntt-eager")
-    if not worth_measuring(eager_s, expected_compile_seconds(), calls_per_batch):
-        return Measurement(eager_s)
+    if not worth_measuring(eager_s, expected_compile_seconds(T), calls_per_batch):
+        return Measurement(eager_s, num_steps=T)
     try:
         compiled_s, first = timed("bntt-compiled")
     except fallback_errors() as err:
         record_failure("bntt-compiled", err, "the compile measurement")
-        return Measurement(eager_s)
-    return Measurement(eager_s, compiled_s, first)
+        return Measurement(eager_s, num_steps=T)
+    return Measurement(eager_s, compiled_s, first, T)
