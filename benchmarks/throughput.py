@@ -23,6 +23,7 @@ has native bf16 (on AVX2-only machines bf16 autocast runs far slower than fp32: 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import re
@@ -161,30 +162,39 @@ class OriginalVGG9(nn.Module):
 
 
 # ----------------------------------------------------------------------------- (e) ReLU ceiling
-class ReLUVGG9(nn.Module):
-    """The ceiling: the same layers as a ReLU ANN over the (T*B) batch."""
+class ReLUTwin(nn.Module):
+    """The ceiling of a spiking model of ours: its layers as a ReLU ANN over the (T*B) batch (each block's
+    synapse, then one BatchNorm over all steps and ReLU in place of BNTT and the neuron; pools and
+    flatten as they are; the classifier on the mean over steps, as the spiking model reads out)."""
 
-    def __init__(self, num_steps, num_classes=10, image_size=32):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        layers, channels = [], 3
-        for item in VGG9:
-            if item == "A":
-                layers.append(nn.AvgPool2d(2))
+        from bntt_snntorch.layers import SpikingBlock, TimeDistributed
+
+        layers = []
+        for layer in model.features:
+            if isinstance(layer, SpikingBlock):
+                synapse = layer.synapse
+                norm = nn.BatchNorm2d if isinstance(synapse, nn.Conv2d) else nn.BatchNorm1d
+                width = synapse.out_channels if isinstance(synapse, nn.Conv2d) else synapse.out_features
+                layers += [copy.deepcopy(synapse), norm(width), nn.ReLU()]
+            elif isinstance(layer, TimeDistributed):
+                layers.append(copy.deepcopy(layer.module))
             else:
-                layers += [nn.Conv2d(channels, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
-                channels = item
-        layers += [
-            nn.Flatten(),
-            nn.Linear(256 * (image_size // 8) ** 2, 1024, bias=False),
-            nn.BatchNorm1d(1024),
-            nn.ReLU(),
-        ]
+                raise TypeError(f"no ReLU twin for {type(layer).__name__}")
         self.body = nn.Sequential(*layers)
-        self.fc2 = nn.Linear(1024, num_classes, bias=False)
+        self.classifier = copy.deepcopy(model.classifier)
 
     def forward(self, x_seq):
         T, B = x_seq.shape[:2]
-        return self.fc2(self.body(x_seq.flatten(0, 1)).unflatten(0, (T, B)).mean(0))
+        return self.classifier(self.body(x_seq.flatten(0, 1)).unflatten(0, (T, B)).mean(0))
+
+
+def ReLUVGG9(num_steps, num_classes=10, image_size=32):  # noqa: N802 (a model's name)
+    """Row (e): BNTT VGG9's ReLU twin."""
+    from bntt_snntorch import create_model
+
+    return ReLUTwin(create_model("vgg9", num_steps=num_steps, num_classes=num_classes, image_size=image_size))
 
 
 # ----------------------------------------------------------------------------- (f) SpikingJelly
@@ -262,6 +272,8 @@ class LinearLIFOurs(nn.Module):
 
 
 # ----------------------------------------------------------------------------- measurement
+#: The image shape ``(C, H, W)`` of the models --side-by-side takes besides VGG9 (rows c and e only).
+SIDE_BY_SIDE_INPUT = {"bntt_digits": (1, 8, 8)}
 ROWS = {
     # name: (label, builder, amp, compile)
     "a": ("(a) snnTorch per-step loop", "snntorch", None, False),
@@ -286,14 +298,15 @@ def build(kind, args):
         return SnnTorchVGG9(args.num_steps)
     if kind == "original":
         return OriginalVGG9(args.num_steps)
-    if kind == "ours":  # the input is spikes, as Poisson coding gives: training marks it the same way
+    if kind == "ours":  # VGG9's input is spikes, as Poisson coding gives: training marks it the same way
         from bntt_snntorch.layers import mark_spike_inputs
 
-        model = create_model("vgg9", num_steps=args.num_steps)
-        mark_spike_inputs(model.features, input_quantum=1.0)
+        model = create_model(args.arch, num_steps=args.num_steps)
+        if args.arch == "vgg9":
+            mark_spike_inputs(model.features, input_quantum=1.0)
         return model
     if kind == "relu":
-        return ReLUVGG9(args.num_steps)
+        return ReLUTwin(create_model(args.arch, num_steps=args.num_steps))
     if kind == "spikingjelly":
         return spikingjelly_vgg9(args.num_steps)
     if kind == "on-snntorch":
@@ -403,7 +416,10 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
     device = torch.device(args.device)
     T, B = args.num_steps, args.batch_size
     torch.manual_seed(0)
-    x = (torch.rand(T, B, 3, 32, 32, device=device) < 0.2).float()
+    if args.arch == "vgg9":  # Poisson-like spikes
+        x = (torch.rand(T, B, 3, 32, 32, device=device) < 0.2).float()
+    else:  # the digits default: direct coding, the image at every step
+        x = torch.randn(1, B, *SIDE_BY_SIDE_INPUT[args.arch], device=device).expand(T, -1, -1, -1, -1)
     labels = torch.randint(0, 10, (B,), device=device)
     steps = {}
     for row in rows:
@@ -441,6 +457,8 @@ def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
         flags = ", ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
                                                            "MKL_ENABLE_INSTRUCTIONS") if k in os.environ)  # fmt: skip
         name, slug = f"{name} (kernels limited: {flags}; this CPU's memory and clock)", f"{slug}-emulated"
+    if args.arch != "vgg9":
+        name, slug = f"{name}, {args.arch}", f"{args.arch}-{slug}"
     rows = list(found)
     ceiling = found[rows[-1]]["train_img_s"]
     meta = dict(
@@ -451,12 +469,13 @@ def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
         bntt_kernels=os.environ.get("BNTT_KERNELS", "auto"),
         rounds=args.rounds,
     )
+    model_label = "VGG9 (spike input)" if args.arch == "vgg9" else f"{args.arch} (direct input)"
     lines = [
         f"# Side by side on {name}", "",
         f"- torch {meta['torch']}, {meta['date']}; command: `{meta['command']}`; BNTT_KERNELS={meta['bntt_kernels']}",
-        f"- one process: VGG9, T={args.num_steps}, batch {args.batch_size}, fp32, train step = forward + backward + "
-        f"SGD; after {args.warmup} warm-up steps each (compiles and auto's measurements happen there), the rows' "
-        f"steps alternate for {args.rounds} rounds; the fastest step of each is reported", "",
+        f"- one process: {model_label}, T={args.num_steps}, batch {args.batch_size}, fp32, train step = forward + "
+        f"backward + SGD; after {args.warmup} warm-up steps each (compiles and auto's measurements happen there), "
+        f"the rows' steps alternate for {args.rounds} rounds; the fastest step of each is reported", "",
         "| row | fastest train step (ms) | train img/s | speed over the last row |", "|---|---|---|---|",
     ]  # fmt: skip
     for r in found.values():
@@ -713,6 +732,12 @@ def main(argv=None):
         "the last row",
     )
     p.add_argument("--rounds", type=int, default=5, help="alternated steps per row with --side-by-side")
+    p.add_argument(
+        "--arch",
+        default="vgg9",
+        choices=["vgg9", *SIDE_BY_SIDE_INPUT],
+        help="the model of rows c and e with --side-by-side: VGG9 on spikes, or the digits net on direct input",
+    )
     args = p.parse_args(argv)
     if args.side_by_side:
         found = side_by_side(args.side_by_side.split(","), args, args.rounds)
