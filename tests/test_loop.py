@@ -14,7 +14,8 @@ from bntt_snntorch import TrainConfig, train
 from bntt_snntorch.training import loop
 
 
-# ----------------------------------------------------------------------------- the 0.1 loop, as it was
+# ----------------------------------------------------------------------------- the 0.1 loop, as it was (with
+# the label smoothing added since)
 def _reference_train_one_epoch(model, loader, optimizer, encode, options, *, desc, scaler, state, on_batch_end):
     device, max_batches, amp = options.device, options.max_batches, options.amp
     model.train()
@@ -26,7 +27,7 @@ def _reference_train_one_epoch(model, loader, optimizer, encode, options, *, des
         images, labels = images.to(device), labels.to(device)
         with loop.autocast(device, amp):
             logits = model(encode(images))
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=options.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at batch {index} of the epoch")
         optimizer.zero_grad(set_to_none=True)

@@ -123,3 +123,16 @@ def test_configs_saved_with_the_earlier_field_name_load():
 def test_bad_schedule_or_smoothing_is_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
         _config(**overrides)
+
+
+def test_the_digits_default_codes_directly_with_label_smoothing_and_the_previous_one_stays_by_name():
+    """``python train.py``: direct coding and label smoothing 0.1; ``--recipe digits-poisson`` is the previous
+    default (the seed's Poisson input, no smoothing), every other field the same; digits-dvs keeps no smoothing."""
+    args = get_args_parser().parse_args([])
+    now = config_from_args(args)
+    assert (now.encode, now.label_smoothing) == ("d", 0.1)
+    before = config_from_args(get_args_parser().parse_args(["--recipe", "digits-poisson"]))
+    assert (before.encode, before.label_smoothing) == ("p", 0.0)
+    same = {k: v for k, v in now.to_dict().items() if k not in ("encode", "label_smoothing", "recipe")}
+    assert same == {k: v for k, v in before.to_dict().items() if k not in ("encode", "label_smoothing", "recipe")}
+    assert TrainConfig.from_recipe(None, dataset="digits-dvs").label_smoothing == 0.0

@@ -62,7 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         g,
         "--lr-scheduler",
         choices=["step", "cosine"],
-        help="step: lr x gamma at the recipe's milestones; cosine: from --lr to 0 over the epochs (recipe digits)",
+        help="step: lr x gamma at the recipe's milestones; cosine: from --lr to 0 over the epochs (default: step)",
     )
     add_flag(g, "--label-smoothing", type=float, help="cross-entropy label smoothing in [0, 1) (recipe digits: 0.1)")
     add_flag(
