@@ -7,7 +7,7 @@ epoch's, the training and evaluation seconds train.py sums, and the process's wa
 included); per variant: mean, min and standard deviation of the final accuracy, mean seconds.
 
     python benchmarks/default_recipe.py                      # 2 variants x 3 seeds: about 10 minutes on 2 cores
-    python benchmarks/default_recipe.py --variant "T=20=--num-steps 20 --num-epochs 15"
+    python benchmarks/default_recipe.py --variant "default=" --variant "t20=--num-steps 20 --num-epochs 15"
 
 A variant is ``NAME=FLAGS`` (train.py's flags over the default recipe). On another ISA's kernels
 (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` on an AVX-512 CPU)
@@ -41,8 +41,11 @@ def run_once(flags: list[str], seed: int, out: Path) -> dict:
     """One ``train.py`` run in a process of its own -> its final / best accuracy and seconds."""
     command = [sys.executable, "train.py", "--seed", str(seed), "--no-progress", "--output-dir", str(out), *flags]
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"{' '.join(command[1:])} failed (exit {done.returncode}): {last}")
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     accs = [float(r["test_acc"]) for r in rows]
