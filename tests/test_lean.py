@@ -386,6 +386,25 @@ def test_trace_synapse_equals_the_two_forward_reference(kind, autocast):
     assert not torch.allclose(gw, torch.autograd.grad((synapse(x) * g).sum(), synapse.weight)[0])  # not x's
 
 
+def test_ottt_synapse_with_a_bias_takes_the_two_forward_path_with_the_same_gradients():
+    """A synapse trace_synapse does not support (a bias) runs OTTT's two-forward path: the same value and
+    weight gradient as trace_synapse on the same weights without the (zero) bias; fp32 to 1e-5 / 1e-4."""
+    torch.manual_seed(7)
+    plain = SpikingBlock(nn.Conv2d(4, 6, 3, padding=1, bias=False), None, Leaky(beta=0.9))
+    biased = copy.deepcopy(plain)
+    biased.synapse.bias = nn.Parameter(torch.zeros(6))
+    x, trace = (torch.rand(8, 4, 6, 6) < 0.3).float(), torch.rand(8, 4, 6, 6)
+    g = torch.randn(8, 6, 6, 6)
+    grads = []
+    for block in (plain, biased):
+        y = block._trace_synapse(x, trace)
+        (y * g).sum().backward()
+        grads.append((y.detach(), block.synapse.weight.grad))
+    assert_close(grads[1][0], grads[0][0], atol=1e-5, rtol=1e-4)
+    assert_close(grads[1][1], grads[0][1], atol=1e-5, rtol=1e-4)
+    assert biased.synapse.bias.grad is not None  # the module's own forward ran
+
+
 def _quanta(model):
     return [b.input_quantum for b in model.modules() if isinstance(b, SpikingBlock)]
 

@@ -31,13 +31,13 @@ RECIPES: dict[str, dict] = {
         num_workers=4,
     ),
     # Offline default: the BNTT recipe scaled to sklearn's 8x8 digits (about 80 s on 2 CPU cores).
-    # Seeds 0-2 (benchmarks/results/default-recipe-*.md): with the seed's Poisson input, 98.06 %
-    # final, every run near 100 % train accuracy and the test accuracy moving by a few images
-    # from epoch to epoch. Direct coding (the image as every step's input, as in Kim et al.'s rate
-    # vs direct study) took it to 98.89 % (no test-time Poisson noise, the same time a batch);
-    # label smoothing 0.1 on top to 99.17 % (min 98.89). Translation, a cosine schedule, T=20 for
-    # 15 epochs and 20 epochs bought nothing over seed noise. The seed's input: --encode p, or
-    # --recipe digits-poisson (the previous default, below).
+    # Seeds 0-2 (benchmarks/results/default-recipe-*.md, AVX-512 / AVX2 kernels): with the seed's
+    # Poisson input, 97.87 / 98.06 % final, every run near 100 % train accuracy and the test
+    # accuracy moving by a few images from epoch to epoch. Direct coding (the image as every step's
+    # input, as in Kim et al.'s rate vs direct study) and label smoothing 0.1: 99.17 / 99.07 % (min
+    # 98.89 / 98.61) in the same time. In an ad hoc sweep (AVX-512, not committed) direct coding
+    # alone gave 98.89 %; translation, a cosine schedule, T=20 for 15 epochs and 20 epochs bought
+    # nothing over seed noise. The seed's input: --encode p, or --recipe digits-poisson (below).
     "digits": dict(
         arch="bntt_digits",
         num_steps=10,
@@ -166,7 +166,7 @@ RECIPES["bntt-dvs"] = dict(
 )
 # Simulated event digits: the digits recipe on 16x16 frames (T=10).
 RECIPES["digits-dvs"] = dict(RECIPES["digits"], encode="events", label_smoothing=0.0, augment=("flip", "translate"))
-# The previous digits default: the BNTT seed's signed Poisson input, no label smoothing (98.06 % over seeds 0-2).
+# The previous digits default: the BNTT seed's signed Poisson input, no label smoothing.
 RECIPES["digits-poisson"] = dict(RECIPES["digits"], encode="p", label_smoothing=0.0)
 
 DEFAULT_RECIPE_FOR_DATASET = {"digits": "digits", "cifar10-dvs": "bntt-dvs", "digits-dvs": "digits-dvs"}
