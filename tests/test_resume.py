@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,13 @@ def test_train_or_resume_reuses_a_finished_run_and_finishes_one_cut_short(tmp_pa
     (cut / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")
     assert train_or_resume(cfg("cut")) == cut
     assert len(_metrics(cut)) == 2 and _metrics(cut) == _metrics(finished)
+
+    from bntt_snntorch.training.config import ConfigError
+
+    other = replace(cfg("whole"), label_smoothing=0.0, encode="p")  # the same folder asked with another recipe
+    with pytest.raises(ConfigError, match=r"whole holds a run trained with encode 'd' \(asked: 'p'\), label_smoothing"):
+        train_or_resume(other)
+    assert (finished / "last.pt").stat().st_mtime_ns == stamp
 
 
 def test_results_are_written_with_the_umasks_permissions_not_owner_only(tmp_path):

@@ -5,6 +5,7 @@ and ``--norm`` through the models, train.py and saved runs.
 Tolerances (float32): values and gradients 1e-5 abs / 1e-5 rel."""
 
 import csv
+import json
 import statistics
 
 import pytest
@@ -184,6 +185,8 @@ def test_compare_norms_writes_the_study(tmp_path):
         "2",
         "--output-dir",
         str(tmp_path),
+        "--recipe",
+        "digits-poisson",
         "--no-progress",
     ]
     assert compare_norms.run(argv) == 0
@@ -196,7 +199,8 @@ def test_compare_norms_writes_the_study(tmp_path):
         assert float(row["test_acc_std"]) == pytest.approx(statistics.stdev(finals))
     text = (tmp_path / "comparison.md").read_text()
     assert "| BNTT |" in text and "| TEBN |" in text and "BNTT mean gamma per step" in text
-    assert "--norms bntt tebn --seeds 2" in text
+    assert "--norms bntt tebn --seeds 2" in text and "--recipe digits-poisson" in text
+    assert json.loads((tmp_path / "bntt-seed0" / "config.json").read_text())["encode"] == "p"
     for png in ("accuracy_vs_step.png", "gammas.png"):
         assert (tmp_path / png).stat().st_size > 10_000
     assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {
@@ -205,3 +209,5 @@ def test_compare_norms_writes_the_study(tmp_path):
         "tebn-seed0",
         "tebn-seed1",
     }
+    argv.remove("--recipe"), argv.remove("digits-poisson")  # the default recipe now codes directly: not reused
+    assert compare_norms.run(argv) == 1

@@ -64,6 +64,13 @@ def add_flag(parser, flag: str, **kwargs) -> argparse.Action:
     return action
 
 
+def add_recipe_flag(parser) -> None:
+    """``--recipe NAME``: the hyper-parameter set a command trains with (default: the data set's)."""
+    from ..training import RECIPES
+
+    parser.add_argument("--recipe", choices=sorted(RECIPES), help="hyper-parameter set (default: by data set)")
+
+
 def add_device_flag(parser, default: str | None = "auto") -> None:
     """``--device`` (auto, cpu, cuda, cuda:N) and the conversion code's ``--gpu`` (= ``--device cuda``);
     ``default=None`` leaves an unset flag to the config's own default (auto)."""

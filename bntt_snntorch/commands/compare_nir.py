@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..experiments import NIRStudyOptions, compare_nir
-from .common import add_flag, command_parser, options_from_args, run_command_line
+from .common import add_flag, add_recipe_flag, command_parser, options_from_args, run_command_line
 
 DEFAULTS = NIRStudyOptions
 
@@ -21,6 +21,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = command_parser("compare-nir", __doc__)
     p.add_argument("--dataset", default=DEFAULTS.dataset, choices=["digits", "digits-dvs"])
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    add_recipe_flag(p)
     add_flag(p, "--num-epochs", type=int, help="epochs (default: the recipe's)")
     add_flag(p, "--output-dir", help="default: runs/nir-<dataset>")
     add_flag(p, "--max-test-images", type=int, help="test images to read back (default: all)")

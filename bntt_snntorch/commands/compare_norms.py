@@ -20,6 +20,7 @@ from ..temporal_norm import list_norms
 from .common import (
     add_device_flag,
     add_flag,
+    add_recipe_flag,
     command_parser,
     options_from_args,
     run_command_line,
@@ -41,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="registered norms to compare (default: all)",
     )
     p.add_argument("--seeds", type=int, default=DEFAULTS.seeds, help="seeds 0..N-1 per variant")
+    add_recipe_flag(p)
     add_flag(p, "--num-epochs", type=int, help="epochs (default: the recipe's)")
     add_flag(p, "--data-dir", help="data root (default: $BNTT_DATA_DIR, else ./datasets)")
     add_flag(p, "--output-dir", help="default: runs/norm-study-<dataset>")

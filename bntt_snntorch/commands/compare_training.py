@@ -15,6 +15,7 @@ from ..experiments import TrainingStudyOptions, compare_training
 from .common import (
     add_device_flag,
     add_flag,
+    add_recipe_flag,
     command_parser,
     options_from_args,
     run_command_line,
@@ -29,6 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", choices=list(DEFAULTS.modes), default=DEFAULTS.modes, help="rules to compare")
     add_flag(p, "--sltt-k", type=int, default=DEFAULTS.sltt_k, help="K of SLTT-K")
     p.add_argument("--seeds", type=int, default=DEFAULTS.seeds, help="seeds 0..N-1 per mode")
+    add_recipe_flag(p)
     add_flag(p, "--num-epochs", type=int, help="epochs (default: the recipe's)")
     add_flag(p, "--data-dir", help="data root (default: $BNTT_DATA_DIR, else ./datasets)")
     add_flag(p, "--output-dir", help="default: runs/online-training-<dataset>")

@@ -19,10 +19,10 @@ from ..data import list_datasets
 from ..models import list_models
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms
-from ..training import RECIPES, TrainConfig, TrainResult, train
+from ..training import TrainConfig, TrainResult, train
 from ..training.recipes import ARCH_ALIASES
 from ..utils import tune_cpu_allocator
-from .common import HelpFormatter, add_device_flag, add_flag, exit_status
+from .common import HelpFormatter, add_device_flag, add_flag, add_recipe_flag, exit_status
 
 
 def _positive(kind):
@@ -112,7 +112,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="leave out recordings that cannot be decoded (with a warning) instead of stopping",
     )
     g = p.add_argument_group("run")
-    g.add_argument("--recipe", choices=sorted(RECIPES), help="hyper-parameter set (default: by data set)")
+    add_recipe_flag(g)
     add_flag(g, "--data-dir", help="data root (default: $BNTT_DATA_DIR, else ./datasets)")
     g.add_argument(
         "--download", action="store_true", default=None, help="let torchvision / tonic download the data set if missing"

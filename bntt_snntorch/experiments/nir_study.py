@@ -76,6 +76,7 @@ class NIRStudyOptions:
     """What :func:`compare_nir` trains and measures."""
 
     dataset: str = "digits"
+    recipe: str | None = None  # default: the data set's (a finished run of another recipe is refused)
     seed: int = 0
     num_epochs: int | None = None  # default: the recipe's
     output_dir: str | None = None  # default: runs/nir-<dataset>
@@ -92,7 +93,7 @@ def compare_nir(options: NIRStudyOptions | None = None) -> list[dict]:
     for net, settings in NETWORKS.items():
         run = train_or_resume(
             TrainConfig.from_recipe(
-                dataset=o.dataset, seed=o.seed, output_dir=str(out / net / "run"), num_epochs=o.num_epochs,
+                o.recipe, dataset=o.dataset, seed=o.seed, output_dir=str(out / net / "run"), num_epochs=o.num_epochs,
                 data_dir=o.data_dir, device="cpu", progress=o.progress, **settings,
             )
         )  # fmt: skip

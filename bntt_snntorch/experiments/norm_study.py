@@ -34,6 +34,7 @@ class NormStudyOptions:
     """What :func:`compare_norms` trains and measures."""
 
     dataset: str = "digits"
+    recipe: str | None = None  # default: the data set's (a finished run of another recipe is refused)
     norms: tuple = field(default_factory=lambda: tuple(NORM_REGISTRY.in_order()))  # registered norms to compare
     seeds: int = 3  # seeds 0..N-1 per norm
     num_epochs: int | None = None  # default: the recipe's
@@ -66,6 +67,7 @@ def _train_or_reuse(o: NormStudyOptions, norm: str, seed: int, out: Path) -> Pat
     run = out / f"{norm}-seed{seed}"
     return train_or_resume(
         TrainConfig.from_recipe(
+            o.recipe,
             dataset=o.dataset,
             norm=norm,
             seed=seed,

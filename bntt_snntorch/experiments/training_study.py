@@ -36,6 +36,7 @@ class TrainingStudyOptions:
     """What :func:`compare_training` trains and measures."""
 
     dataset: str = "digits"
+    recipe: str | None = None  # default: the data set's (a finished run of another recipe is refused)
     modes: tuple = MODES  # bptt, sltt, sltt-k (SLTT with --sltt-k), ottt
     sltt_k: int = 2  # K of SLTT-K: steps backpropagated per batch
     seeds: int = 3  # seeds 0..N-1 per mode
@@ -63,8 +64,9 @@ def compare_training(options: TrainingStudyOptions | None = None) -> list[dict]:
         for seed in range(o.seeds):
             run = out / f"{mode}-seed{seed}"
             cfg = TrainConfig.from_recipe(
-                dataset=o.dataset, seed=seed, output_dir=str(run), num_epochs=o.num_epochs, data_dir=o.data_dir,
-                device=o.device, max_batches=o.max_batches, progress=o.progress, **_settings(mode, o),
+                o.recipe, dataset=o.dataset, seed=seed, output_dir=str(run), num_epochs=o.num_epochs,
+                data_dir=o.data_dir, device=o.device, max_batches=o.max_batches, progress=o.progress,
+                **_settings(mode, o),
             )  # fmt: skip
             train_or_resume(cfg)
             with open(run / "metrics.csv") as f:

@@ -10,10 +10,11 @@ with ``resume="auto"`` and gives the numbers of an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import json
 import random
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,12 @@ from .runs import build_model, run_datasets
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "samples_per_s"]
 LAYER_FIELDS = ["epoch", "layer", "spike_rate", "mean_gamma"]
 RESUME_KEYS = ("arch", "dataset", "num_steps", "encode", "batch_size", "num_epochs", "training")
+#: The :class:`TrainConfig` fields that say where and how a run is carried out, not what it computes: a
+#: finished run is reused by :func:`train_or_resume` whatever they were.
+RUN_ONLY_FIELDS = (
+    "recipe", "data_dir", "download", "device", "output_dir", "num_workers", "progress", "resume", "save_every",
+    "tensorboard",
+)  # fmt: skip
 
 
 @dataclass
@@ -92,16 +99,38 @@ def train_or_resume(cfg: TrainConfig) -> Path:
 
     Nothing is trained when its ``last.pt`` and ``metrics.csv`` hold all ``cfg.num_epochs`` epochs; a run
     cut short (killed, or fewer epochs) is resumed from its ``last.pt``; otherwise it is trained from the
-    start. What the studies use to reuse their runs.
+    start. What the studies use to reuse their runs. A run there that ``cfg`` would not have trained (its
+    ``config.json`` differs in a field outside :data:`RUN_ONLY_FIELDS`, e.g. after a recipe changed) is
+    neither reused nor resumed: a :class:`ConfigError` names the fields.
     """
     out = Path(cfg.output_dir)
     metrics = out / "metrics.csv"
+    _check_same_recipe(out, cfg)
     if (out / "last.pt").exists() and metrics.exists():
         with open(metrics) as f:
             if sum(1 for _ in csv.DictReader(f)) >= cfg.num_epochs:
                 return out
     train(replace(cfg, resume="auto"))
     return out
+
+
+def _check_same_recipe(out: Path, cfg: TrainConfig) -> None:
+    """Raise a one-line :class:`ConfigError` if ``out`` holds a run whose saved config differs from ``cfg`` in
+    what the run computes (every field but :data:`RUN_ONLY_FIELDS`)."""
+    try:
+        saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    except FileNotFoundError:
+        return
+    differ = [
+        f"{f.name} {getattr(saved, f.name)!r} (asked: {getattr(cfg, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name not in RUN_ONLY_FIELDS and getattr(saved, f.name) != getattr(cfg, f.name)
+    ]
+    if differ:
+        raise ConfigError(
+            f"{out} holds a run trained with {', '.join(differ)}: pass the flags it was trained with (e.g. its "
+            "--recipe) or another --output-dir"
+        )
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module):
