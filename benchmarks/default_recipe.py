@@ -9,10 +9,13 @@ included); per variant: mean, min and standard deviation of the final accuracy, 
     python benchmarks/default_recipe.py                      # 2 variants x 3 seeds: about 10 minutes on 2 cores
     python benchmarks/default_recipe.py --variant "default=" --variant "t20=--num-steps 20 --num-epochs 15"
 
-A variant is ``NAME=FLAGS`` (train.py's flags over the default recipe). On another ISA's kernels
+A variant is ``NAME=FLAGS``: train.py's flags over the default recipe, and environment settings written
+before them as in a shell (``--variant "eager steps=BNTT_KERNELS=eager"``). Every run starts from an
+empty TorchInductor cache of its own (``TORCHINDUCTOR_CACHE_DIR``): a first run on this machine, the
+kernel choices measured and the C loops built inside it. On another ISA's kernels
 (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` on an AVX-512 CPU)
-the files are named ``-emulated``. Results: benchmarks/results/default-recipe-<capability>.md and
-.json. Run it alone.
+the files are named ``-emulated``. Results: benchmarks/results/default-recipe-<capability>[-emulated][-TAG].md
+and .json. Run it alone.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -37,11 +41,25 @@ DEFAULT_VARIANTS = ("default=", "previous default=--recipe digits-poisson")
 EMULATION_FLAGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
+def split_settings(words: list[str]) -> tuple[dict, list[str]]:
+    """``(environment, flags)`` of a variant's words: leading ``NAME=value`` words (upper-case names) set the
+    environment, as in a shell; the rest are train.py's flags."""
+    env = {}
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        name, value = words[0].split("=", 1)
+        env[name] = value
+        words = words[1:]
+    return env, words
+
+
 def run_once(flags: list[str], seed: int, out: Path) -> dict:
-    """One ``train.py`` run in a process of its own -> its final / best accuracy and seconds."""
+    """One ``train.py`` run in a process of its own, from an empty TorchInductor cache -> its final / best
+    accuracy and seconds."""
+    settings, flags = split_settings(flags)
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(out / "inductor-cache"), **settings}
     command = [sys.executable, "train.py", "--seed", str(seed), "--no-progress", "--output-dir", str(out), *flags]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -87,6 +105,7 @@ def machine() -> dict:
 def write_report(report: dict, out_dir: Path) -> Path:
     m = report["machine"]
     slug = f"default-recipe-{m['cpu_capability'].lower()}" + ("-emulated" if m["emulated"] else "")
+    slug += f"-{report['tag']}" if report.get("tag") else ""
     where = f"CPU capability {m['cpu_capability']}, {m['threads']} threads, torch {m['torch']}, {m['date']}"
     if m["emulated"]:
         flags = " ".join(f"{k}={v}" for k, v in m["emulated"].items())
@@ -128,6 +147,7 @@ def main(argv=None) -> None:
     p.add_argument("--variant", action="append", help="NAME=FLAGS (repeat); default: today's default vs the previous")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--tag", help="appended to the result files' names (a study of its own beside the default one)")
     args = p.parse_args(argv)
     variants = [v.split("=", 1) for v in (args.variant or DEFAULT_VARIANTS)]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -141,6 +161,7 @@ def main(argv=None) -> None:
     report = dict(
         command="python benchmarks/default_recipe.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         machine=machine(),
+        tag=args.tag,
         seeds=seeds,
         variants=[dict(name=n, flags=f, runs=found[n], summary=summarise(found[n])) for n, f in variants],
     )

@@ -409,7 +409,8 @@ def measure_row(row: str, args) -> dict:
 def side_by_side(rows: list[str], args, rounds: int) -> dict:
     """The train steps of ``rows`` (fp32 rows without compile) in this process, alternated one step each a
     round after ``args.warmup`` steps each, so that a slow spell of the machine hits all of them; returns
-    ``{row: {"label", "train_ms" (the fastest step), "train_img_s"}}``."""
+    ``{row: {"label", "train_ms" (the fastest step), "train_img_s", "paths"}}`` (``paths``: the kernel path each
+    spiking block took, by name)."""
     from bntt_snntorch.utils import tune_cpu_allocator
 
     tune_cpu_allocator()
@@ -421,9 +422,9 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
     else:  # the digits default: direct coding, the image at every step
         x = torch.randn(1, B, *SIDE_BY_SIDE_INPUT[args.arch], device=device).expand(T, -1, -1, -1, -1)
     labels = torch.randint(0, 10, (B,), device=device)
-    steps = {}
+    steps, models = {}, {}
     for row in rows:
-        model = build(ROWS[row][1], args).to(device)
+        model = models[row] = build(ROWS[row][1], args).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
         def step(model=model, opt=opt):
@@ -444,7 +445,26 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
             steps[row]()
             _sync(device)
             best[row] = min(best[row], time.perf_counter() - start)
-    return {row: dict(label=ROWS[row][0], train_ms=best[row] * 1e3, train_img_s=B / best[row]) for row in rows}
+    from bntt_snntorch.kernels import compile_choice
+
+    found = {
+        row: dict(label=ROWS[row][0], train_ms=best[row] * 1e3, train_img_s=B / best[row], paths=_paths(models[row]))
+        for row in rows
+    }
+    # auto's timings behind the paths (this process's, or the machine's file it read)
+    keys = [(k.split("|"), m) for k, m in compile_choice._CHOICES.items()]  # machine|torch|paths|dtype|shape|mode
+    here = torch.backends.cpu.get_cpu_capability()
+    shape = f"{T}x{B}x"  # this model's layers: T steps of batch B
+    found[rows[0]]["measured"] = {
+        p[4]: str(m) for p, m in keys if p[0] == here and p[4].startswith(shape) and p[5] == "train" and len(p) == 6
+    }
+    return found
+
+
+def _paths(model) -> dict:
+    """The kernel path each spiking block of ``model`` took last (empty for a model without them)."""
+    return {name: m.__dict__["_kernel_path_taken"] for name, m in model.named_modules()
+            if "_kernel_path_taken" in m.__dict__}  # fmt: skip
 
 
 def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
@@ -481,6 +501,16 @@ def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
     for r in found.values():
         lines.append(f"| {r['label']} | {r['train_ms']:.0f} | {r['train_img_s']:.2f} | "
                      f"**{r['train_img_s'] / ceiling:.2f}x** |")  # fmt: skip
+    for r in found.values():
+        if r.get("paths"):
+            lines += ["", f"Kernel paths of {r['label']}: " + ", ".join(f"{n} {p}" for n, p in r["paths"].items())]
+        if r.get("measured"):
+            lines += [
+                "",
+                "BNTT_KERNELS=auto's timings of one training call at each layer's shape (T x B x C x ...):",
+                "",
+            ]
+            lines += [f"- {shape}: {m}" for shape, m in r["measured"].items()]
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"side-by-side-{slug}.md"
     path.write_text("\n".join(lines) + "\n")

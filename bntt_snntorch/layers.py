@@ -244,7 +244,7 @@ class SpikingBlock(StepCounter, nn.Module):
             norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
             params = self.neuron.params()
             planned = self._plan(cur, params, calls_per_batch).path
-            path = "bntt-compiled" if planned == "bntt-compiled" else "bntt-eager"
+            path = planned if planned in ("bntt-compiled", "bntt-c") else "bntt-eager"
             spikes, mem = local_bntt_scan(cur, norm, params, mem, path, layer_label(self))
             return spikes, BlockState(mem, trace)
         if self.norm is not None:

@@ -51,3 +51,6 @@ def test_default_recipe_table_summarises_the_seeds_and_names_emulation(tmp_path,
     path = default_recipe.write_report(report, tmp_path)
     assert path.name.endswith("-emulated.md") and "emulation" in path.read_text()
     assert "| default | 99.17 | 98.89 |" in path.read_text()
+    assert default_recipe.split_settings(["BNTT_KERNELS=eager", "A_B=x=y", "--seed", "N=1"]) == (
+        {"BNTT_KERNELS": "eager", "A_B": "x=y"}, ["--seed", "N=1"]
+    )  # fmt: skip

@@ -115,3 +115,13 @@ def test_a_real_measurement_times_both_paths(monkeypatch):
     lif.beta.requires_grad_(True)  # a learnable leak gets no gradient from the measurement
     m = compile_choice.measure_layer(torch.zeros(3, 4, 4, 6, 6), lif.params(), grad=True)
     assert m.eager_s > 0 and m.compiled_s > 0 and m.compile_s >= m.compiled_s and lif.beta.grad is None
+
+
+def test_a_choices_file_of_another_version_is_read_without_failing(auto):
+    """Fields another version of the writer added are left out, unreadable entries skipped: the file is
+    shared by every version installed on the machine."""
+    key = compile_choice.key(torch.zeros(BIG, requires_grad=True), grad=True)
+    compile_choice.choices_file().write_text(
+        json.dumps({key: {"eager_s": 0.7, "compiled_s": 0.4, "compile_s": 20.0, "future_s": 1.0}, "odd": [1, 2]})
+    )
+    assert _plan(BIG).path == "bntt-compiled" and auto == []  # read back, not measured again

@@ -264,13 +264,20 @@ def test_the_local_scan_equals_per_step_neurons_with_the_membrane_detached(varia
 
 @pytest.mark.parametrize(
     "rule, kernels",
-    [("sltt", "eager"), ("ottt", "eager"), pytest.param("sltt", "compiled", marks=pytest.mark.slow)],
+    [
+        ("sltt", "eager"),
+        ("ottt", "eager"),
+        ("sltt", "c"),
+        ("ottt", "c"),
+        pytest.param("sltt", "compiled", marks=pytest.mark.slow),
+    ],
 )
 def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatch, rule, kernels):
     """Several steps a call (T=6: SLTT 4 + 2, OTTT 2 + 2 + 2; the state and OTTT's traces carried over)
     against one step a call, on the conv digits net (BNTT 2d, pooling, spike inputs kept as int8 codes): loss, readout,
     every gradient and running statistic, float32 (1e-5 of the largest entry). ``kernels``: the local node's
-    steps eager, or BPTT's compiled step loops (BNTT_KERNELS=compiled) without the carry through time."""
+    steps eager, or BPTT's compiled step loops (BNTT_KERNELS=compiled) or C loops (BNTT_KERNELS=c) without the
+    carry through time."""
     from bntt_snntorch.kernels import compiled_steps
     from bntt_snntorch.training import online
 
@@ -278,6 +285,10 @@ def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatc
     used = []
     original = compiled_steps.compiled
     monkeypatch.setattr(compiled_steps, "compiled", lambda name, key: used.append(name) or original(name, key))
+    from bntt_snntorch.kernels import c_bntt
+
+    c_forward = c_bntt.forward
+    monkeypatch.setattr(c_bntt, "forward", lambda *args: used.append("c") or c_forward(*args))
     T = 6
     chunked, per_step = bn.create_model("bntt_digits", num_steps=T), None
     per_step = copy.deepcopy(chunked)
@@ -286,7 +297,7 @@ def test_several_steps_a_call_equal_one_step_a_call_on_the_digits_net(monkeypatc
     x = bn.encoding.encode(images, T, "p", torch.Generator().manual_seed(4))
     assert online.runs_in_chunks(chunked, rule)
     loss, logits = online_backward(chunked, x, y, rule)
-    assert ({"forward", "backward"} <= set(used)) == (kernels == "compiled")
+    assert ({"forward", "backward"} <= set(used)) == (kernels == "compiled") and ("c" in used) == (kernels == "c")
     monkeypatch.setattr(online, "runs_in_chunks", lambda net, rule: False)
     ref_loss, ref_logits = online_backward(per_step, x, y, rule)
     assert_close(loss, ref_loss, atol=1e-6, rtol=1e-6)

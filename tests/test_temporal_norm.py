@@ -170,7 +170,7 @@ def test_norm_flag_is_recorded_and_old_runs_load(tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_norms_writes_the_study(tmp_path):
+def test_compare_norms_writes_the_study(tmp_path, capsys):
     from bntt_snntorch.commands import compare_norms
 
     argv = [
@@ -210,4 +210,6 @@ def test_compare_norms_writes_the_study(tmp_path):
         "tebn-seed1",
     }
     argv.remove("--recipe"), argv.remove("digits-poisson")  # the default recipe now codes directly: not reused
-    assert compare_norms.run(argv) == 1
+    capsys.readouterr()
+    assert compare_norms.run(argv) == 2
+    assert "bntt-seed0 holds a run trained with encode 'p' (asked: 'd')" in capsys.readouterr().err

@@ -5,7 +5,8 @@
   kernel per direction (:mod:`.triton_scan`).
 * :func:`bntt_leaky_scan` — the ``synapse -> BNTT -> leaky`` block's BNTT and neuron as one node
   that keeps only the synapse output for backward: batch norm's own kernels per step, compiled
-  CPU steps (:mod:`.bntt_scan`, :mod:`.compiled_steps`), or Triton (:mod:`.triton_bntt`).
+  CPU steps (:mod:`.bntt_scan`, :mod:`.compiled_steps`), C loops built from the definition
+  (:mod:`.c_bntt`), or Triton (:mod:`.triton_bntt`).
 * :func:`choose_plan` picks the path (:mod:`.plan`); :func:`explain` reports every layer's.
 
 All of them evaluate the one neuron definition, :mod:`bntt_snntorch.definition`. Under
@@ -120,7 +121,7 @@ def _triton_block(x_seq, norm: BNTTNorm, p):
 
 def bntt_leaky_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, plan: Plan | str, layer=None) -> torch.Tensor:
     """Spikes ``(T, B, C, ...)`` of a leaky layer (LeakyParams ``p``) driven by ``norm.scale * BNTT(x_seq)``,
-    from zero membrane, on the fused path ``plan`` ("bntt-eager", "bntt-compiled", "bntt-triton", or a
+    from zero membrane, on the fused path ``plan`` ("bntt-eager", "bntt-compiled", "bntt-c", "bntt-triton", or a
     Plan of one). Errors propagate: the caller applies the fallback rule (:func:`attempt`); ``layer``
     is named if the compiled backward falls back."""
     path = plan.path if isinstance(plan, Plan) else plan
@@ -131,8 +132,13 @@ def bntt_leaky_scan(x_seq: torch.Tensor, norm: BNTTNorm, p, plan: Plan | str, la
 
 def batch_statistics(plan: Plan | str):
     """The function that computes each step's batch statistics on ``plan``'s path (the Triton kernel
-    for "bntt-triton"), or None for BNTT's own per-step batch-norm kernels."""
-    if (plan.path if isinstance(plan, Plan) else plan) != "bntt-triton":
+    for "bntt-triton", the C loop for "bntt-c"), or None for BNTT's own per-step batch-norm kernels."""
+    path = plan.path if isinstance(plan, Plan) else plan
+    if path == "bntt-c":
+        from .c_bntt import batch_statistics as c_statistics
+
+        return c_statistics
+    if path != "bntt-triton":
         return None
     from .triton_bntt import batch_statistics as triton_statistics
 

@@ -14,6 +14,7 @@ scan, and turns ``dL/dcurrent`` into batch norm's input and gamma gradients step
 * ``bntt-eager``: batch norm's own kernels per step (so values round as the per-step reference's,
   bf16 included) and the neuron definition;
 * ``bntt-compiled``: each step as one TorchInductor-compiled loop (:mod:`.compiled_steps`);
+* ``bntt-c``: one C loop nest per direction, generated from the definition (:mod:`.c_bntt`);
 * ``bntt-triton``: one Triton kernel per direction (:mod:`.triton_bntt`).
 
 Saved: ``x`` in its own dtype (bf16 under autocast) plus ``(T, C)`` statistics, all through
@@ -175,6 +176,41 @@ def _compiled_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tenso
     return grad_x, sums, grad_beta, d_theta.reshape(tensors.theta.shape)
 
 
+def _c_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec):
+    """What the C loops (:mod:`.c_bntt`) take besides the tensors of the sequence: ``(k, shift, rstd,
+    params, codes, surrogate)``."""
+    rstd, k = coefficients(weight, var, spec.eps, spec.scale)
+    params = torch.stack([tensors.beta.reshape(()), tensors.theta.reshape(()), tensors.g.reshape(())]).float()
+    surrogate = (spec.neuron.surrogate.code, *map(float, spec.neuron.surrogate.args()))
+    return k.contiguous(), (-mean * k).contiguous(), rstd.contiguous(), params, spec.neuron.variant.codes, surrogate
+
+
+def _c_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, mem0=None, through_time=True):
+    """The forward as the C loops (:mod:`.c_bntt`) from membrane ``mem0`` (float32 ``(B, ...)``; None:
+    zeros): ``(spikes (T, B, ...), last membrane)``."""
+    from . import c_bntt
+
+    k, shift, _, params, codes, surrogate = _c_arguments(weight, mean, var, tensors, spec)
+    m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
+    return c_bntt.forward(x_seq.contiguous(), k, shift, m0, params, codes, surrogate, spec.training, through_time)
+
+
+def _c_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, mem0=None,
+                through_time: bool = True):  # fmt: skip
+    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` from the C loops, for the forward from ``mem0``;
+    ``through_time=False``: each step's gradient through its own input only (the online rules)."""
+    from . import c_bntt
+
+    k, shift, rstd, params, codes, surrogate = _c_arguments(weight, mean, var, tensors, spec)
+    m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
+    grad_x, sum_dy_xhat, _, d_beta, d_theta = c_bntt.backward(
+        grad_spk, x_seq.contiguous(), k, shift, mean.contiguous(), rstd, m0, params, codes, surrogate, spec.training,
+        through_time,
+    )  # fmt: skip
+    grad_beta = (d_beta * clamp_grad_mask(tensors.beta)).reshape(tensors.beta.shape)
+    return grad_x, sum_dy_xhat, grad_beta, d_theta.reshape(tensors.theta.shape)
+
+
 class BNTTLeakyScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec, layer=None):
@@ -183,6 +219,8 @@ class BNTTLeakyScan(torch.autograd.Function):
         ctx.spec, ctx.layer = spec, layer
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
             return _compiled_forward(x_seq, weight, mean, var, tensors, spec)[0]
+        if spec.path == "bntt-c":  # built in the forward: a build failure propagates and falls back the same way
+            return _c_forward(x_seq, weight, mean, var, tensors, spec)[0]
         return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod
@@ -191,6 +229,10 @@ class BNTTLeakyScan(torch.autograd.Function):
         spec: BNTTSpec = ctx.spec
         tensors = NeuronTensors(beta, theta, g)
         need_weight = weight is not None and ctx.needs_input_grad[1]
+        if spec.path == "bntt-c":
+            grad_x, sum_xhat, grad_beta, grad_theta = _c_backward(spec, grad_spk, x_seq, weight, mean, var, tensors)
+            grad_weight = sum_xhat * spec.scale if need_weight else None
+            return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
         if spec.path == "bntt-compiled":
             try:
                 grad_x, sum_xhat, grad_beta, grad_theta = _compiled_backward(
@@ -209,7 +251,7 @@ class BNTTLeakyScan(torch.autograd.Function):
 @torch.compiler.disable  # one opaque call under torch.compile, as the plain scans
 def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str, layer=None) -> torch.Tensor:
     """Spikes ``(T, B, C, ...)`` of a leaky layer driven by ``norm.scale * BNTT(x_seq)``, from zero
-    membrane, on the torch paths ("bntt-eager" or "bntt-compiled"); ``p``: the neuron's LeakyParams;
+    membrane, on the CPU paths ("bntt-eager", "bntt-compiled" or "bntt-c"); ``p``: the neuron's LeakyParams;
     ``layer``: the module, named if the compiled backward falls back."""
     state = torch.promote_types(x_seq.dtype, torch.float32)
     tensors, spec = node_parts(norm, p, path, x_seq.device, state)

@@ -1,13 +1,14 @@
-"""Whether ``BNTT_KERNELS=auto`` compiles a CPU layer's fused BNTT steps: measured on this machine.
+"""Which path ``BNTT_KERNELS=auto`` runs a CPU layer's fused BNTT steps on: measured on this machine.
 
-Whether TorchInductor's compiled steps beat the eager ones depends on the CPU (measured: 1.5x faster
-on one AVX2 machine at a VGG9 layer, no gain on another), so auto decides from a measurement here,
-never from a size threshold read off another CPU. For a layer it could compile (CPU, float32 /
-bfloat16, scalar leak and threshold) it times calls of both paths at the layer's real shape
-``(T, B, C, ...)`` — forward and backward where the call records a graph, forward alone where it
-does not — after a warm-up each (the compiled warm-up, compile included, is timed too), and compiles
-only where the compiled call was at least :data:`MIN_GAIN` faster. The eager path is timed first: a
-layer too small for any compile to pay back (:func:`worth_measuring`) stays eager without compiling.
+Whether TorchInductor's compiled steps or the C loops (:mod:`.c_bntt`) beat the eager ones depends on
+the CPU (measured: compiled 1.5x faster on one AVX2 machine at a VGG9 layer, no gain on another), so
+auto decides from a measurement here, never from a size threshold read off another CPU. For a layer it
+could compile (CPU, float32 / bfloat16, scalar leak and threshold) it times calls of the paths at the
+layer's real shape ``(T, B, C, ...)`` — forward and backward where the call records a graph, forward
+alone where it does not — after a warm-up each (the compiled warm-up, compile included, is timed too).
+The eager path is timed first, then the C loops where they apply (their build takes about a second,
+once per machine); each faster path must win by at least :data:`MIN_GAIN`. A layer too small for a
+TorchInductor compile to pay back over the faster of the two (:func:`worth_measuring`) is not compiled.
 
 A measurement is taken once per (CPU capability, torch version, dtype, shape, training or not) and
 kept in ``bntt_snntorch_compile_choices.json`` beside TorchInductor's compile cache (which keeps the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -42,33 +43,48 @@ PAYBACK_CALLS = 1000
 #: the 2-core AVX-512 machine, with or without a warm cache (T=2: 4-9 s, T=64: 178 s).
 ASSUMED_COMPILE_SECONDS_PER_STEP = 5.0
 TIMED_CALLS = 3
-#: What the compiled path is (part of every measurement's key, so that measurements of an earlier
-#: compiled path are not reused): now the whole sequence as one compiled loop, before it one step a call.
-COMPILED_PATH = "sequence"
+#: What the measured paths are (part of every measurement's key, so that measurements of earlier paths are
+#: not reused): the whole sequence as one compiled loop (before it: one step a call), and the C loops.
+COMPILED_PATH = "sequence+c"
 
 
 @dataclass(frozen=True)
 class Measurement:
     """Seconds a call of a layer took here: ``eager_s``, ``compiled_s`` (None if not measured) and
     ``compile_s`` (the compiled path's first call, compile included; None if not measured), for a
-    sequence of ``num_steps`` steps (None in measurements saved before it was kept)."""
+    sequence of ``num_steps`` steps (None in measurements saved before it was kept); ``c_s``: the C
+    loops' call (None where they do not apply or could not be built)."""
 
     eager_s: float
     compiled_s: float | None = None
     compile_s: float | None = None
     num_steps: int | None = None
+    c_s: float | None = None
+
+    @property
+    def uncompiled(self) -> tuple[str, float]:
+        """``(path, seconds)`` of the faster path without a TorchInductor compile: the C loops where they
+        won by at least :data:`MIN_GAIN`, else the eager steps."""
+        if self.c_s is not None and self.c_s <= (1 - MIN_GAIN) * self.eager_s:
+            return "bntt-c", self.c_s
+        return "bntt-eager", self.eager_s
 
     @property
     def compile(self) -> bool:
-        """Whether the compiled steps won by at least :data:`MIN_GAIN`."""
-        return self.compiled_s is not None and self.compiled_s <= (1 - MIN_GAIN) * self.eager_s
+        """Whether the compiled steps won by at least :data:`MIN_GAIN` over the faster uncompiled path."""
+        return self.compiled_s is not None and self.compiled_s <= (1 - MIN_GAIN) * self.uncompiled[1]
+
+    @property
+    def path(self) -> str:
+        """The path these timings choose."""
+        return "bntt-compiled" if self.compile else self.uncompiled[0]
 
     def __str__(self) -> str:
-        eager = f"eager {self.eager_s * 1e3:.1f} ms"
+        times = f"eager {self.eager_s * 1e3:.1f} ms" + ("" if self.c_s is None else f", C {self.c_s * 1e3:.1f} ms")
         if self.compiled_s is None:
-            return f"measured here: {eager} a call, too little for a compile to pay back"
+            return f"measured here: {times} a call, too little for a compile to pay back"
         return (
-            f"measured here: {eager}, compiled {self.compiled_s * 1e3:.1f} ms a call "
+            f"measured here: {times}, compiled {self.compiled_s * 1e3:.1f} ms a call "
             f"(first call {self.compile_s:.1f} s)"
         )
 
@@ -117,7 +133,13 @@ def _load() -> dict[str, Measurement]:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return {k: Measurement(**v) for k, v in saved.items() if isinstance(v, dict)}
+    known = {f.name for f in fields(Measurement)}
+    # fields of another version of this file's writer are left out, so that no version fails to read it
+    return {k: Measurement(**{f: x for f, x in v.items() if f in known}) for k, v in saved.items() if _readable(v)}
+
+
+def _readable(saved) -> bool:
+    return isinstance(saved, dict) and isinstance(saved.get("eager_s"), (int, float))
 
 
 def measured(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> Measurement | None:
@@ -144,12 +166,13 @@ def forget() -> None:
 
 
 def measure_layer(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> Measurement:
-    """Time the fused BNTT node on random input of ``x``'s shape and dtype, eager then (where
-    :func:`worth_measuring` at ``calls_per_batch``) compiled; a compile that fails here counts as no gain
-    (the failure is recorded as every fallback is). The online rules' local node runs the same step
-    kernels, so its chunks are timed on this node too."""
+    """Time the fused BNTT node on random input of ``x``'s shape and dtype, eager, the C loops (where
+    they apply), then (where :func:`worth_measuring` at ``calls_per_batch``) compiled; a build or compile
+    that fails here counts as no gain (the failure is recorded as every fallback is). The online rules'
+    local node runs the same step kernels, so its chunks are timed on this node too."""
+    from . import c_bntt
     from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu
-    from .fallback import fallback_errors, record_failure
+    from .fallback import FALLBACKS, fallback_errors, record_failure
 
     T, C = x.shape[0], x.shape[2]
     p = p._replace(beta=torch.as_tensor(p.beta).detach(), threshold=torch.as_tensor(p.threshold).detach())
@@ -170,11 +193,18 @@ def measure_layer(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> M
         return statistics.median(call(path) for _ in range(TIMED_CALLS)), first
 
     eager_s, _ = timed("bntt-eager")
-    if not worth_measuring(eager_s, expected_compile_seconds(T), calls_per_batch):
-        return Measurement(eager_s, num_steps=T)
+    c_s = None
+    if c_bntt.supports(x, p) is None and "bntt-c" not in FALLBACKS:
+        try:
+            c_s, _ = timed("bntt-c")
+        except fallback_errors() as err:
+            record_failure("bntt-c", err, "the C loops' measurement", warn=False)  # explain shows why
+    uncompiled = Measurement(eager_s, num_steps=T, c_s=c_s)
+    if not worth_measuring(uncompiled.uncompiled[1], expected_compile_seconds(T), calls_per_batch):
+        return uncompiled
     try:
         compiled_s, first = timed("bntt-compiled")
     except fallback_errors() as err:
         record_failure("bntt-compiled", err, "the compile measurement")
-        return Measurement(eager_s, num_steps=T)
-    return Measurement(eager_s, compiled_s, first, T)
+        return uncompiled
+    return Measurement(eager_s, compiled_s, first, T, c_s)

@@ -9,18 +9,23 @@ import warnings
 #: Paths that failed in this process: path -> the error, in words.
 FALLBACKS: dict[str, str] = {}
 #: The path each fallible path falls back to.
-FALLBACK_PATH = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager"}
+FALLBACK_PATH = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager", "bntt-c": "bntt-eager"}
+
+
+class CBuildError(RuntimeError):
+    """The C loops (:mod:`.c_bntt`) cannot be built here: no C compiler, or it failed."""
 
 
 def fallback_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "this backend cannot compile or launch here": ImportError (no
-    Triton), Dynamo's ``BackendCompilerFailed``, TorchInductor's ``InductorError``, ``CppCompileError``,
-    ``InvalidCxxCompiler``, ``TritonMissing``, ``GPUTooOldForTriton``, and Triton's ``CompilationError``,
-    ``PTXASError`` and ``OutOfResources`` (those of them this install has)."""
+    Triton), :class:`CBuildError` (no C compiler for :mod:`.c_bntt`), Dynamo's ``BackendCompilerFailed``,
+    TorchInductor's ``InductorError``, ``CppCompileError``, ``InvalidCxxCompiler``, ``TritonMissing``,
+    ``GPUTooOldForTriton``, and Triton's ``CompilationError``, ``PTXASError`` and ``OutOfResources`` (those of
+    them this install has)."""
     import torch._dynamo.exc as dynamo_exc
     import torch._inductor.exc as inductor_exc
 
-    errors = [ImportError, dynamo_exc.BackendCompilerFailed]
+    errors = [ImportError, CBuildError, dynamo_exc.BackendCompilerFailed]
     for name in ("InductorError", "CppCompileError", "InvalidCxxCompiler", "TritonMissing", "GPUTooOldForTriton"):
         errors += [getattr(inductor_exc, name)] if hasattr(inductor_exc, name) else []
     try:
@@ -43,19 +48,20 @@ def layer_label(layer) -> str:
     return type(layer).__name__ + ("" if weight is None else f" {tuple(weight.shape)}")
 
 
-def record_failure(path: str, err: BaseException, layer=None) -> str:
-    """Remember that ``path`` cannot run here (one warning, naming the layer); returns the path to
-    take instead. Later plans take that path and say why."""
+def record_failure(path: str, err: BaseException, layer=None, warn: bool = True) -> str:
+    """Remember that ``path`` cannot run here (one warning, naming the layer; none with ``warn=False``, for
+    a path auto only tried); returns the path to take instead. Later plans take that path and say why."""
     fallback = FALLBACK_PATH[path]
     if path not in FALLBACKS:
         message = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"  # one line
         FALLBACKS[path] = message
-        warnings.warn(
-            f"{layer_label(layer)}: the {path} kernels cannot run here ({message}); using {fallback} "
-            "instead (same results). Set BNTT_KERNELS=eager to skip the attempt; "
-            "bntt_snntorch.kernels.explain(model, x_seq) shows every layer's path.",
-            stacklevel=4,
-        )
+        if warn:
+            warnings.warn(
+                f"{layer_label(layer)}: the {path} kernels cannot run here ({message}); using {fallback} "
+                "instead (same results). Set BNTT_KERNELS=eager to skip the attempt; "
+                "bntt_snntorch.kernels.explain(model, x_seq) shows every layer's path.",
+                stacklevel=4,
+            )
     return fallback
 
 

@@ -20,6 +20,8 @@ import torch
 from .. import definition as D
 from .bntt_scan import (
     BNTTNorm,
+    _c_backward,
+    _c_forward,
     _compiled_backward,
     _compiled_forward,
     _eager_currents,
@@ -81,6 +83,9 @@ class _LocalBNTTScan(torch.autograd.Function):
         if path == "bntt-compiled":  # a compile failure propagates: local_bntt_scan's attempt falls back
             tensors, spec = node_parts(norm, p, path, x_seq.device, torch.float32)
             spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, mem0)
+        elif path == "bntt-c":  # a build failure propagates the same way
+            tensors, spec = node_parts(norm, p, path, x_seq.device, torch.float32)
+            spikes, mem = _c_forward(x_seq, weight, mean, var, tensors, spec, mem0, through_time=False)
         else:
             w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
             spikes, mem = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "spk")
@@ -92,6 +97,10 @@ class _LocalBNTTScan(torch.autograd.Function):
         x_seq, weight, mean, var, mem0 = ctx.saved_tensors
         norm, p = ctx.norm, ctx.p
         need_weight = weight is not None and ctx.needs_input_grad[1]
+        if ctx.path == "bntt-c":
+            tensors, spec = node_parts(norm, p, ctx.path, x_seq.device, torch.float32)
+            grad_x, sum_xhat, _, _ = _c_backward(spec, grad_spk, x_seq, weight, mean, var, tensors, mem0, False)
+            return grad_x, sum_xhat * norm.scale if need_weight else None, *([None] * 7)
         if ctx.path == "bntt-compiled":
             try:
                 tensors, spec = node_parts(norm, p, ctx.path, x_seq.device, torch.float32)
@@ -120,9 +129,10 @@ def local_bntt_scan(
     gradient) driven by ``norm.scale * BNTT(x_seq)`` with the per-step statistics of ``norm`` (a
     :class:`~.bntt_scan.BNTTNorm`), from membrane ``mem0`` (zeros when None), differentiable with respect
     to ``x_seq`` and the gammas through each step's own input only; and the last membrane (no
-    gradient). Saves ``x_seq`` and the statistics only. ``path``: the steps eager ("bntt-eager") or as
-    compiled loops ("bntt-compiled", BPTT's :mod:`.compiled_steps` without the carry through time; a
-    compile failure falls back to the eager steps, recorded against ``label``)."""
+    gradient). Saves ``x_seq`` and the statistics only. ``path``: the steps eager ("bntt-eager"), as
+    compiled loops ("bntt-compiled", BPTT's :mod:`.compiled_steps` without the carry through time) or as
+    the C loops ("bntt-c", :mod:`.c_bntt` without the carry); a compile or build failure falls back to
+    the eager steps, recorded against ``label``."""
     state = torch.promote_types(x_seq.dtype, torch.float32)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=state, device=x_seq.device) if mem0 is None else mem0.to(state)
     mean, var = norm.mean.to(state), norm.var.to(state)

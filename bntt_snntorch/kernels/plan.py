@@ -5,17 +5,18 @@ neuron block) with what decides the path: the device, the dtype, one step's size
 ``backend`` and whether its neuron and norm can be fused. The one environment override is
 ``BNTT_KERNELS``:
 
-* ``auto`` (default): Triton on CUDA; on CPU the eager torch kernels, and the TorchInductor-compiled
-  BNTT steps for a layer where a measurement on this machine, at the layer's shape, found them
-  faster (:mod:`.compile_choice`: taken once, kept beside the compile cache);
+* ``auto`` (default): Triton on CUDA; on CPU the eager torch kernels, the C loops (:mod:`.c_bntt`) or
+  the TorchInductor-compiled BNTT steps, whichever a measurement on this machine, at the layer's
+  shape, found faster (:mod:`.compile_choice`: taken once, kept beside the compile cache);
 * ``eager``: never compile, never Triton (the torch kernels);
 * ``compiled``: compile the BNTT steps on CPU at any size;
+* ``c``: the C loops on CPU wherever they apply (float32 convolution layers);
 * ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
 
 One fallback rule (:func:`attempt`): only the errors that mean "this backend cannot compile or
 launch here" (:func:`fallback_errors`: a missing module, TorchInductor's and Dynamo's compile
 failures, Triton's compilation, PTX-assembler and out-of-resources errors) fall back, once, to the
-next path (Triton -> torch, compiled -> eager) with one warning naming the layer, the path, the
+next path (Triton -> torch, compiled or C -> eager) with one warning naming the layer, the path, the
 cause and ``BNTT_KERNELS``; the failure is recorded in :data:`FALLBACKS` (cleared by
 :func:`clear_fallbacks`) and later plans take the next path and say why. Any other exception is a
 bug and propagates. :func:`explain` runs a model once and reports every layer's plan and the path
@@ -44,7 +45,7 @@ from .fallback import (  # noqa: F401  (re-exported: the fallback rule is part o
 )
 
 BACKENDS = ("auto", "reference", "torch", "triton")
-KERNEL_SETTINGS = ("auto", "eager", "compiled", "triton")
+KERNEL_SETTINGS = ("auto", "eager", "compiled", "c", "triton")
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,8 @@ class Plan:
     """How a layer runs and why.
 
     ``path``: "reference" (the per-step autograd reference), "torch" / "triton" (a fused leaky
-    scan), "bntt-eager" / "bntt-compiled" / "bntt-triton" (BNTT and the neuron as one fused node:
-    batch norm's own kernels per step, TorchInductor-compiled steps, or one Triton kernel),
+    scan), "bntt-eager" / "bntt-compiled" / "bntt-c" / "bntt-triton" (BNTT and the neuron as one fused
+    node: batch norm's own kernels per step, TorchInductor-compiled steps, C loops, or one Triton kernel),
     "unfused" (the norm, then the neuron's own scan).
     """
 
@@ -118,20 +119,26 @@ def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False, c
     if not bntt:
         return Plan("torch", _why_torch(x, backend, setting))
     compilable = backend == "auto" and x.device.type == "cpu" and scalar and x.dtype in _COMPILED_DTYPES
-    if compilable and setting in ("auto", "compiled"):
-        if "bntt-compiled" in fallback.FALLBACKS:
-            return Plan(
-                "bntt-eager", f"fallback: the compiled steps failed before ({fallback.FALLBACKS['bntt-compiled']})"
-            )
-        if setting == "compiled":
-            return Plan("bntt-compiled", "BNTT_KERNELS=compiled")
+    if compilable and setting in ("compiled", "c"):
+        path = "bntt-compiled" if setting == "compiled" else "bntt-c"
+        if path in fallback.FALLBACKS:
+            return Plan("bntt-eager", f"fallback: {path} failed before ({fallback.FALLBACKS[path]})")
+        why_not_c = _why_not_c(x, p) if setting == "c" else None
+        return Plan("bntt-eager", why_not_c) if why_not_c else Plan(path, f"BNTT_KERNELS={setting}")
+    if compilable and setting == "auto":
         return _measured_plan(x, p, calls_per_batch)
     return Plan("bntt-eager", _why_torch(x, backend, setting))
 
 
+def _why_not_c(x: torch.Tensor, p) -> str | None:
+    from .c_bntt import supports
+
+    return supports(x, p)
+
+
 def _measured_plan(x: torch.Tensor, p, calls_per_batch: int) -> Plan:
-    """auto on CPU: the compiled steps where this machine's measurement at ``x``'s shape found them
-    :data:`~.compile_choice.MIN_GAIN` faster, else the eager ones."""
+    """auto on CPU: the path this machine's measurement at ``x``'s shape found fastest (by at least
+    :data:`~.compile_choice.MIN_GAIN`): the compiled steps, the C loops, or the eager ones."""
     from . import compile_choice
 
     grad = torch.is_grad_enabled() and x.requires_grad
@@ -140,7 +147,12 @@ def _measured_plan(x: torch.Tensor, p, calls_per_batch: int) -> Plan:
         return Plan(
             "bntt-eager", "auto: this shape is not measured yet, and nothing is timed while torch.compile traces"
         )
-    return Plan("bntt-compiled" if m.compile else "bntt-eager", f"auto, {m}")
+    path = m.path
+    if path in fallback.FALLBACKS:
+        instead = m.uncompiled[0] if path == "bntt-compiled" else "bntt-eager"
+        instead = "bntt-eager" if instead in fallback.FALLBACKS else instead
+        return Plan(instead, f"fallback: {path} failed before ({fallback.FALLBACKS[path]})")
+    return Plan(path, f"auto, {m}")
 
 
 _COMPILED_DTYPES = (torch.float32, torch.bfloat16)

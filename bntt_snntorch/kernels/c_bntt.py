@@ -1,0 +1,550 @@
+"""The ``synapse -> BNTT -> leaky`` block on the CPU as C loops generated from the neuron definition.
+
+The eager torch path runs a dozen small ops a step and layer in each direction; each is a dispatch and a
+pass over a ``(B, C, ...)`` slice. Here each direction is one loop nest over the steps, the membrane kept
+in a chunk of a channel's row: the formulas are :mod:`bntt_snntorch.definition`'s, written out as C
+(:mod:`.c_definition`), and the source is built with the system's C compiler at first use (well under
+a second; the library is kept in ``bntt_snntorch_c/`` beside TorchInductor's cache, one file per
+source). The loops run on torch's own OpenMP threads (the library links the ``libgomp`` torch has loaded).
+
+Three functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``, ``L`` the spatial size):
+
+* :func:`batch_statistics` — each step's per-channel mean and biased variance (two passes);
+* :func:`forward` — ``current = k * x + shift``, then the neuron, writing spikes only;
+* :func:`backward` — recomputes the membranes of a chunk, walks the steps back writing ``dL/dcurrent``
+  and adding its per-(step, channel) sums, then turns it into batch norm's input gradient in place.
+
+Rows are chunks of a channel's spatial positions (convolutions) or of a sample's channels (``L = 1``:
+linear synapses), taken in memory order so that every pass streams; per-(step, channel) sums are kept
+per thread and added up after. Subnormal floats count as zero inside the loops (a decaying gradient
+would otherwise take the CPU's slow path; the difference is below 1e-38). float32 only; :func:`supports`
+says why not where they do not apply.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from .c_definition import C, Expr, code
+from .fallback import CBuildError
+
+#: Elements of a channel's row one thread keeps in its arrays at a time (the membranes of T steps of them
+#: are kept for the backward: T * CHUNK floats).
+CHUNK = 256
+
+_HEADER = """
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <omp.h>
+#define CHUNK {chunk}
+#if defined(__SSE__)
+#include <xmmintrin.h>
+/* Subnormal floats as zero inside the loops (flush-to-zero, denormals-are-zero), each thread's setting
+   restored after: gradients that decay below 1e-38 would otherwise run the slow microcode path. */
+#define FLUSH_SUBNORMALS const unsigned int saved_csr = _mm_getcsr(); _mm_setcsr(saved_csr | 0x8040);
+#define RESTORE_SUBNORMALS _mm_setcsr(saved_csr);
+#else
+#define FLUSH_SUBNORMALS
+#define RESTORE_SUBNORMALS
+#endif
+"""
+
+_STATS = """
+void bntt_stats(const float* x, float* mean, float* var, int64_t T, int64_t B, int64_t C, int64_t L) {
+  const int64_t step = B * C * L;
+  #pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t c = 0; c < C; c++) {
+      double total = 0.0;
+      for (int64_t b = 0; b < B; b++) {
+        const float* row = x + t * step + (b * C + c) * L;
+        float acc = 0.0f;
+        #pragma omp simd reduction(+:acc)
+        for (int64_t s = 0; s < L; s++) acc += row[s];
+        total += acc;
+      }
+      const float mu = (float)(total / (double)(B * L));
+      double squares = 0.0;
+      for (int64_t b = 0; b < B; b++) {
+        const float* row = x + t * step + (b * C + c) * L;
+        float acc = 0.0f;
+        #pragma omp simd reduction(+:acc)
+        for (int64_t s = 0; s < L; s++) { const float d = row[s] - mu; acc += d * d; }
+        squares += acc;
+      }
+      mean[t * C + c] = mu;
+      var[t * C + c] = (float)(squares / (double)(B * L));
+    }
+}
+"""
+
+_FORWARD = """
+void bntt_forward(const float* x, const float* k, const float* shift, const float* m0, float* spk, float* mem_last,
+                  const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
+  const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
+  const int64_t step = B * C * L;
+  const int64_t chunks = (L + CHUNK - 1) / CHUNK;
+  #pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < B * C * chunks; row++) {
+    const int64_t bc = row / chunks, s0 = (row % chunks) * CHUNK, c = bc % C;
+    const int64_t n = L - s0 < CHUNK ? L - s0 : CHUNK;
+    const int64_t off = bc * L + s0;
+    FLUSH_SUBNORMALS
+    float m[CHUNK];
+    for (int64_t j = 0; j < n; j++) m[j] = m0[off + j];
+    for (int64_t t = 0; t < T; t++) {
+      const float kt = k[t * C + c], sh = shift[t * C + c];
+      const float* xt = x + t * step + off;
+      float* st = spk + t * step + off;
+      #pragma omp simd
+      for (int64_t j = 0; j < n; j++) {
+        const float cur = {normalise};
+        const float mp = m[j];
+        {forward_step}
+        st[j] = spike;
+        m[j] = membrane;
+      }
+    }
+    for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+    RESTORE_SUBNORMALS
+  }
+}
+"""
+
+_BACKWARD = """
+void bntt_backward(const float* gs, const float* x, const float* k, const float* shift, const float* mean,
+                   const float* rstd, const float* m0, float* dx, float* sum_dy, float* sum_dy_xhat, float* part,
+                   const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
+  const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
+  const int64_t step = B * C * L;
+  const int64_t chunks = (L + CHUNK - 1) / CHUNK;
+  const int64_t sums = 2 * T * C + 2;  /* a thread's sums of dy and dy * (x - mean) per (step, channel), beta, theta */
+  const int threads = omp_get_max_threads();
+  double* acc = (double*)calloc((size_t)threads * sums, sizeof(double));
+  /* rows in memory order (one chunk of a (b, c) row each), so every pass streams */
+  #pragma omp parallel
+  {
+    double* sdy = acc + (size_t)omp_get_thread_num() * sums;
+    double* sdyx = sdy + T * C;
+    float* mb = (float*)malloc(sizeof(float) * T * CHUNK);
+    FLUSH_SUBNORMALS
+    #pragma omp for schedule(static)
+    for (int64_t row = 0; row < B * C * chunks; row++) {
+      const int64_t bc = row / chunks, s0 = (row % chunks) * CHUNK, c = bc % C;
+      const int64_t n = L - s0 < CHUNK ? L - s0 : CHUNK;
+      const int64_t off = bc * L + s0;
+      const float* m0r = m0 + off;
+      for (int64_t t = 0; t < T; t++) {
+        const float kt = k[t * C + c], sh = shift[t * C + c];
+        const float* xt = x + t * step + off;
+        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
+        float* mt = mb + t * CHUNK;
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+          const float xv = xt[j];
+          const float cur = {normalise};
+          const float mp = mprev[j];
+          {forward_step}
+          mt[j] = membrane;
+        }
+      }
+      float carry[CHUNK];
+      for (int64_t j = 0; j < n; j++) carry[j] = 0.0f;
+      float a_beta = 0.0f, a_theta = 0.0f;
+      for (int64_t t = T - 1; t >= 0; t--) {
+        const float kt = k[t * C + c], sh = shift[t * C + c], mu = mean[t * C + c];
+        const float* xt = x + t * step + off;
+        const float* gt = gs + t * step + off;
+        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
+        float* dt = dx + t * step + off;
+        float a_dy = 0.0f, a_dyx = 0.0f;
+        #pragma omp simd reduction(+:a_dy, a_dyx, a_beta, a_theta)
+        for (int64_t j = 0; j < n; j++) {
+          const float xv = xt[j];
+          const float cur = {normalise};
+          const float mp = mprev[j];
+          const float h = {charge};
+          const float slope = {slope};
+          const float grad_spike = gt[j], delta_m = {delta_m};
+          {backward_step}
+          dt[j] = delta_h;
+          carry[j] = carry_out;
+          a_dy += delta_h;
+          a_dyx += delta_h * (xv - mu);
+          a_beta += beta_term;
+          a_theta += theta_term;
+        }
+        sdy[t * C + c] += a_dy;
+        sdyx[t * C + c] += a_dyx;
+      }
+      sdyx[T * C] += a_beta;
+      sdyx[T * C + 1] += a_theta;
+    }
+    RESTORE_SUBNORMALS
+    free(mb);
+  }
+  float* moments = (float*)malloc(sizeof(float) * 2 * T * C);
+  reduce_sums(acc, threads, rstd, (double)(B * L), T * C, sum_dy, sum_dy_xhat, part, moments);
+  free(acc);
+  /* batch norm's input gradient in place of dy, streaming over the (t, b, c) rows */
+  #pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < T * B * C; row++) {
+    const int64_t t = row / (B * C), c = row % C, tc = t * C + c;
+    const float kt = k[tc], mu = mean[tc], rs = rstd[tc];
+    const float mean_dy = moments[tc], mean_dy_xhat = moments[T * C + tc];
+    const float* xr = x + row * L;
+    float* dr = dx + row * L;
+    #pragma omp simd
+    for (int64_t s = 0; s < L; s++) dr[s] = {input_grad};
+  }
+  free(moments);
+}
+"""
+
+
+# Layers without a spatial extent (L = 1, a linear synapse's (T, B, C)): a row is a chunk of one sample's
+# channels, each element with its own channel's coefficients and sums.
+_FLAT = """
+void bntt_forward_flat(const float* x, const float* k, const float* shift, const float* m0, float* spk,
+                       float* mem_last, const float* params, int64_t T, int64_t B, int64_t C) {
+  const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
+  const int64_t step = B * C, chunks = (C + CHUNK - 1) / CHUNK;
+  #pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < B * chunks; row++) {
+    const int64_t c0 = (row % chunks) * CHUNK, n = C - c0 < CHUNK ? C - c0 : CHUNK;
+    const int64_t off = (row / chunks) * C + c0;
+    FLUSH_SUBNORMALS
+    float m[CHUNK];
+    for (int64_t j = 0; j < n; j++) m[j] = m0[off + j];
+    for (int64_t t = 0; t < T; t++) {
+      const float* kt = k + t * C + c0;
+      const float* sh = shift + t * C + c0;
+      const float* xt = x + t * step + off;
+      float* st = spk + t * step + off;
+      #pragma omp simd
+      for (int64_t j = 0; j < n; j++) {
+        const float xv = xt[j];
+        const float cur = {normalise};
+        const float mp = m[j];
+        {forward_step}
+        st[j] = spike;
+        m[j] = membrane;
+      }
+    }
+    for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+    RESTORE_SUBNORMALS
+  }
+}
+
+void bntt_backward_flat(const float* gs, const float* x, const float* k, const float* shift, const float* mean,
+                        const float* rstd, const float* m0, float* dx, float* sum_dy, float* sum_dy_xhat,
+                        float* part, const float* params, int64_t T, int64_t B, int64_t C) {
+  const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
+  const int64_t step = B * C, chunks = (C + CHUNK - 1) / CHUNK;
+  const int64_t sums = 2 * T * C + 2;
+  const int threads = omp_get_max_threads();
+  double* acc = (double*)calloc((size_t)threads * sums, sizeof(double));
+  #pragma omp parallel
+  {
+    double* sdy = acc + (size_t)omp_get_thread_num() * sums;
+    double* sdyx = sdy + T * C;
+    float* mb = (float*)malloc(sizeof(float) * T * CHUNK);
+    FLUSH_SUBNORMALS
+    #pragma omp for schedule(static)
+    for (int64_t row = 0; row < B * chunks; row++) {
+      const int64_t c0 = (row % chunks) * CHUNK, n = C - c0 < CHUNK ? C - c0 : CHUNK;
+      const int64_t off = (row / chunks) * C + c0;
+      const float* m0r = m0 + off;
+      for (int64_t t = 0; t < T; t++) {
+        const float* kt = k + t * C + c0;
+        const float* sh = shift + t * C + c0;
+        const float* xt = x + t * step + off;
+        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
+        float* mt = mb + t * CHUNK;
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+          const float xv = xt[j];
+          const float cur = {normalise};
+          const float mp = mprev[j];
+          {forward_step}
+          mt[j] = membrane;
+        }
+      }
+      float carry[CHUNK];
+      for (int64_t j = 0; j < n; j++) carry[j] = 0.0f;
+      float a_beta = 0.0f, a_theta = 0.0f;
+      for (int64_t t = T - 1; t >= 0; t--) {
+        const float* kt = k + t * C + c0;
+        const float* sh = shift + t * C + c0;
+        const float* mu = mean + t * C + c0;
+        const float* xt = x + t * step + off;
+        const float* gt = gs + t * step + off;
+        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
+        float* dt = dx + t * step + off;
+        double* sdy_t = sdy + t * C + c0;
+        double* sdyx_t = sdyx + t * C + c0;
+        #pragma omp simd reduction(+:a_beta, a_theta)
+        for (int64_t j = 0; j < n; j++) {
+          const float xv = xt[j];
+          const float cur = {normalise};
+          const float mp = mprev[j];
+          const float h = {charge};
+          const float slope = {slope};
+          const float grad_spike = gt[j], delta_m = {delta_m};
+          {backward_step}
+          dt[j] = delta_h;
+          carry[j] = carry_out;
+          sdy_t[j] += delta_h;
+          sdyx_t[j] += delta_h * (xv - mu[j]);
+          a_beta += beta_term;
+          a_theta += theta_term;
+        }
+      }
+      sdyx[T * C] += a_beta;
+      sdyx[T * C + 1] += a_theta;
+    }
+    RESTORE_SUBNORMALS
+    free(mb);
+  }
+  float* moments = (float*)malloc(sizeof(float) * 2 * T * C);
+  reduce_sums(acc, threads, rstd, (double)B, T * C, sum_dy, sum_dy_xhat, part, moments);
+  free(acc);
+  #pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < T * B; row++) {
+    const int64_t t = row / B;
+    const float* kt = k + t * C;
+    const float* mu = mean + t * C;
+    const float* rs = rstd + t * C;
+    const float* mean_dy = moments + t * C;
+    const float* mean_dy_xhat = moments + T * C + t * C;
+    const float* xr = x + row * C;
+    float* dr = dx + row * C;
+    #pragma omp simd
+    for (int64_t s = 0; s < C; s++) dr[s] = {input_grad};
+  }
+  free(moments);
+}
+"""
+
+_REDUCE = """
+/* The threads' sums added up: sum(dy) and sum(dy * xhat) per (step, channel), their means over `count`
+   values (moments: T*C means of dy, then T*C of dy * xhat), and the beta / theta terms into part[0..1]. */
+static void reduce_sums(const double* acc, int threads, const float* rstd, double count, int64_t TC,
+                        float* sum_dy, float* sum_dy_xhat, float* part, float* moments) {
+  const int64_t sums = 2 * TC + 2;
+  for (int64_t i = 0; i < TC; i++) {
+    double dy = 0.0, dyx = 0.0;
+    for (int th = 0; th < threads; th++) { dy += acc[th * sums + i]; dyx += acc[th * sums + TC + i]; }
+    sum_dy[i] = (float)dy;
+    sum_dy_xhat[i] = (float)dyx * rstd[i];
+    moments[i] = (float)(dy / count);
+    moments[TC + i] = (float)((double)sum_dy_xhat[i] / count);
+  }
+  double beta = 0.0, theta = 0.0;
+  for (int th = 0; th < threads; th++) { beta += acc[th * sums + 2 * TC]; theta += acc[th * sums + 2 * TC + 1]; }
+  part[0] = (float)beta;
+  part[1] = (float)theta;
+}
+"""
+
+
+def _assign(names: tuple[str, ...], values) -> str:
+    return " ".join(f"const float {name} = {code(value)};" for name, value in zip(names, values))
+
+
+def source(
+    codes: tuple[int, bool, int], surrogate: tuple[int, float, float], training: bool, through_time: bool = True
+) -> str:
+    """The C source of the forward and backward loops for variant ``codes`` = ``(RESET, DELAYED, SAME)``,
+    surrogate ``(SURR, a, b)``, batch norm in training (the statistics' dependence on ``x``) or not, and
+    the gradient through time or (``through_time=False``, the online rules) through each step's own input."""
+    RESET, DELAYED, SAME = codes
+    SURR, a, b = surrogate
+    e = Expr
+    beta, theta, g = e("beta"), e("theta"), e("g")
+    normalise = code(C.normalise(e("xt[j]"), e("kt"), e("sh")))
+    forward_step = _assign(("h", "membrane", "spike"), C.forward_step(e("cur"), e("mp"), beta, theta, g, *codes))
+    r = C.previous_reset(e("mp"), theta, DELAYED, SAME)
+    charge = code(C.charge(e("cur"), e("mp"), r, beta, theta, RESET, DELAYED))
+    slope = code(C.surrogate_derivative(e("h") - theta, a, b, SURR))
+    backward_step = _assign(
+        ("delta_h", "carry_out", "beta_term", "theta_term"),
+        C.backward_step(e("grad_spike"), e("delta_m"), e("h"), e("mp"), beta, theta, g, e("slope"), *codes),
+    )
+    input_grad = code(
+        C.normalise_input_grad(
+            e("dr[s]"), e("xr[s]"), e("kt"), e("mu"), e("rs"), e("mean_dy"), e("mean_dy_xhat"), training
+        )
+    )
+
+    def fill(template: str, **parts) -> str:
+        for name, text in parts.items():
+            template = template.replace("{" + name + "}", text)
+        return template
+
+    def indexed(expression: str, index: str) -> str:  # the coefficients per element (the flat loops)
+        for name in ("kt", "sh", "mu", "rs", "mean_dy_xhat", "mean_dy"):
+            expression = re.sub(rf"\b{name}\b(?!\[)", f"{name}[{index}]", expression)
+        return expression
+
+    loops = dict(
+        normalise=normalise.replace("xt[j]", "xv"),
+        forward_step=forward_step,
+        charge=charge,
+        slope=slope,
+        backward_step=backward_step,
+        input_grad=input_grad,
+        delta_m="carry[j]" if through_time else "0.0f",
+    )
+    flat = {**loops, "normalise": indexed(loops["normalise"], "j"), "input_grad": indexed(input_grad, "s")}
+    return (
+        _HEADER.format(chunk=CHUNK)
+        + _REDUCE
+        + fill(_FORWARD, normalise=normalise, forward_step=forward_step)
+        + fill(_BACKWARD, **loops)
+        + fill(_FLAT, **flat)
+    )
+
+
+def _isa_flags() -> list[str]:
+    """Vector instructions for torch's CPU capability (not -march=native: a cache folder may be shared)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        return ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"]
+    if capability == "AVX2":
+        return ["-mavx2", "-mfma"]
+    return []
+
+
+def _torch_libgomp() -> str | None:
+    """The OpenMP runtime torch loaded (its own copy where the wheel ships one), so the loops share its threads."""
+    for line in Path("/proc/self/maps").read_text().splitlines() if Path("/proc/self/maps").exists() else ():
+        path = line.split()[-1]
+        if "libgomp" in Path(path).name:
+            return path
+    return None
+
+
+def cache_folder() -> Path:
+    """``bntt_snntorch_c/`` in TorchInductor's cache folder (``TORCHINDUCTOR_CACHE_DIR``)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir()) / "bntt_snntorch_c"
+
+
+def compiler() -> str:
+    """The C compiler: ``$CC``, else ``cc``."""
+    return os.environ.get("CC", "cc")
+
+
+@cache
+def library(
+    codes: tuple[int, bool, int], surrogate: tuple[int, float, float], training: bool, through_time: bool = True
+) -> ctypes.CDLL:
+    """The loops of :func:`source` built (once per source; a library built before is loaded)."""
+    lib = _build(source(codes, surrogate, training, through_time))
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.bntt_forward.argtypes = [ptr] * 7 + [i64] * 4
+    lib.bntt_backward.argtypes = [ptr] * 12 + [i64] * 4
+    lib.bntt_forward_flat.argtypes = [ptr] * 7 + [i64] * 3
+    lib.bntt_backward_flat.argtypes = [ptr] * 12 + [i64] * 3
+    return lib
+
+
+@cache
+def _statistics_library() -> ctypes.CDLL:
+    lib = _build(_HEADER.format(chunk=CHUNK) + _STATS)
+    lib.bntt_stats.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
+    return lib
+
+
+def _build(text: str) -> ctypes.CDLL:
+    """Compile C source ``text`` into a shared library in :func:`cache_folder` (atomically; a library of the
+    same source and flags is reused) and load it; :class:`~.fallback.CBuildError` where that fails."""
+    gomp = _torch_libgomp()
+    # -ffp-contract=off: no fused multiply-adds, each product rounded as torch's ops round it;
+    # -fno-trapping-math: comparisons may be if-converted, so the loops vectorise on AVX2 as on AVX-512
+    flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC",
+             *_isa_flags()]  # fmt: skip
+    digest = hashlib.sha256("\n".join([text, *flags, str(gomp)]).encode()).hexdigest()[:20]
+    target = cache_folder() / f"bntt_{digest}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            src, out = Path(tmp) / "bntt.c", Path(tmp) / "bntt.so"
+            src.write_text(text)
+            link = [gomp] if gomp else ["-lgomp"]
+            command = [compiler(), *flags, str(src), "-o", str(out), *link, "-lm"]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise CBuildError(f"{compiler()} could not run: {err}") from None
+            if done.returncode != 0:
+                raise CBuildError(f"{compiler()} failed: {done.stderr.strip().splitlines()[-1:]}")
+            os.replace(out, target)
+    return ctypes.CDLL(str(target))
+
+
+def supports(x_seq: torch.Tensor, p) -> str | None:
+    """Why these loops cannot run a block fed ``x_seq`` ``(T, B, C, ...)`` with neuron parameters ``p``, or None."""
+    if x_seq.device.type != "cpu" or x_seq.dtype != torch.float32:
+        return f"the C loops take float32 CPU input, got {x_seq.dtype} on {x_seq.device.type}"
+    if p.beta.numel() != 1 or p.threshold.numel() != 1:
+        return "the C loops take a scalar beta and threshold"
+    return None
+
+
+def _layout(x: torch.Tensor) -> tuple[int, int, int, int]:
+    T, B, C = x.shape[:3]
+    return T, B, C, x[0, 0, 0].numel()
+
+
+def _pointer(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each step's per-channel mean and biased variance of ``x_seq`` ``(T, B, C, ...)`` (float32 ``(T, C)`` each)."""
+    x = x_seq.detach().contiguous()
+    T, B, C, L = _layout(x)
+    mean, var = torch.empty(T, C), torch.empty(T, C)
+    _statistics_library().bntt_stats(_pointer(x), _pointer(mean), _pointer(var), T, B, C, L)
+    return mean, var
+
+
+def forward(x, k, shift, mem0, params, codes, surrogate, training, through_time=True):
+    """Spikes ``(T, B, C, ...)`` and the last membrane ``(B, C, ...)`` from membrane ``mem0`` (float32, all
+    contiguous); ``k``, ``shift``: ``(T, C)``; ``params`` = ``[beta, theta, g]`` (float32); ``codes``: the
+    variant's ``(RESET, DELAYED, SAME)``; ``surrogate``, ``training``, ``through_time``: the library the
+    backward will use (built here, so that a build failure shows in the forward)."""
+    T, B, C, L = _layout(x)
+    spk, mem = torch.empty_like(x), torch.empty_like(mem0)
+    lib = library(codes, surrogate, training, through_time)
+    pointers = map(_pointer, (x, k, shift, mem0, spk, mem, params))
+    lib.bntt_forward(*pointers, T, B, C, L) if L > 1 else lib.bntt_forward_flat(*pointers, T, B, C)
+    return spk, mem
+
+
+def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool, through_time=True):
+    """``(dL/dx, sum(dy * xhat) (T, C), sum(dy) (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the
+    spikes' gradient (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in
+    training. ``surrogate``: ``(SURR, a, b)``; ``through_time=False``: each step's gradient through its own
+    input only (no carry from step t + 1)."""
+    T, B, C, L = _layout(x)
+    grad_spk = grad_spk.contiguous().float()
+    grad_x = torch.empty_like(x)
+    sum_dy, sum_dy_xhat, part = torch.empty(T, C), torch.empty(T, C), torch.empty(2)
+    lib = library(codes, surrogate, training, through_time)
+    pointers = map(_pointer, (grad_spk, x, k, shift, mean, rstd, mem0, grad_x, sum_dy, sum_dy_xhat, part, params))
+    lib.bntt_backward(*pointers, T, B, C, L) if L > 1 else lib.bntt_backward_flat(*pointers, T, B, C)
+    return grad_x, sum_dy_xhat, sum_dy, part[0], part[1]

@@ -1,0 +1,133 @@
+"""The C loops of the fused BNTT block (bntt_snntorch/kernels/c_bntt.py, generated from the definition and
+built with the system's C compiler) against the per-step reference, and how they fall back.
+
+Every variant and surrogate of tests/test_lean.py's cases (convolution and linear blocks), training and eval, on
+fresh random inputs: spikes, gradients of the input, synapse weight, gammas, beta and threshold, and the
+running statistics, at test_lean.py's tolerances (float32 1e-5 abs / 1e-4 rel; parameter gradients
+1e-4 relative to their largest entry).
+"""
+
+import copy
+import shutil
+import zlib
+
+import pytest
+import torch
+
+from bntt_snntorch.kernels import batch_statistics, c_bntt, choose_plan, clear_fallbacks
+from bntt_snntorch.kernels.compile_choice import Measurement
+from bntt_snntorch.neurons import bntt_leaky
+from bntt_snntorch.profiling import saved_tensor_bytes
+
+from .helpers import assert_close
+from .test_lean import CASES, _block, _input, _run
+
+pytestmark = pytest.mark.skipif(shutil.which(c_bntt.compiler()) is None, reason="no C compiler here")
+
+
+@pytest.fixture
+def c_loops(monkeypatch, tmp_path):
+    """BNTT_KERNELS=c, the libraries built into a folder of the test's own."""
+    monkeypatch.setenv("BNTT_KERNELS", "c")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    c_bntt.library.cache_clear()
+    c_bntt._statistics_library.cache_clear()
+    clear_fallbacks()
+    yield tmp_path / "cache"
+    c_bntt.library.cache_clear()
+    c_bntt._statistics_library.cache_clear()
+    clear_fallbacks()
+
+
+@pytest.mark.parametrize("dims,variant,sg,affine,scale", CASES)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_c_loops_equal_the_per_step_reference(c_loops, dims, variant, sg, affine, scale, mode):
+    seed = zlib.crc32(repr(("c", dims, variant, sg, affine, scale, mode)).encode())
+    fast = _block(dims, variant, sg, affine, scale, seed)
+    if mode == "eval":  # non-trivial running statistics first
+        with torch.no_grad():
+            fast(_input(dims, seed + 1))
+        fast.eval()
+    slow = copy.deepcopy(fast)
+    x = _input(dims, seed)
+    y_fast, gx_fast, grads_fast, bufs_fast = _run(fast, x, True, seed)
+    assert fast.__dict__["_kernel_path_taken"] == "bntt-c"
+    y_slow, gx_slow, grads_slow, bufs_slow = _run(slow, x, False, seed)
+    assert y_slow.sum() > 0
+    assert_close(y_fast, y_slow, atol=1e-5, rtol=1e-4, msg="spikes")
+    assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4, msg="grad input")
+    assert grads_fast.keys() == grads_slow.keys() and len(grads_slow) >= 3
+    for name, g in grads_slow.items():
+        scale_ = g.abs().max().clamp(min=1e-3)
+        assert_close(grads_fast[name] / scale_, g / scale_, atol=1e-4, rtol=1e-4, msg=f"grad {name}")
+    for name, b in bufs_slow.items():
+        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-5, msg=f"buffer {name}")
+    assert any(c_loops.rglob("bntt_*.so"))
+
+
+def test_c_statistics_equal_batch_norms(c_loops):
+    x = torch.randn(5, 7, 3, 4, 6) * 3 + 1
+    mean, var = batch_statistics("bntt-c")(x)
+    for t in range(5):
+        ref_mean, ref_var = torch.batch_norm_update_stats(x[t], None, None, 0.1)
+        assert_close(mean[t], ref_mean, atol=1e-6, rtol=1e-6)
+        assert_close(var[t], ref_var, atol=1e-6, rtol=1e-6)
+
+
+def test_c_loops_keep_what_the_eager_node_keeps(c_loops, monkeypatch):
+    block = _block(2, CASES[0][1], "triangle")
+    x = _input(2, 5)
+    c_saved = saved_tensor_bytes(block, x).total
+    monkeypatch.setenv("BNTT_KERNELS", "eager")
+    assert c_saved == saved_tensor_bytes(block, x).total > 0
+
+
+def test_c_loops_say_where_they_do_not_run(c_loops):
+    p = bntt_leaky().params()
+    assert "float32" in c_bntt.supports(torch.zeros(2, 3, 4, 5, 5, dtype=torch.float64), p)
+    bf16 = choose_plan(torch.zeros(2, 3, 4, 5, 5, dtype=torch.bfloat16), p, bntt=True)
+    assert bf16.path == "bntt-eager" and "float32" in bf16.reason
+    assert choose_plan(torch.zeros(2, 3, 4, 5, 5), p, bntt=True).path == "bntt-c"
+    assert choose_plan(torch.zeros(2, 3, 4), p, bntt=True).path == "bntt-c"
+
+
+def test_no_c_compiler_falls_back_to_the_eager_steps_with_one_warning(c_loops, monkeypatch):
+    monkeypatch.setenv("CC", str(c_loops / "no-such-compiler"))
+    fast = _block(2, CASES[0][1], "triangle")
+    slow = copy.deepcopy(fast)
+    x = _input(2, 3)
+    with pytest.warns(UserWarning, match=r"the bntt-c kernels cannot run here \(CBuildError"):
+        y = fast(x)
+    assert fast.__dict__["_kernel_path_taken"] == "bntt-eager"
+    monkeypatch.setenv("BNTT_KERNELS", "eager")
+    assert torch.equal(y, slow(x))
+    monkeypatch.setenv("BNTT_KERNELS", "c")
+    again = choose_plan(torch.zeros(2, 3, 4, 5, 5), bntt_leaky().params(), bntt=True)
+    assert again.path == "bntt-eager" and "bntt-c failed before" in again.reason
+
+
+def test_auto_takes_the_c_loops_where_they_won_and_a_compile_must_beat_them():
+    assert Measurement(1.0, c_s=0.94).path == "bntt-c" and Measurement(1.0, c_s=0.96).path == "bntt-eager"
+    assert Measurement(1.0, 0.6, 20.0, 10, c_s=0.5).path == "bntt-c"  # compiled beats eager, not the C loops
+    assert Measurement(1.0, 0.4, 20.0, 10, c_s=0.5).path == "bntt-compiled"
+    assert "eager 60.0 ms, C 20.0 ms a call" in str(Measurement(0.06, c_s=0.02))
+
+
+def test_auto_without_a_c_compiler_stays_eager_and_quiet(c_loops, monkeypatch):
+    """auto only tries the C loops: without a compiler it measures the eager steps alone, warns nothing,
+    and records the failure (later plans skip the C loops)."""
+    import warnings
+
+    from bntt_snntorch import create_model
+    from bntt_snntorch.kernels import explain
+
+    monkeypatch.setenv("BNTT_KERNELS", "auto")
+    monkeypatch.setenv("CC", str(c_loops / "no-such-compiler"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lines = explain(create_model("bntt_digits", num_steps=2), torch.rand(2, 4, 1, 8, 8))
+    assert {line.path for line in lines} == {"bntt-eager"}
+    assert choose_plan(torch.zeros(2, 4, 64), bntt_leaky().params(), bntt=True).path == "bntt-eager"
+    from bntt_snntorch.kernels.fallback import FALLBACKS
+
+    assert "CBuildError" in FALLBACKS["bntt-c"]
