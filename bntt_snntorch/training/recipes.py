@@ -36,9 +36,10 @@ RECIPES: dict[str, dict] = {
     # accuracy moving by a few images from epoch to epoch. Direct coding (the image as every step's
     # input, as in Kim et al.'s rate vs direct study) and label smoothing 0.1: 99.17 / 99.07 % (min
     # 98.89 / 98.61) in the same time, on the eager steps; on the C loops auto now picks, 99.17 / 98.80 %
-    # (min 98.89 / 98.33) in 16 % less time (default-recipe-*-kernels.md: rounding moves single images). In an ad hoc sweep (AVX-512, not committed) direct coding
-    # alone gave 98.89 %; translation, a cosine schedule, T=20 for 15 epochs and 20 epochs bought
-    # nothing over seed noise. The seed's input: --encode p, or --recipe digits-poisson (below).
+    # (min 98.89 / 98.33) in 16 % less time (default-recipe-*-kernels.md; rounding moves single images).
+    # In an ad hoc sweep (AVX-512, not committed) direct coding alone gave 98.89 %; translation, a cosine
+    # schedule, T=20 for 15 epochs and 20 epochs bought nothing over seed noise. The seed's input:
+    # --encode p, or --recipe digits-poisson (below).
     "digits": dict(
         arch="bntt_digits",
         num_steps=10,
