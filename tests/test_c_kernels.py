@@ -131,3 +131,11 @@ def test_auto_without_a_c_compiler_stays_eager_and_quiet(c_loops, monkeypatch):
     from bntt_snntorch.kernels.fallback import FALLBACKS
 
     assert "CBuildError" in FALLBACKS["bntt-c"]
+
+
+def test_a_failing_build_names_the_compiler_and_its_exit(c_loops, monkeypatch):
+    from bntt_snntorch.kernels.fallback import CBuildError
+
+    monkeypatch.setenv("CC", shutil.which("false") or "false")
+    with pytest.raises(CBuildError, match=r"false failed \(exit 1\)"):
+        c_bntt._build("int unused;")

@@ -490,7 +490,8 @@ def _build(text: str) -> ctypes.CDLL:
             except (OSError, subprocess.TimeoutExpired) as err:
                 raise CBuildError(f"{compiler()} could not run: {err}") from None
             if done.returncode != 0:
-                raise CBuildError(f"{compiler()} failed: {done.stderr.strip().splitlines()[-1:]}")
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise CBuildError(f"{compiler()} failed (exit {done.returncode}): {last}")
             os.replace(out, target)
     return ctypes.CDLL(str(target))
 
