@@ -1,7 +1,8 @@
 """The C loops of the fused BNTT block (bntt_snntorch/kernels/c_bntt.py, generated from the definition and
 built with the system's C compiler) against the per-step reference, and how they fall back.
 
-Every variant and surrogate of tests/test_lean.py's cases (convolution and linear blocks), training and eval, on
+Every variant and surrogate of tests/test_lean.py's cases (convolution and linear blocks; convolutions in both
+layouts of the loops: flat and a channel's rows), training and eval, on
 fresh random inputs: spikes, gradients of the input, synapse weight, gammas, beta and threshold, and the
 running statistics, at test_lean.py's tolerances (float32 1e-5 abs / 1e-4 rel; parameter gradients
 1e-4 relative to their largest entry).
@@ -42,6 +43,18 @@ def c_loops(monkeypatch, tmp_path):
 @pytest.mark.parametrize("dims,variant,sg,affine,scale", CASES)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_c_loops_equal_the_per_step_reference(c_loops, dims, variant, sg, affine, scale, mode):
+    _check_against_reference(c_loops, dims, variant, sg, affine, scale, mode)
+
+
+@pytest.mark.parametrize("dims,variant,sg,affine,scale", [case for case in CASES if case[0] == 2])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_c_row_loops_equal_the_per_step_reference(c_loops, monkeypatch, dims, variant, sg, affine, scale, mode):
+    """The cases' 5x5 maps run the flat loops (fewer than ROW_MIN positions); here the loops over a channel's rows."""
+    monkeypatch.setattr(c_bntt, "ROW_MIN", 1)
+    _check_against_reference(c_loops, dims, variant, sg, affine, scale, mode)
+
+
+def _check_against_reference(c_loops, dims, variant, sg, affine, scale, mode):
     seed = zlib.crc32(repr(("c", dims, variant, sg, affine, scale, mode)).encode())
     fast = _block(dims, variant, sg, affine, scale, seed)
     if mode == "eval":  # non-trivial running statistics first
@@ -56,8 +69,9 @@ def test_c_loops_equal_the_per_step_reference(c_loops, dims, variant, sg, affine
     assert any(c_loops.rglob("bntt_*.so"))
 
 
-def test_c_statistics_equal_batch_norms(c_loops):
-    x = torch.randn(5, 7, 3, 4, 6) * 3 + 1
+@pytest.mark.parametrize("shape", [(5, 7, 3, 4, 6), (5, 7, 3, 9, 9), (5, 7, 3)])  # flat, rows, linear
+def test_c_statistics_equal_batch_norms(c_loops, shape):
+    x = torch.randn(shape) * 3 + 1
     mean, var = batch_statistics("bntt-c")(x)
     for t in range(5):
         ref_mean, ref_var = torch.batch_norm_update_stats(x[t], None, None, 0.1)

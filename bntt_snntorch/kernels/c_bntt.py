@@ -14,11 +14,11 @@ Three functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``,
 * :func:`backward` — recomputes the membranes of a chunk, walks the steps back writing ``dL/dcurrent``
   and adding its per-(step, channel) sums, then turns it into batch norm's input gradient in place.
 
-Rows are chunks of a channel's spatial positions (convolutions) or of a sample's channels (``L = 1``:
-linear synapses), taken in memory order so that every pass streams; per-(step, channel) sums are kept
-per thread and added up after. Subnormal floats count as zero inside the loops (a decaying gradient
-would otherwise take the CPU's slow path; the difference is below 1e-38). float32 only; :func:`supports`
-says why not where they do not apply.
+Rows are chunks of a channel's spatial positions (convolutions of at least :data:`ROW_MIN` positions) or
+of a sample's ``C * L`` values (small maps, and ``L = 1``: linear synapses; coefficients and sums per
+element), taken in memory order so that every pass streams; sums are kept per thread and added up after.
+Subnormal floats count as zero inside the loops (a decaying gradient would otherwise take the CPU's slow
+path; the difference is below 1e-38). float32 only; :func:`supports` says why not where they do not apply.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ from .fallback import CBuildError
 #: Elements of a channel's row one thread keeps in its arrays at a time (the membranes of T steps of them
 #: are kept for the backward: T * CHUNK floats).
 CHUNK = 256
+
+#: Channels with fewer spatial positions than this run the flat loops (rows across channels, coefficients per
+#: element): a row of a few vectors would spend its time on per-row sums and loop set-up, not on the values.
+ROW_MIN = 64
 
 _HEADER = """
 #include <math.h>
@@ -85,6 +89,41 @@ void bntt_stats(const float* x, float* mean, float* var, int64_t T, int64_t B, i
       mean[t * C + c] = mu;
       var[t * C + c] = (float)(squares / (double)(B * L));
     }
+}
+
+/* The same for little or no spatial extent (L small): per-element sums over the batch, vectorised over C * L. */
+void bntt_stats_flat(const float* x, float* mean, float* var, int64_t T, int64_t B, int64_t C, int64_t L) {
+  const int64_t N = C * L;
+  #pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; t++) {
+    double* total = (double*)calloc((size_t)N, sizeof(double));
+    double* squares = (double*)calloc((size_t)N, sizeof(double));
+    const float* xt = x + t * B * N;
+    for (int64_t b = 0; b < B; b++)
+      #pragma omp simd
+      for (int64_t j = 0; j < N; j++) total[j] += xt[b * N + j];
+    for (int64_t c = 0; c < C; c++) {
+      double sum = 0.0;
+      for (int64_t s = 0; s < L; s++) sum += total[c * L + s];
+      mean[t * C + c] = (float)(sum / (double)(B * L));
+    }
+    float* mu = (float*)malloc(sizeof(float) * N);
+    for (int64_t j = 0; j < N; j++) mu[j] = mean[t * C + j / L];
+    for (int64_t b = 0; b < B; b++)
+      #pragma omp simd
+      for (int64_t j = 0; j < N; j++) {
+        const float d = xt[b * N + j] - mu[j];
+        squares[j] += d * d;
+      }
+    free(mu);
+    for (int64_t c = 0; c < C; c++) {
+      double sum = 0.0;
+      for (int64_t s = 0; s < L; s++) sum += squares[c * L + s];
+      var[t * C + c] = (float)(sum / (double)(B * L));
+    }
+    free(total);
+    free(squares);
+  }
 }
 """
 
@@ -194,7 +233,7 @@ void bntt_backward(const float* gs, const float* x, const float* k, const float*
     free(mb);
   }
   float* moments = (float*)malloc(sizeof(float) * 2 * T * C);
-  reduce_sums(acc, threads, rstd, (double)(B * L), T * C, sum_dy, sum_dy_xhat, part, moments);
+  reduce_sums(acc, threads, 1, rstd, (double)(B * L), T * C, sum_dy, sum_dy_xhat, part, moments);
   free(acc);
   /* batch norm's input gradient in place of dy, streaming over the (t, b, c) rows */
   #pragma omp parallel for schedule(static)
@@ -212,23 +251,34 @@ void bntt_backward(const float* gs, const float* x, const float* k, const float*
 """
 
 
-# Layers without a spatial extent (L = 1, a linear synapse's (T, B, C)): a row is a chunk of one sample's
-# channels, each element with its own channel's coefficients and sums.
+# Layers with little or no spatial extent (L < ROW_MIN, a linear synapse's L = 1): a row is a chunk of one
+# sample's C * L values, each element with its own channel's coefficients (expanded per element first) and its
+# own per-thread sums (added up over the channel's L positions after).
 _FLAT = """
-void bntt_forward_flat(const float* x, const float* k, const float* shift, const float* m0, float* spk,
-                       float* mem_last, const float* params, int64_t T, int64_t B, int64_t C) {
+/* (T, C) per-channel values -> (T, C * L): each repeated for the channel's L positions. */
+static float* expand(const float* v, int64_t T, int64_t C, int64_t L) {
+  float* out = (float*)malloc(sizeof(float) * T * C * L);
+  for (int64_t tc = 0; tc < T * C; tc++)
+    for (int64_t s = 0; s < L; s++) out[tc * L + s] = v[tc];
+  return out;
+}
+
+void bntt_forward_flat(const float* x, const float* k_tc, const float* shift_tc, const float* m0, float* spk,
+                       float* mem_last, const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
   const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
-  const int64_t step = B * C, chunks = (C + CHUNK - 1) / CHUNK;
+  const int64_t N = C * L, step = B * N, chunks = (N + CHUNK - 1) / CHUNK;
+  float* k = expand(k_tc, T, C, L);
+  float* shift = expand(shift_tc, T, C, L);
   #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < B * chunks; row++) {
-    const int64_t c0 = (row % chunks) * CHUNK, n = C - c0 < CHUNK ? C - c0 : CHUNK;
-    const int64_t off = (row / chunks) * C + c0;
+    const int64_t c0 = (row % chunks) * CHUNK, n = N - c0 < CHUNK ? N - c0 : CHUNK;
+    const int64_t off = (row / chunks) * N + c0;
     FLUSH_SUBNORMALS
     float m[CHUNK];
     for (int64_t j = 0; j < n; j++) m[j] = m0[off + j];
     for (int64_t t = 0; t < T; t++) {
-      const float* kt = k + t * C + c0;
-      const float* sh = shift + t * C + c0;
+      const float* kt = k + t * N + c0;
+      const float* sh = shift + t * N + c0;
       const float* xt = x + t * step + off;
       float* st = spk + t * step + off;
       #pragma omp simd
@@ -244,30 +294,36 @@ void bntt_forward_flat(const float* x, const float* k, const float* shift, const
     for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
     RESTORE_SUBNORMALS
   }
+  free(k);
+  free(shift);
 }
 
-void bntt_backward_flat(const float* gs, const float* x, const float* k, const float* shift, const float* mean,
-                        const float* rstd, const float* m0, float* dx, float* sum_dy, float* sum_dy_xhat,
-                        float* part, const float* params, int64_t T, int64_t B, int64_t C) {
+void bntt_backward_flat(const float* gs, const float* x, const float* k_tc, const float* shift_tc,
+                        const float* mean_tc, const float* rstd_tc, const float* m0, float* dx, float* sum_dy,
+                        float* sum_dy_xhat, float* part, const float* params, int64_t T, int64_t B, int64_t C,
+                        int64_t L) {
   const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
-  const int64_t step = B * C, chunks = (C + CHUNK - 1) / CHUNK;
-  const int64_t sums = 2 * T * C + 2;
+  const int64_t N = C * L, step = B * N, chunks = (N + CHUNK - 1) / CHUNK;
+  const int64_t sums = 2 * T * N + 2;  /* a thread's sums per (step, element), then beta, theta */
   const int threads = omp_get_max_threads();
   double* acc = (double*)calloc((size_t)threads * sums, sizeof(double));
+  float* k = expand(k_tc, T, C, L);
+  float* shift = expand(shift_tc, T, C, L);
+  float* mean = expand(mean_tc, T, C, L);
   #pragma omp parallel
   {
     double* sdy = acc + (size_t)omp_get_thread_num() * sums;
-    double* sdyx = sdy + T * C;
+    double* sdyx = sdy + T * N;
     float* mb = (float*)malloc(sizeof(float) * T * CHUNK);
     FLUSH_SUBNORMALS
     #pragma omp for schedule(static)
     for (int64_t row = 0; row < B * chunks; row++) {
-      const int64_t c0 = (row % chunks) * CHUNK, n = C - c0 < CHUNK ? C - c0 : CHUNK;
-      const int64_t off = (row / chunks) * C + c0;
+      const int64_t c0 = (row % chunks) * CHUNK, n = N - c0 < CHUNK ? N - c0 : CHUNK;
+      const int64_t off = (row / chunks) * N + c0;
       const float* m0r = m0 + off;
       for (int64_t t = 0; t < T; t++) {
-        const float* kt = k + t * C + c0;
-        const float* sh = shift + t * C + c0;
+        const float* kt = k + t * N + c0;
+        const float* sh = shift + t * N + c0;
         const float* xt = x + t * step + off;
         const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
         float* mt = mb + t * CHUNK;
@@ -284,15 +340,15 @@ void bntt_backward_flat(const float* gs, const float* x, const float* k, const f
       for (int64_t j = 0; j < n; j++) carry[j] = 0.0f;
       float a_beta = 0.0f, a_theta = 0.0f;
       for (int64_t t = T - 1; t >= 0; t--) {
-        const float* kt = k + t * C + c0;
-        const float* sh = shift + t * C + c0;
-        const float* mu = mean + t * C + c0;
+        const float* kt = k + t * N + c0;
+        const float* sh = shift + t * N + c0;
+        const float* mu = mean + t * N + c0;
         const float* xt = x + t * step + off;
         const float* gt = gs + t * step + off;
         const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
         float* dt = dx + t * step + off;
-        double* sdy_t = sdy + t * C + c0;
-        double* sdyx_t = sdyx + t * C + c0;
+        double* sdy_t = sdy + t * N + c0;
+        double* sdyx_t = sdyx + t * N + c0;
         #pragma omp simd reduction(+:a_beta, a_theta)
         for (int64_t j = 0; j < n; j++) {
           const float xv = xt[j];
@@ -310,48 +366,65 @@ void bntt_backward_flat(const float* gs, const float* x, const float* k, const f
           a_theta += theta_term;
         }
       }
-      sdyx[T * C] += a_beta;
-      sdyx[T * C + 1] += a_theta;
+      sdyx[T * N] += a_beta;
+      sdyx[T * N + 1] += a_theta;
     }
     RESTORE_SUBNORMALS
     free(mb);
   }
   float* moments = (float*)malloc(sizeof(float) * 2 * T * C);
-  reduce_sums(acc, threads, rstd, (double)B, T * C, sum_dy, sum_dy_xhat, part, moments);
+  reduce_sums(acc, threads, L, rstd_tc, (double)(B * L), T * C, sum_dy, sum_dy_xhat, part, moments);
   free(acc);
+  float* rstd = expand(rstd_tc, T, C, L);
+  float* mean_dy_e = expand(moments, T, C, L);
+  float* mean_dy_xhat_e = expand(moments + T * C, T, C, L);
   #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < T * B; row++) {
     const int64_t t = row / B;
-    const float* kt = k + t * C;
-    const float* mu = mean + t * C;
-    const float* rs = rstd + t * C;
-    const float* mean_dy = moments + t * C;
-    const float* mean_dy_xhat = moments + T * C + t * C;
-    const float* xr = x + row * C;
-    float* dr = dx + row * C;
+    const float* kt = k + t * N;
+    const float* mu = mean + t * N;
+    const float* rs = rstd + t * N;
+    const float* mean_dy = mean_dy_e + t * N;
+    const float* mean_dy_xhat = mean_dy_xhat_e + t * N;
+    const float* xr = x + row * N;
+    float* dr = dx + row * N;
     #pragma omp simd
-    for (int64_t s = 0; s < C; s++) dr[s] = {input_grad};
+    for (int64_t s = 0; s < N; s++) dr[s] = {input_grad};
   }
   free(moments);
+  free(rstd);
+  free(mean_dy_e);
+  free(mean_dy_xhat_e);
+  free(k);
+  free(shift);
+  free(mean);
 }
 """
 
 _REDUCE = """
-/* The threads' sums added up: sum(dy) and sum(dy * xhat) per (step, channel), their means over `count`
+/* The threads' sums added up: sum(dy) and sum(dy * xhat) per (step, channel) (each thread's arrays hold `group`
+   values a channel, consecutive: 1 for the spatial loops, L for the flat ones), their means over `count`
    values (moments: T*C means of dy, then T*C of dy * xhat), and the beta / theta terms into part[0..1]. */
-static void reduce_sums(const double* acc, int threads, const float* rstd, double count, int64_t TC,
-                        float* sum_dy, float* sum_dy_xhat, float* part, float* moments) {
-  const int64_t sums = 2 * TC + 2;
+static void reduce_sums(const double* acc, int threads, int64_t group, const float* rstd, double count,
+                        int64_t TC, float* sum_dy, float* sum_dy_xhat, float* part, float* moments) {
+  const int64_t values = TC * group, sums = 2 * values + 2;
   for (int64_t i = 0; i < TC; i++) {
     double dy = 0.0, dyx = 0.0;
-    for (int th = 0; th < threads; th++) { dy += acc[th * sums + i]; dyx += acc[th * sums + TC + i]; }
+    for (int th = 0; th < threads; th++)
+      for (int64_t s = 0; s < group; s++) {
+        dy += acc[th * sums + i * group + s];
+        dyx += acc[th * sums + values + i * group + s];
+      }
     sum_dy[i] = (float)dy;
     sum_dy_xhat[i] = (float)dyx * rstd[i];
     moments[i] = (float)(dy / count);
     moments[TC + i] = (float)((double)sum_dy_xhat[i] / count);
   }
   double beta = 0.0, theta = 0.0;
-  for (int th = 0; th < threads; th++) { beta += acc[th * sums + 2 * TC]; theta += acc[th * sums + 2 * TC + 1]; }
+  for (int th = 0; th < threads; th++) {
+    beta += acc[th * sums + 2 * values];
+    theta += acc[th * sums + 2 * values + 1];
+  }
   part[0] = (float)beta;
   part[1] = (float)theta;
 }
@@ -456,15 +529,15 @@ def library(
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.bntt_forward.argtypes = [ptr] * 7 + [i64] * 4
     lib.bntt_backward.argtypes = [ptr] * 12 + [i64] * 4
-    lib.bntt_forward_flat.argtypes = [ptr] * 7 + [i64] * 3
-    lib.bntt_backward_flat.argtypes = [ptr] * 12 + [i64] * 3
+    lib.bntt_forward_flat.argtypes = [ptr] * 7 + [i64] * 4
+    lib.bntt_backward_flat.argtypes = [ptr] * 12 + [i64] * 4
     return lib
 
 
 @cache
 def _statistics_library() -> ctypes.CDLL:
     lib = _build(_HEADER.format(chunk=CHUNK) + _STATS)
-    lib.bntt_stats.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
+    lib.bntt_stats.argtypes = lib.bntt_stats_flat.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
     return lib
 
 
@@ -519,7 +592,8 @@ def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x = x_seq.detach().contiguous()
     T, B, C, L = _layout(x)
     mean, var = torch.empty(T, C), torch.empty(T, C)
-    _statistics_library().bntt_stats(_pointer(x), _pointer(mean), _pointer(var), T, B, C, L)
+    lib = _statistics_library()
+    (lib.bntt_stats_flat if L < ROW_MIN else lib.bntt_stats)(_pointer(x), _pointer(mean), _pointer(var), T, B, C, L)
     return mean, var
 
 
@@ -532,7 +606,7 @@ def forward(x, k, shift, mem0, params, codes, surrogate, training, through_time=
     spk, mem = torch.empty_like(x), torch.empty_like(mem0)
     lib = library(codes, surrogate, training, through_time)
     pointers = map(_pointer, (x, k, shift, mem0, spk, mem, params))
-    lib.bntt_forward(*pointers, T, B, C, L) if L > 1 else lib.bntt_forward_flat(*pointers, T, B, C)
+    (lib.bntt_forward_flat if L < ROW_MIN else lib.bntt_forward)(*pointers, T, B, C, L)
     return spk, mem
 
 
@@ -547,5 +621,5 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     sum_dy, sum_dy_xhat, part = torch.empty(T, C), torch.empty(T, C), torch.empty(2)
     lib = library(codes, surrogate, training, through_time)
     pointers = map(_pointer, (grad_spk, x, k, shift, mean, rstd, mem0, grad_x, sum_dy, sum_dy_xhat, part, params))
-    lib.bntt_backward(*pointers, T, B, C, L) if L > 1 else lib.bntt_backward_flat(*pointers, T, B, C)
+    (lib.bntt_backward_flat if L < ROW_MIN else lib.bntt_backward)(*pointers, T, B, C, L)
     return grad_x, sum_dy_xhat, sum_dy, part[0], part[1]
