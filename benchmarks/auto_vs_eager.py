@@ -11,7 +11,8 @@ times, and the first-round warm-up of each.
 
     python benchmarks/auto_vs_eager.py                 # VGG9, T=10, batch 16: about 5 minutes on 2 cores
 
-Results: benchmarks/results/auto-vs-eager-<capability>.md and .json. Run it alone.
+Results: benchmarks/results/auto-vs-eager-<capability>[-emulated].md and .json (``-emulated``: another ISA's
+kernels forced on this CPU by ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA / MKL_ENABLE_INSTRUCTIONS). Run it alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Environment words that limit torch's, oneDNN's and MKL's kernels to another ISA (emulating another CPU kind).
+EMULATION_FLAGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -101,9 +104,10 @@ def main(argv=None) -> dict:
         torch=torch.__version__,
         python=platform.python_version(),
         date=time.strftime("%Y-%m-%d"),
+        emulated={k: os.environ[k] for k in EMULATION_FLAGS if k in os.environ},
     )
     result = dict(machine=machine, args=vars(args), rounds=rounds, min_ratio=min(r["ratio"] for r in rounds))
-    name = f"auto-vs-eager-{machine['cpu_capability'].lower()}"
+    name = f"auto-vs-eager-{machine['cpu_capability'].lower()}" + ("-emulated" if machine["emulated"] else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
     (RESULTS / f"{name}.md").write_text(report(result))
@@ -119,7 +123,13 @@ def report(result: dict) -> str:
         f"{a['arch']}, T={a['num_steps']}, batch {a['batch_size']}, fp32, SGD; {a['rounds']} rounds of one fresh "
         f"process each way (eager, then auto), median of {a['iters']} steps after {a['warmup']} warm-up steps; "
         f"one TorchInductor cache, empty before round 1. Machine: {m['cpu_capability']}, {m['threads']} threads, "
-        f"torch {m['torch']}, {m['date']}.",
+        f"torch {m['torch']}, {m['date']}."
+        + (
+            f" Kernels limited ({' '.join(f'{k}={v}' for k, v in m['emulated'].items())}) on a CPU with more:"
+            " emulation, this CPU's memory and clock."
+            if m.get("emulated")
+            else ""
+        ),
         "",
         "Command: `python benchmarks/auto_vs_eager.py`",
         "",
