@@ -63,8 +63,8 @@ def _steps(setting: str, arch: str, num_steps: int, batch: int, warmup: int, ite
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    choices = [
-        f"{k.split('|')[3]}: {'compiled' if m.compile else 'eager'}, {m}" for k, m in compile_choice._CHOICES.items()
+    choices = [  # key: machine|torch|paths|dtype|shape|mode[|calls]
+        f"{k.split('|')[4]} ({k.split('|')[5]}): {m.path}, {m}" for k, m in compile_choice._CHOICES.items()
     ]
     return {"step_s": statistics.median(times), "warmup_s": warmup_s, "choices": choices}
 

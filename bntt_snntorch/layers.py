@@ -240,11 +240,13 @@ class SpikingBlock(StepCounter, nn.Module):
         else:
             cur = self._synapse_over_time(x_seq)
         if self.norm is not None and self.norm.fusable():  # BNTT and the neuron as one node
-            stats = self.norm.update_statistics(cur, None, first_step)
-            norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
             params = self.neuron.params()
             planned = self._plan(cur, params, calls_per_batch).path
             path = planned if planned in ("bntt-compiled", "bntt-c") else "bntt-eager"
+            stats, path = attempt(  # the C loops' statistics with the C loops, batch norm's kernel otherwise
+                self, path, lambda path: self.norm.update_statistics(cur, batch_statistics(path), first_step)
+            )
+            norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
             spikes, mem = local_bntt_scan(cur, norm, params, mem, path, layer_label(self))
             return spikes, BlockState(mem, trace)
         if self.norm is not None:
