@@ -21,7 +21,7 @@ import torch
 from ..definition import VARIANTS, Variant
 from ..functional import leaky_sequence_reference
 from . import spike_synapse
-from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu, coefficients
+from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu, loop_arguments, node_parts
 from .plan import (
     BACKENDS,
     FALLBACKS,
@@ -105,17 +105,14 @@ def leaky_scan(
 
 def _triton_block(x_seq, norm: BNTTNorm, p):
     from . import triton_bntt
-    from .triton_scan import params_tensor
 
-    rstd, k = coefficients(norm.weight, norm.var.float(), norm.eps, float(norm.scale))
-    mean = norm.mean.float()
-    shift = -mean * k
-    tensors, spec = NeuronTensors.of(p, x_seq.device), NeuronSpec.of(p)
+    mean, var = norm.mean.float(), norm.var.float()
+    tensors, spec = node_parts(norm, p, "bntt-triton", x_seq.device, torch.float32)
+    a = loop_arguments(norm.weight, mean, var, tensors, spec)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
-    surrogate = [float(spec.surrogate.code), *map(float, spec.surrogate.args())]
     return triton_bntt.bntt_leaky(
-        x_seq.contiguous(), k.contiguous(), shift.contiguous(), mean.contiguous(), rstd.contiguous(), mem0,
-        params_tensor(tensors), [int(c) for c in spec.variant.codes], surrogate, bool(norm.training),
+        x_seq.contiguous(), a.k, a.shift, mean.contiguous(), a.rstd, mem0, a.params, [int(c) for c in a.codes],
+        [float(v) for v in a.surrogate], bool(norm.training),
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ import torch
 
 from . import compiled_steps
 from .fallback import fallback_errors, layer_label, record_failure
-from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan
+from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan, params_tensor
 
 
 class BNTTNorm(NamedTuple):
@@ -176,13 +176,28 @@ def _compiled_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tenso
     return grad_x, sums, grad_beta, d_theta.reshape(tensors.theta.shape)
 
 
-def _c_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec):
-    """What the C loops (:mod:`.c_bntt`) take besides the tensors of the sequence: ``(k, shift, rstd,
-    params, codes, surrogate)``."""
+class LoopArguments(NamedTuple):
+    """What the fused loops (C and Triton) take besides the sequence: ``k``, ``shift`` and ``rstd`` ``(T, C)``
+    (contiguous), ``params`` ``[beta, theta, g]``, the variant's ``codes`` ``(RESET, DELAYED, SAME)`` and the
+    surrogate ``(SURR, a, b)``."""
+
+    k: torch.Tensor
+    shift: torch.Tensor
+    rstd: torch.Tensor
+    params: torch.Tensor
+    codes: tuple[int, bool, int]
+    surrogate: tuple[int, float, float]
+
+
+def loop_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec) -> LoopArguments:
+    """The :class:`LoopArguments` of the block ``spec`` normalising with ``weight`` / ``mean`` / ``var`` ``(T, C)``."""
     rstd, k = coefficients(weight, var, spec.eps, spec.scale)
-    params = torch.stack([tensors.beta.reshape(()), tensors.theta.reshape(()), tensors.g.reshape(())]).float()
-    surrogate = (spec.neuron.surrogate.code, *map(float, spec.neuron.surrogate.args()))
-    return k.contiguous(), (-mean * k).contiguous(), rstd.contiguous(), params, spec.neuron.variant.codes, surrogate
+    neuron = spec.neuron
+    surrogate = (neuron.surrogate.code, *map(float, neuron.surrogate.args()))
+    return LoopArguments(
+        k.contiguous(), (-mean * k).contiguous(), rstd.contiguous(), params_tensor(tensors), neuron.variant.codes,
+        surrogate,
+    )  # fmt: skip
 
 
 def _c_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, mem0=None, through_time=True):
@@ -190,7 +205,7 @@ def _c_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec,
     zeros): ``(spikes (T, B, ...), last membrane)``."""
     from . import c_bntt
 
-    k, shift, _, params, codes, surrogate = _c_arguments(weight, mean, var, tensors, spec)
+    k, shift, _, params, codes, surrogate = loop_arguments(weight, mean, var, tensors, spec)
     m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
     return c_bntt.forward(x_seq.contiguous(), k, shift, m0, params, codes, surrogate, spec.training, through_time)
 
@@ -201,7 +216,7 @@ def _c_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tensors: Neu
     ``through_time=False``: each step's gradient through its own input only (the online rules)."""
     from . import c_bntt
 
-    k, shift, rstd, params, codes, surrogate = _c_arguments(weight, mean, var, tensors, spec)
+    k, shift, rstd, params, codes, surrogate = loop_arguments(weight, mean, var, tensors, spec)
     m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
     grad_x, sum_dy_xhat, _, d_beta, d_theta = c_bntt.backward(
         grad_spk, x_seq.contiguous(), k, shift, mean.contiguous(), rstd, m0, params, codes, surrogate, spec.training,

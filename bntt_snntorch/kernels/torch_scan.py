@@ -53,6 +53,12 @@ class NeuronTensors:
         return cls(p.beta.to(dtype), p.threshold.to(dtype), g)
 
 
+def params_tensor(tensors: NeuronTensors) -> torch.Tensor:
+    """``[beta, theta, g]`` as one float32 tensor (differentiable in beta and theta): what the fused loops
+    (Triton and C) take."""
+    return torch.stack([tensors.beta.reshape(()), tensors.theta.reshape(()), tensors.g.reshape(())]).float()
+
+
 def reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Sum a full-size gradient down to a broadcast parameter's ``shape``."""
     lead = grad.dim() - len(shape)

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .torch_scan import NeuronSpec, NeuronTensors, clamp_grad_mask, membrane_sequence
+from .torch_scan import NeuronSpec, NeuronTensors, clamp_grad_mask, membrane_sequence, params_tensor
 from .triton_definition import T as D
 
 BLOCK = 1024
@@ -95,11 +95,6 @@ def _backward_kernel(
     tl.store(gm0_ptr + offs, carry, mask=mask)
     tl.store(part_ptr + pid * 2, tl.sum(acc_beta, axis=0))
     tl.store(part_ptr + pid * 2 + 1, tl.sum(acc_theta, axis=0))
-
-
-def params_tensor(tensors: NeuronTensors) -> torch.Tensor:
-    """``[beta, theta, g]`` as one float32 tensor (differentiable in beta and theta)."""
-    return torch.stack([tensors.beta.reshape(()), tensors.theta.reshape(()), tensors.g.reshape(())]).float()
 
 
 class LeakyScanTriton(torch.autograd.Function):
