@@ -30,15 +30,16 @@ RECIPES: dict[str, dict] = {
         lr_milestones=(0.5, 0.7, 0.9),
         num_workers=4,
     ),
-    # Offline default: the BNTT recipe scaled to sklearn's 8x8 digits (about 80 s on 2 CPU cores).
+    # Offline default: the BNTT recipe scaled to sklearn's 8x8 digits (about 50-60 s on 2 CPU cores).
     # Seeds 0-2 (benchmarks/results/default-recipe-*.md, AVX-512 / AVX2 kernels): with the seed's
     # Poisson input, 97.87 / 98.06 % final, every run near 100 % train accuracy and the test
     # accuracy moving by a few images from epoch to epoch. Direct coding (the image as every step's
     # input, as in Kim et al.'s rate vs direct study) and label smoothing 0.1: 99.17 / 99.07 % (min
-    # 98.89 / 98.61) in the same time, on the eager steps; on the C loops auto now picks, 99.17 / 98.80 %
-    # (min 98.89 / 98.33) in 16 % less time (default-recipe-*-kernels.md; rounding moves single images).
-    # In an ad hoc sweep (AVX-512, not committed) direct coding alone gave 98.89 %; translation, a cosine
-    # schedule, T=20 for 15 epochs and 20 epochs bought nothing over seed noise. The seed's input:
+    # 98.89 / 98.61) in the same time, on the eager steps; on the C loops auto now picks, 99.35 / 98.61 %
+    # (min 98.89 / 98.61) in 21-33 % less time (default-recipe-*-kernels.md; rounding moves single images).
+    # In ad hoc sweeps (not committed) direct coding alone gave 98.89 %; translation, a cosine schedule,
+    # T=20 for 15 epochs and 20 epochs bought nothing over seed noise (AVX-512); 45 epochs ended seed 0 at
+    # 98.33 % with AVX2 kernels. The seed's input:
     # --encode p, or --recipe digits-poisson (below).
     "digits": dict(
         arch="bntt_digits",
