@@ -43,7 +43,7 @@ CHUNK = 256
 
 #: Channels with fewer spatial positions than this run the flat loops (rows across channels, coefficients per
 #: element): a row of a few vectors would spend its time on per-row sums and loop set-up, not on the values.
-#: Where the two cross (AVX-512 and AVX2 builds alike, one 2-core machine): the flat backward 1.6-3.4x faster
+#: Where the two cross (AVX-512 and AVX2 builds alike, one 2-core machine): the flat backward 1.2-6x faster
 #: at 4x4, 6x6 and 2x2 maps, 1.7x slower at 8x8.
 ROW_MIN = 64
 
