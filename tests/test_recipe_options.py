@@ -116,9 +116,31 @@ def test_configs_saved_with_the_earlier_field_name_load():
     assert _config(dvs_augment=("translate",)).augment == ("translate",)
 
 
+def _flags(*argv: str) -> TrainConfig:
+    return config_from_args(get_args_parser().parse_args([*argv, "--device", "cpu", "--output-dir", "unused"]))
+
+
+@pytest.mark.parametrize("wd_flag", ["--weight-decay", "--wd", "--weight_decay"])
+def test_optimiser_flags_override_the_recipe_and_reach_the_optimiser(wd_flag):
+    """--optimizer / --momentum / --weight-decay (torchvision's spellings --opt and --wd too); unset: the recipe's."""
+    recipe = _flags()
+    assert (recipe.optimizer, recipe.momentum, recipe.weight_decay) == ("sgd", 0.9, 1e-4)
+    cfg = _flags("--momentum", "0.5", wd_flag, "5e-4")
+    sgd, _ = build_optimizer(cfg, nn.Linear(2, 2))
+    assert type(sgd) is torch.optim.SGD
+    assert (sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.5, 5e-4)
+    adam, _ = build_optimizer(_flags("--opt", "adam", "--lr", "1e-3"), nn.Linear(2, 2))
+    assert type(adam) is torch.optim.Adam and adam.defaults["weight_decay"] == 1e-4
+
+
 @pytest.mark.parametrize(
     "overrides, message",
-    [(dict(lr_scheduler="linear"), "--lr-scheduler"), (dict(label_smoothing=1.0), "--label-smoothing")],
+    [
+        (dict(lr_scheduler="linear"), "--lr-scheduler"),
+        (dict(label_smoothing=1.0), "--label-smoothing"),
+        (dict(weight_decay=-1e-4), "--weight-decay must be >= 0"),
+        (dict(momentum=1.5), "--momentum must be in"),
+    ],
 )
 def test_bad_schedule_or_smoothing_is_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):

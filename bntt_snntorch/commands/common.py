@@ -36,6 +36,8 @@ FLAG_ALIASES: dict[str, tuple[str, ...]] = {
     "--sltt-k": ("--sltt_k",),
     "--lr-scheduler": ("--lr_scheduler",),
     "--label-smoothing": ("--label_smoothing",),
+    "--optimizer": ("--opt",),  # torchvision's references/classification spelling
+    "--weight-decay": ("--weight_decay", "--wd"),  # the same
 }
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotFoundError, CorruptRecordingError)

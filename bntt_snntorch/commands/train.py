@@ -58,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(g, "--batch-size", type=_positive(int), help="images per batch (the global batch under torchrun)")
     add_flag(g, "--leak-mem", type=float, help="membrane leak (beta) in [0, 1]")
     add_flag(g, "--num-workers", type=int, help="data-loading processes")
+    add_flag(g, "--optimizer", choices=["sgd", "adam"], help="optimiser (recipe digits: sgd)")
+    add_flag(g, "--momentum", type=float, help="SGD momentum in [0, 1) (recipe digits: 0.9)")
+    add_flag(g, "--weight-decay", type=float, help="L2 weight decay, >= 0 (recipe digits: 1e-4)")
     add_flag(
         g,
         "--lr-scheduler",

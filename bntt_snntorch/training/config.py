@@ -207,6 +207,10 @@ class TrainConfig:
         self._check_training(ann)
         if self.optimizer == "sgd" and self.momentum is None:
             raise ConfigError("--optimizer sgd needs a momentum (the recipes set 0.9)")
+        if self.optimizer == "sgd" and not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         self.device = str(resolve_device(self.device))
