@@ -162,6 +162,26 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
 }
 """
 
+# Both backward loops' first part: a chunk's membranes recomputed step by step into ``mb``, then the reverse
+# walk's accumulators zeroed; ``{coefficients}`` declares the step's ``kt`` / ``sh`` (per channel or per element).
+_RECOMPUTE = """      for (int64_t t = 0; t < T; t++) {
+        {coefficients}
+        const float* xt = x + t * step + off;
+        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
+        float* mt = mb + t * CHUNK;
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+          const float xv = xt[j];
+          const float cur = {normalise};
+          const float mp = mprev[j];
+          {forward_step}
+          mt[j] = membrane;
+        }
+      }
+      float carry[CHUNK];
+      for (int64_t j = 0; j < n; j++) carry[j] = 0.0f;
+      float a_beta = 0.0f, a_theta = 0.0f;"""
+
 _BACKWARD = """
 void bntt_backward(const float* gs, const float* x, const float* k, const float* shift, const float* mean,
                    const float* rstd, const float* m0, float* dx, float* sum_dy, float* sum_dy_xhat, float* part,
@@ -185,23 +205,7 @@ void bntt_backward(const float* gs, const float* x, const float* k, const float*
       const int64_t n = L - s0 < CHUNK ? L - s0 : CHUNK;
       const int64_t off = bc * L + s0;
       const float* m0r = m0 + off;
-      for (int64_t t = 0; t < T; t++) {
-        const float kt = k[t * C + c], sh = shift[t * C + c];
-        const float* xt = x + t * step + off;
-        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
-        float* mt = mb + t * CHUNK;
-        #pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
-          const float xv = xt[j];
-          const float cur = {normalise};
-          const float mp = mprev[j];
-          {forward_step}
-          mt[j] = membrane;
-        }
-      }
-      float carry[CHUNK];
-      for (int64_t j = 0; j < n; j++) carry[j] = 0.0f;
-      float a_beta = 0.0f, a_theta = 0.0f;
+{recompute}
       for (int64_t t = T - 1; t >= 0; t--) {
         const float kt = k[t * C + c], sh = shift[t * C + c], mu = mean[t * C + c];
         const float* xt = x + t * step + off;
@@ -323,24 +327,7 @@ void bntt_backward_flat(const float* gs, const float* x, const float* k_tc, cons
       const int64_t c0 = (row % chunks) * CHUNK, n = N - c0 < CHUNK ? N - c0 : CHUNK;
       const int64_t off = (row / chunks) * N + c0;
       const float* m0r = m0 + off;
-      for (int64_t t = 0; t < T; t++) {
-        const float* kt = k + t * N + c0;
-        const float* sh = shift + t * N + c0;
-        const float* xt = x + t * step + off;
-        const float* mprev = t > 0 ? mb + (t - 1) * CHUNK : m0r;
-        float* mt = mb + t * CHUNK;
-        #pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
-          const float xv = xt[j];
-          const float cur = {normalise};
-          const float mp = mprev[j];
-          {forward_step}
-          mt[j] = membrane;
-        }
-      }
-      float carry[CHUNK];
-      for (int64_t j = 0; j < n; j++) carry[j] = 0.0f;
-      float a_beta = 0.0f, a_theta = 0.0f;
+{recompute}
       for (int64_t t = T - 1; t >= 0; t--) {
         const float* kt = k + t * N + c0;
         const float* sh = shift + t * N + c0;
@@ -402,6 +389,16 @@ void bntt_backward_flat(const float* gs, const float* x, const float* k_tc, cons
   free(mean);
 }
 """
+
+_BACKWARD = _BACKWARD.replace(
+    "{recompute}", _RECOMPUTE.replace("{coefficients}", "const float kt = k[t * C + c], sh = shift[t * C + c];")
+)
+_FLAT = _FLAT.replace(
+    "{recompute}",
+    _RECOMPUTE.replace(
+        "{coefficients}", "const float* kt = k + t * N + c0;\n        const float* sh = shift + t * N + c0;"
+    ),
+)
 
 _REDUCE = """
 /* The threads' sums added up: sum(dy) and sum(dy * xhat) per (step, channel) (each thread's arrays hold `group`
