@@ -10,7 +10,7 @@ neuron block) with what decides the path: the device, the dtype, one step's size
   shape, found faster (:mod:`.compile_choice`: taken once, kept beside the compile cache);
 * ``eager``: never compile, never Triton (the torch kernels);
 * ``compiled``: compile the BNTT steps on CPU at any size;
-* ``c``: the C loops on CPU wherever they apply (float32 convolution layers);
+* ``c``: the C loops on CPU wherever they apply (float32 convolution and linear blocks, scalar leak and threshold);
 * ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
 
 One fallback rule (:func:`attempt`): only the errors that mean "this backend cannot compile or
