@@ -58,8 +58,8 @@ def test_short_digits_run_writes_all_outputs(tmp_path):
 
 @pytest.mark.slow
 def test_default_command_reaches_98_5_percent(tmp_path):
-    """The README's promise: `python train.py` on a fresh clone ends near 99 % on digits (seed 0: 99.72 % with
-    AVX-512 kernels, 98.61 % with AVX2 ones on the C loops; 98.5 % leaves a CPU that rounds otherwise an image)."""
+    """The README's promise: `python train.py` on a fresh clone ends near 99 % on digits (seed 0: 99.44 % with
+    AVX-512 kernels, 99.17 % with AVX2 ones; 98.5 % leaves a CPU that rounds otherwise two images)."""
     result = _train("--output-dir", str(tmp_path), "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))

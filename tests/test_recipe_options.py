@@ -97,6 +97,37 @@ def test_digits_translate_shifts_each_training_image_by_at_most_a_pixel():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(test, plain_test))  # the test set is never augmented
 
 
+def test_digits_shifts_depend_only_on_seed_epoch_and_index():
+    """A resumed run draws skipped batches again, another world size groups images otherwise: an image's
+    shift must not depend on either, nor on torch's global generator."""
+    options = DataOptions(augment=("translate",), seed=3)
+    train, _ = digits(None, options=options)
+    again, _ = digits(None, options=options)
+    order = [5, 3, 9, 0, 11, 7, 2]
+    one_by_one = [train[i][0] for i in order]
+    torch.manual_seed(123)
+    torch.rand(1000)  # the global generator moves: nothing changes
+    for batch_size in (1, 3, 7):
+        loader = DataLoader(again, batch_size=batch_size, sampler=order)
+        batched = [image for images, _ in loader for image in images]
+        assert all(torch.equal(a, b) for a, b in zip(one_by_one, batched, strict=True))
+    labels = torch.cat([labels for _, labels in DataLoader(train, batch_size=4, sampler=order)])
+    assert labels.tolist() == [int(digits(None)[0][i][1]) for i in order]
+    train.set_epoch(1)
+    next_epoch = [train[i][0] for i in range(40)]
+    other_seed, _ = digits(None, options=DataOptions(augment=("translate",), seed=4))
+    first = [again[i][0] for i in range(40)]
+    assert any(not torch.equal(a, b) for a, b in zip(first, next_epoch))
+    assert any(not torch.equal(a, other_seed[i][0]) for i, a in enumerate(first))
+
+
+def test_shifted_images_says_what_shapes_it_wants():
+    from bntt_snntorch.data.static import ShiftedImages
+
+    with pytest.raises(ValueError, match=r"images \(N, C, H, W\) and labels \(N,\), got \(4, 8, 8\)"):
+        ShiftedImages(torch.zeros(4, 8, 8), torch.zeros(4))
+
+
 def test_digits_cannot_be_flipped():
     with pytest.raises(ConfigError, match="--augment translate"):
         _config(augment=("flip",))
@@ -147,14 +178,16 @@ def test_bad_schedule_or_smoothing_is_one_line(overrides, message):
         _config(**overrides)
 
 
-def test_the_digits_default_codes_directly_with_label_smoothing_and_the_previous_one_stays_by_name():
-    """``python train.py``: direct coding and label smoothing 0.1; ``--recipe digits-poisson`` is the previous
-    default (the seed's Poisson input, no smoothing), every other field the same; digits-dvs keeps no smoothing."""
+def test_the_digits_default_codes_directly_with_label_smoothing_and_shifts_and_the_previous_one_stays_by_name():
+    """``python train.py``: direct coding, label smoothing 0.1 and one-pixel shifts; ``--recipe digits-poisson``
+    is the previous default (the seed's Poisson input, no smoothing, no shifts), every other field the same;
+    digits-dvs keeps no smoothing."""
     args = get_args_parser().parse_args([])
     now = config_from_args(args)
-    assert (now.encode, now.label_smoothing) == ("d", 0.1)
+    assert (now.encode, now.label_smoothing, now.augment) == ("d", 0.1, ("translate",))
     before = config_from_args(get_args_parser().parse_args(["--recipe", "digits-poisson"]))
-    assert (before.encode, before.label_smoothing) == ("p", 0.0)
-    same = {k: v for k, v in now.to_dict().items() if k not in ("encode", "label_smoothing", "recipe")}
-    assert same == {k: v for k, v in before.to_dict().items() if k not in ("encode", "label_smoothing", "recipe")}
+    assert (before.encode, before.label_smoothing, before.augment) == ("p", 0.0, ())
+    changed = ("encode", "label_smoothing", "augment", "recipe", "output_dir")
+    same = {k: v for k, v in now.to_dict().items() if k not in changed}
+    assert same == {k: v for k, v in before.to_dict().items() if k not in changed}
     assert TrainConfig.from_recipe(None, dataset="digits-dvs").label_smoothing == 0.0

@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--augment",
         choices=["none", "flip", "translate", "both"],
         help="training augmentation: event frames flipped and / or shifted (recipes bntt-dvs, digits-dvs: both); "
-        "digits shifted by up to a pixel (translate)",
+        "digits shifted by up to a pixel (translate; recipe digits: translate)",
     )
     add_flag(g, "--num-epochs", type=_positive(int), help="epochs")
     g.add_argument(

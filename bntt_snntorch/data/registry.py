@@ -52,6 +52,7 @@ class DataOptions:
     num_workers: int = 0  # processes building the frame cache
     skip_corrupt: bool = False
     progress: bool = True
+    seed: int = 0  # seeds the draws of a training augmentation that has its own (digits' shifts)
 
 
 @dataclass(frozen=True, kw_only=True)

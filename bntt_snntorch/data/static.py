@@ -49,32 +49,63 @@ def _digits_stats() -> tuple[float, float]:
 def digits(data_dir: Path, download: bool = False, options: DataOptions | None = None) -> tuple[Dataset, Dataset]:
     """scikit-learn's bundled 8x8 digits (1,797 images), fixed stratified 80/20 split
     (``random_state=0``), scaled to [0, 1] and standardised with the training mean/std. With
-    "translate" in ``options.augment`` (none by default) each training image is shifted by up to one pixel each way
-    (a random 8x8 crop of the image padded by one background pixel; torch's global generator)."""
+    "translate" in ``options.augment`` each training image is shifted by up to one pixel each way
+    (:class:`ShiftedImages`, its draws seeded by ``options.seed`` and the epoch)."""
     x_train, x_test, y_train, y_test = _digits_split()
     mean, std = _digits_stats()
 
     def tensors(x, y):
-        return TensorDataset(torch.from_numpy((x - mean) / std).unsqueeze(1), torch.from_numpy(y).long())
+        return torch.from_numpy((x - mean) / std).unsqueeze(1), torch.from_numpy(y).long()
 
-    train, test = tensors(x_train, y_train), tensors(x_test, y_test)
+    test = TensorDataset(*tensors(x_test, y_test))
     if options is not None and "translate" in (options.augment or ()):
-        train = TransformedImages(train, transforms.RandomCrop(8, padding=1, fill=-mean / std))
-    return train, test
+        return ShiftedImages(*tensors(x_train, y_train), max_shift=1, fill=-mean / std, seed=options.seed), test
+    return TensorDataset(*tensors(x_train, y_train)), test
 
 
-class TransformedImages(Dataset):
-    """``dataset``'s ``(image, label)`` pairs with ``transform`` applied to each image as it is read."""
+class ShiftedImages(Dataset):
+    """``(image (C, H, W), label)`` pairs of ``images`` ``(N, C, H, W)`` and ``labels`` ``(N,)``, each image
+    shifted by up to ``max_shift`` pixels each way, the uncovered border ``fill`` (a random crop of the
+    image padded by ``max_shift``).
 
-    def __init__(self, dataset: Dataset, transform: Callable):
-        self.dataset, self.transform = dataset, transform
+    An epoch's shifts are drawn for every index at once from ``(seed, epoch)`` (:meth:`set_epoch`, which the
+    trainer calls before each epoch), so an image's shift depends on nothing else: not the batch it lands in,
+    the loader's workers, the process of a distributed run, nor the batches a resumed run draws again and
+    skips. ``__getitems__`` (what torch's DataLoader calls for a batch) shifts a whole batch in one indexing
+    pass."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, max_shift: int = 1, fill: float = 0.0,
+                 seed: int = 0):  # fmt: skip
+        if images.dim() != 4 or len(images) != len(labels):
+            raise ValueError(
+                f"ShiftedImages wants images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        m = max_shift
+        self.padded = torch.nn.functional.pad(images, (m, m, m, m), value=fill)
+        self.labels, self.max_shift, self.seed = labels, max_shift, seed
+        self.height, self.width = images.shape[-2:]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the shifts of ``epoch``: offsets ``(N, 2)`` in ``[0, 2 * max_shift]`` into the padded images."""
+        draws = np.random.default_rng([self.seed, epoch]).integers(0, 2 * self.max_shift + 1, (len(self.labels), 2))
+        self.offsets = torch.from_numpy(draws)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.labels)
 
-    def __getitem__(self, index: int):
-        image, label = self.dataset[index]
-        return self.transform(image), label
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        index = torch.as_tensor(indices)
+        rows = self.offsets[index, :1] + torch.arange(self.height)  # (B, H)
+        cols = self.offsets[index, 1:] + torch.arange(self.width)  # (B, W)
+        channels = torch.arange(self.padded.shape[1])
+        images = self.padded[index[:, None, None, None], channels[:, None, None], rows[:, None, :, None],
+                             cols[:, None, None, :]]  # fmt: skip
+        return list(zip(images, self.labels[index]))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
 
 
 # ----------------------------------------------------------------------------- CIFAR

@@ -51,7 +51,7 @@ def build_model(cfg: TrainConfig):
 
 def run_datasets(cfg: TrainConfig, data_dir: str | Path | None = None, download: bool = False, progress: bool = True):
     """``(train, test, info)`` of a run; event data sets get its frame settings (T, ``dvs_size``,
-    augmentation, workers)."""
+    augmentation, workers), and a training augmentation with draws of its own the run's seed."""
     options = DataOptions(
         num_steps=cfg.num_steps,
         size=cfg.dvs_size,
@@ -59,6 +59,7 @@ def run_datasets(cfg: TrainConfig, data_dir: str | Path | None = None, download:
         num_workers=cfg.num_workers or 0,
         skip_corrupt=bool(cfg.skip_corrupt),
         progress=progress,
+        seed=cfg.seed,
     )
     return build_datasets(cfg.dataset, data_dir or cfg.data_dir, download, options)
 

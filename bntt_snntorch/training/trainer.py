@@ -239,10 +239,12 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------
     def _train_loader(self, epoch: int) -> DataLoader:
-        """The loader of one epoch: its order (and the workers' augmentation seeds) depend only on
-        (seed, epoch), so a resumed run draws exactly the same batches. ``batch_size`` is the
-        global batch, split over the processes."""
+        """The loader of one epoch: its order (and the workers' augmentation seeds, or the draws of a training
+        set that has ``set_epoch``) depend only on (seed, epoch), so a resumed run draws exactly the same
+        batches. ``batch_size`` is the global batch, split over the processes."""
         cfg = self.cfg
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
         sampler = DistributedSampler(
             self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True
         )
