@@ -12,6 +12,7 @@ import pytest
 import tonic
 import torch
 from tonic.io import read_aedat4
+from torch.utils.data import DataLoader
 
 from bntt_snntorch import encoding
 from bntt_snntorch.data import CIFAR10DVS, CorruptRecordingError, DataOptions, DigitsDVS, build_datasets
@@ -299,10 +300,31 @@ def test_frame_translation_equals_shifting_the_events(dx, dy):
 def test_augmentation_only_on_training(dvs_copy):
     train, test, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS))
     assert isinstance(train.augment, FrameAugment) and train.augment.max_shift > 0 and test.augment is None
-    torch.manual_seed(0)
-    draws = [train[0][0] for _ in range(12)]
-    assert any(not torch.equal(draws[0], d) for d in draws[1:])  # training frames vary
+    draws = []
+    for epoch in range(12):
+        train.set_epoch(epoch)
+        draws.append(train[0][0])
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])  # training frames vary from epoch to epoch
     assert all(torch.equal(test[0][0], test[0][0]) for _ in range(5))  # test frames do not
+
+
+def test_augmentation_draws_depend_only_on_seed_epoch_and_recording(dvs_copy):
+    """A resumed run draws skipped batches again and the loader's workers split batches otherwise: a
+    recording's flip and shift must not depend on either, nor on torch's global generator."""
+    train, _, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS, seed=5))
+    order = [4, 1, 7, 0, 3]
+    train.set_epoch(2)
+    one_by_one = [train[n][0] for n in order]
+    torch.manual_seed(9)
+    np.random.seed(9)
+    torch.rand(100)
+    for batch_size, workers in ((1, 0), (2, 0), (5, 2)):
+        loader = DataLoader(train, batch_size=batch_size, sampler=order, num_workers=workers)
+        batched = [frames for batch, _ in loader for frames in batch]
+        assert all(torch.equal(a, b) for a, b in zip(one_by_one, batched, strict=True))
+    other, _, _ = build_datasets("cifar10-dvs", dvs_copy, options=DataOptions(**OPTS, seed=6))
+    other.set_epoch(2)
+    assert any(not torch.equal(a, other[n][0]) for a, n in zip(one_by_one, order))
 
 
 # ----------------------------------------------------------------------------- simulated event digits

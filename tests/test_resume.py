@@ -52,10 +52,12 @@ def _kill_mid_epoch(run: Path, argv) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("dataset", ["digits", "digits-dvs"])  # both recipes augment their training data
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, dataset):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    subprocess.run(_cmd(*SHORT, "--output-dir", str(reference)), cwd=ROOT, check=True, capture_output=True)
-    argv = [*SHORT, "--save-every", "1", "--output-dir", str(interrupted)]
+    short = [*SHORT, "--dataset", dataset, "--data-dir", str(tmp_path / "data")]
+    subprocess.run(_cmd(*short, "--output-dir", str(reference)), cwd=ROOT, check=True, capture_output=True)
+    argv = [*short, "--save-every", "1", "--output-dir", str(interrupted)]
     epoch, batches = _kill_mid_epoch(interrupted, argv)
     assert 0 < batches < 10
     result = subprocess.run(_cmd(*argv, "--resume", "auto"), cwd=ROOT, capture_output=True, text=True)

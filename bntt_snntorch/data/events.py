@@ -249,18 +249,21 @@ class FrameAugment:
     """Training augmentation of frames ``(T, P, H, W)``: left-right flip with probability
     ``flip_p``, and a translation by up to ``max_shift`` pixels in x and y (zero fill), done in
     one copy. Equal to flipping / shifting the events before binning when no event leaves the
-    sensor (tested). Draws from torch's generator (seeded per loader worker)."""
+    sensor (tested). The draws for a recording come from ``(seed, epoch, index)`` (``epoch`` set by
+    :meth:`CachedFrames.set_epoch`, which the trainer calls before each epoch), so they depend on nothing
+    else: not the loader's workers, nor the batches a resumed run draws again and skips."""
 
-    def __init__(self, flip_p: float = 0.5, max_shift: int = 0):
-        self.flip_p, self.max_shift = flip_p, max_shift
+    def __init__(self, flip_p: float = 0.5, max_shift: int = 0, seed: int = 0):
+        self.flip_p, self.max_shift, self.seed, self.epoch = flip_p, max_shift, seed, 0
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        flip = torch.rand(()).item() < self.flip_p
-        dx, dy = torch.randint(-self.max_shift, self.max_shift + 1, (2,)).tolist() if self.max_shift else (0, 0)
+    def __call__(self, frames: np.ndarray, index: int = 0) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        flip = rng.random() < self.flip_p
+        dx, dy = rng.integers(-self.max_shift, self.max_shift + 1, 2).tolist() if self.max_shift else (0, 0)
         return translate(frames[..., ::-1] if flip else frames, dx, dy)
 
     def __repr__(self) -> str:
-        return f"FrameAugment(flip_p={self.flip_p}, max_shift={self.max_shift})"
+        return f"FrameAugment(flip_p={self.flip_p}, max_shift={self.max_shift}, seed={self.seed})"
 
 
 def translate(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -288,12 +291,17 @@ class CachedFrames(Dataset):
     def __getstate__(self):
         return {**self.__dict__, "_frames": None}  # workers map the file themselves
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation draws :meth:`__getitem__` makes (nothing without augmentation)."""
+        if self.augment is not None:
+            self.augment.epoch = epoch
+
     def __getitem__(self, n: int):
         if self._frames is None:
             self._frames = np.load(self.folder / "frames.npy", mmap_mode="r")
         i = self.indices[n]
         row = self._frames[i]  # a view into the mapped file
-        frames = np.array(row) if self.augment is None else self.augment(row)
+        frames = np.array(row) if self.augment is None else self.augment(row, i)
         return torch.from_numpy(frames), self.targets[i]
 
 
@@ -302,7 +310,7 @@ def _augment(options: DataOptions, size: int) -> FrameAugment | None:
     if not augment:
         return None
     shift = max(1, size // 16) if "translate" in augment else 0
-    return FrameAugment(0.5 if "flip" in augment else 0.0, shift)
+    return FrameAugment(0.5 if "flip" in augment else 0.0, shift, options.seed)
 
 
 def framed_split(
