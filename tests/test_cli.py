@@ -148,6 +148,7 @@ def test_missing_dataset_is_one_line_without_traceback(tmp_path):
         (["--lr", "0"], "must be positive, got 0"),
         (["--leak_mem", "1.5"], "--leak-mem must be in [0, 1], got 1.5"),
         (["--num_workers", "-1"], "--num-workers must be >= 0, got -1"),
+        (["--seed", "-3"], "--seed must be >= 0 (it seeds numpy's generators too), got -3"),
         pytest.param(
             ["--device", "cuda:7"],
             "--device cuda:7 asked for a GPU but torch sees none",

@@ -157,10 +157,9 @@ class _Run:
         self.rank, self.world = init_from_env(self.device)
         if cfg.batch_size % self.world:
             raise ConfigError(f"--batch-size {cfg.batch_size} must divide evenly over {self.world} processes")
-        _seed_everything(cfg.seed)
         self.show = cfg.progress and is_main()
         self.train_set, self.test_set, _ = run_datasets(cfg, download=cfg.download, progress=self.show)
-        _seed_everything(cfg.seed)  # building a frame cache draws from the generators: the first run must not differ
+        _seed_everything(cfg.seed)  # after the data: building a frame cache draws from torch's generator
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = build_model(cfg).to(self.device).to(memory_format=self.memory_format)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.model)
