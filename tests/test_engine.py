@@ -145,7 +145,7 @@ def test_the_default_run_compiles_nothing_and_prints_no_compiler_warning(tmp_pat
     assert all("bntt_snntorch_c" in path.parts for path in built), built
     monkeypatch.delenv("BNTT_KERNELS")
     model = bn.create_model("bntt_digits")
-    lines = explain(model, torch.rand(10, 64, 1, 8, 8))  # the default run's batch and T
+    lines = explain(model, torch.rand(10, 32, 1, 8, 8))  # the default run's batch and T
     assert {line.path for line in lines} <= {"bntt-eager", "bntt-c"}
     assert all(
         re.search(r"measured here: eager [\d.]+ ms(, C [\d.]+ ms)? a call, too little for a compile", line.reason)

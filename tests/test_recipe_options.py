@@ -179,15 +179,18 @@ def test_bad_schedule_or_smoothing_is_one_line(overrides, message):
 
 
 def test_the_digits_default_codes_directly_with_label_smoothing_and_shifts_and_the_previous_one_stays_by_name():
-    """``python train.py``: direct coding, label smoothing 0.1 and one-pixel shifts; ``--recipe digits-poisson``
-    is the previous default (the seed's Poisson input, no smoothing, no shifts), every other field the same;
-    digits-dvs keeps no smoothing."""
+    """``python train.py``: direct coding, label smoothing 0.1, one-pixel shifts, batch 32 for 20 epochs;
+    ``--recipe digits-poisson`` is the previous default (the seed's Poisson input, no smoothing, no shifts,
+    batch 64 for 30 epochs), every other field the same; digits-dvs keeps no smoothing, batch 64, 30 epochs."""
     args = get_args_parser().parse_args([])
     now = config_from_args(args)
     assert (now.encode, now.label_smoothing, now.augment) == ("d", 0.1, ("translate",))
+    assert (now.batch_size, now.num_epochs) == (32, 20)
     before = config_from_args(get_args_parser().parse_args(["--recipe", "digits-poisson"]))
     assert (before.encode, before.label_smoothing, before.augment) == ("p", 0.0, ())
-    changed = ("encode", "label_smoothing", "augment", "recipe", "output_dir")
+    assert (before.batch_size, before.num_epochs) == (64, 30)
+    changed = ("encode", "label_smoothing", "augment", "batch_size", "num_epochs", "recipe", "output_dir")
     same = {k: v for k, v in now.to_dict().items() if k not in changed}
     assert same == {k: v for k, v in before.to_dict().items() if k not in changed}
-    assert TrainConfig.from_recipe(None, dataset="digits-dvs").label_smoothing == 0.0
+    dvs = TrainConfig.from_recipe(None, dataset="digits-dvs")
+    assert (dvs.label_smoothing, dvs.batch_size, dvs.num_epochs) == (0.0, 64, 30)
