@@ -90,7 +90,8 @@ def test_analyze_writes_neurobench_beside_ours(tmp_path):
     out = run / "analysis"
     written = json.loads((out / "neurobench.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
-    assert written["samples"] == summary["neurobench"]["samples"] == 2 * 64
+    batch_size = json.loads((run / "config.json").read_text())["batch_size"]  # the recipe's
+    assert written["samples"] == summary["neurobench"]["samples"] == 2 * batch_size
     assert summary["neurobench"]["accuracy"] == pytest.approx(summary["early_exit"]["accuracy_full"], abs=1e-12)
     total = written["comparison"][-1]
     assert total["ours_effective_ops"] == pytest.approx(total["neurobench_effective_ops"], rel=1e-9)

@@ -251,3 +251,34 @@ def test_results_are_written_with_the_umasks_permissions_not_owner_only(tmp_path
     (tmp_path / "plain.txt").write_text("a")  # what a plain open gives
     mode = stat.S_IMODE((tmp_path / "summary.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) and mode & stat.S_IRGRP
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_last_checkpoint_stays_in_place_while_the_next_is_written(tmp_path, monkeypatch, hard_links):
+    """A kill at any moment of a save finds ``last.pt`` whole: the old file stays in place (kept as
+    ``last.prev.pt`` by a hard link) until the new one, already on disk, is renamed over it; without hard
+    links the old file is renamed only once the new one is on disk."""
+    from bntt_snntorch import files
+    from bntt_snntorch.training import checkpoint
+    from bntt_snntorch.training.checkpoint import load_latest_good, save_checkpoint
+
+    last = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, last, keep_previous=True)
+    seen = []
+    replace = os.replace
+
+    def watching_replace(src, dst):  # what a kill just before this rename would leave
+        seen.append((last.exists(), Path(src).stat().st_size > 0))
+        replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", watching_replace)
+    if not hard_links:
+        monkeypatch.setattr(checkpoint.os, "link", lambda *a: (_ for _ in ()).throw(OSError("no hard links")))
+    save_checkpoint({"epoch": 2}, last, keep_previous=True)
+    assert torch.load(last)["epoch"] == 2 and torch.load(checkpoint.previous_path(last))["epoch"] == 1
+    assert all(nonempty for _, nonempty in seen)
+    if hard_links:
+        assert seen == [(True, True)]  # one rename, the new file's; last.pt there until then
+    last.unlink()  # a kill between the two renames, without hard links: resume takes last.prev.pt
+    with pytest.warns(UserWarning, match="resuming from .*last.prev.pt"):
+        assert load_latest_good(last)[0]["epoch"] == 1

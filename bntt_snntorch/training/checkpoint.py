@@ -2,7 +2,8 @@
 
 A run killed at any moment leaves ``last.pt`` (and the one before it,
 ``last.prev.pt``) intact: files are written to a temporary name, fsynced and
-renamed.
+renamed, and ``last.pt`` is never absent once written (the previous one is kept
+as a hard link before the new one is renamed over it).
 """
 
 from __future__ import annotations
@@ -20,11 +21,23 @@ from ..files import atomic_write
 
 def save_checkpoint(obj: dict, path: str | os.PathLike, keep_previous: bool = False) -> None:
     """``torch.save`` ``obj`` to ``path`` atomically; with ``keep_previous`` the old file
-    becomes ``<name>.prev.pt`` first (the fallback if ``path`` is later found corrupt)."""
+    becomes ``<name>.prev.pt`` (the fallback if ``path`` is later found corrupt) once the new one is on
+    disk, and ``path`` stays in place until the new file is renamed over it."""
     path = Path(path)
-    if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), (lambda: _keep_previous(path)) if keep_previous else None)
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``<name>.prev.pt`` the file now at ``path``, leaving ``path`` in place: a hard link where the
+    file system has them, else a rename (``path`` is then absent until the new file is renamed in)."""
+    if not path.exists():
+        return
+    previous = previous_path(path)
+    previous.unlink(missing_ok=True)
+    try:
+        os.link(path, previous)
+    except OSError:
+        os.replace(path, previous)
 
 
 def previous_path(path: Path) -> Path:
