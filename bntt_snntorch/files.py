@@ -18,9 +18,8 @@ _UMASK = os.umask(0o022)  # read once, at import: setting it is the only way to 
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable, before_replace: Callable[[], None] | None = None) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``
-    (``before_replace()``, if given, runs just before the rename, once the new data are safe on disk).
+def atomic_write(path: str | os.PathLike, write: Callable) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``.
     The file gets the permissions a plain ``open`` would give it (the umask's), not the temporary
     file's owner-only ones."""
     path = Path(path)
@@ -32,8 +31,6 @@ def atomic_write(path: str | os.PathLike, write: Callable, before_replace: Calla
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if before_replace is not None:
-            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

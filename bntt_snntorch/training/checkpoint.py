@@ -3,13 +3,14 @@
 A run killed at any moment leaves ``last.pt`` (and the one before it,
 ``last.prev.pt``) intact: files are written to a temporary name, fsynced and
 renamed, and ``last.pt`` is never absent once written (the previous one is kept
-as a hard link before the new one is renamed over it).
+as a hard link, or a copy, before the new one is renamed over it).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -20,24 +21,25 @@ from ..files import atomic_write
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike, keep_previous: bool = False) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically; with ``keep_previous`` the old file
-    becomes ``<name>.prev.pt`` (the fallback if ``path`` is later found corrupt) once the new one is on
-    disk, and ``path`` stays in place until the new file is renamed over it."""
+    """``torch.save`` ``obj`` to ``path`` atomically; with ``keep_previous`` the old file is kept as
+    ``<name>.prev.pt`` (the fallback if ``path`` is later found corrupt), ``path`` staying in place until
+    the new file is renamed over it."""
     path = Path(path)
-    atomic_write(path, lambda f: torch.save(obj, f), (lambda: _keep_previous(path)) if keep_previous else None)
+    if keep_previous and path.exists():
+        _keep_previous(path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _keep_previous(path: Path) -> None:
     """Make ``<name>.prev.pt`` the file now at ``path``, leaving ``path`` in place: a hard link where the
-    file system has them, else a rename (``path`` is then absent until the new file is renamed in)."""
-    if not path.exists():
-        return
+    file system has them, else an atomic copy."""
     previous = previous_path(path)
     previous.unlink(missing_ok=True)
     try:
         os.link(path, previous)
     except OSError:
-        os.replace(path, previous)
+        with open(path, "rb") as source:
+            atomic_write(previous, lambda f: shutil.copyfileobj(source, f))
 
 
 def previous_path(path: Path) -> Path:
