@@ -57,14 +57,14 @@ def test_short_digits_run_writes_all_outputs(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_command_reaches_98_percent(tmp_path):
-    """The README's promise: `python train.py` on a fresh clone ends near 99 % on digits. Seed 0 has ended
-    between 98.33 % (the eager steps this suite runs, AVX-512) and 99.44 % (the C loops) on one machine, one
-    image being 0.28 %: 98 % leaves a CPU that rounds otherwise an image, and fails a recipe that broke."""
+def test_default_command_reaches_98_5_percent(tmp_path):
+    """The README's promise: `python train.py` on a fresh clone ends near 99 % on digits. Seed 0 ends at
+    98.89-99.44 % on the C loops and the eager steps (this suite runs the eager ones) with AVX-512 and AVX2
+    kernels on one machine, one image being 0.28 %: 98.5 % leaves a CPU that rounds otherwise an image."""
     result = _train("--output-dir", str(tmp_path), "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert float(rows[-1]["test_acc"]) >= 0.98, rows[-1]
+    assert float(rows[-1]["test_acc"]) >= 0.985, rows[-1]
     assert "final test accuracy" in result.stdout
 
 
