@@ -200,54 +200,54 @@ def loop_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec) ->
     )  # fmt: skip
 
 
-def _c_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, mem0=None, through_time=True):
-    """The forward as the C loops (:mod:`.c_bntt`) from membrane ``mem0`` (float32 ``(B, ...)``; None:
-    zeros): ``(spikes (T, B, ...), last membrane)``."""
+def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_time=True):
+    """The forward as the C loops (:mod:`.c_bntt`) with ``args`` (:func:`loop_arguments`) from membrane ``mem0``
+    (float32 ``(B, ...)``; None: zeros): ``(spikes (T, B, ...), last membrane)``."""
     from . import c_bntt
 
-    k, shift, _, params, codes, surrogate = loop_arguments(weight, mean, var, tensors, spec)
     m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
-    return c_bntt.forward(x_seq.contiguous(), k, shift, m0, params, codes, surrogate, spec.training, through_time)
+    return c_bntt.forward(x_seq.contiguous(), args.k, args.shift, m0, args.params, args.codes, args.surrogate, training,
+                          through_time)  # fmt: skip
 
 
-def _c_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tensors: NeuronTensors, mem0=None,
-                through_time: bool = True):  # fmt: skip
-    """``(grad_x, sum_xhat (T, C), grad_beta, grad_theta)`` from the C loops, for the forward from ``mem0``;
-    ``through_time=False``: each step's gradient through its own input only (the online rules)."""
+def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0=None, through_time: bool = True):
+    """``(grad_x, sum_xhat (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the C loops, for the forward
+    with ``args`` from ``mem0``; ``through_time=False``: each step's gradient through its own input only (the
+    online rules)."""
     from . import c_bntt
 
-    k, shift, rstd, params, codes, surrogate = loop_arguments(weight, mean, var, tensors, spec)
     m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
     grad_x, sum_dy_xhat, _, d_beta, d_theta = c_bntt.backward(
-        grad_spk, x_seq.contiguous(), k, shift, mean.contiguous(), rstd, m0, params, codes, surrogate, spec.training,
-        through_time,
+        grad_spk, x_seq.contiguous(), args.k, args.shift, mean.contiguous(), args.rstd, m0, args.params, args.codes,
+        args.surrogate, training, through_time,
     )  # fmt: skip
-    grad_beta = (d_beta * clamp_grad_mask(tensors.beta)).reshape(tensors.beta.shape)
-    return grad_x, sum_dy_xhat, grad_beta, d_theta.reshape(tensors.theta.shape)
+    return grad_x, sum_dy_xhat, d_beta, d_theta
 
 
 class BNTTLeakyScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec, layer=None):
-        ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
         tensors = NeuronTensors(beta, theta, g)
         ctx.spec, ctx.layer = spec, layer
+        if spec.path == "bntt-c":  # built in the forward: a build failure propagates and falls back the same way
+            args = loop_arguments(weight, mean, var, tensors, spec)  # once: the backward takes the same
+            ctx.beta_shape, ctx.theta_shape = beta.shape, theta.shape
+            ctx.save_for_backward(x_seq, mean, args.k, args.shift, args.rstd, args.params)
+            ctx.codes, ctx.surrogate = args.codes, args.surrogate
+            return _c_forward(x_seq, args, spec.training)[0]
+        ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
             return _compiled_forward(x_seq, weight, mean, var, tensors, spec)[0]
-        if spec.path == "bntt-c":  # built in the forward: a build failure propagates and falls back the same way
-            return _c_forward(x_seq, weight, mean, var, tensors, spec)[0]
         return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod
     def backward(ctx, grad_spk):
-        x_seq, weight, mean, var, beta, theta, g = ctx.saved_tensors
         spec: BNTTSpec = ctx.spec
+        if spec.path == "bntt-c":
+            return BNTTLeakyScan._c_backward(ctx, grad_spk)
+        x_seq, weight, mean, var, beta, theta, g = ctx.saved_tensors
         tensors = NeuronTensors(beta, theta, g)
         need_weight = weight is not None and ctx.needs_input_grad[1]
-        if spec.path == "bntt-c":
-            grad_x, sum_xhat, grad_beta, grad_theta = _c_backward(spec, grad_spk, x_seq, weight, mean, var, tensors)
-            grad_weight = sum_xhat * spec.scale if need_weight else None
-            return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
         if spec.path == "bntt-compiled":
             try:
                 grad_x, sum_xhat, grad_beta, grad_theta = _compiled_backward(
@@ -260,6 +260,20 @@ class BNTTLeakyScan(torch.autograd.Function):
         grad_x, grad_weight, grad_beta, grad_theta = _eager_backward(
             ctx, grad_spk, x_seq, weight, mean, var, tensors, need_weight
         )
+        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
+
+    @staticmethod
+    def _c_backward(ctx, grad_spk):
+        """The C loops' backward with the forward's loop arguments; the leak's and threshold's gradients only
+        where asked (a fixed leak, the usual case, costs nothing)."""
+        x_seq, mean, k, shift, rstd, params = ctx.saved_tensors
+        spec: BNTTSpec = ctx.spec
+        args = LoopArguments(k, shift, rstd, params, ctx.codes, ctx.surrogate)
+        grad_x, sum_xhat, d_beta, d_theta = _c_backward(grad_spk, x_seq, mean, args, spec.training)
+        need = ctx.needs_input_grad
+        grad_weight = sum_xhat * spec.scale if need[1] else None
+        grad_beta = (d_beta * clamp_grad_mask(params[0])).reshape(ctx.beta_shape) if need[4] else None
+        grad_theta = d_theta.reshape(ctx.theta_shape) if need[5] else None
         return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
 
 

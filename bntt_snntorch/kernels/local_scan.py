@@ -27,6 +27,7 @@ from .bntt_scan import (
     _eager_currents,
     _scaled_weight,
     batch_norm_backward_steps,
+    loop_arguments,
     node_parts,
 )
 from .fallback import attempt, fallback_errors, record_failure
@@ -85,7 +86,8 @@ class _LocalBNTTScan(torch.autograd.Function):
             spikes, mem = _compiled_forward(x_seq, weight, mean, var, tensors, spec, mem0)
         elif path == "bntt-c":  # a build failure propagates the same way
             tensors, spec = node_parts(norm, p, path, x_seq.device, torch.float32)
-            spikes, mem = _c_forward(x_seq, weight, mean, var, tensors, spec, mem0, through_time=False)
+            args = loop_arguments(weight, mean, var, tensors, spec)
+            spikes, mem = _c_forward(x_seq, args, norm.training, mem0, through_time=False)
         else:
             w = _scaled_weight(weight, x_seq.shape[2], norm.scale, mean)
             spikes, mem = _scan(_eager_currents(x_seq, w, mean, var, norm.eps), len(x_seq), mem0, p, x_seq, "spk")
@@ -99,7 +101,8 @@ class _LocalBNTTScan(torch.autograd.Function):
         need_weight = weight is not None and ctx.needs_input_grad[1]
         if ctx.path == "bntt-c":
             tensors, spec = node_parts(norm, p, ctx.path, x_seq.device, torch.float32)
-            grad_x, sum_xhat, _, _ = _c_backward(spec, grad_spk, x_seq, weight, mean, var, tensors, mem0, False)
+            args = loop_arguments(weight, mean, var, tensors, spec)
+            grad_x, sum_xhat, _, _ = _c_backward(grad_spk, x_seq, mean, args, norm.training, mem0, False)
             return grad_x, sum_xhat * norm.scale if need_weight else None, *([None] * 7)
         if ctx.path == "bntt-compiled":
             try:
