@@ -19,6 +19,7 @@ from .synced_norm import synced_batch_norm
 from .through_time import ThroughTime
 
 SEED_EPS = 1e-4  # the BNTT paper's code; snnTorch, SpikingJelly and torch use 1e-5
+_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class BatchNormTT(ThroughTime):
@@ -64,6 +65,53 @@ class BatchNormTT(ThroughTime):
         self.affine = affine
         self.synchronized = False  # set by bntt_snntorch.training.distributed.sync_batchnorm_tt
         self._register_load_state_dict_pre_hook(_rename_spikingjelly_keys)
+        self.register_load_state_dict_post_hook(_pack_after_load)
+        self._pack_statistics()
+
+    # -- running statistics as (T, C) tables ----------------------------------------------
+    def _pack_statistics(self) -> None:
+        """Make each running statistic of the steps one table, ``(T, C)`` (``num_batches_tracked``: ``(T,)``),
+        whose rows are the steps' own buffers: a sequence's update is then one op, not T, and each step's
+        batch norm keeps its buffers, state-dict keys and per-step behaviour. Done at construction and
+        again after ``.to()`` / ``load_state_dict`` (which may replace buffers); a statistic whose buffers
+        were replaced since is updated step by step until then (:meth:`_tables`)."""
+        steps = self._layers()
+        tables = {}
+        for name in _STATISTICS:
+            buffers = [bn._buffers.get(name) for bn in steps]
+            if any(b is None for b in buffers):  # track_running_stats=False
+                continue
+            old = self.__dict__.get("_statistics", {}).get(name)
+            if old is not None and all(b is row for b, row in zip(buffers, old[1])):
+                tables[name] = old
+                continue
+            table = torch.stack(buffers)
+            rows = tuple(table)
+            for bn, row in zip(steps, rows):
+                bn._buffers[name] = row
+            tables[name] = (table, rows)
+        self.__dict__["_statistics"] = tables
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._pack_statistics()
+        return self
+
+    def _tables(self, first_step: int, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(running_mean (T', C), running_var (T', C), num_batches_tracked (T',))`` of steps ``first_step ..``
+        as slices of the packed tables (through ``.data``: written without a version bump, as batch norm's
+        own kernel writes), or None where a step's buffer is no longer its table's row."""
+        tables = self.__dict__.get("_statistics", {})
+        if len(tables) != len(_STATISTICS):
+            return None
+        layers = self._layers()
+        out = []
+        for name in _STATISTICS:
+            table, rows = tables[name]
+            if not all(bn._buffers[name] is row for bn, row in zip(layers, rows)):
+                return None
+            out.append(table.data[first_step : first_step + steps])
+        return tuple(out)
 
     @property
     def gammas(self) -> torch.Tensor:
@@ -101,11 +149,11 @@ class BatchNormTT(ThroughTime):
             return super()._step_at(t, x)
         bn = self[t]
         out, mean, var, count = synced_batch_norm(x, bn.weight, bn.eps)
-        update_running_statistics([bn], mean[None], var[None], count)
+        self._update_running_statistics(t, mean[None], var[None], count)
         return out
 
     def _forward_sequence(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor:
-        steps = self[first_step : first_step + x_seq.shape[0]]
+        steps = self._layers(first_step, x_seq.shape[0])
         first = steps[0]
         if first.momentum is None:  # cumulative averaging: per-step counters may differ
             return super()._forward_sequence(x_seq, first_step)
@@ -115,19 +163,26 @@ class BatchNormTT(ThroughTime):
         weight = torch.cat([bn.weight for bn in steps]) if self.affine else None
         if self._synchronizing():
             out, mean, var, count = synced_batch_norm(flat, weight, first.eps)
-            update_running_statistics(steps, mean.view(T, C), var.view(T, C), count)
+            self._update_running_statistics(first_step, mean.view(T, C), var.view(T, C), count)
             return out.view(B, T, C, *rest).transpose(0, 1)
-        running_mean = torch.cat([bn.running_mean for bn in steps])
-        running_var = torch.cat([bn.running_var for bn in steps])
+        tables = self._tables(first_step, T)
+        if tables is None:  # a replaced buffer: the steps' statistics gathered and written back
+            running_mean = torch.cat([bn.running_mean for bn in steps])
+            running_var = torch.cat([bn.running_var for bn in steps])
+        else:  # the tables' rows, updated in place by batch norm's kernel
+            running_mean, running_var = tables[0].view(-1), tables[1].view(-1)
         out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
         if self.training:
             # Written through .data, as batch norm's own kernel updates running statistics: without
             # a version bump, so a per-step call earlier in the same graph (which saved these
             # buffers) still runs backward.
             with torch.no_grad():
-                torch._foreach_copy_([bn.running_mean.data for bn in steps], list(running_mean.view(T, C)))
-                torch._foreach_copy_([bn.running_var.data for bn in steps], list(running_var.view(T, C)))
-                torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+                if tables is None:
+                    torch._foreach_copy_([bn.running_mean.data for bn in steps], list(running_mean.view(T, C)))
+                    torch._foreach_copy_([bn.running_var.data for bn in steps], list(running_var.view(T, C)))
+                    torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+                else:
+                    tables[2].add_(1)
         return out.view(B, T, C, *rest).transpose(0, 1)
 
     # -- fused path (used by SpikingBlock with a leaky neuron) --------------------------
@@ -147,13 +202,17 @@ class BatchNormTT(ThroughTime):
         the same rule here. Eval: the running statistics. ``weight`` is ``None`` for ``affine=False``.
         """
         self._check_sequence_input(x_seq, first_step)
-        steps = self[first_step : first_step + x_seq.shape[0]]
+        T = x_seq.shape[0]
+        steps = self._layers(first_step, T)
         weight = torch.stack([bn.weight for bn in steps]) if self.affine else None
         state = torch.promote_types(x_seq.dtype, torch.float32)
         with torch.no_grad():
             if not self.training:
-                mean = torch.stack([bn.running_mean for bn in steps]).to(state)
-                return weight, mean, torch.stack([bn.running_var for bn in steps]).to(state)
+                tables = self._tables(first_step, T)
+                if tables is None:
+                    mean = torch.stack([bn.running_mean for bn in steps]).to(state)
+                    return weight, mean, torch.stack([bn.running_var for bn in steps]).to(state)
+                return weight, tables[0].to(state, copy=True), tables[1].to(state, copy=True)
             count = x_seq[0].numel() // x_seq.shape[2]
             if count == 1:
                 raise ValueError(
@@ -169,8 +228,33 @@ class BatchNormTT(ThroughTime):
                 torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
             else:
                 mean, var = batch_statistics(x_seq)
-                update_running_statistics(steps, mean, var, count)
+                self._update_running_statistics(first_step, mean, var, count)
         return weight, mean, var
+
+    @torch.no_grad()
+    def _update_running_statistics(self, first_step: int, mean: torch.Tensor, var: torch.Tensor, count) -> None:
+        """Batch norm's running-statistics rule for steps ``first_step ..`` (one per row of ``mean`` / ``var``
+        ``(T', C)``, the batch's mean and biased variance over ``count`` values a channel):
+        ``running <- (1 - momentum) * running + momentum * batch``, the variance unbiased, and
+        ``num_batches_tracked`` + 1; one op each on the packed tables. Used wherever the statistics do not
+        come from batch norm's own kernel (a fused kernel's, the cross-rank ones). Written through ``.data``
+        (no version bump)."""
+        T = mean.shape[0]
+        momentum = self[first_step].momentum
+        unbiased = var * (count / (count - 1))
+        tables = self._tables(first_step, T)
+        if tables is not None:
+            running_mean, running_var, counters = tables
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+            running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+            counters.add_(1)
+            return
+        steps = self._layers(first_step, T)  # a replaced buffer: step by step
+        running_mean = [bn.running_mean.data for bn in steps]
+        running_var = [bn.running_var.data for bn in steps]
+        torch._foreach_lerp_(running_mean, list(mean.to(running_mean[0].dtype)), momentum)
+        torch._foreach_lerp_(running_var, list(unbiased.to(running_var[0].dtype)), momentum)
+        torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
 
     def extra_repr(self) -> str:
         first = self[0]
@@ -207,19 +291,9 @@ class BatchNormTT2d(BatchNormTT):
     _step_shape = "(B, C, H, W)"
 
 
-@torch.no_grad()
-def update_running_statistics(steps, mean: torch.Tensor, var: torch.Tensor, count) -> None:
-    """Batch norm's running-statistics rule for the batch norms ``steps`` (one per row of ``mean`` /
-    ``var`` ``(T', C)``, the batch's mean and biased variance over ``count`` values a channel):
-    ``running <- (1 - momentum) * running + momentum * batch``, the variance unbiased, and
-    ``num_batches_tracked`` + 1. Used wherever the statistics do not come from batch norm's own
-    kernel (a fused kernel's, the cross-rank ones). Written through ``.data`` (no version bump)."""
-    momentum = steps[0].momentum
-    running_mean = [bn.running_mean.data for bn in steps]
-    running_var = [bn.running_var.data for bn in steps]
-    torch._foreach_lerp_(running_mean, list(mean.to(running_mean[0].dtype)), momentum)
-    torch._foreach_lerp_(running_var, list((var * (count / (count - 1))).to(running_var[0].dtype)), momentum)
-    torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+def _pack_after_load(module: BatchNormTT, incompatible_keys) -> None:
+    """``load_state_dict(assign=True)`` replaces buffers: the tables are packed again."""
+    module._pack_statistics()
 
 
 def _rename_spikingjelly_keys(state_dict, prefix, *args) -> None:

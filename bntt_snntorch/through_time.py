@@ -59,6 +59,12 @@ class ThroughTime(StepCounter, nn.ModuleList):
             return nn.ModuleList(list(self._modules.values())[idx])
         return super().__getitem__(idx)
 
+    def _layers(self, first_step: int = 0, steps: int | None = None) -> tuple[nn.Module, ...]:
+        """The layers of steps ``first_step ..`` (``steps`` of them; None: to the end) as a tuple: what the
+        sequence paths iterate (cheaper than the slice, which builds a ModuleList)."""
+        layers = tuple(self._modules.values())
+        return layers[first_step:] if steps is None else layers[first_step : first_step + steps]
+
     # -- forward -------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: int | None = None) -> torch.Tensor:
         """Step mode "s": one step (``t`` or the counter); "m": the sequence ``x`` (no ``t``)."""
@@ -96,7 +102,7 @@ class ThroughTime(StepCounter, nn.ModuleList):
         return self._forward_sequence(x_seq, first_step)
 
     def _forward_sequence(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor:
-        return torch.stack([layer(x) for layer, x in zip(self[first_step:], x_seq)])
+        return torch.stack([layer(x) for layer, x in zip(self._layers(first_step), x_seq)])
 
     # -- validation ----------------------------------------------------------
     def _legacy_sequence(self, x: torch.Tensor) -> bool:

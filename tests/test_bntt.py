@@ -140,3 +140,55 @@ def test_loads_a_real_spikingjelly_bntt_when_installed():
     sj.eval(), ours.eval()
     x = torch.randn(3, 2, 4, 5, 5)
     assert_close(ours(x), sj(x))
+
+
+def _replace_a_buffer(bn):
+    bn[1].running_mean = bn[1].running_mean.clone()  # assignment: that step's buffer is no longer a table row
+    return bn
+
+
+def _assign_loaded(bn):
+    bn.load_state_dict({k: v.clone() for k, v in bn.state_dict().items()}, assign=True)
+    return bn
+
+
+HOW_BUFFERS_GOT_THERE = {
+    "built": lambda bn: bn,
+    "to float64": lambda bn: bn.to(torch.float64).float(),
+    "deepcopy": copy.deepcopy,
+    "load_state_dict(assign=True)": _assign_loaded,
+    "a buffer assigned": _replace_a_buffer,
+}
+
+
+@pytest.mark.parametrize("how", HOW_BUFFERS_GOT_THERE)
+@pytest.mark.parametrize("fused", [False, True])
+def test_running_statistics_tables_follow_the_steps_buffers(how, fused):
+    """The steps' running statistics are rows of one (T, C) table each (one update a sequence, not T):
+    whatever replaced the buffers (.to(), deepcopy, load_state_dict(assign=True), assignment), a multi-step
+    update equals the per-step loop's, through the plain batch norm call and the fused block's statistics,
+    and a forward never replaces a buffer (DDP and optimizers' holders keep theirs)."""
+    C, T = 3, 4
+    bn = HOW_BUFFERS_GOT_THERE[how](_randomize(BatchNormTT2d(C, T, step_mode="m")))
+    ref = copy.deepcopy(bn)
+    packed = bn._tables(0, T) is not None
+    assert packed == (how != "a buffer assigned")
+    held = [id(b) for b in bn.buffers()]
+    x = torch.randn(T, 5, C, 4, 4) * 2 + 0.5
+    if fused:  # the statistics as a fused kernel gives them
+        bn.update_statistics(x, _batch_statistics)
+    else:
+        bn(x)
+    for t in range(T):
+        ref.step(x[t], t)
+    assert [id(b) for b in bn.buffers()] == held
+    for (name, got), (_, want) in zip(bn.state_dict().items(), ref.state_dict().items()):
+        assert_close(got.float(), want.float(), atol=1e-6, rtol=1e-5, msg=name)
+    if packed:  # the rows share the table: the table holds what the steps hold
+        assert torch.equal(bn._tables(0, T)[0], torch.stack([step.running_mean for step in bn]))
+
+
+def _batch_statistics(x_seq):
+    """Each step's per-channel mean and biased variance, ``(T, C)`` each."""
+    dims = [1, *range(3, x_seq.dim())]
+    return x_seq.mean(dims), x_seq.var(dims, unbiased=False)
