@@ -10,6 +10,8 @@ normalised in a single call.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -213,7 +215,7 @@ class BatchNormTT(ThroughTime):
                     mean = torch.stack([bn.running_mean for bn in steps]).to(state)
                     return weight, mean, torch.stack([bn.running_var for bn in steps]).to(state)
                 return weight, tables[0].to(state, copy=True), tables[1].to(state, copy=True)
-            count = x_seq[0].numel() // x_seq.shape[2]
+            count = math.prod(x_seq.shape[1:]) // x_seq.shape[2]
             if count == 1:
                 raise ValueError(
                     f"{type(self).__name__}: expected more than 1 value per channel when training, got shape "

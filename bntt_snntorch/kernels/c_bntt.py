@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import re
 import subprocess
@@ -579,7 +580,7 @@ def supports(x_seq: torch.Tensor, p) -> str | None:
 
 def _layout(x: torch.Tensor) -> tuple[int, int, int, int]:
     T, B, C = x.shape[:3]
-    return T, B, C, x[0, 0, 0].numel()
+    return T, B, C, math.prod(x.shape[3:])
 
 
 def _pointer(t: torch.Tensor) -> int:

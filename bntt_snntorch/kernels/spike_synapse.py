@@ -17,14 +17,21 @@ module's own).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def _codes(x: torch.Tensor, quantum: float) -> torch.Tensor:
-    """``round(x / quantum)`` as int8 (``x`` is integer multiples of ``quantum``, at most 127 of them)."""
-    return x.to(torch.int8) if quantum == 1.0 else torch.round(x * (1.0 / quantum)).to(torch.int8)
+    """``round(x / quantum)`` as int8 (``x`` is integer multiples of ``quantum``, at most 127 of them). For a
+    power-of-two ``quantum`` (all that :func:`bntt_snntorch.layers.mark_spike_inputs` marks) the quotient is
+    exact and is not rounded: one pass less."""
+    if quantum == 1.0:
+        return x.to(torch.int8)
+    scaled = x * (1.0 / quantum)
+    return (scaled if math.frexp(quantum)[0] == 0.5 else scaled.round_()).to(torch.int8)
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
