@@ -200,23 +200,23 @@ def loop_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec) ->
     )  # fmt: skip
 
 
-def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_time=True):
+def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_time=True, last=True):
     """The forward as the C loops (:mod:`.c_bntt`) with ``args`` (:func:`loop_arguments`) from membrane ``mem0``
-    (float32 ``(B, ...)``; None: zeros): ``(spikes (T, B, ...), last membrane)``."""
+    (float32 ``(B, ...)``; None: zeros): ``(spikes (T, B, ...), last membrane (None unless last))``."""
     from . import c_bntt
 
-    m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
+    m0 = None if mem0 is None else mem0.contiguous()
     return c_bntt.forward(x_seq.contiguous(), args.k, args.shift, m0, args.params, args.codes, args.surrogate, training,
-                          through_time)  # fmt: skip
+                          through_time, last)  # fmt: skip
 
 
 def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0=None, through_time: bool = True):
     """``(grad_x, sum_xhat (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the C loops, for the forward
-    with ``args`` from ``mem0``; ``through_time=False``: each step's gradient through its own input only (the
-    online rules)."""
+    with ``args`` from ``mem0`` (None: zeros); ``through_time=False``: each step's gradient through its own
+    input only (the online rules)."""
     from . import c_bntt
 
-    m0 = torch.zeros(x_seq.shape[1:]) if mem0 is None else mem0.contiguous()
+    m0 = None if mem0 is None else mem0.contiguous()
     grad_x, sum_dy_xhat, _, d_beta, d_theta = c_bntt.backward(
         grad_spk, x_seq.contiguous(), args.k, args.shift, mean.contiguous(), args.rstd, m0, args.params, args.codes,
         args.surrogate, training, through_time,
@@ -234,7 +234,7 @@ class BNTTLeakyScan(torch.autograd.Function):
             ctx.beta_shape, ctx.theta_shape = beta.shape, theta.shape
             ctx.save_for_backward(x_seq, mean, args.k, args.shift, args.rstd, args.params)
             ctx.codes, ctx.surrogate = args.codes, args.surrogate
-            return _c_forward(x_seq, args, spec.training)[0]
+            return _c_forward(x_seq, args, spec.training, last=False)[0]
         ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
             return _compiled_forward(x_seq, weight, mean, var, tensors, spec)[0]

@@ -54,6 +54,8 @@ _HEADER = """
 #include <stdlib.h>
 #include <omp.h>
 #define CHUNK {chunk}
+/* The initial membrane where none is given (m0 NULL: zeros). */
+static const float ZEROS[CHUNK] = {{0}};
 #if defined(__SSE__)
 #include <xmmintrin.h>
 /* Subnormal floats as zero inside the loops (flush-to-zero, denormals-are-zero), each thread's setting
@@ -143,7 +145,7 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
     const int64_t off = bc * L + s0;
     FLUSH_SUBNORMALS
     float m[CHUNK];
-    for (int64_t j = 0; j < n; j++) m[j] = m0[off + j];
+    for (int64_t j = 0; j < n; j++) m[j] = m0 ? m0[off + j] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
       const float kt = k[t * C + c], sh = shift[t * C + c];
       const float* xt = x + t * step + off;
@@ -157,7 +159,8 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
         m[j] = membrane;
       }
     }
-    for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+    if (mem_last)
+      for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
     RESTORE_SUBNORMALS
   }
 }
@@ -205,7 +208,7 @@ void bntt_backward(const float* gs, const float* x, const float* k, const float*
       const int64_t bc = row / chunks, s0 = (row % chunks) * CHUNK, c = bc % C;
       const int64_t n = L - s0 < CHUNK ? L - s0 : CHUNK;
       const int64_t off = bc * L + s0;
-      const float* m0r = m0 + off;
+      const float* m0r = m0 ? m0 + off : ZEROS;
 {recompute}
       for (int64_t t = T - 1; t >= 0; t--) {
         const float kt = k[t * C + c], sh = shift[t * C + c], mu = mean[t * C + c];
@@ -282,7 +285,7 @@ void bntt_forward_flat(const float* x, const float* k_tc, const float* shift_tc,
     const int64_t off = (row / chunks) * N + c0;
     FLUSH_SUBNORMALS
     float m[CHUNK];
-    for (int64_t j = 0; j < n; j++) m[j] = m0[off + j];
+    for (int64_t j = 0; j < n; j++) m[j] = m0 ? m0[off + j] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
       const float* kt = k + t * N + c0;
       const float* sh = shift + t * N + c0;
@@ -298,7 +301,8 @@ void bntt_forward_flat(const float* x, const float* k_tc, const float* shift_tc,
         m[j] = membrane;
       }
     }
-    for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+    if (mem_last)
+      for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
     RESTORE_SUBNORMALS
   }
   free(k);
@@ -327,7 +331,7 @@ void bntt_backward_flat(const float* gs, const float* x, const float* k_tc, cons
     for (int64_t row = 0; row < B * chunks; row++) {
       const int64_t c0 = (row % chunks) * CHUNK, n = N - c0 < CHUNK ? N - c0 : CHUNK;
       const int64_t off = (row / chunks) * N + c0;
-      const float* m0r = m0 + off;
+      const float* m0r = m0 ? m0 + off : ZEROS;
 {recompute}
       for (int64_t t = T - 1; t >= 0; t--) {
         const float* kt = k + t * N + c0;
@@ -583,8 +587,9 @@ def _layout(x: torch.Tensor) -> tuple[int, int, int, int]:
     return T, B, C, math.prod(x.shape[3:])
 
 
-def _pointer(t: torch.Tensor) -> int:
-    return t.data_ptr()
+def _pointer(t: torch.Tensor | None) -> int:
+    """The tensor's address for the loops; 0 (NULL) for None."""
+    return 0 if t is None else t.data_ptr()
 
 
 def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -597,13 +602,15 @@ def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
-def forward(x, k, shift, mem0, params, codes, surrogate, training, through_time=True):
-    """Spikes ``(T, B, C, ...)`` and the last membrane ``(B, C, ...)`` from membrane ``mem0`` (float32, all
-    contiguous); ``k``, ``shift``: ``(T, C)``; ``params`` = ``[beta, theta, g]`` (float32); ``codes``: the
-    variant's ``(RESET, DELAYED, SAME)``; ``surrogate``, ``training``, ``through_time``: the library the
-    backward will use (built here, so that a build failure shows in the forward)."""
+def forward(x, k, shift, mem0, params, codes, surrogate, training, through_time=True, last=True):
+    """Spikes ``(T, B, C, ...)`` and (``last``; else None) the last membrane ``(B, C, ...)`` from membrane
+    ``mem0`` (float32, contiguous; None: zeros); ``x``, ``k``, ``shift`` contiguous, ``k``, ``shift``:
+    ``(T, C)``; ``params`` = ``[beta, theta, g]`` (float32); ``codes``: the variant's ``(RESET, DELAYED,
+    SAME)``; ``surrogate``, ``training``, ``through_time``: the library the backward will use (built here,
+    so that a build failure shows in the forward)."""
     T, B, C, L = _layout(x)
-    spk, mem = torch.empty_like(x), torch.empty_like(mem0)
+    spk = torch.empty_like(x)
+    mem = torch.empty(x.shape[1:]) if last else None
     lib = library(codes, surrogate, training, through_time)
     pointers = map(_pointer, (x, k, shift, mem0, spk, mem, params))
     (lib.bntt_forward_flat if L < ROW_MIN else lib.bntt_forward)(*pointers, T, B, C, L)
@@ -612,9 +619,9 @@ def forward(x, k, shift, mem0, params, codes, surrogate, training, through_time=
 
 def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool, through_time=True):
     """``(dL/dx, sum(dy * xhat) (T, C), sum(dy) (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the
-    spikes' gradient (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in
-    training. ``surrogate``: ``(SURR, a, b)``; ``through_time=False``: each step's gradient through its own
-    input only (no carry from step t + 1)."""
+    spikes' gradient (``dy = dL/dcurrent``) for the forward from ``mem0`` (None: zeros); ``dL/dx`` includes
+    the statistics' dependence on ``x`` in training. ``surrogate``: ``(SURR, a, b)``; ``through_time=False``:
+    each step's gradient through its own input only (no carry from step t + 1)."""
     T, B, C, L = _layout(x)
     grad_spk = grad_spk.contiguous().float()
     grad_x = torch.empty_like(x)
