@@ -409,8 +409,10 @@ def measure_row(row: str, args) -> dict:
 def side_by_side(rows: list[str], args, rounds: int) -> dict:
     """The train steps of ``rows`` (fp32 rows without compile) in this process, alternated one step each a
     round after ``args.warmup`` steps each, so that a slow spell of the machine hits all of them; returns
-    ``{row: {"label", "train_ms" (the fastest step), "train_img_s", "paths"}}`` (``paths``: the kernel path each
-    spiking block took, by name)."""
+    ``{row: {"label", "train_ms" (the fastest step), "train_img_s", "paths", "paired_speed"}}`` (``paths``: the
+    kernel path each spiking block took, by name; ``paired_speed``: the median over the rounds of the last row's
+    step time over this row's in the same round, steadier than the fastest steps' ratio where the machine's
+    speed drifts)."""
     from bntt_snntorch.utils import tune_cpu_allocator
 
     tune_cpu_allocator()
@@ -438,19 +440,25 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
         for _ in range(args.warmup):
             steps[row]()
     best = dict.fromkeys(rows, float("inf"))
+    paired = {row: [] for row in rows}  # each round's step time over the last row's in the same round
     for _ in range(rounds):
+        took = {}
         for row in rows:
             _sync(device)
             start = time.perf_counter()
             steps[row]()
             _sync(device)
-            best[row] = min(best[row], time.perf_counter() - start)
+            took[row] = time.perf_counter() - start
+            best[row] = min(best[row], took[row])
+        for row in rows:
+            paired[row].append(took[rows[-1]] / took[row])
     from bntt_snntorch.kernels import compile_choice
 
     found = {
-        row: dict(label=ROWS[row][0], train_ms=best[row] * 1e3, train_img_s=B / best[row], paths=_paths(models[row]))
+        row: dict(label=ROWS[row][0], train_ms=best[row] * 1e3, train_img_s=B / best[row], paths=_paths(models[row]),
+                  paired_speed=statistics.median(paired[row]))
         for row in rows
-    }
+    }  # fmt: skip
     # auto's timings behind the paths (this process's, or the machine's file it read)
     keys = [(k.split("|"), m) for k, m in compile_choice._CHOICES.items()]  # machine|torch|paths|dtype|shape|mode
     here = torch.backends.cpu.get_cpu_capability()
@@ -495,12 +503,15 @@ def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
         f"- torch {meta['torch']}, {meta['date']}; command: `{meta['command']}`; BNTT_KERNELS={meta['bntt_kernels']}",
         f"- one process: {model_label}, T={args.num_steps}, batch {args.batch_size}, fp32, train step = forward + "
         f"backward + SGD; after {args.warmup} warm-up steps each (compiles and auto's measurements happen there), "
-        f"the rows' steps alternate for {args.rounds} rounds; the fastest step of each is reported", "",
-        "| row | fastest train step (ms) | train img/s | speed over the last row |", "|---|---|---|---|",
+        f"the rows' steps alternate for {args.rounds} rounds; the fastest step of each is reported, and the "
+        "median over the rounds of each round's speed over the last row (the two steps of a round run at the same "
+        "machine speed)", "",
+        "| row | fastest train step (ms) | train img/s | speed over the last row (fastest steps) | "
+        "speed over the last row (median of the rounds) |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for r in found.values():
         lines.append(f"| {r['label']} | {r['train_ms']:.0f} | {r['train_img_s']:.2f} | "
-                     f"**{r['train_img_s'] / ceiling:.2f}x** |")  # fmt: skip
+                     f"**{r['train_img_s'] / ceiling:.2f}x** | **{r['paired_speed']:.2f}x** |")  # fmt: skip
     for r in found.values():
         if r.get("paths"):
             lines += ["", f"Kernel paths of {r['label']}: " + ", ".join(f"{n} {p}" for n, p in r["paths"].items())]

@@ -54,3 +54,18 @@ def test_default_recipe_table_summarises_the_seeds_and_names_emulation(tmp_path,
     assert default_recipe.split_settings(["BNTT_KERNELS=eager", "A_B=x=y", "--seed", "N=1"]) == (
         {"BNTT_KERNELS": "eager", "A_B": "x=y"}, ["--seed", "N=1"]
     )  # fmt: skip
+
+
+def test_side_by_side_reports_both_ratios(tmp_path):
+    """The side-by-side rows (c: ours, e: the ReLU twin) at tiny sizes: the table gives each row's speed over
+    the twin from the fastest steps and as the median of the rounds' paired ratios (1x for the twin itself)."""
+    argv = ["--side-by-side", "c,e", "--arch", "bntt_digits", "--num-steps", "2", "--batch-size", "4"]
+    argv += ["--rounds", "3", "--warmup", "1", "--out", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "benchmarks/throughput.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (report,) = tmp_path.glob("side-by-side-bntt_digits-*.json")
+    rows = json.loads(report.read_text())["rows"]
+    assert rows["e"]["paired_speed"] == 1.0 and 0 < rows["c"]["paired_speed"] < 100
+    assert "median of the rounds" in report.with_suffix(".md").read_text()
