@@ -91,7 +91,7 @@ class BatchNormTT(ThroughTime):
             rows = tuple(table)
             for bn, row in zip(steps, rows):
                 bn._buffers[name] = row
-            tables[name] = (table, rows)
+            tables[name] = (table.data, rows)  # .data: written without a version bump
         self.__dict__["_statistics"] = tables
 
     def _apply(self, fn, recurse=True):
@@ -112,7 +112,7 @@ class BatchNormTT(ThroughTime):
             table, rows = tables[name]
             if not all(bn._buffers[name] is row for bn, row in zip(layers, rows)):
                 return None
-            out.append(table.data[first_step : first_step + steps])
+            out.append(table if first_step == 0 and steps == len(rows) else table[first_step : first_step + steps])
         return tuple(out)
 
     @property
