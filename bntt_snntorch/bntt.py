@@ -171,8 +171,10 @@ class BatchNormTT(ThroughTime):
         if tables is None:  # a replaced buffer: the steps' statistics gathered and written back
             running_mean = torch.cat([bn.running_mean for bn in steps])
             running_var = torch.cat([bn.running_var for bn in steps])
-        else:  # the tables' rows, updated in place by batch norm's kernel
+        elif self.training:  # the tables' rows, updated in place by batch norm's kernel
             running_mean, running_var = tables[0].view(-1), tables[1].view(-1)
+        else:  # copies, as the concatenation was: eval's backward reads them, a later update must not move them
+            running_mean, running_var = tables[0].flatten().clone(), tables[1].flatten().clone()
         out = F.batch_norm(flat, running_mean, running_var, weight, None, self.training, first.momentum, first.eps)
         if self.training:
             # Written through .data, as batch norm's own kernel updates running statistics: without

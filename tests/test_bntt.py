@@ -192,3 +192,20 @@ def _batch_statistics(x_seq):
     """Each step's per-channel mean and biased variance, ``(T, C)`` each."""
     dims = [1, *range(3, x_seq.dim())]
     return x_seq.mean(dims), x_seq.var(dims, unbiased=False)
+
+
+def test_an_eval_graph_keeps_the_statistics_it_was_built_with():
+    """An eval-mode sequence's backward uses the running statistics of its forward, even when a training
+    call updates the tables in between (they are written without a version bump)."""
+    C, T = 3, 4
+    bn = _randomize(BatchNormTT2d(C, T, step_mode="m")).eval()
+    ref = copy.deepcopy(bn)
+    x = torch.randn(T, 5, C, 4, 4, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    g = torch.randn(x.shape)
+    y = bn(x)
+    bn.train()(torch.randn(T, 5, C, 4, 4) * 3 + 1)  # moves the running statistics
+    (y * g).sum().backward()
+    (ref(x_ref) * g).sum().backward()
+    assert not torch.equal(bn[0].running_mean, ref[0].running_mean)
+    assert_close(x.grad, x_ref.grad, msg="eval input grad")
