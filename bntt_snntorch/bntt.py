@@ -83,9 +83,8 @@ class BatchNormTT(ThroughTime):
             buffers = [bn._buffers.get(name) for bn in steps]
             if any(b is None for b in buffers):  # track_running_stats=False
                 continue
-            old = self.__dict__.get("_statistics", {}).get(name)
-            if old is not None and all(b is row for b, row in zip(buffers, old[1])):
-                tables[name] = old
+            if self._table(name) is not None:
+                tables[name] = self.__dict__["_statistics"][name]
                 continue
             table = torch.stack(buffers)
             rows = tuple(table)
@@ -103,17 +102,19 @@ class BatchNormTT(ThroughTime):
         """``(running_mean (T', C), running_var (T', C), num_batches_tracked (T',))`` of steps ``first_step ..``
         as slices of the packed tables (through ``.data``: written without a version bump, as batch norm's
         own kernel writes), or None where a step's buffer is no longer its table's row."""
-        tables = self.__dict__.get("_statistics", {})
-        if len(tables) != len(_STATISTICS):
+        tables = [self._table(name) for name in _STATISTICS]
+        if any(table is None for table in tables):
             return None
-        layers = self._layers()
-        out = []
-        for name in _STATISTICS:
-            table, rows = tables[name]
-            if not all(bn._buffers[name] is row for bn, row in zip(layers, rows)):
-                return None
-            out.append(table if first_step == 0 and steps == len(rows) else table[first_step : first_step + steps])
-        return tuple(out)
+        whole = first_step == 0 and steps == self.time_steps
+        return tuple(table if whole else table[first_step : first_step + steps] for table in tables)
+
+    def _table(self, name: str) -> torch.Tensor | None:
+        """The packed table of statistic ``name`` (its ``.data``), or None where it is not packed or a step's
+        buffer is no longer its row."""
+        table, rows = self.__dict__.get("_statistics", {}).get(name, (None, ()))
+        if table is None or not all(bn._buffers.get(name) is row for bn, row in zip(self._layers(), rows)):
+            return None
+        return table
 
     @property
     def gammas(self) -> torch.Tensor:

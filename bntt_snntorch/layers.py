@@ -13,7 +13,6 @@ Every block is a step module (:mod:`bntt_snntorch.step_mode`):
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -308,7 +307,7 @@ class SpikingBlock(StepCounter, nn.Module):
         g = torch.as_tensor(params.graded_spikes_factor)
         if g.numel() != 1 or g.requires_grad:
             return None
-        return _power_of_two(float(g))
+        return spike_synapse.power_of_two(float(g))
 
     def extra_repr(self) -> str:
         parts = [] if self.input_scale == 1.0 else [f"input_scale={self.input_scale}"]
@@ -334,15 +333,6 @@ def _origin(module: nn.Module) -> str:
     return "" if type(module).__module__.startswith("bntt_snntorch.") else "plug-in "
 
 
-def _power_of_two(value: float | None) -> float | None:
-    """``value`` if it is a power of two (then every multiple up to 127 of it, divided by a power-of-two
-    pool area, is exact in float32 and bfloat16), else None."""
-    if value is None or value <= 0:
-        return None
-    mantissa, _ = math.frexp(value)
-    return value if mantissa == 0.5 else None
-
-
 def _pooled_quantum(module: nn.Module, quantum: float | None) -> float | None:
     """The quantum after a stateless layer: flatten keeps it, power-of-two average pooling divides it."""
     if quantum is None:
@@ -351,7 +341,7 @@ def _pooled_quantum(module: nn.Module, quantum: float | None) -> float | None:
         return quantum
     if type(module) is nn.AvgPool2d and not module.padding and not module.ceil_mode:
         kh, kw = (module.kernel_size, module.kernel_size) if isinstance(module.kernel_size, int) else module.kernel_size
-        return _power_of_two(quantum / (kh * kw))
+        return spike_synapse.power_of_two(quantum / (kh * kw))
     return None
 
 
@@ -368,7 +358,7 @@ def mark_spike_inputs(layers: nn.Module, input_quantum: float | None = None) -> 
     chain. Memory only: values and gradients are the same either way (tested). The same walk
     records each block's presynaptic neuron (:attr:`SpikingBlock.presynaptic`, used by OTTT).
     """
-    quantum, presynaptic = _power_of_two(input_quantum), None
+    quantum, presynaptic = spike_synapse.power_of_two(input_quantum), None
     for layer in layers:
         if isinstance(layer, SpikingBlock):
             layer.input_quantum = quantum if spike_synapse.supports(layer.synapse) else None

@@ -24,6 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def power_of_two(value: float | None) -> float | None:
+    """``value`` if it is a power of two (then every multiple up to 127 of it, divided by a power-of-two
+    pool area, is exact in float32 and bfloat16), else None."""
+    if value is None or value <= 0:
+        return None
+    mantissa, _ = math.frexp(value)
+    return value if mantissa == 0.5 else None
+
+
 def _codes(x: torch.Tensor, quantum: float) -> torch.Tensor:
     """``round(x / quantum)`` as int8 (``x`` is integer multiples of ``quantum``, at most 127 of them). For a
     power-of-two ``quantum`` (all that :func:`bntt_snntorch.layers.mark_spike_inputs` marks) the quotient is
@@ -31,7 +40,7 @@ def _codes(x: torch.Tensor, quantum: float) -> torch.Tensor:
     if quantum == 1.0:
         return x.to(torch.int8)
     scaled = x * (1.0 / quantum)
-    return (scaled if math.frexp(quantum)[0] == 0.5 else scaled.round_()).to(torch.int8)
+    return (scaled if power_of_two(quantum) else scaled.round_()).to(torch.int8)
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
