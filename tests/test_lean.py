@@ -327,7 +327,7 @@ SYNAPSES = {
 
 
 @pytest.mark.parametrize("kind", SYNAPSES)
-@pytest.mark.parametrize("quantum", [1.0, 0.25, 0.3])
+@pytest.mark.parametrize("quantum", [1.0, 0.25, 0.03])
 def test_spike_synapse_equals_the_module_and_keeps_int8(kind, quantum):
     """Values and input / weight gradients equal the module's (1e-5 / 1e-4); the input is kept as int8."""
     from bntt_snntorch.kernels.spike_synapse import spike_synapse
