@@ -15,11 +15,13 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize=(6, 4)):
     return fig, fig.subplots(nrows, ncols)
 
 
-def plot_training_curves(rows: list[dict], path) -> Figure:
-    """Loss and accuracy per epoch (rows of ``metrics.csv``) -> PNG at ``path``."""
+def plot_training_curves(rows: list[dict], path, label_smoothing: float = 0.0) -> Figure:
+    """Loss and accuracy per epoch (rows of ``metrics.csv``) -> PNG at ``path``; ``label_smoothing``: the
+    training loss's (named in its legend: that loss sits above the test loss's plain cross-entropy)."""
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = _figure(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    train = f"train (label smoothing {label_smoothing:g})" if label_smoothing else "train"
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label=train)
     ax_loss.plot(epochs, [r["test_loss"] for r in rows], "s-", label="test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
     ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "o-", label="train")

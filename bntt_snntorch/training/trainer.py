@@ -358,7 +358,7 @@ class _Run:
 
     def _write_epoch_files(self) -> None:
         write_csv(self.out / "metrics.csv", self.rows, METRIC_FIELDS)
-        plot_training_curves(self.rows, self.out / "curves.png")
+        plot_training_curves(self.rows, self.out / "curves.png", self.cfg.label_smoothing)
         if self.layer_rows:
             write_csv(self.out / "layer_stats.csv", self.layer_rows, LAYER_FIELDS)
 
