@@ -206,10 +206,9 @@ class BatchNormTT(ThroughTime):
         ``batch_statistics(x_seq) -> (mean, var)`` computes the statistics (a fused kernel's), by
         the same rule here. Eval: the running statistics. ``weight`` is ``None`` for ``affine=False``.
         """
-        self._check_sequence_input(x_seq, first_step)
+        weight = self.step_weights(x_seq, first_step)
         T = x_seq.shape[0]
         steps = self._layers(first_step, T)
-        weight = torch.stack([bn.weight for bn in steps]) if self.affine else None
         state = torch.promote_types(x_seq.dtype, torch.float32)
         with torch.no_grad():
             if not self.training:
@@ -218,12 +217,7 @@ class BatchNormTT(ThroughTime):
                     mean = torch.stack([bn.running_mean for bn in steps]).to(state)
                     return weight, mean, torch.stack([bn.running_var for bn in steps]).to(state)
                 return weight, tables[0].to(state, copy=True), tables[1].to(state, copy=True)
-            count = math.prod(x_seq.shape[1:]) // x_seq.shape[2]
-            if count == 1:
-                raise ValueError(
-                    f"{type(self).__name__}: expected more than 1 value per channel when training, got shape "
-                    f"{tuple(x_seq.shape)}"
-                )
+            self._values_per_channel(x_seq)
             if batch_statistics is None:
                 stats = [
                     torch.batch_norm_update_stats(x, bn.running_mean.data, bn.running_var.data, bn.momentum)
@@ -233,8 +227,30 @@ class BatchNormTT(ThroughTime):
                 torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
             else:
                 mean, var = batch_statistics(x_seq)
-                self._update_running_statistics(first_step, mean, var, count)
+                self.record_statistics(x_seq, mean, var, first_step)
         return weight, mean, var
+
+    def step_weights(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor | None:
+        """The gammas that normalise ``x_seq`` ``(T', B, C, ...)`` as steps ``first_step ..``: one ``(T', C)``
+        stack (gradients reach each step's weight), None for ``affine=False``; ``x_seq``'s shape checked."""
+        self._check_sequence_input(x_seq, first_step)
+        return torch.stack([bn.weight for bn in self._layers(first_step, x_seq.shape[0])]) if self.affine else None
+
+    def record_statistics(self, x_seq: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, first_step: int = 0):
+        """The running statistics of steps ``first_step ..`` updated with the batch mean and biased variance
+        ``(T', C)`` of ``x_seq`` ``(T', B, C, ...)`` (computed by a fused kernel)."""
+        with torch.no_grad():
+            self._update_running_statistics(first_step, mean, var, self._values_per_channel(x_seq))
+
+    def _values_per_channel(self, x_seq: torch.Tensor) -> int:
+        """Values a channel of one step of ``x_seq`` ``(T', B, C, ...)`` (more than 1 to train)."""
+        count = math.prod(x_seq.shape[1:]) // x_seq.shape[2]
+        if count == 1:
+            raise ValueError(
+                f"{type(self).__name__}: expected more than 1 value per channel when training, got shape "
+                f"{tuple(x_seq.shape)}"
+            )
+        return count
 
     @torch.no_grad()
     def _update_running_statistics(self, first_step: int, mean: torch.Tensor, var: torch.Tensor, count) -> None:

@@ -25,6 +25,7 @@ from .kernels import (
     attempt,
     batch_statistics,
     bntt_leaky_scan,
+    bntt_leaky_scan_c_training,
     choose_plan,
     record_taken,
     report,
@@ -256,12 +257,28 @@ class SpikingBlock(StepCounter, nn.Module):
         return spikes, BlockState(mem, trace)
 
     def _fused_bntt(self, cur: torch.Tensor, params, plan: Plan) -> torch.Tensor:
-        """The statistics, then BNTT and the neuron as one node, on ``plan``'s path; a path that cannot
-        compile or launch here (the statistics kernel included) falls back (:func:`~bntt_snntorch.kernels.attempt`)."""
-        stats, path = attempt(self, plan.path, lambda path: self.norm.update_statistics(cur, batch_statistics(path)))
+        """The statistics, then BNTT and the neuron as one node, on ``plan``'s path (in training on the C
+        path, both in one pass: :meth:`_c_training`); a path that cannot compile or launch here (the
+        statistics kernel included) falls back (:func:`~bntt_snntorch.kernels.attempt`)."""
+        path = plan.path
+        if path == "bntt-c" and self.norm.training:  # where the loops cannot be built: None, and the fallback below
+            spikes, path = attempt(self, path, lambda path: self._c_training(cur, params) if path == "bntt-c" else None)
+            if spikes is not None:
+                record_taken(self, path)
+                return spikes
+        stats, path = attempt(self, path, lambda path: self.norm.update_statistics(cur, batch_statistics(path)))
         norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
         spikes, path = attempt(self, path, lambda path: bntt_leaky_scan(cur, norm, params, path, self))
         record_taken(self, path)
+        return spikes
+
+    def _c_training(self, cur: torch.Tensor, params) -> torch.Tensor:
+        """Training on the C path: the batch statistics computed in the loops' own pass
+        (:func:`~bntt_snntorch.kernels.bntt_scan.bntt_leaky_scan_c_training`), the running statistics updated
+        from them after."""
+        weight = self.norm.step_weights(cur)
+        spikes, mean, var = bntt_leaky_scan_c_training(cur, weight, self.norm[0].eps, self.input_scale, params, self)
+        self.norm.record_statistics(cur, mean, var)
         return spikes
 
     def _plan(self, cur: torch.Tensor, params, calls_per_batch: int = 1) -> Plan:

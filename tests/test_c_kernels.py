@@ -79,6 +79,36 @@ def test_c_statistics_equal_batch_norms(c_loops, shape):
         assert_close(var[t], ref_var, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(6, 5, 3, 9, 9), (6, 5, 7, 4, 4), (6, 5, 40), (6, 5, 300)])  # rows, flat, linear
+@pytest.mark.parametrize("affine,scale", [(True, 1.0), (True, 0.5), (False, 1.0), (False, 2.0)])
+def test_training_forward_with_its_statistics_equals_the_three_calls(c_loops, shape, affine, scale):
+    """Training's one-pass forward (statistics, coefficients and neuron a channel at a time) against
+    batch_statistics, then loop_arguments' coefficients, then forward: bit for bit, from zero and from a given
+    membrane (fresh random input)."""
+    from bntt_snntorch.kernels.bntt_scan import coefficients
+
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, affine, scale)).encode()))
+    x = torch.randn(shape, generator=gen) * 3 + 1
+    T, C = shape[0], shape[2]
+    weight = torch.rand(T, C, generator=gen) + 0.5 if affine else None
+    mem0 = torch.randn(shape[1:], generator=gen)
+    params, codes, surrogate = torch.tensor([0.9, 1.0, 1.0]), (0, False, 0), (2, 25.0, 0.0)
+    for m0 in (None, mem0):
+        spk, mem, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(
+            x, weight, 1e-4, scale, m0, params, codes, surrogate
+        )
+        ref_mean, ref_var = c_bntt.batch_statistics(x)
+        ref_rstd, ref_k = coefficients(weight, ref_var, 1e-4, scale)
+        ref_shift = (-ref_mean * ref_k).contiguous()
+        ref_spk, ref_mem = c_bntt.forward(x, ref_k.contiguous(), ref_shift, m0, params, codes, surrogate, True)
+        for got, want in [(mean, ref_mean), (var, ref_var), (rstd, ref_rstd), (k, ref_k), (shift, ref_shift),
+                          (spk, ref_spk), (mem, ref_mem)]:  # fmt: skip
+            assert torch.equal(got, want)
+    assert spk.sum() > 0 and (spk == 0).any()  # some neurons fire, some do not
+    with pytest.raises(ValueError, match=r"expected float32 gammas of shape \(T, C\)"):
+        c_bntt.forward_with_statistics(x, torch.ones(T + 1, C), 1e-4, scale, None, params, codes, surrogate)
+
+
 def test_c_loops_keep_what_the_eager_node_keeps(c_loops, monkeypatch):
     """The same full-size tensors as the eager node; besides them the C node keeps its loops' (T, C)
     coefficients, computed once in the forward (k, shift, rstd in place of the gammas and variances: one

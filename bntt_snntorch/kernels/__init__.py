@@ -21,7 +21,7 @@ import torch
 from ..definition import VARIANTS, Variant
 from ..functional import leaky_sequence_reference
 from . import spike_synapse
-from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu, loop_arguments, node_parts
+from .bntt_scan import BNTTNorm, bntt_leaky_scan_c_training, bntt_leaky_scan_cpu, loop_arguments, node_parts
 from .plan import (
     BACKENDS,
     FALLBACKS,
@@ -50,6 +50,7 @@ __all__ = [
     "attempt",
     "batch_statistics",
     "bntt_leaky_scan",
+    "bntt_leaky_scan_c_training",
     "choose_plan",
     "clear_fallbacks",
     "explain",

@@ -210,6 +210,22 @@ def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_ti
                           through_time, last)  # fmt: skip
 
 
+def _c_forward_with_statistics(x_seq, weight, tensors: NeuronTensors, spec: BNTTSpec):
+    """Training's forward as the C loops that also compute the batch statistics, in the same pass over each
+    channel: ``(spikes (T, B, ...), mean (T, C), var (T, C), LoopArguments)`` — equal to
+    :func:`~.c_bntt.batch_statistics`, then :func:`loop_arguments`, then :func:`_c_forward`."""
+    from . import c_bntt
+
+    neuron = spec.neuron
+    surrogate = (neuron.surrogate.code, *map(float, neuron.surrogate.args()))
+    params = params_tensor(tensors)
+    w = None if weight is None else weight.detach().float().contiguous()
+    spikes, _, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(
+        x_seq.contiguous(), w, spec.eps, spec.scale, None, params, neuron.variant.codes, surrogate, last=False
+    )
+    return spikes, mean, var, LoopArguments(k, shift, rstd, params, neuron.variant.codes, surrogate)
+
+
 def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0=None, through_time: bool = True):
     """``(grad_x, sum_xhat (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the C loops, for the forward
     with ``args`` from ``mem0`` (None: zeros); ``through_time=False``: each step's gradient through its own
@@ -230,18 +246,24 @@ class BNTTLeakyScan(torch.autograd.Function):
         tensors = NeuronTensors(beta, theta, g)
         ctx.spec, ctx.layer = spec, layer
         if spec.path == "bntt-c":  # built in the forward: a build failure propagates and falls back the same way
-            args = loop_arguments(weight, mean, var, tensors, spec)  # once: the backward takes the same
             ctx.beta_shape, ctx.theta_shape = beta.shape, theta.shape
+            if mean is None:  # training: the statistics computed in the loops' own pass, returned beside the spikes
+                spikes, mean, var, args = _c_forward_with_statistics(x_seq, weight, tensors, spec)
+                ctx.mark_non_differentiable(mean, var)
+                out = spikes, mean, var
+            else:
+                args = loop_arguments(weight, mean, var, tensors, spec)  # once: the backward takes the same
+                out = _c_forward(x_seq, args, spec.training, last=False)[0]
             ctx.save_for_backward(x_seq, mean, args.k, args.shift, args.rstd, args.params)
             ctx.codes, ctx.surrogate = args.codes, args.surrogate
-            return _c_forward(x_seq, args, spec.training, last=False)[0]
+            return out
         ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
             return _compiled_forward(x_seq, weight, mean, var, tensors, spec)[0]
         return _eager_forward(x_seq, weight, mean, var, tensors, spec, "spk")
 
     @staticmethod
-    def backward(ctx, grad_spk):
+    def backward(ctx, grad_spk, *_statistics):  # the statistics' outputs (bntt-c in training) have no gradient
         spec: BNTTSpec = ctx.spec
         if spec.path == "bntt-c":
             return BNTTLeakyScan._c_backward(ctx, grad_spk)
@@ -287,3 +309,15 @@ def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str, layer
     mean, var = norm.mean.to(state), norm.var.to(state)
     label = None if layer is None else layer_label(layer)
     return BNTTLeakyScan.apply(x_seq, norm.weight, mean, var, tensors.beta, tensors.theta, tensors.g, spec, label)
+
+
+@torch.compiler.disable
+def bntt_leaky_scan_c_training(x_seq: torch.Tensor, weight, eps: float, scale: float, p, layer=None):
+    """Training on the C path with the batch statistics computed in the loops' own pass (one read of each
+    channel for the statistics, coefficients and neuron instead of three): ``(spikes (T, B, C, ...), mean,
+    var)``, the batch's mean and biased variance ``(T, C)`` for the running statistics; the spikes and their
+    gradients equal :func:`bntt_leaky_scan_cpu`'s on "bntt-c" with those statistics (``x_seq`` float32)."""
+    norm = BNTTNorm(weight, None, None, eps, scale, True)
+    tensors, spec = node_parts(norm, p, "bntt-c", x_seq.device, torch.float32)
+    label = None if layer is None else layer_label(layer)
+    return BNTTLeakyScan.apply(x_seq, weight, None, None, tensors.beta, tensors.theta, tensors.g, spec, label)

@@ -7,10 +7,12 @@ in a chunk of a channel's row: the formulas are :mod:`bntt_snntorch.definition`'
 a second; the library is kept in ``bntt_snntorch_c/`` beside TorchInductor's cache, one file per
 source). The loops run on torch's own OpenMP threads (the library links the ``libgomp`` torch has loaded).
 
-Three functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``, ``L`` the spatial size):
+Four functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``, ``L`` the spatial size):
 
 * :func:`batch_statistics` — each step's per-channel mean and biased variance (two passes);
 * :func:`forward` — ``current = k * x + shift``, then the neuron, writing spikes only;
+* :func:`forward_with_statistics` — training's forward: the two above and the coefficients between them, a
+  channel (or a block of channels) at a time, so each value is read from memory once, not three times;
 * :func:`backward` — recomputes the membranes of a chunk, walks the steps back writing ``dL/dcurrent``
   and adding its per-(step, channel) sums, then turns it into batch norm's input gradient in place.
 
@@ -161,6 +163,145 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
     }
     if (mem_last)
       for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+    RESTORE_SUBNORMALS
+  }
+}
+"""
+
+_FORWARD_STATS = """
+/* Training's forward with its own statistics, a channel at a time: each step's batch mean and biased variance of
+   the channel (as bntt_stats), the coefficients (rstd = 1 / sqrt(var + eps) in double, rounded to float, as
+   batch norm's kernel; k = rstd * gamma * scale; shift = -mean * k), then the step's neuron update of the channel's
+   B rows; the channel's values are read from the cache for all three. w: (T, C) gammas or NULL (affine=False). */
+void bntt_forward_stats(const float* x, const float* w, double eps, float scale, const float* m0, float* spk,
+                        float* mem_last, float* mean, float* var, float* rstd, float* k, float* shift,
+                        const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
+  const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
+  const int64_t step = B * C * L;
+  #pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; c++) {
+    FLUSH_SUBNORMALS
+    float* m = (float*)malloc(sizeof(float) * B * L);
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t s = 0; s < L; s++) m[b * L + s] = m0 ? m0[(b * C + c) * L + s] : 0.0f;
+    for (int64_t t = 0; t < T; t++) {
+      double total = 0.0;
+      for (int64_t b = 0; b < B; b++) {
+        const float* row = x + t * step + (b * C + c) * L;
+        float acc = 0.0f;
+        #pragma omp simd reduction(+:acc)
+        for (int64_t s = 0; s < L; s++) acc += row[s];
+        total += acc;
+      }
+      const float mu = (float)(total / (double)(B * L));
+      double squares = 0.0;
+      for (int64_t b = 0; b < B; b++) {
+        const float* row = x + t * step + (b * C + c) * L;
+        float acc = 0.0f;
+        #pragma omp simd reduction(+:acc)
+        for (int64_t s = 0; s < L; s++) { const float d = row[s] - mu; acc += d * d; }
+        squares += acc;
+      }
+      const int64_t tc = t * C + c;
+      const float v = (float)(squares / (double)(B * L));
+      const float rs = (float)(1.0 / sqrt((double)v + eps));
+      const float kt = w ? rs * (scale != 1.0f ? w[tc] * scale : w[tc]) : (scale != 1.0f ? rs * scale : rs);
+      const float sh = -mu * kt;
+      mean[tc] = mu; var[tc] = v; rstd[tc] = rs; k[tc] = kt; shift[tc] = sh;
+      for (int64_t b = 0; b < B; b++) {
+        const float* xt = x + t * step + (b * C + c) * L;
+        float* st = spk + t * step + (b * C + c) * L;
+        float* mr = m + b * L;
+        #pragma omp simd
+        for (int64_t j = 0; j < L; j++) {
+          const float cur = {normalise};
+          const float mp = mr[j];
+          {forward_step}
+          st[j] = spike;
+          mr[j] = membrane;
+        }
+      }
+    }
+    if (mem_last)
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < L; s++) mem_last[(b * C + c) * L + s] = m[b * L + s];
+    free(m);
+    RESTORE_SUBNORMALS
+  }
+}
+
+/* The same for little or no spatial extent (L < ROW_MIN): a block of channels at a time (their C * L values
+   contiguous in each sample, each element with its own channel's coefficients), sums per element over the batch
+   (as bntt_stats_flat), then per channel. */
+void bntt_forward_stats_flat(const float* x, const float* w, double eps, float scale, const float* m0, float* spk,
+                             float* mem_last, float* mean, float* var, float* rstd, float* k, float* shift,
+                             const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
+  const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
+  const int64_t N = C * L, step = B * N;
+  const int64_t threads = omp_get_max_threads();
+  int64_t width = (CHUNK + L - 1) / L;  /* channels a block: about CHUNK values, at least one block a thread */
+  if (width > (C + threads - 1) / threads) width = (C + threads - 1) / threads;
+  const int64_t blocks = (C + width - 1) / width;
+  #pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; blk++) {
+    FLUSH_SUBNORMALS
+    const int64_t c0 = blk * width, cn = C - c0 < width ? C - c0 : width, n = cn * L, e0 = c0 * L;
+    double* total = (double*)malloc(sizeof(double) * n);
+    double* squares = (double*)malloc(sizeof(double) * n);
+    float* mu = (float*)malloc(sizeof(float) * n);
+    float* kt = (float*)malloc(sizeof(float) * n);
+    float* sh = (float*)malloc(sizeof(float) * n);
+    float* m = (float*)malloc(sizeof(float) * B * n);
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t j = 0; j < n; j++) m[b * n + j] = m0 ? m0[b * N + e0 + j] : 0.0f;
+    for (int64_t t = 0; t < T; t++) {
+      const float* xs = x + t * step + e0;
+      for (int64_t j = 0; j < n; j++) total[j] = squares[j] = 0.0;
+      for (int64_t b = 0; b < B; b++)
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) total[j] += xs[b * N + j];
+      for (int64_t c = 0; c < cn; c++) {
+        double sum = 0.0;
+        for (int64_t s = 0; s < L; s++) sum += total[c * L + s];
+        const float mc = (float)(sum / (double)(B * L));
+        for (int64_t s = 0; s < L; s++) mu[c * L + s] = mc;
+      }
+      for (int64_t b = 0; b < B; b++)
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+          const float d = xs[b * N + j] - mu[j];
+          squares[j] += d * d;
+        }
+      for (int64_t c = 0; c < cn; c++) {
+        double sum = 0.0;
+        for (int64_t s = 0; s < L; s++) sum += squares[c * L + s];
+        const int64_t tc = t * C + c0 + c;
+        const float mc = mu[c * L], v = (float)(sum / (double)(B * L));
+        const float rs = (float)(1.0 / sqrt((double)v + eps));
+        const float kc = w ? rs * (scale != 1.0f ? w[tc] * scale : w[tc]) : (scale != 1.0f ? rs * scale : rs);
+        const float shc = -mc * kc;
+        mean[tc] = mc; var[tc] = v; rstd[tc] = rs; k[tc] = kc; shift[tc] = shc;
+        for (int64_t s = 0; s < L; s++) { kt[c * L + s] = kc; sh[c * L + s] = shc; }
+      }
+      for (int64_t b = 0; b < B; b++) {
+        const float* xt = xs + b * N;
+        float* st = spk + t * step + b * N + e0;
+        float* mr = m + b * n;
+        #pragma omp simd
+        for (int64_t j = 0; j < n; j++) {
+          const float xv = xt[j];
+          const float cur = {flat_normalise};
+          const float mp = mr[j];
+          {forward_step}
+          st[j] = spike;
+          mr[j] = membrane;
+        }
+      }
+    }
+    if (mem_last)
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < n; j++) mem_last[b * N + e0 + j] = m[b * n + j];
+    free(total); free(squares); free(mu); free(kt); free(sh); free(m);
     RESTORE_SUBNORMALS
   }
 }
@@ -488,6 +629,7 @@ def source(
         _HEADER.format(chunk=CHUNK)
         + _REDUCE
         + fill(_FORWARD, normalise=normalise, forward_step=forward_step)
+        + fill(_FORWARD_STATS, normalise=normalise, forward_step=forward_step, flat_normalise=flat["normalise"])
         + fill(_BACKWARD, **loops)
         + fill(_FLAT, **flat)
     )
@@ -532,6 +674,8 @@ def library(
     lib = _build(source(codes, surrogate, training, through_time))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.bntt_forward.argtypes = [ptr] * 7 + [i64] * 4
+    lib.bntt_forward_stats.argtypes = [ptr, ptr, ctypes.c_double, ctypes.c_float] + [ptr] * 9 + [i64] * 4
+    lib.bntt_forward_stats_flat.argtypes = lib.bntt_forward_stats.argtypes
     lib.bntt_backward.argtypes = [ptr] * 12 + [i64] * 4
     lib.bntt_forward_flat.argtypes = [ptr] * 7 + [i64] * 4
     lib.bntt_backward_flat.argtypes = [ptr] * 12 + [i64] * 4
@@ -630,3 +774,25 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     pointers = map(_pointer, (grad_spk, x, k, shift, mean, rstd, mem0, grad_x, sum_dy, sum_dy_xhat, part, params))
     (lib.bntt_backward_flat if L < ROW_MIN else lib.bntt_backward)(*pointers, T, B, C, L)
     return grad_x, sum_dy_xhat, sum_dy, part[0], part[1]
+
+
+def forward_with_statistics(x, weight, eps, scale, mem0, params, codes, surrogate, through_time=True, last=True):
+    """Training's forward with its own batch statistics, in one pass over each channel (read once from memory
+    for the statistics, the coefficients and the neuron): ``(spikes, last membrane (None unless last), mean,
+    var, rstd, k, shift)``, the last five ``(T, C)``, each equal to :func:`batch_statistics`, then
+    :func:`~.bntt_scan.loop_arguments`' coefficients, then :func:`forward` (the same arithmetic, in the same
+    order). ``weight``: the gammas ``(T, C)`` (float32, contiguous) or None (``affine=False``); ``eps``,
+    ``scale``: batch norm's and the block's input scale; the rest as :func:`forward`'s."""
+    T, B, C, L = _layout(x)
+    if weight is not None and (tuple(weight.shape) != (T, C) or weight.dtype != torch.float32):
+        raise ValueError(
+            f"expected float32 gammas of shape (T, C) = {(T, C)}, got {weight.dtype} {tuple(weight.shape)}"
+        )
+    spk = torch.empty_like(x)
+    mem = torch.empty(x.shape[1:]) if last else None
+    mean, var, rstd, k, shift = (torch.empty(T, C) for _ in range(5))
+    lib = library(codes, surrogate, True, through_time)
+    pointers = map(_pointer, (mem0, spk, mem, mean, var, rstd, k, shift, params))
+    run = lib.bntt_forward_stats_flat if L < ROW_MIN else lib.bntt_forward_stats
+    run(_pointer(x), _pointer(weight), float(eps), float(scale), *pointers, T, B, C, L)
+    return spk, mem, mean, var, rstd, k, shift
