@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 
 from . import compiled_steps
-from .fallback import fallback_errors, layer_label, record_failure
+from .fallback import fallback_errors, record_failure
 from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan, params_tensor
 
 
@@ -303,12 +303,11 @@ class BNTTLeakyScan(torch.autograd.Function):
 def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str, layer=None) -> torch.Tensor:
     """Spikes ``(T, B, C, ...)`` of a leaky layer driven by ``norm.scale * BNTT(x_seq)``, from zero
     membrane, on the CPU paths ("bntt-eager", "bntt-compiled" or "bntt-c"); ``p``: the neuron's LeakyParams;
-    ``layer``: the module, named if the compiled backward falls back."""
+    ``layer``: the module (or its name), named if the compiled backward falls back (the name is made then)."""
     state = torch.promote_types(x_seq.dtype, torch.float32)
     tensors, spec = node_parts(norm, p, path, x_seq.device, state)
     mean, var = norm.mean.to(state), norm.var.to(state)
-    label = None if layer is None else layer_label(layer)
-    return BNTTLeakyScan.apply(x_seq, norm.weight, mean, var, tensors.beta, tensors.theta, tensors.g, spec, label)
+    return BNTTLeakyScan.apply(x_seq, norm.weight, mean, var, tensors.beta, tensors.theta, tensors.g, spec, layer)
 
 
 @torch.compiler.disable
@@ -319,5 +318,4 @@ def bntt_leaky_scan_c_training(x_seq: torch.Tensor, weight, eps: float, scale: f
     gradients equal :func:`bntt_leaky_scan_cpu`'s on "bntt-c" with those statistics (``x_seq`` float32)."""
     norm = BNTTNorm(weight, None, None, eps, scale, True)
     tensors, spec = node_parts(norm, p, "bntt-c", x_seq.device, torch.float32)
-    label = None if layer is None else layer_label(layer)
-    return BNTTLeakyScan.apply(x_seq, weight, None, None, tensors.beta, tensors.theta, tensors.g, spec, label)
+    return BNTTLeakyScan.apply(x_seq, weight, None, None, tensors.beta, tensors.theta, tensors.g, spec, layer)

@@ -52,9 +52,15 @@ def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 def _synapse(x: torch.Tensor, weight: torch.Tensor, conv: dict | None) -> torch.Tensor:
     """The synapse's forward in its compute dtype (autocast's, else the inputs' promoted one)."""
     dtype = _compute_dtype(x, weight)
-    with torch.autocast(x.device.type, enabled=False):
-        xc, wc = x.to(dtype), weight.to(dtype)
-        return F.conv2d(xc, wc, None, **conv) if conv is not None else F.linear(xc, wc)
+    xc, wc = x.to(dtype), weight.to(dtype)
+    if torch.is_autocast_enabled(x.device.type):  # cast above: the op itself runs outside autocast
+        with torch.autocast(x.device.type, enabled=False):
+            return _synapse_op(xc, wc, conv)
+    return _synapse_op(xc, wc, conv)
+
+
+def _synapse_op(x: torch.Tensor, weight: torch.Tensor, conv: dict | None) -> torch.Tensor:
+    return F.conv2d(x, weight, None, **conv) if conv is not None else F.linear(x, weight)
 
 
 def _synapse_backward(ctx, grad, weight_input, weight):
