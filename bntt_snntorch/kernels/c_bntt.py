@@ -19,8 +19,9 @@ Four functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``, 
 Rows are chunks of a channel's spatial positions (convolutions of at least :data:`ROW_MIN` positions) or
 of a sample's ``C * L`` values (small maps, and ``L = 1``: linear synapses; coefficients and sums per
 element), taken in memory order so that every pass streams; sums are kept per thread and added up after.
-Subnormal floats count as zero inside the loops (a decaying gradient would otherwise take the CPU's slow
-path; the difference is below 1e-38). float32 only; :func:`supports` says why not where they do not apply.
+Subnormal floats count as zero inside the loops, the statistics of training's one-pass forward included (a
+decaying gradient would otherwise take the CPU's slow path; the difference is below 1e-38). float32 only;
+:func:`supports` says why not where they do not apply.
 """
 
 from __future__ import annotations
