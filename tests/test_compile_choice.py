@@ -125,3 +125,21 @@ def test_a_choices_file_of_another_version_is_read_without_failing(auto):
         json.dumps({key: {"eager_s": 0.7, "compiled_s": 0.4, "compile_s": 20.0, "future_s": 1.0}, "odd": [1, 2]})
     )
     assert _plan(BIG).path == "bntt-compiled" and auto == []  # read back, not measured again
+
+
+def test_a_first_calls_measurement_is_not_counted_as_the_models_saved_tensors(monkeypatch, tmp_path):
+    """auto measures a new shape inside the model's first call; the measurement's own graphs keep their
+    tensors past whatever saved-tensor hooks the caller installed (here the profiler's, which counted them)."""
+    from bntt_snntorch.profiling import saved_tensor_bytes
+
+    monkeypatch.delenv("BNTT_KERNELS", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    compile_choice.forget()
+    model = create_model("bntt_digits", num_steps=4)
+    x = torch.randn(4, 3, 1, 8, 8)
+    try:
+        first = saved_tensor_bytes(model, x)  # every layer's shape measured in this call
+        assert len(compile_choice._CHOICES) == 3
+        assert saved_tensor_bytes(model, x).total == first.total
+    finally:
+        compile_choice.forget()

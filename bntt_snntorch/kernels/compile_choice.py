@@ -165,11 +165,17 @@ def forget() -> None:
     _CHOICES.clear()
 
 
+def _kept(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 def measure_layer(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> Measurement:
     """Time the fused BNTT node on random input of ``x``'s shape and dtype, eager, the C loops (where
     they apply), then (where :func:`worth_measuring` at ``calls_per_batch``) compiled; a build or compile
     that fails here counts as no gain (the failure is recorded as every fallback is). The online rules'
-    local node runs the same step kernels, so its chunks are timed on this node too."""
+    local node runs the same step kernels, so its chunks are timed on this node too. The timed graphs ignore
+    the caller's saved-tensor hooks (a profiler of the model's first call would count them, an offloading
+    hook would move them)."""
     from . import c_bntt
     from .bntt_scan import BNTTNorm, bntt_leaky_scan_cpu
     from .fallback import FALLBACKS, fallback_errors, record_failure
@@ -180,9 +186,9 @@ def measure_layer(x: torch.Tensor, p, grad: bool, calls_per_batch: int = 1) -> M
     weight = torch.ones(T, C).requires_grad_(grad)
     norm = BNTTNorm(weight, torch.zeros(T, C), torch.ones(T, C), 1e-4, 1.0, grad)
 
-    def call(path):
+    def call(path):  # the graphs keep their tensors as they are, whatever saved-tensor hooks the caller set
         start = time.perf_counter()
-        with torch.enable_grad() if grad else torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad(), torch.autograd.graph.saved_tensors_hooks(_kept, _kept):
             spikes = bntt_leaky_scan_cpu(sample, norm, p, path)
             if grad:
                 torch.autograd.grad(spikes, (sample, weight), torch.ones_like(spikes))
