@@ -71,66 +71,80 @@ static const float ZEROS[CHUNK] = {{0}};
 #endif
 """
 
-_STATS = """
-void bntt_stats(const float* x, float* mean, float* var, int64_t T, int64_t B, int64_t C, int64_t L) {
-  const int64_t step = B * C * L;
-  #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t t = 0; t < T; t++)
-    for (int64_t c = 0; c < C; c++) {
-      double total = 0.0;
-      for (int64_t b = 0; b < B; b++) {
-        const float* row = x + t * step + (b * C + c) * L;
-        float acc = 0.0f;
-        #pragma omp simd reduction(+:acc)
-        for (int64_t s = 0; s < L; s++) acc += row[s];
-        total += acc;
-      }
-      const float mu = (float)(total / (double)(B * L));
-      double squares = 0.0;
-      for (int64_t b = 0; b < B; b++) {
-        const float* row = x + t * step + (b * C + c) * L;
-        float acc = 0.0f;
-        #pragma omp simd reduction(+:acc)
-        for (int64_t s = 0; s < L; s++) { const float d = row[s] - mu; acc += d * d; }
-        squares += acc;
-      }
-      mean[t * C + c] = mu;
-      var[t * C + c] = (float)(squares / (double)(B * L));
-    }
+_MOMENTS = """
+/* Step t's batch mean and biased variance of channel c, xt the step (B, C, L): each row's sum in float, the
+   rows' in double, then the squared deviations from the rounded mean the same way (two passes). */
+static void channel_moments(const float* xt, int64_t B, int64_t C, int64_t L, int64_t c, float* mean, float* var) {
+  double total = 0.0;
+  for (int64_t b = 0; b < B; b++) {
+    const float* row = xt + (b * C + c) * L;
+    float acc = 0.0f;
+    #pragma omp simd reduction(+:acc)
+    for (int64_t s = 0; s < L; s++) acc += row[s];
+    total += acc;
+  }
+  const float mu = (float)(total / (double)(B * L));
+  double squares = 0.0;
+  for (int64_t b = 0; b < B; b++) {
+    const float* row = xt + (b * C + c) * L;
+    float acc = 0.0f;
+    #pragma omp simd reduction(+:acc)
+    for (int64_t s = 0; s < L; s++) { const float d = row[s] - mu; acc += d * d; }
+    squares += acc;
+  }
+  *mean = mu;
+  *var = (float)(squares / (double)(B * L));
 }
 
-/* The same for little or no spatial extent (L small): per-element sums over the batch, vectorised over C * L. */
+/* The same for little or no spatial extent, vectorised over a block of n = cn * L values (cn channels) that lie
+   contiguous in each of the B samples of xs (a sample every N values): per-element sums over the batch in
+   double, then per channel; mean / var get the block's cn values, mu each element's channel mean (total,
+   squares: n doubles of scratch). */
+static void block_moments(const float* xs, int64_t B, int64_t N, int64_t n, int64_t L, double* total,
+                          double* squares, float* mu, float* mean, float* var) {
+  for (int64_t j = 0; j < n; j++) total[j] = squares[j] = 0.0;
+  for (int64_t b = 0; b < B; b++)
+    #pragma omp simd
+    for (int64_t j = 0; j < n; j++) total[j] += xs[b * N + j];
+  for (int64_t c = 0; c < n / L; c++) {
+    double sum = 0.0;
+    for (int64_t s = 0; s < L; s++) sum += total[c * L + s];
+    mean[c] = (float)(sum / (double)(B * L));
+    for (int64_t s = 0; s < L; s++) mu[c * L + s] = mean[c];
+  }
+  for (int64_t b = 0; b < B; b++)
+    #pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+      const float d = xs[b * N + j] - mu[j];
+      squares[j] += d * d;
+    }
+  for (int64_t c = 0; c < n / L; c++) {
+    double sum = 0.0;
+    for (int64_t s = 0; s < L; s++) sum += squares[c * L + s];
+    var[c] = (float)(sum / (double)(B * L));
+  }
+}
+"""
+
+_STATS = """
+void bntt_stats(const float* x, float* mean, float* var, int64_t T, int64_t B, int64_t C, int64_t L) {
+  #pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t c = 0; c < C; c++) channel_moments(x + t * B * C * L, B, C, L, c, mean + t * C + c, var + t * C + c);
+}
+
+/* The same for little or no spatial extent (L small): a step's values as one block. */
 void bntt_stats_flat(const float* x, float* mean, float* var, int64_t T, int64_t B, int64_t C, int64_t L) {
   const int64_t N = C * L;
   #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; t++) {
-    double* total = (double*)calloc((size_t)N, sizeof(double));
-    double* squares = (double*)calloc((size_t)N, sizeof(double));
-    const float* xt = x + t * B * N;
-    for (int64_t b = 0; b < B; b++)
-      #pragma omp simd
-      for (int64_t j = 0; j < N; j++) total[j] += xt[b * N + j];
-    for (int64_t c = 0; c < C; c++) {
-      double sum = 0.0;
-      for (int64_t s = 0; s < L; s++) sum += total[c * L + s];
-      mean[t * C + c] = (float)(sum / (double)(B * L));
-    }
+    double* total = (double*)malloc(sizeof(double) * N);
+    double* squares = (double*)malloc(sizeof(double) * N);
     float* mu = (float*)malloc(sizeof(float) * N);
-    for (int64_t j = 0; j < N; j++) mu[j] = mean[t * C + j / L];
-    for (int64_t b = 0; b < B; b++)
-      #pragma omp simd
-      for (int64_t j = 0; j < N; j++) {
-        const float d = xt[b * N + j] - mu[j];
-        squares[j] += d * d;
-      }
-    free(mu);
-    for (int64_t c = 0; c < C; c++) {
-      double sum = 0.0;
-      for (int64_t s = 0; s < L; s++) sum += squares[c * L + s];
-      var[t * C + c] = (float)(sum / (double)(B * L));
-    }
+    block_moments(x + t * B * N, B, N, N, L, total, squares, mu, mean + t * C, var + t * C);
     free(total);
     free(squares);
+    free(mu);
   }
 }
 """
@@ -170,9 +184,18 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
 """
 
 _FORWARD_STATS = """
+/* Step-channel tc's coefficients from its batch statistics, rounded as bntt_scan.coefficients rounds them:
+   rstd = 1 / sqrt(var + eps) in double, then float (batch norm's kernel); k = rstd * gamma * scale (w NULL: no
+   gamma); shift = -mean * k. */
+static void coefficients(float mean, float var, const float* w, int64_t tc, double eps, float scale, float* rstd,
+                         float* k, float* shift) {
+  const float rs = (float)(1.0 / sqrt((double)var + eps));
+  k[tc] = w ? rs * (scale != 1.0f ? w[tc] * scale : w[tc]) : (scale != 1.0f ? rs * scale : rs);
+  rstd[tc] = rs;
+  shift[tc] = -mean * k[tc];
+}
 /* Training's forward with its own statistics, a channel at a time: each step's batch mean and biased variance of
-   the channel (as bntt_stats), the coefficients (rstd = 1 / sqrt(var + eps) in double, rounded to float, as
-   batch norm's kernel; k = rstd * gamma * scale; shift = -mean * k), then the step's neuron update of the channel's
+   the channel (channel_moments, as bntt_stats), its coefficients, then the step's neuron update of the channel's
    B rows; the channel's values are read from the cache for all three. w: (T, C) gammas or NULL (affine=False). */
 void bntt_forward_stats(const float* x, const float* w, double eps, float scale, const float* m0, float* spk,
                         float* mem_last, float* mean, float* var, float* rstd, float* k, float* shift,
@@ -186,29 +209,12 @@ void bntt_forward_stats(const float* x, const float* w, double eps, float scale,
     for (int64_t b = 0; b < B; b++)
       for (int64_t s = 0; s < L; s++) m[b * L + s] = m0 ? m0[(b * C + c) * L + s] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
-      double total = 0.0;
-      for (int64_t b = 0; b < B; b++) {
-        const float* row = x + t * step + (b * C + c) * L;
-        float acc = 0.0f;
-        #pragma omp simd reduction(+:acc)
-        for (int64_t s = 0; s < L; s++) acc += row[s];
-        total += acc;
-      }
-      const float mu = (float)(total / (double)(B * L));
-      double squares = 0.0;
-      for (int64_t b = 0; b < B; b++) {
-        const float* row = x + t * step + (b * C + c) * L;
-        float acc = 0.0f;
-        #pragma omp simd reduction(+:acc)
-        for (int64_t s = 0; s < L; s++) { const float d = row[s] - mu; acc += d * d; }
-        squares += acc;
-      }
       const int64_t tc = t * C + c;
-      const float v = (float)(squares / (double)(B * L));
-      const float rs = (float)(1.0 / sqrt((double)v + eps));
-      const float kt = w ? rs * (scale != 1.0f ? w[tc] * scale : w[tc]) : (scale != 1.0f ? rs * scale : rs);
-      const float sh = -mu * kt;
-      mean[tc] = mu; var[tc] = v; rstd[tc] = rs; k[tc] = kt; shift[tc] = sh;
+      float mu, v;
+      channel_moments(x + t * step, B, C, L, c, &mu, &v);
+      mean[tc] = mu; var[tc] = v;
+      coefficients(mu, v, w, tc, eps, scale, rstd, k, shift);
+      const float kt = k[tc], sh = shift[tc];
       for (int64_t b = 0; b < B; b++) {
         const float* xt = x + t * step + (b * C + c) * L;
         float* st = spk + t * step + (b * C + c) * L;
@@ -257,32 +263,11 @@ void bntt_forward_stats_flat(const float* x, const float* w, double eps, float s
       for (int64_t j = 0; j < n; j++) m[b * n + j] = m0 ? m0[b * N + e0 + j] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
       const float* xs = x + t * step + e0;
-      for (int64_t j = 0; j < n; j++) total[j] = squares[j] = 0.0;
-      for (int64_t b = 0; b < B; b++)
-        #pragma omp simd
-        for (int64_t j = 0; j < n; j++) total[j] += xs[b * N + j];
+      block_moments(xs, B, N, n, L, total, squares, mu, mean + t * C + c0, var + t * C + c0);
       for (int64_t c = 0; c < cn; c++) {
-        double sum = 0.0;
-        for (int64_t s = 0; s < L; s++) sum += total[c * L + s];
-        const float mc = (float)(sum / (double)(B * L));
-        for (int64_t s = 0; s < L; s++) mu[c * L + s] = mc;
-      }
-      for (int64_t b = 0; b < B; b++)
-        #pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
-          const float d = xs[b * N + j] - mu[j];
-          squares[j] += d * d;
-        }
-      for (int64_t c = 0; c < cn; c++) {
-        double sum = 0.0;
-        for (int64_t s = 0; s < L; s++) sum += squares[c * L + s];
         const int64_t tc = t * C + c0 + c;
-        const float mc = mu[c * L], v = (float)(sum / (double)(B * L));
-        const float rs = (float)(1.0 / sqrt((double)v + eps));
-        const float kc = w ? rs * (scale != 1.0f ? w[tc] * scale : w[tc]) : (scale != 1.0f ? rs * scale : rs);
-        const float shc = -mc * kc;
-        mean[tc] = mc; var[tc] = v; rstd[tc] = rs; k[tc] = kc; shift[tc] = shc;
-        for (int64_t s = 0; s < L; s++) { kt[c * L + s] = kc; sh[c * L + s] = shc; }
+        coefficients(mean[tc], var[tc], w, tc, eps, scale, rstd, k, shift);
+        for (int64_t s = 0; s < L; s++) { kt[c * L + s] = k[tc]; sh[c * L + s] = shift[tc]; }
       }
       for (int64_t b = 0; b < B; b++) {
         const float* xt = xs + b * N;
@@ -628,6 +613,7 @@ def source(
     flat = {**loops, "normalise": indexed(loops["normalise"], "j"), "input_grad": indexed(input_grad, "s")}
     return (
         _HEADER.format(chunk=CHUNK)
+        + _MOMENTS
         + _REDUCE
         + fill(_FORWARD, normalise=normalise, forward_step=forward_step)
         + fill(_FORWARD_STATS, normalise=normalise, forward_step=forward_step, flat_normalise=flat["normalise"])
@@ -685,7 +671,7 @@ def library(
 
 @cache
 def _statistics_library() -> ctypes.CDLL:
-    lib = _build(_HEADER.format(chunk=CHUNK) + _STATS)
+    lib = _build(_HEADER.format(chunk=CHUNK) + _MOMENTS + _STATS)
     lib.bntt_stats.argtypes = lib.bntt_stats_flat.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
     return lib
 
