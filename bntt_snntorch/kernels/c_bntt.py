@@ -161,8 +161,8 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
     const int64_t n = L - s0 < CHUNK ? L - s0 : CHUNK;
     const int64_t off = bc * L + s0;
     FLUSH_SUBNORMALS
-    float m[CHUNK];
-    for (int64_t j = 0; j < n; j++) m[j] = m0 ? m0[off + j] : 0.0f;
+    float mr[CHUNK];
+    for (int64_t j = 0; j < n; j++) mr[j] = m0 ? m0[off + j] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
       const float kt = k[t * C + c], sh = shift[t * C + c];
       const float* xt = x + t * step + off;
@@ -170,14 +170,11 @@ void bntt_forward(const float* x, const float* k, const float* shift, const floa
       #pragma omp simd
       for (int64_t j = 0; j < n; j++) {
         const float cur = {normalise};
-        const float mp = m[j];
-        {forward_step}
-        st[j] = spike;
-        m[j] = membrane;
+        {neuron_update}
       }
     }
     if (mem_last)
-      for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+      for (int64_t j = 0; j < n; j++) mem_last[off + j] = mr[j];
     RESTORE_SUBNORMALS
   }
 }
@@ -222,10 +219,7 @@ void bntt_forward_stats(const float* x, const float* w, double eps, float scale,
         #pragma omp simd
         for (int64_t j = 0; j < L; j++) {
           const float cur = {normalise};
-          const float mp = mr[j];
-          {forward_step}
-          st[j] = spike;
-          mr[j] = membrane;
+          {neuron_update}
         }
       }
     }
@@ -277,10 +271,7 @@ void bntt_forward_stats_flat(const float* x, const float* w, double eps, float s
         for (int64_t j = 0; j < n; j++) {
           const float xv = xt[j];
           const float cur = {flat_normalise};
-          const float mp = mr[j];
-          {forward_step}
-          st[j] = spike;
-          mr[j] = membrane;
+          {neuron_update}
         }
       }
     }
@@ -411,8 +402,8 @@ void bntt_forward_flat(const float* x, const float* k_tc, const float* shift_tc,
     const int64_t c0 = (row % chunks) * CHUNK, n = N - c0 < CHUNK ? N - c0 : CHUNK;
     const int64_t off = (row / chunks) * N + c0;
     FLUSH_SUBNORMALS
-    float m[CHUNK];
-    for (int64_t j = 0; j < n; j++) m[j] = m0 ? m0[off + j] : 0.0f;
+    float mr[CHUNK];
+    for (int64_t j = 0; j < n; j++) mr[j] = m0 ? m0[off + j] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
       const float* kt = k + t * N + c0;
       const float* sh = shift + t * N + c0;
@@ -422,14 +413,11 @@ void bntt_forward_flat(const float* x, const float* k_tc, const float* shift_tc,
       for (int64_t j = 0; j < n; j++) {
         const float xv = xt[j];
         const float cur = {normalise};
-        const float mp = m[j];
-        {forward_step}
-        st[j] = spike;
-        m[j] = membrane;
+        {neuron_update}
       }
     }
     if (mem_last)
-      for (int64_t j = 0; j < n; j++) mem_last[off + j] = m[j];
+      for (int64_t j = 0; j < n; j++) mem_last[off + j] = mr[j];
     RESTORE_SUBNORMALS
   }
   free(k);
@@ -578,6 +566,8 @@ def source(
     beta, theta, g = e("beta"), e("theta"), e("g")
     normalise = code(C.normalise(e("xt[j]"), e("kt"), e("sh")))
     forward_step = _assign(("h", "membrane", "spike"), C.forward_step(e("cur"), e("mp"), beta, theta, g, *codes))
+    # the forward loops' step of one element: membrane row ``mr``, spike row ``st``
+    neuron_update = f"const float mp = mr[j]; {forward_step} st[j] = spike; mr[j] = membrane;"
     r = C.previous_reset(e("mp"), theta, DELAYED, SAME)
     charge = code(C.charge(e("cur"), e("mp"), r, beta, theta, RESET, DELAYED))
     slope = code(C.surrogate_derivative(e("h") - theta, a, b, SURR))
@@ -604,6 +594,7 @@ def source(
     loops = dict(
         normalise=normalise.replace("xt[j]", "xv"),
         forward_step=forward_step,
+        neuron_update=neuron_update,
         charge=charge,
         slope=slope,
         backward_step=backward_step,
@@ -615,8 +606,8 @@ def source(
         _HEADER.format(chunk=CHUNK)
         + _MOMENTS
         + _REDUCE
-        + fill(_FORWARD, normalise=normalise, forward_step=forward_step)
-        + fill(_FORWARD_STATS, normalise=normalise, forward_step=forward_step, flat_normalise=flat["normalise"])
+        + fill(_FORWARD, normalise=normalise, neuron_update=neuron_update)
+        + fill(_FORWARD_STATS, normalise=normalise, neuron_update=neuron_update, flat_normalise=flat["normalise"])
         + fill(_BACKWARD, **loops)
         + fill(_FLAT, **flat)
     )
