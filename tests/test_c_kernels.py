@@ -146,6 +146,8 @@ def test_no_c_compiler_falls_back_to_the_eager_steps_with_one_warning(c_loops, m
     assert fast.__dict__["_kernel_path_taken"] == "bntt-eager"
     monkeypatch.setenv("BNTT_KERNELS", "eager")
     assert torch.equal(y, slow(x))
+    for ran, reference in zip(fast.norm.buffers(), slow.norm.buffers()):  # the failed attempt updated nothing
+        assert torch.equal(ran, reference)
     monkeypatch.setenv("BNTT_KERNELS", "c")
     again = choose_plan(torch.zeros(2, 3, 4, 5, 5), bntt_leaky().params(), bntt=True)
     assert again.path == "bntt-eager" and "bntt-c failed before" in again.reason
