@@ -7,6 +7,7 @@ needed and the caller's pyplot backend (a notebook's inline plots) is left alone
 from __future__ import annotations
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _figure(nrows: int = 1, ncols: int = 1, figsize=(6, 4)):
@@ -28,6 +29,7 @@ def plot_training_curves(rows: list[dict], path, label_smoothing: float = 0.0) -
     ax_acc.plot(epochs, [100 * r["test_acc"] for r in rows], "s-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, a 1-epoch run too
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -22,3 +22,11 @@ def test_without_label_smoothing_the_lines_are_plain_cross_entropy(tmp_path):
     fig = plot_training_curves(ROWS, tmp_path / "curves.png")
     assert _loss_legend(fig) == ["train", "test"]
     assert fig.axes[0].get_ylabel() == "cross-entropy"
+
+
+def test_a_one_epoch_run_has_only_whole_epochs_on_its_axis(tmp_path):
+    fig = plot_training_curves(ROWS[:1], tmp_path / "curves.png")
+    fig.canvas.draw()  # tick positions are chosen at draw time
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)
