@@ -18,10 +18,11 @@ _UMASK = os.umask(0o022)  # read once, at import: setting it is the only way to 
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``.
-    The file gets the permissions a plain ``open`` would give it (the umask's), not the temporary
-    file's owner-only ones."""
+def atomic_write(path: str | os.PathLike, write: Callable, before_replace: Callable[[], None] | None = None) -> None:
+    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over ``path``
+    (``before_replace()``, where given, runs just before the rename, the new data already on disk). The file
+    gets the permissions a plain ``open`` would give it (the umask's), not the temporary file's owner-only
+    ones."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -31,6 +32,8 @@ def atomic_write(path: str | os.PathLike, write: Callable) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

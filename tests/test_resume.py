@@ -281,3 +281,26 @@ def test_last_checkpoint_stays_in_place_while_the_next_is_written(tmp_path, monk
     last.unlink()  # a last.pt lost otherwise: resume takes last.prev.pt
     with pytest.warns(UserWarning, match="resuming from .*last.prev.pt"):
         assert load_latest_good(last)[0]["epoch"] == 1
+
+
+def test_while_the_next_checkpoint_is_written_the_last_two_are_two_files(tmp_path, monkeypatch):
+    """``last.prev.pt`` becomes the old ``last.pt`` only once the new file is on disk: during the write they
+    are the last two saves, two files, so a ``last.pt`` found corrupt then (here: cut in place) still has the
+    one before (the hard link used to be made first, and a cut through one name cut both)."""
+    from bntt_snntorch.training.checkpoint import previous_path, save_checkpoint
+
+    last = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, last, keep_previous=True)
+    save_checkpoint({"epoch": 2}, last, keep_previous=True)
+    save, during = torch.save, []
+
+    def watching_save(obj, f):
+        same = os.path.samefile(last, previous_path(last))
+        during.append((same, torch.load(last)["epoch"], torch.load(previous_path(last))["epoch"]))
+        save(obj, f)
+
+    monkeypatch.setattr(torch, "save", watching_save)
+    save_checkpoint({"epoch": 3}, last, keep_previous=True)
+    assert during == [(False, 2, 1)]
+    assert torch.load(last)["epoch"] == 3 and torch.load(previous_path(last))["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.prev.pt", "last.pt"]  # no temporary left

@@ -2,8 +2,10 @@
 
 A run killed at any moment leaves ``last.pt`` (and the one before it,
 ``last.prev.pt``) intact: files are written to a temporary name, fsynced and
-renamed, and ``last.pt`` is never absent once written (the previous one is kept
-as a hard link, or a copy, before the new one is renamed over it).
+renamed, and ``last.pt`` is never absent once written (once the new file is on
+disk, the old one is kept as ``last.prev.pt`` by a hard link, or a copy, then
+the new one is renamed over it: the two names are one file only between two
+renames, not for the whole save).
 """
 
 from __future__ import annotations
@@ -25,19 +27,22 @@ def save_checkpoint(obj: dict, path: str | os.PathLike, keep_previous: bool = Fa
     ``<name>.prev.pt`` (the fallback if ``path`` is later found corrupt), ``path`` staying in place until
     the new file is renamed over it."""
     path = Path(path)
-    if keep_previous and path.exists():
-        _keep_previous(path)
-    atomic_write(path, lambda f: torch.save(obj, f))
+    keep = (lambda: _keep_previous(path)) if keep_previous and path.exists() else None
+    atomic_write(path, lambda f: torch.save(obj, f), before_replace=keep)
 
 
 def _keep_previous(path: Path) -> None:
     """Make ``<name>.prev.pt`` the file now at ``path``, leaving ``path`` in place: a hard link where the
-    file system has them, else an atomic copy."""
+    file system has them (made under a temporary name and renamed, so the old ``<name>.prev.pt`` stays until
+    then), else an atomic copy."""
     previous = previous_path(path)
-    previous.unlink(missing_ok=True)
+    link = previous.with_name(f".{previous.name}.link")
+    link.unlink(missing_ok=True)
     try:
-        os.link(path, previous)
+        os.link(path, link)
+        os.replace(link, previous)
     except OSError:
+        link.unlink(missing_ok=True)
         with open(path, "rb") as source:
             atomic_write(previous, lambda f: shutil.copyfileobj(source, f))
 
