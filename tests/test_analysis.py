@@ -134,6 +134,8 @@ def test_analyze_command_writes_tables_and_plots(tmp_path):
     summary = json.load(open(out / "summary.json"))
     assert 1 <= summary["early_exit"]["exit_steps"] <= 6
     assert summary["energy"]["snn_uj"] > 0
+    images = summary["energy"]["images"]
+    assert 0 < images <= 4 * 64 and f"rate estimate over {images} test images" in (out / "summary.md").read_text()
     assert set(summary["energy"]["spike_rates"]) == {
         "features.0",
         "features.1",

@@ -124,18 +124,19 @@ def _early_exit(model, loader, encoder, device, options: AnalysisOptions, out: P
 
 
 def _energy(model, loader, encode, device, options: AnalysisOptions, out: Path) -> dict:
-    """Spike rates, operations and energy per layer averaged over ``energy_batches``; ``energy.csv``."""
-    per_batch = [
-        count_operations(model, encode(images.to(device)))
-        for _, (images, _) in zip(range(options.energy_batches), loader)
-    ]
-    rows = energy_table(average_operations(per_batch), options.mac_pj, options.ac_pj)
+    """Spike rates, operations and energy per layer, per image over the first ``energy_batches`` test batches
+    (weighted by their sizes, as the NeuroBench comparison weighs its batches); ``energy.csv``."""
+    batches = [images for _, (images, _) in zip(range(options.energy_batches), loader)]
+    per_batch = [count_operations(model, encode(images.to(device))) for images in batches]
+    sizes = [len(images) for images in batches]
+    rows = energy_table(average_operations(per_batch, sizes), options.mac_pj, options.ac_pj)
     write_csv(out / "energy.csv", rows)
     if options.plots:
         plot_spike_rates(rows, out / "spike_rates.png")
         plot_energy(rows, out / "energy.png")
     total = rows[-1]
     return {
+        "images": sum(sizes),
         "ann_uj": total["ann_pj"] / 1e6,
         "snn_uj": total["snn_pj"] / 1e6,
         "snn_over_ann": total["snn_pj"] / total["ann_pj"],
@@ -189,7 +190,8 @@ def summary_markdown(summary: dict, comparison: list[dict] | None = None) -> str
         )
     if en:
         lines.append(
-            f"- Energy per image (rate estimate, {en['mac_pj']:g} pJ / MAC, {en['ac_pj']:g} pJ / AC): ANN "
+            f"- Energy per image (rate estimate over {en['images']} test images, {en['mac_pj']:g} pJ / MAC, "
+            f"{en['ac_pj']:g} pJ / AC): ANN "
             f"{en['ann_uj']:.3f} uJ, SNN {en['snn_uj']:.3f} uJ ({en['snn_over_ann']:.2f}x)."
         )
     if nb:
