@@ -189,15 +189,16 @@ class LoopArguments(NamedTuple):
     surrogate: tuple[int, float, float]
 
 
+def _neuron_arguments(tensors: NeuronTensors, spec: BNTTSpec) -> tuple[torch.Tensor, tuple, tuple]:
+    """The loops' neuron arguments of block ``spec``: ``(params [beta, theta, g], codes, surrogate (SURR, a, b))``."""
+    neuron = spec.neuron
+    return params_tensor(tensors), neuron.variant.codes, (neuron.surrogate.code, *map(float, neuron.surrogate.args()))
+
+
 def loop_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec) -> LoopArguments:
     """The :class:`LoopArguments` of the block ``spec`` normalising with ``weight`` / ``mean`` / ``var`` ``(T, C)``."""
     rstd, k = coefficients(weight, var, spec.eps, spec.scale)
-    neuron = spec.neuron
-    surrogate = (neuron.surrogate.code, *map(float, neuron.surrogate.args()))
-    return LoopArguments(
-        k.contiguous(), (-mean * k).contiguous(), rstd.contiguous(), params_tensor(tensors), neuron.variant.codes,
-        surrogate,
-    )  # fmt: skip
+    return LoopArguments(k.contiguous(), (-mean * k).contiguous(), rstd.contiguous(), *_neuron_arguments(tensors, spec))
 
 
 def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_time=True, last=True):
@@ -216,14 +217,12 @@ def _c_forward_with_statistics(x_seq, weight, tensors: NeuronTensors, spec: BNTT
     :func:`~.c_bntt.batch_statistics`, then :func:`loop_arguments`, then :func:`_c_forward`."""
     from . import c_bntt
 
-    neuron = spec.neuron
-    surrogate = (neuron.surrogate.code, *map(float, neuron.surrogate.args()))
-    params = params_tensor(tensors)
+    params, codes, surrogate = _neuron_arguments(tensors, spec)
     w = None if weight is None else weight.detach().float().contiguous()
     spikes, _, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(
-        x_seq.contiguous(), w, spec.eps, spec.scale, None, params, neuron.variant.codes, surrogate, last=False
+        x_seq.contiguous(), w, spec.eps, spec.scale, None, params, codes, surrogate, last=False
     )
-    return spikes, mean, var, LoopArguments(k, shift, rstd, params, neuron.variant.codes, surrogate)
+    return spikes, mean, var, LoopArguments(k, shift, rstd, params, codes, surrogate)
 
 
 def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0=None, through_time: bool = True):

@@ -207,10 +207,8 @@ void bntt_forward_stats(const float* x, const float* w, double eps, float scale,
       for (int64_t s = 0; s < L; s++) m[b * L + s] = m0 ? m0[(b * C + c) * L + s] : 0.0f;
     for (int64_t t = 0; t < T; t++) {
       const int64_t tc = t * C + c;
-      float mu, v;
-      channel_moments(x + t * step, B, C, L, c, &mu, &v);
-      mean[tc] = mu; var[tc] = v;
-      coefficients(mu, v, w, tc, eps, scale, rstd, k, shift);
+      channel_moments(x + t * step, B, C, L, c, mean + tc, var + tc);
+      coefficients(mean[tc], var[tc], w, tc, eps, scale, rstd, k, shift);
       const float kt = k[tc], sh = shift[tc];
       for (int64_t b = 0; b < B; b++) {
         const float* xt = x + t * step + (b * C + c) * L;
