@@ -233,8 +233,14 @@ class BatchNormTT(ThroughTime):
     def step_weights(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor | None:
         """The gammas that normalise ``x_seq`` ``(T', B, C, ...)`` as steps ``first_step ..``: one ``(T', C)``
         stack (gradients reach each step's weight), None for ``affine=False``; ``x_seq``'s shape checked."""
+        gammas = self.step_gammas(x_seq, first_step)
+        return torch.stack(gammas) if gammas else None
+
+    def step_gammas(self, x_seq: torch.Tensor, first_step: int = 0) -> tuple[torch.Tensor, ...]:
+        """Each step's gamma (its batch norm's ``weight`` ``(C,)``) for normalising ``x_seq`` ``(T', B, C, ...)`` as
+        steps ``first_step ..``; ``()`` for ``affine=False``; ``x_seq``'s shape checked."""
         self._check_sequence_input(x_seq, first_step)
-        return torch.stack([bn.weight for bn in self._layers(first_step, x_seq.shape[0])]) if self.affine else None
+        return tuple(bn.weight for bn in self._layers(first_step, x_seq.shape[0])) if self.affine else ()
 
     def record_statistics(self, x_seq: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, first_step: int = 0):
         """The running statistics of steps ``first_step ..`` updated with the batch mean and biased variance

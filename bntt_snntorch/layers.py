@@ -31,6 +31,7 @@ from .kernels import (
     report,
     spike_synapse,
 )
+from .kernels.c_block import synapse_bntt_leaky_c
 from .kernels.fallback import layer_label
 from .kernels.local_scan import local_bntt_scan, local_leaky_scan
 from .kernels.plan import fusable
@@ -178,18 +179,47 @@ class SpikingBlock(StepCounter, nn.Module):
 
         With BNTT and a fusable neuron (the usual case) normalisation and neuron run as one
         kernel that keeps only the synapse output for backward
-        (:func:`bntt_snntorch.kernels.bntt_leaky_scan`).
+        (:func:`bntt_snntorch.kernels.bntt_leaky_scan`); in training on the C path, with a plain conv /
+        linear synapse, the synapse too (:func:`~bntt_snntorch.kernels.c_block.synapse_bntt_leaky_c`).
         """
-        cur = self._synapse_over_time(x_seq)
         params = self.neuron.kernel_params()
-        plan = report(self, self._plan(cur, params))
-        if plan.bntt:
-            return self._fused_bntt(cur, params, plan)
+        if not spike_synapse.supports(self.synapse):
+            cur = _over_time(self.synapse, x_seq)
+            plan = report(self, self._plan(cur, params))
+            return self._fused_bntt(cur, params, plan.path) if plan.bntt else self._norm_and_neuron(cur)
+        x = x_seq.flatten(0, 1)
+        cur = spike_synapse.synapse_value(self.synapse, x).unflatten(0, x_seq.shape[:2])  # its gradient attached below
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.synapse.weight.requires_grad)
+        plan = report(self, self._plan(cur, params, grad=grad))
+        path = plan.path
+        if path == "bntt-c" and self.norm.training:  # the whole block as one node (None: the C build failed)
+            spikes, path = attempt(self, path, lambda path: self._c_block(x, cur, params) if path == "bntt-c" else None)
+            if spikes is not None:
+                record_taken(self, path)
+                return spikes
+        if grad:
+            value = cur.flatten(0, 1)
+            cur = spike_synapse.with_gradient(self.synapse, x, value, self.input_quantum).unflatten(0, x_seq.shape[:2])
+        return self._fused_bntt(cur, params, path) if plan.bntt else self._norm_and_neuron(cur)
+
+    def _norm_and_neuron(self, cur: torch.Tensor) -> torch.Tensor:
+        """The unfused rest of the block on the synapse's output ``cur`` ``(T, B, ...)``: the norm's own
+        multi_step, the input scale, the neuron's multi_step."""
         if self.norm is not None:
             cur = self.norm.multi_step(cur)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
+
+    def _c_block(self, x: torch.Tensor, cur: torch.Tensor, params) -> torch.Tensor:
+        """Training on the C path, synapse included, as one node (``x`` ``(T*B, ...)`` the input, ``cur`` the
+        synapse's output on it, no graph); the running statistics updated from the batch's after."""
+        gammas = self.norm.step_gammas(cur)
+        spikes, mean, var = synapse_bntt_leaky_c(
+            self.synapse, x, cur, gammas, self.norm[0].eps, self.input_scale, params, self.input_quantum
+        )
+        self.norm.record_statistics(cur, mean, var)
+        return spikes
 
     def _synapse_over_time(self, x_seq: torch.Tensor) -> torch.Tensor:
         """The synapse on every step of ``x_seq`` ``(T, B, ...)`` as one ``(T*B, ...)`` batch (spike input
@@ -256,11 +286,10 @@ class SpikingBlock(StepCounter, nn.Module):
         spikes, mem = local_leaky_scan(cur, self.neuron.params(), mem)
         return spikes, BlockState(mem, trace)
 
-    def _fused_bntt(self, cur: torch.Tensor, params, plan: Plan) -> torch.Tensor:
-        """The statistics, then BNTT and the neuron as one node, on ``plan``'s path (in training on the C
+    def _fused_bntt(self, cur: torch.Tensor, params, path: str) -> torch.Tensor:
+        """The statistics, then BNTT and the neuron as one node, on ``path`` (in training on the C
         path, both in one pass: :meth:`_c_training`); a path that cannot compile or launch here (the
         statistics kernel included) falls back (:func:`~bntt_snntorch.kernels.attempt`)."""
-        path = plan.path
         if path == "bntt-c" and self.norm.training:  # where the loops cannot be built: None, and the fallback below
             spikes, path = attempt(self, path, lambda path: self._c_training(cur, params) if path == "bntt-c" else None)
             if spikes is not None:
@@ -281,9 +310,9 @@ class SpikingBlock(StepCounter, nn.Module):
         self.norm.record_statistics(cur, mean, var)
         return spikes
 
-    def _plan(self, cur: torch.Tensor, params, calls_per_batch: int = 1) -> Plan:
+    def _plan(self, cur: torch.Tensor, params, calls_per_batch: int = 1, grad: bool | None = None) -> Plan:
         """BNTT and the neuron fused (``bntt-*``) when the norm is a BNTT the fused node can run, else
-        "unfused" (the norm, then the neuron's own plan)."""
+        "unfused" (the norm, then the neuron's own plan); ``grad``: :func:`~bntt_snntorch.kernels.choose_plan`'s."""
         if self.norm is None:
             return Plan("unfused", "no norm")
         if not isinstance(self.norm, BatchNormTT):
@@ -295,7 +324,7 @@ class SpikingBlock(StepCounter, nn.Module):
             neuron = f"{_origin(self.neuron)}neuron {type(self.neuron).__name__}"
             return Plan("unfused", f"{neuron}: kernel_params() is None, its own step runs (fused: leaky neurons)")
         return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True,
-                           calls_per_batch=calls_per_batch)  # fmt: skip
+                           calls_per_batch=calls_per_batch, grad=grad)  # fmt: skip
 
     def step(self, x: torch.Tensor, t: int, state: BlockState | torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, state)``; ``state``: the previous step's (None at the start)."""

@@ -109,6 +109,75 @@ def test_training_forward_with_its_statistics_equals_the_three_calls(c_loops, sh
         c_bntt.forward_with_statistics(x, torch.ones(T + 1, C), 1e-4, scale, None, params, codes, surrogate)
 
 
+@pytest.mark.parametrize(
+    "synapse_kind,quantum,affine,learn",
+    [("rows", None, True, True), ("rows", 1.0, True, False), ("flat", 0.25, False, True), ("linear", 0.25, True, False),
+     ("linear", None, False, False)],
+)  # fmt: skip
+def test_the_block_node_equals_the_synapse_node_then_the_fused_node(c_loops, synapse_kind, quantum, affine, learn):
+    """Training's whole block on the C path as one node (synapse, BNTT, neuron) against the chain it replaces: the
+    synapse's gradient node, the stacked gammas, the fused node with its own statistics. Bit for bit: spikes,
+    statistics, and the gradients of the input, the synapse weight, each gamma and (learnable) leak and
+    threshold, on fresh random input; the same bytes saved for backward."""
+    from torch import nn
+
+    from bntt_snntorch.kernels import spike_synapse
+    from bntt_snntorch.kernels.bntt_scan import bntt_leaky_scan_c_training
+    from bntt_snntorch.kernels.c_block import synapse_bntt_leaky_c
+    from bntt_snntorch.neurons import Leaky
+    from bntt_snntorch.surrogate import bntt_triangle
+
+    seed = zlib.crc32(repr((synapse_kind, quantum, affine, learn)).encode())
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    T, B = 4, 5
+    if synapse_kind == "linear":
+        synapse, shape = nn.Linear(7, 6, bias=False), (T * B, 7)
+    else:  # 8x8 maps run the loops over a channel's rows, 4x4 the flat loops
+        synapse, shape = nn.Conv2d(3, 6, 3, padding=1, bias=False), (T * B, 3, 8, 8) if synapse_kind == "rows" else (
+            T * B, 3, 4, 4)  # fmt: skip
+    if quantum is None:
+        x = torch.randn(shape, generator=gen)
+    else:
+        x = torch.randint(0, 5, shape, generator=gen).float() * quantum
+    x.requires_grad_()
+    gammas = tuple(nn.Parameter(torch.rand(6, generator=gen) + 0.5) for _ in range(T)) if affine else ()
+    surrogate = bntt_triangle(0.3, 1.0)
+    neuron = Leaky(0.85, threshold=0.9, spike_grad=surrogate, learn_beta=learn, learn_threshold=learn)
+    p = neuron.params()
+    cur = spike_synapse.synapse_value(synapse, x)
+    scale = 0.5
+
+    def chain():
+        value = spike_synapse.with_gradient(synapse, x, cur, quantum).unflatten(0, (T, B))
+        return bntt_leaky_scan_c_training(value, torch.stack(gammas) if gammas else None, 1e-4, scale, p)
+
+    def node():
+        return synapse_bntt_leaky_c(synapse, x, cur.unflatten(0, (T, B)), gammas, 1e-4, scale, p, quantum)
+
+    leaves = [x, synapse.weight, *gammas] + ([neuron.beta, neuron.threshold] if learn else [])
+    results = []
+    for run in (chain, node):
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            spikes, mean, var = run()
+        weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(seed + 1))
+        results.append((spikes, mean, var, *torch.autograd.grad(spikes, leaves, weights)))
+    for name, got, want in zip(["spikes", "mean", "var", "x", "weight", *["gamma"] * len(gammas), "beta", "theta"],
+                               results[1], results[0]):  # fmt: skip
+        assert torch.equal(got, want), name
+    assert results[0][0].sum() > 0 and (results[0][0] == 0).any()  # some neurons fire, some do not
+
+    class Chain(nn.Module):
+        def forward(self, _):
+            return chain()[0]
+
+    class Node(nn.Module):
+        def forward(self, _):
+            return node()[0]
+
+    assert saved_tensor_bytes(Node(), x).total == saved_tensor_bytes(Chain(), x).total > 0
+
+
 def test_c_loops_keep_what_the_eager_node_keeps(c_loops, monkeypatch):
     """The same full-size tensors as the eager node; besides them the C node keeps its loops' (T, C)
     coefficients, computed once in the forward (k, shift, rstd in place of the gammas and variances: one

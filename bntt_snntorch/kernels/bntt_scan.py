@@ -239,22 +239,30 @@ def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0
     return grad_x, sum_dy_xhat, d_beta, d_theta
 
 
+def c_node_forward(ctx, x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec):
+    """The C loops' forward of a node: ``(spikes, saved)``, or in training with ``mean`` None (the statistics
+    computed in the loops' own pass) ``((spikes, mean, var), saved)``, the statistics marked non-differentiable;
+    ``saved``: what :func:`c_node_backward` takes (the caller saves it), the loops' static arguments set on ``ctx``."""
+    ctx.beta_shape, ctx.theta_shape = tensors.beta.shape, tensors.theta.shape
+    if mean is None:
+        spikes, mean, var, args = _c_forward_with_statistics(x_seq, weight, tensors, spec)
+        ctx.mark_non_differentiable(mean, var)
+        out = spikes, mean, var
+    else:
+        args = loop_arguments(weight, mean, var, tensors, spec)  # once: the backward takes the same
+        out = _c_forward(x_seq, args, spec.training, last=False)[0]
+    ctx.codes, ctx.surrogate = args.codes, args.surrogate
+    return out, (x_seq, mean, args.k, args.shift, args.rstd, args.params)
+
+
 class BNTTLeakyScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec, layer=None):
         tensors = NeuronTensors(beta, theta, g)
         ctx.spec, ctx.layer = spec, layer
         if spec.path == "bntt-c":  # built in the forward: a build failure propagates and falls back the same way
-            ctx.beta_shape, ctx.theta_shape = beta.shape, theta.shape
-            if mean is None:  # training: the statistics computed in the loops' own pass, returned beside the spikes
-                spikes, mean, var, args = _c_forward_with_statistics(x_seq, weight, tensors, spec)
-                ctx.mark_non_differentiable(mean, var)
-                out = spikes, mean, var
-            else:
-                args = loop_arguments(weight, mean, var, tensors, spec)  # once: the backward takes the same
-                out = _c_forward(x_seq, args, spec.training, last=False)[0]
-            ctx.save_for_backward(x_seq, mean, args.k, args.shift, args.rstd, args.params)
-            ctx.codes, ctx.surrogate = args.codes, args.surrogate
+            out, saved = c_node_forward(ctx, x_seq, weight, mean, var, tensors, spec)
+            ctx.save_for_backward(*saved)
             return out
         ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
         if spec.path == "bntt-compiled":  # a compile failure propagates: the caller's kernels.attempt falls back
@@ -285,17 +293,26 @@ class BNTTLeakyScan(torch.autograd.Function):
 
     @staticmethod
     def _c_backward(ctx, grad_spk):
-        """The C loops' backward with the forward's loop arguments; the leak's and threshold's gradients only
-        where asked (a fixed leak, the usual case, costs nothing)."""
-        x_seq, mean, k, shift, rstd, params = ctx.saved_tensors
-        spec: BNTTSpec = ctx.spec
-        args = LoopArguments(k, shift, rstd, params, ctx.codes, ctx.surrogate)
-        grad_x, sum_xhat, d_beta, d_theta = _c_backward(grad_spk, x_seq, mean, args, spec.training)
+        """The C loops' backward with the forward's loop arguments (:func:`c_node_backward`)."""
         need = ctx.needs_input_grad
-        grad_weight = sum_xhat * spec.scale if need[1] else None
-        grad_beta = (d_beta * clamp_grad_mask(params[0])).reshape(ctx.beta_shape) if need[4] else None
-        grad_theta = d_theta.reshape(ctx.theta_shape) if need[5] else None
+        grad_x, grad_weight, grad_beta, grad_theta = c_node_backward(ctx, grad_spk, ctx.saved_tensors, need[1], need[4],
+                                                                     need[5])  # fmt: skip
         return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
+
+
+def c_node_backward(ctx, grad_spk, saved, need_weight: bool, need_beta: bool, need_theta: bool):
+    """``(grad_x, grad_weight (T, C), grad_beta, grad_theta)`` of a training or eval forward on the C loops, from
+    its ``saved`` ``(x_seq, mean, k, shift, rstd, params)`` and ``ctx``'s ``spec``, ``codes``, ``surrogate``,
+    ``beta_shape``, ``theta_shape``; the leak's and threshold's gradients only where asked (a fixed leak, the
+    usual case, costs nothing), each None where not asked."""
+    x_seq, mean, k, shift, rstd, params = saved
+    spec: BNTTSpec = ctx.spec
+    args = LoopArguments(k, shift, rstd, params, ctx.codes, ctx.surrogate)
+    grad_x, sum_xhat, d_beta, d_theta = _c_backward(grad_spk, x_seq, mean, args, spec.training)
+    grad_weight = sum_xhat * spec.scale if need_weight else None
+    grad_beta = (d_beta * clamp_grad_mask(params[0])).reshape(ctx.beta_shape) if need_beta else None
+    grad_theta = d_theta.reshape(ctx.theta_shape) if need_theta else None
+    return grad_x, grad_weight, grad_beta, grad_theta
 
 
 @torch.compiler.disable  # one opaque call under torch.compile, as the plain scans

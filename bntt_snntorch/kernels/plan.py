@@ -96,12 +96,15 @@ def triton_usable(device: torch.device) -> bool:
     return True
 
 
-def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False, calls_per_batch: int = 1) -> Plan:
+def choose_plan(
+    x: torch.Tensor, p, backend: str = "auto", bntt: bool = False, calls_per_batch: int = 1, grad: bool | None = None
+) -> Plan:
     """The plan for a layer fed ``x`` ``(T, B, ...)`` with neuron parameters ``p`` (LeakyParams, or None
     for a neuron no kernel runs) and the user's ``backend``; ``bntt``: a BNTT norm precedes the neuron
     and could be fused with it; ``calls_per_batch``: the layer's calls a batch (several for the online
-    rules' chunks; auto's compile must pay back over them). Raises a ValueError if a forced ``backend``
-    cannot run."""
+    rules' chunks; auto's compile must pay back over them); ``grad``: whether the call will be
+    differentiated (None: whether ``x`` requires grad, with grad mode on; given where ``x`` was computed
+    without a graph that is attached after). Raises a ValueError if a forced ``backend`` cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     why_not = "the neuron is not a leaky layer the kernels run" if p is None else fusable(p)
@@ -126,7 +129,7 @@ def choose_plan(x: torch.Tensor, p, backend: str = "auto", bntt: bool = False, c
         why_not_c = _why_not_c(x, p) if setting == "c" else None
         return Plan("bntt-eager", why_not_c) if why_not_c else Plan(path, f"BNTT_KERNELS={setting}")
     if compilable and setting == "auto":
-        return _measured_plan(x, p, calls_per_batch)
+        return _measured_plan(x, p, calls_per_batch, grad)
     return Plan("bntt-eager", _why_torch(x, backend, setting))
 
 
@@ -136,12 +139,12 @@ def _why_not_c(x: torch.Tensor, p) -> str | None:
     return supports(x, p)
 
 
-def _measured_plan(x: torch.Tensor, p, calls_per_batch: int) -> Plan:
+def _measured_plan(x: torch.Tensor, p, calls_per_batch: int, grad: bool | None) -> Plan:
     """auto on CPU: the path this machine's measurement at ``x``'s shape found fastest (by at least
     :data:`~.compile_choice.MIN_GAIN`): the compiled steps, the C loops, or the eager ones."""
     from . import compile_choice
 
-    grad = torch.is_grad_enabled() and x.requires_grad
+    grad = torch.is_grad_enabled() and x.requires_grad if grad is None else grad
     m = compile_choice.measured(x, p, grad, calls_per_batch=calls_per_batch)
     if m is None:
         return Plan(

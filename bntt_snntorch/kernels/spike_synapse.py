@@ -1,6 +1,9 @@
 """Convolution / linear synapses whose weight gradient takes a tensor other than their float input.
 
-``spike_synapse``: on spike input, the input kept as int8 codes for backward.
+``spike_synapse``: on spike input, the input kept as int8 codes for backward. It is
+:func:`synapse_value` (the output without a graph) then :func:`with_gradient` (the gradient attached):
+a block computes the value first where its plan needs the output's shape, and on the C path in
+training hands both to the block's one node (:mod:`.c_block`) instead of attaching the gradient.
 
 A synapse's weight gradient needs its input. Between spiking layers that input
 is spikes (0 or the graded factor g) or average-pooled spikes (multiples of
@@ -63,7 +66,7 @@ def _synapse_op(x: torch.Tensor, weight: torch.Tensor, conv: dict | None) -> tor
     return F.conv2d(x, weight, None, **conv) if conv is not None else F.linear(x, weight)
 
 
-def _synapse_backward(ctx, grad, weight_input, weight):
+def synapse_backward(ctx, grad, weight_input, weight):
     """``(grad_x, grad_w)`` of the synapse: ``grad_x`` from the weight, ``grad_w`` from ``weight_input``
     (what stands for the input in the weight gradient; None when no weight gradient is asked)."""
     wc = weight.to(grad.dtype)
@@ -86,23 +89,35 @@ def _synapse_backward(ctx, grad, weight_input, weight):
     return grad_x, grad_w
 
 
-class _SpikeSynapse(torch.autograd.Function):
+def kept_input(x: torch.Tensor, quantum: float | None) -> torch.Tensor:
+    """What a synapse's backward keeps of its input ``x`` (already in the compute dtype): int8 codes where
+    ``quantum`` says it is spikes, else ``x`` itself."""
+    return x if quantum is None else _codes(x, quantum)
+
+
+def input_for_weight(kept: torch.Tensor, quantum: float | None, dtype: torch.dtype) -> torch.Tensor:
+    """The input back from :func:`kept_input`'s ``kept``, in ``dtype``, for the weight gradient."""
+    if quantum is None:
+        return kept
+    x = kept.to(dtype)
+    return x.mul_(quantum) if quantum != 1.0 else x
+
+
+class _SynapseGradient(torch.autograd.Function):
+    """``value`` (the synapse's output, computed without a graph) forward; backward, the synapse's
+    gradients, its input kept as :func:`kept_input` keeps it."""
+
     @staticmethod
-    def forward(ctx, x, weight, quantum: float, conv: dict | None):
-        y = _synapse(x, weight, conv)
-        ctx.save_for_backward(_codes(x.to(y.dtype), quantum) if ctx.needs_input_grad[1] else None, weight)
+    def forward(ctx, x, weight, value, quantum: float | None, conv: dict | None):
+        ctx.save_for_backward(kept_input(x.to(value.dtype), quantum) if ctx.needs_input_grad[1] else None, weight)
         ctx.quantum, ctx.conv, ctx.x_dtype, ctx.shape = quantum, conv, x.dtype, x.shape
-        return y
+        return value.view_as(value)
 
     @staticmethod
     def backward(ctx, grad):
-        codes, weight = ctx.saved_tensors
-        x = None
-        if codes is not None:
-            x = codes.to(grad.dtype)
-            if ctx.quantum != 1.0:
-                x.mul_(ctx.quantum)
-        return (*_synapse_backward(ctx, grad, x, weight), None, None)
+        kept, weight = ctx.saved_tensors
+        x = None if kept is None else input_for_weight(kept, ctx.quantum, grad.dtype)
+        return (*synapse_backward(ctx, grad, x, weight), None, None, None)
 
 
 class _TraceSynapse(torch.autograd.Function):
@@ -116,7 +131,7 @@ class _TraceSynapse(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         trace, weight = ctx.saved_tensors
-        grad_x, grad_w = _synapse_backward(ctx, grad, None if trace is None else trace.to(grad.dtype), weight)
+        grad_x, grad_w = synapse_backward(ctx, grad, None if trace is None else trace.to(grad.dtype), weight)
         return grad_x, None, grad_w, None
 
 
@@ -129,7 +144,7 @@ def supports(synapse: nn.Module) -> bool:
     return type(synapse) is nn.Conv2d and synapse.padding_mode == "zeros" and isinstance(synapse.padding, tuple)
 
 
-def _conv_args(synapse: nn.Module) -> dict | None:
+def conv_args(synapse: nn.Module) -> dict | None:
     """The convolution's arguments of a Conv2d synapse; None for a Linear one."""
     if not isinstance(synapse, nn.Conv2d):
         return None
@@ -141,15 +156,30 @@ def _conv_args(synapse: nn.Module) -> dict | None:
     )
 
 
+def synapse_value(synapse: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``synapse(x)`` without a graph, in the synapse's compute dtype (autocast's where it is on), for a
+    synapse :func:`supports`; :func:`with_gradient` attaches its gradient after."""
+    with torch.no_grad():
+        return _synapse(x, synapse.weight, conv_args(synapse))
+
+
+def with_gradient(synapse: nn.Module, x: torch.Tensor, value: torch.Tensor, quantum: float | None) -> torch.Tensor:
+    """``value`` (:func:`synapse_value` of ``x``) with the synapse's gradients w.r.t. ``x`` and its weight;
+    ``x`` kept for backward as int8 codes where ``quantum`` says it is integer multiples of it (spikes),
+    else as it is."""
+    return _SynapseGradient.apply(x, synapse.weight, value, None if quantum is None else float(quantum),
+                                  conv_args(synapse))  # fmt: skip
+
+
 def spike_synapse(synapse: nn.Module, x: torch.Tensor, quantum: float) -> torch.Tensor:
     """``synapse(x)`` for ``x`` ``(N, C, H, W)`` / ``(N, F)`` whose values are integer multiples of
     ``quantum`` (at most 127 of them; the caller knows this from the network's structure), equal in
     value and gradients, keeping ``x`` as int8 for backward."""
-    return _SpikeSynapse.apply(x, synapse.weight, float(quantum), _conv_args(synapse))
+    return with_gradient(synapse, x, synapse_value(synapse, x), quantum)
 
 
 def trace_synapse(synapse: nn.Module, x: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
     """``synapse(x)`` for ``x`` ``(N, C, H, W)`` / ``(N, F)`` with OTTT's weight gradient: taken with ``trace``
     (the same shape as ``x``) in place of ``x``; the gradient w.r.t. ``x`` is the synapse's own, and
     ``trace`` gets none. One forward of the synapse (:func:`supports` says which synapses)."""
-    return _TraceSynapse.apply(x, trace, synapse.weight, _conv_args(synapse))
+    return _TraceSynapse.apply(x, trace, synapse.weight, conv_args(synapse))
