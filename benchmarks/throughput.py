@@ -348,7 +348,7 @@ def measure_row(row: str, args) -> dict:
     shape = (T, B, args.on_neurons) if linear else (T, B, 3, 32, 32)
     x = (torch.rand(shape, device=device) < 0.2).float()
     labels = torch.randint(0, args.on_neurons if linear else 10, (B,), device=device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)  # as train.py steps
     ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else torch.enable_grad
 
     def train_step():
@@ -427,7 +427,7 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
     steps, models = {}, {}
     for row in rows:
         model = models[row] = build(ROWS[row][1], args).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)  # as train.py steps
 
         def step(model=model, opt=opt):
             loss = F.cross_entropy(model(x), labels)
@@ -502,7 +502,8 @@ def write_side_by_side(found: dict, args, out_dir: Path) -> Path:
         f"# Side by side on {name}", "",
         f"- torch {meta['torch']}, {meta['date']}; command: `{meta['command']}`; BNTT_KERNELS={meta['bntt_kernels']}",
         f"- one process: {model_label}, T={args.num_steps}, batch {args.batch_size}, fp32, train step = forward + "
-        f"backward + SGD; after {args.warmup} warm-up steps each (compiles and auto's measurements happen there), "
+        f"backward + SGD (foreach, as train.py's); after {args.warmup} warm-up steps each (compiles and auto's "
+        "measurements happen there), "
         f"the rows' steps alternate for {args.rounds} rounds; the fastest step of each is reported, and the "
         "median over the rounds of each round's speed over the last row (the two steps of a round run at the same "
         "machine speed)", "",
@@ -675,7 +676,7 @@ def write_results(results, args, out_dir: Path, sweep=None, kernels=None, notes=
         "",
         f"- torch {torch.__version__}, Python {meta['python']}, {meta['date']}",
         f"- command: `{command}`",
-        "- train = forward + backward + SGD step; median of "
+        "- train = forward + backward + SGD step (foreach, as train.py's); median of "
         f"{args.iters} after {args.warmup} warm-up; peak memory: {results[0].get('peak_kind', '')}",
         "- allocator: "
         + (

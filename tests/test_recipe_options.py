@@ -1,6 +1,7 @@
 """The recipe's options beyond the seed's: a cosine schedule, label smoothing, the digits' one-pixel shifts,
 and ``augment``'s earlier name."""
 
+import copy
 import math
 
 import pytest
@@ -162,6 +163,33 @@ def test_optimiser_flags_override_the_recipe_and_reach_the_optimiser(wd_flag):
     assert (sgd.defaults["momentum"], sgd.defaults["weight_decay"]) == (0.5, 5e-4)
     adam, _ = build_optimizer(_flags("--opt", "adam", "--lr", "1e-3"), nn.Linear(2, 2))
     assert type(adam) is torch.optim.Adam and adam.defaults["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_optimiser_steps_all_parameters_at_once_to_the_same_values(optimizer):
+    """build_optimizer's optimizers update every parameter with one op per step of the rule (foreach), bit for
+    bit what torch's per-parameter loop computes, over a few steps of a BNTT model (fresh random data)."""
+    from bntt_snntorch import create_model
+
+    cfg = _flags("--opt", optimizer, "--lr", "0.05", "--wd", "5e-4")
+    torch.manual_seed(0)
+    model = create_model("bntt_digits", num_steps=3, num_classes=10)
+    twin = copy.deepcopy(model)
+    built, _ = build_optimizer(cfg, model)
+    kind = type(built)
+    loop_opt = kind(twin.parameters(), **{**built.defaults, "foreach": False})
+    assert built.defaults["foreach"] and len(built.param_groups[0]["params"]) == 5 * 3 + 6  # a gamma a block and step
+    start = copy.deepcopy(model.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(3, 4, 1, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)
+        for m, opt in ((model, built), (twin, loop_opt)):
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(model.classifier.weight, start["classifier.weight"])  # it trained
 
 
 @pytest.mark.parametrize(
