@@ -248,6 +248,17 @@ class BatchNormTT(ThroughTime):
         with torch.no_grad():
             self._update_running_statistics(first_step, mean, var, self._values_per_channel(x_seq))
 
+    def packed_running_statistics(self, x_seq: torch.Tensor, first_step: int = 0):
+        """``(running_mean (T', C), running_var (T', C), num_batches_tracked (T',), momentum, values a channel)`` of
+        steps ``first_step ..``, for a fused kernel that updates the running statistics in its own pass over
+        ``x_seq`` ``(T', B, C, ...)`` as :meth:`record_statistics` would (the packed float32 tables, written in
+        place); None where they are not such tables (a replaced buffer, another dtype): then
+        :meth:`record_statistics` after the kernel."""
+        tables = self._tables(first_step, x_seq.shape[0])
+        if tables is None or (tables[0].dtype, tables[1].dtype) != (torch.float32, torch.float32):
+            return None
+        return (*tables, self[first_step].momentum, self._values_per_channel(x_seq))
+
     def _values_per_channel(self, x_seq: torch.Tensor) -> int:
         """Values a channel of one step of ``x_seq`` ``(T', B, C, ...)`` (more than 1 to train)."""
         count = math.prod(x_seq.shape[1:]) // x_seq.shape[2]

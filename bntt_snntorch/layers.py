@@ -213,12 +213,14 @@ class SpikingBlock(StepCounter, nn.Module):
 
     def _c_block(self, x: torch.Tensor, cur: torch.Tensor, params) -> torch.Tensor:
         """Training on the C path, synapse included, as one node (``x`` ``(T*B, ...)`` the input, ``cur`` the
-        synapse's output on it, no graph); the running statistics updated from the batch's after."""
-        gammas = self.norm.step_gammas(cur)
+        synapse's output on it, no graph); the running statistics updated in the loops' pass (or after, from the
+        batch's, where they are not packed tables)."""
+        gammas, running = self.norm.step_gammas(cur), self.norm.packed_running_statistics(cur)
         spikes, mean, var = synapse_bntt_leaky_c(
-            self.synapse, x, cur, gammas, self.norm[0].eps, self.input_scale, params, self.input_quantum
+            self.synapse, x, cur, gammas, self.norm[0].eps, self.input_scale, params, self.input_quantum, running
         )
-        self.norm.record_statistics(cur, mean, var)
+        if running is None:  # not updated in the loops' pass
+            self.norm.record_statistics(cur, mean, var)
         return spikes
 
     def _synapse_over_time(self, x_seq: torch.Tensor) -> torch.Tensor:
@@ -304,10 +306,12 @@ class SpikingBlock(StepCounter, nn.Module):
     def _c_training(self, cur: torch.Tensor, params) -> torch.Tensor:
         """Training on the C path: the batch statistics computed in the loops' own pass
         (:func:`~bntt_snntorch.kernels.bntt_scan.bntt_leaky_scan_c_training`), the running statistics updated
-        from them after."""
-        weight = self.norm.step_weights(cur)
-        spikes, mean, var = bntt_leaky_scan_c_training(cur, weight, self.norm[0].eps, self.input_scale, params, self)
-        self.norm.record_statistics(cur, mean, var)
+        there too (or after, from the batch's, where they are not packed tables)."""
+        weight, running = self.norm.step_weights(cur), self.norm.packed_running_statistics(cur)
+        eps = self.norm[0].eps
+        spikes, mean, var = bntt_leaky_scan_c_training(cur, weight, eps, self.input_scale, params, self, running)
+        if running is None:
+            self.norm.record_statistics(cur, mean, var)
         return spikes
 
     def _plan(self, cur: torch.Tensor, params, calls_per_batch: int = 1, grad: bool | None = None) -> Plan:

@@ -178,6 +178,36 @@ def test_the_block_node_equals_the_synapse_node_then_the_fused_node(c_loops, syn
     assert saved_tensor_bytes(Node(), x).total == saved_tensor_bytes(Chain(), x).total > 0
 
 
+@pytest.mark.parametrize("dims", [2, 1])
+def test_running_statistics_updated_in_the_loops_pass_equal_batch_norms_rule(c_loops, monkeypatch, dims):
+    """Training's one-pass forward updates the packed running statistics in its own pass: bit for bit what
+    record_statistics does after the kernel, over three training calls (T * C = 30 values: not a whole number of
+    vectors); where a step's buffer was replaced (no packed table) the block falls back to record_statistics."""
+    from bntt_snntorch.bntt import BatchNormTT
+
+    fast = _block(dims, CASES[0][1], "triangle")
+    slow = copy.deepcopy(fast)
+    slow.norm.packed_running_statistics = lambda *args, **kwargs: None  # record_statistics after the kernel
+    recorded = []
+    record = BatchNormTT.record_statistics
+    monkeypatch.setattr(BatchNormTT, "record_statistics", lambda self, *a: recorded.append(self) or record(self, *a))
+
+    def train_and_compare(seed):
+        x = _input(dims, seed)
+        assert torch.equal(fast(x), slow(x))
+        for (name, a), b in zip(fast.norm.named_buffers(), slow.norm.buffers()):
+            assert torch.equal(a, b), name
+
+    for seed in range(3):
+        train_and_compare(seed)
+    assert fast.__dict__["_kernel_path_taken"] == "bntt-c" and recorded == [slow.norm] * 3
+    assert (fast.norm[0].num_batches_tracked == 3).all() and not torch.equal(fast.norm[3].running_var, torch.ones(6))
+    for block in (fast, slow):  # a replaced buffer: the statistic is no longer a packed table
+        block.norm[2].running_var = block.norm[2].running_var.clone()
+    train_and_compare(3)
+    assert recorded[3:] == [fast.norm, slow.norm]
+
+
 def test_c_loops_keep_what_the_eager_node_keeps(c_loops, monkeypatch):
     """The same full-size tensors as the eager node; besides them the C node keeps its loops' (T, C)
     coefficients, computed once in the forward (k, shift, rstd in place of the gammas and variances: one

@@ -211,16 +211,18 @@ def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_ti
                           through_time, last)  # fmt: skip
 
 
-def _c_forward_with_statistics(x_seq, weight, tensors: NeuronTensors, spec: BNTTSpec):
+def _c_forward_with_statistics(x_seq, weight, tensors: NeuronTensors, spec: BNTTSpec, running=None):
     """Training's forward as the C loops that also compute the batch statistics, in the same pass over each
     channel: ``(spikes (T, B, ...), mean (T, C), var (T, C), LoopArguments)`` — equal to
-    :func:`~.c_bntt.batch_statistics`, then :func:`loop_arguments`, then :func:`_c_forward`."""
+    :func:`~.c_bntt.batch_statistics`, then :func:`loop_arguments`, then :func:`_c_forward`; ``running``
+    (:meth:`~bntt_snntorch.BatchNormTT.packed_running_statistics`, or None) updated in that pass."""
     from . import c_bntt
 
     params, codes, surrogate = _neuron_arguments(tensors, spec)
     w = None if weight is None else weight.detach().float().contiguous()
+    running = None if running is None else c_bntt.RunningStatistics(*running)
     spikes, _, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(
-        x_seq.contiguous(), w, spec.eps, spec.scale, None, params, codes, surrogate, last=False
+        x_seq.contiguous(), w, spec.eps, spec.scale, None, params, codes, surrogate, last=False, running=running
     )
     return spikes, mean, var, LoopArguments(k, shift, rstd, params, codes, surrogate)
 
@@ -239,13 +241,14 @@ def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0
     return grad_x, sum_dy_xhat, d_beta, d_theta
 
 
-def c_node_forward(ctx, x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec):
+def c_node_forward(ctx, x_seq, weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec, running=None):
     """The C loops' forward of a node: ``(spikes, saved)``, or in training with ``mean`` None (the statistics
-    computed in the loops' own pass) ``((spikes, mean, var), saved)``, the statistics marked non-differentiable;
+    computed in the loops' own pass, and ``running`` statistics updated there where given)
+    ``((spikes, mean, var), saved)``, the statistics marked non-differentiable;
     ``saved``: what :func:`c_node_backward` takes (the caller saves it), the loops' static arguments set on ``ctx``."""
     ctx.beta_shape, ctx.theta_shape = tensors.beta.shape, tensors.theta.shape
     if mean is None:
-        spikes, mean, var, args = _c_forward_with_statistics(x_seq, weight, tensors, spec)
+        spikes, mean, var, args = _c_forward_with_statistics(x_seq, weight, tensors, spec, running)
         ctx.mark_non_differentiable(mean, var)
         out = spikes, mean, var
     else:
@@ -257,11 +260,11 @@ def c_node_forward(ctx, x_seq, weight, mean, var, tensors: NeuronTensors, spec: 
 
 class BNTTLeakyScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec, layer=None):
+    def forward(ctx, x_seq, weight, mean, var, beta, theta, g, spec: BNTTSpec, layer=None, running=None):
         tensors = NeuronTensors(beta, theta, g)
         ctx.spec, ctx.layer = spec, layer
         if spec.path == "bntt-c":  # built in the forward: a build failure propagates and falls back the same way
-            out, saved = c_node_forward(ctx, x_seq, weight, mean, var, tensors, spec)
+            out, saved = c_node_forward(ctx, x_seq, weight, mean, var, tensors, spec, running)
             ctx.save_for_backward(*saved)
             return out
         ctx.save_for_backward(x_seq, weight, mean, var, beta, theta, g)
@@ -283,13 +286,13 @@ class BNTTLeakyScan(torch.autograd.Function):
                     spec, grad_spk, x_seq, weight, mean, var, tensors
                 )
                 grad_weight = sum_xhat * spec.scale if need_weight else None
-                return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
+                return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None
             except fallback_errors() as err:  # the backward compiles on first use; the eager steps compute the same
                 record_failure("bntt-compiled", err, ctx.layer)
         grad_x, grad_weight, grad_beta, grad_theta = _eager_backward(
             ctx, grad_spk, x_seq, weight, mean, var, tensors, need_weight
         )
-        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
+        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None
 
     @staticmethod
     def _c_backward(ctx, grad_spk):
@@ -297,7 +300,7 @@ class BNTTLeakyScan(torch.autograd.Function):
         need = ctx.needs_input_grad
         grad_x, grad_weight, grad_beta, grad_theta = c_node_backward(ctx, grad_spk, ctx.saved_tensors, need[1], need[4],
                                                                      need[5])  # fmt: skip
-        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None
+        return grad_x, grad_weight, None, None, grad_beta, grad_theta, None, None, None, None
 
 
 def c_node_backward(ctx, grad_spk, saved, need_weight: bool, need_beta: bool, need_theta: bool):
@@ -327,11 +330,14 @@ def bntt_leaky_scan_cpu(x_seq: torch.Tensor, norm: BNTTNorm, p, path: str, layer
 
 
 @torch.compiler.disable
-def bntt_leaky_scan_c_training(x_seq: torch.Tensor, weight, eps: float, scale: float, p, layer=None):
+def bntt_leaky_scan_c_training(x_seq: torch.Tensor, weight, eps: float, scale: float, p, layer=None, running=None):
     """Training on the C path with the batch statistics computed in the loops' own pass (one read of each
     channel for the statistics, coefficients and neuron instead of three): ``(spikes (T, B, C, ...), mean,
-    var)``, the batch's mean and biased variance ``(T, C)`` for the running statistics; the spikes and their
-    gradients equal :func:`bntt_leaky_scan_cpu`'s on "bntt-c" with those statistics (``x_seq`` float32)."""
+    var)``, the batch's mean and biased variance ``(T, C)`` (for the running statistics where ``running``,
+    :meth:`~bntt_snntorch.BatchNormTT.packed_running_statistics`, is None; else those are updated in the pass);
+    the spikes and their gradients equal :func:`bntt_leaky_scan_cpu`'s on "bntt-c" with those statistics
+    (``x_seq`` float32)."""
     norm = BNTTNorm(weight, None, None, eps, scale, True)
     tensors, spec = node_parts(norm, p, "bntt-c", x_seq.device, torch.float32)
-    return BNTTLeakyScan.apply(x_seq, weight, None, None, tensors.beta, tensors.theta, tensors.g, spec, layer)
+    return BNTTLeakyScan.apply(x_seq, weight, None, None, tensors.beta, tensors.theta, tensors.g, spec, layer,
+                               running)  # fmt: skip

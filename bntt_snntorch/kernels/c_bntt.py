@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -191,11 +192,26 @@ static void coefficients(float mean, float var, const float* w, int64_t tc, doub
   rstd[tc] = rs;
   shift[tc] = -mean * k[tc];
 }
+/* Step-channel tc's running statistics moved toward its batch mean and variance as batch norm moves them:
+   running <- lerp(running, batch, momentum), the variance made unbiased first (var * unbias, rounded to float as
+   torch's multiplication by a scalar rounds), lerp as torch's vectorised kernel computes it (one fused
+   multiply-add). rm NULL: nothing to update. */
+static inline float lerp_like_torch(float start, float end, float weight) {
+  return fabsf(weight) < 0.5f ? fmaf(weight, end - start, start) : fmaf(weight - 1.0f, end - start, end);
+}
+static void running_update(float* rm, float* rv, int64_t tc, float mean, float var, float momentum, float unbias) {
+  if (!rm) return;
+  rm[tc] = lerp_like_torch(rm[tc], mean, momentum);
+  rv[tc] = lerp_like_torch(rv[tc], var * unbias, momentum);
+}
 /* Training's forward with its own statistics, a channel at a time: each step's batch mean and biased variance of
    the channel (channel_moments, as bntt_stats), its coefficients, then the step's neuron update of the channel's
-   B rows; the channel's values are read from the cache for all three. w: (T, C) gammas or NULL (affine=False). */
+   B rows; the channel's values are read from the cache for all three. w: (T, C) gammas or NULL (affine=False).
+   rm, rv, counts: the running mean and variance (T, C) and num_batches_tracked (T,) to update (running_update,
+   and + 1), or NULL. */
 void bntt_forward_stats(const float* x, const float* w, double eps, float scale, const float* m0, float* spk,
                         float* mem_last, float* mean, float* var, float* rstd, float* k, float* shift,
+                        float* rm, float* rv, int64_t* counts, float momentum, float unbias,
                         const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
   const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
   const int64_t step = B * C * L;
@@ -209,6 +225,7 @@ void bntt_forward_stats(const float* x, const float* w, double eps, float scale,
       const int64_t tc = t * C + c;
       channel_moments(x + t * step, B, C, L, c, mean + tc, var + tc);
       coefficients(mean[tc], var[tc], w, tc, eps, scale, rstd, k, shift);
+      running_update(rm, rv, tc, mean[tc], var[tc], momentum, unbias);
       const float kt = k[tc], sh = shift[tc];
       for (int64_t b = 0; b < B; b++) {
         const float* xt = x + t * step + (b * C + c) * L;
@@ -227,6 +244,8 @@ void bntt_forward_stats(const float* x, const float* w, double eps, float scale,
     free(m);
     RESTORE_SUBNORMALS
   }
+  if (counts)
+    for (int64_t t = 0; t < T; t++) counts[t] += 1;
 }
 
 /* The same for little or no spatial extent (L < ROW_MIN): a block of channels at a time (their C * L values
@@ -234,6 +253,7 @@ void bntt_forward_stats(const float* x, const float* w, double eps, float scale,
    (as bntt_stats_flat), then per channel. */
 void bntt_forward_stats_flat(const float* x, const float* w, double eps, float scale, const float* m0, float* spk,
                              float* mem_last, float* mean, float* var, float* rstd, float* k, float* shift,
+                             float* rm, float* rv, int64_t* counts, float momentum, float unbias,
                              const float* params, int64_t T, int64_t B, int64_t C, int64_t L) {
   const float beta = fminf(fmaxf(params[0], 0.0f), 1.0f), theta = params[1], g = params[2];
   const int64_t N = C * L, step = B * N;
@@ -259,6 +279,7 @@ void bntt_forward_stats_flat(const float* x, const float* w, double eps, float s
       for (int64_t c = 0; c < cn; c++) {
         const int64_t tc = t * C + c0 + c;
         coefficients(mean[tc], var[tc], w, tc, eps, scale, rstd, k, shift);
+        running_update(rm, rv, tc, mean[tc], var[tc], momentum, unbias);
         for (int64_t s = 0; s < L; s++) { kt[c * L + s] = k[tc]; sh[c * L + s] = shift[tc]; }
       }
       for (int64_t b = 0; b < B; b++) {
@@ -279,6 +300,8 @@ void bntt_forward_stats_flat(const float* x, const float* w, double eps, float s
     free(total); free(squares); free(mu); free(kt); free(sh); free(m);
     RESTORE_SUBNORMALS
   }
+  if (counts)
+    for (int64_t t = 0; t < T; t++) counts[t] += 1;
 }
 """
 
@@ -650,7 +673,8 @@ def library(
     lib = _build(source(codes, surrogate, training, through_time))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.bntt_forward.argtypes = [ptr] * 7 + [i64] * 4
-    lib.bntt_forward_stats.argtypes = [ptr, ptr, ctypes.c_double, ctypes.c_float] + [ptr] * 9 + [i64] * 4
+    lib.bntt_forward_stats.argtypes = [ptr, ptr, ctypes.c_double, ctypes.c_float] + [ptr] * 11 + [
+        ctypes.c_float, ctypes.c_float, ptr] + [i64] * 4  # fmt: skip
     lib.bntt_forward_stats_flat.argtypes = lib.bntt_forward_stats.argtypes
     lib.bntt_backward.argtypes = [ptr] * 12 + [i64] * 4
     lib.bntt_forward_flat.argtypes = [ptr] * 7 + [i64] * 4
@@ -752,13 +776,28 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     return grad_x, sum_dy_xhat, sum_dy, part[0], part[1]
 
 
-def forward_with_statistics(x, weight, eps, scale, mem0, params, codes, surrogate, through_time=True, last=True):
+class RunningStatistics(NamedTuple):
+    """Batch norm's running statistics for :func:`forward_with_statistics` to update in its pass: ``mean`` and
+    ``var`` ``(T, C)`` float32, ``counts`` ``(T,)`` int64 (``num_batches_tracked``), all contiguous and written in
+    place; ``momentum``; ``count``: the values a channel of a step (the variance is made unbiased with it)."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    counts: torch.Tensor
+    momentum: float
+    count: int
+
+
+def forward_with_statistics(x, weight, eps, scale, mem0, params, codes, surrogate, through_time=True, last=True,
+                            running: RunningStatistics | None = None):  # fmt: skip
     """Training's forward with its own batch statistics, in one pass over each channel (read once from memory
     for the statistics, the coefficients and the neuron): ``(spikes, last membrane (None unless last), mean,
     var, rstd, k, shift)``, the last five ``(T, C)``, each equal to :func:`batch_statistics`, then
     :func:`~.bntt_scan.loop_arguments`' coefficients, then :func:`forward` (the same arithmetic, in the same
     order). ``weight``: the gammas ``(T, C)`` (float32, contiguous) or None (``affine=False``); ``eps``,
-    ``scale``: batch norm's and the block's input scale; the rest as :func:`forward`'s."""
+    ``scale``: batch norm's and the block's input scale; ``running``: running statistics updated in the same
+    pass as batch norm updates them (bit for bit :meth:`~bntt_snntorch.BatchNormTT.record_statistics`), or
+    None; the rest as :func:`forward`'s."""
     T, B, C, L = _layout(x)
     if weight is not None and (tuple(weight.shape) != (T, C) or weight.dtype != torch.float32):
         raise ValueError(
@@ -768,7 +807,11 @@ def forward_with_statistics(x, weight, eps, scale, mem0, params, codes, surrogat
     mem = torch.empty(x.shape[1:]) if last else None
     mean, var, rstd, k, shift = (torch.empty(T, C) for _ in range(5))
     lib = library(codes, surrogate, True, through_time)
-    pointers = map(_pointer, (mem0, spk, mem, mean, var, rstd, k, shift, params))
+    pointers = map(_pointer, (mem0, spk, mem, mean, var, rstd, k, shift))
+    tables, factors = (None, None, None), (0.0, 1.0)
+    if running is not None:
+        tables, factors = running[:3], (running.momentum, running.count / (running.count - 1))
     run = lib.bntt_forward_stats_flat if L < ROW_MIN else lib.bntt_forward_stats
-    run(_pointer(x), _pointer(weight), float(eps), float(scale), *pointers, T, B, C, L)
+    run(_pointer(x), _pointer(weight), float(eps), float(scale), *pointers, *map(_pointer, tables), *factors,
+        _pointer(params), T, B, C, L)  # fmt: skip
     return spk, mem, mean, var, rstd, k, shift
