@@ -12,7 +12,8 @@ Four functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``, 
 * :func:`batch_statistics` — each step's per-channel mean and biased variance (two passes);
 * :func:`forward` — ``current = k * x + shift``, then the neuron, writing spikes only;
 * :func:`forward_with_statistics` — training's forward: the two above and the coefficients between them, a
-  channel (or a block of channels) at a time, so each value is read from memory once, not three times;
+  channel (or a block of channels) at a time, so each value is read from memory once, not three times; the
+  running statistics (:class:`RunningStatistics`) updated there too;
 * :func:`backward` — recomputes the membranes of a chunk, walks the steps back writing ``dL/dcurrent``
   and adding its per-(step, channel) sums, then turns it into batch norm's input gradient in place.
 
