@@ -245,8 +245,7 @@ class BatchNormTT(ThroughTime):
     def record_statistics(self, x_seq: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, first_step: int = 0):
         """The running statistics of steps ``first_step ..`` updated with the batch mean and biased variance
         ``(T', C)`` of ``x_seq`` ``(T', B, C, ...)`` (computed by a fused kernel)."""
-        with torch.no_grad():
-            self._update_running_statistics(first_step, mean, var, self._values_per_channel(x_seq))
+        self._update_running_statistics(first_step, mean, var, self._values_per_channel(x_seq))
 
     def packed_running_statistics(self, x_seq: torch.Tensor, first_step: int = 0):
         """``(running_mean (T', C), running_var (T', C), num_batches_tracked (T',), momentum, values a channel)`` of

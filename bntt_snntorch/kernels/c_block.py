@@ -25,7 +25,7 @@ class _SynapseBNTTLeakyC(torch.autograd.Function):
         gamma = torch.stack(gammas) if gammas else None
         tensors = NeuronTensors(beta, theta, g)
         (spikes, mean, var), saved = c_node_forward(ctx, cur, gamma, None, None, tensors, spec, running)
-        kept = spike_synapse.kept_input(x.to(cur.dtype), quantum) if ctx.needs_input_grad[1] else None
+        kept = spike_synapse.kept_input(x, quantum, cur.dtype) if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(kept, weight, *saved)
         ctx.spec, ctx.quantum, ctx.conv, ctx.x_dtype, ctx.shape = spec, quantum, conv, x.dtype, x.shape
         return spikes, mean, var

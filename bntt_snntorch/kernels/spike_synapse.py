@@ -89,9 +89,10 @@ def synapse_backward(ctx, grad, weight_input, weight):
     return grad_x, grad_w
 
 
-def kept_input(x: torch.Tensor, quantum: float | None) -> torch.Tensor:
-    """What a synapse's backward keeps of its input ``x`` (already in the compute dtype): int8 codes where
+def kept_input(x: torch.Tensor, quantum: float | None, dtype: torch.dtype) -> torch.Tensor:
+    """What a synapse's backward keeps of its input ``x``, in the synapse's compute ``dtype``: int8 codes where
     ``quantum`` says it is spikes, else ``x`` itself."""
+    x = x.to(dtype)
     return x if quantum is None else _codes(x, quantum)
 
 
@@ -109,7 +110,7 @@ class _SynapseGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, value, quantum: float | None, conv: dict | None):
-        ctx.save_for_backward(kept_input(x.to(value.dtype), quantum) if ctx.needs_input_grad[1] else None, weight)
+        ctx.save_for_backward(kept_input(x, quantum, value.dtype) if ctx.needs_input_grad[1] else None, weight)
         ctx.quantum, ctx.conv, ctx.x_dtype, ctx.shape = quantum, conv, x.dtype, x.shape
         return value.view_as(value)
 
