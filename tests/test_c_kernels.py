@@ -15,7 +15,7 @@ import zlib
 import pytest
 import torch
 
-from bntt_snntorch.kernels import batch_statistics, c_bntt, choose_plan, clear_fallbacks
+from bntt_snntorch.kernels import batch_statistics, c_bntt, c_build, choose_plan, clear_fallbacks
 from bntt_snntorch.kernels.compile_choice import Measurement
 from bntt_snntorch.neurons import bntt_leaky
 from bntt_snntorch.profiling import saved_tensor_bytes
@@ -23,7 +23,7 @@ from bntt_snntorch.profiling import saved_tensor_bytes
 from .helpers import assert_close
 from .test_lean import CASES, _block, _input, _run, assert_matches_reference
 
-pytestmark = pytest.mark.skipif(shutil.which(c_bntt.compiler()) is None, reason="no C compiler here")
+pytestmark = pytest.mark.skipif(shutil.which(c_build.compiler()) is None, reason="no C compiler here")
 
 
 @pytest.fixture
@@ -284,4 +284,4 @@ def test_a_failing_build_names_the_compiler_and_its_exit(c_loops, monkeypatch):
 
     monkeypatch.setenv("CC", shutil.which("false") or "false")
     with pytest.raises(CBuildError, match=r"false failed \(exit 1\)"):
-        c_bntt._build("int unused;")
+        c_build.build("int unused;")

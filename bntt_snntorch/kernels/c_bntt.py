@@ -4,8 +4,8 @@ The eager torch path runs a dozen small ops a step and layer in each direction; 
 pass over a ``(B, C, ...)`` slice. Here each direction is one loop nest over the steps, the membrane kept
 in a chunk of a channel's row: the formulas are :mod:`bntt_snntorch.definition`'s, written out as C
 (:mod:`.c_definition`), and the source is built with the system's C compiler at first use (well under
-a second; the library is kept in ``bntt_snntorch_c/`` beside TorchInductor's cache, one file per
-source). The loops run on torch's own OpenMP threads (the library links the ``libgomp`` torch has loaded).
+a second; :mod:`.c_build` keeps the library beside TorchInductor's cache, one file per source). The loops
+run on torch's own OpenMP threads (the library links the ``libgomp`` torch has loaded).
 
 Four functions, the layout of :mod:`.triton_bntt` (a sequence ``(T, B, C, L)``, ``L`` the spatial size):
 
@@ -28,20 +28,15 @@ decaying gradient would otherwise take the CPU's slow path; the difference is be
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
-import os
 import re
-import subprocess
-import tempfile
 from functools import cache
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from .c_build import build
 from .c_definition import C, Expr, code
-from .fallback import CBuildError
 
 #: Elements of a channel's row one thread keeps in its arrays at a time (the membranes of T steps of them
 #: are kept for the backward: T * CHUNK floats).
@@ -635,43 +630,12 @@ def source(
     )
 
 
-def _isa_flags() -> list[str]:
-    """Vector instructions for torch's CPU capability (not -march=native: a cache folder may be shared)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability.startswith("AVX512"):
-        return ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"]
-    if capability == "AVX2":
-        return ["-mavx2", "-mfma"]
-    return []
-
-
-def _torch_libgomp() -> str | None:
-    """The OpenMP runtime torch loaded (its own copy where the wheel ships one), so the loops share its threads."""
-    for line in Path("/proc/self/maps").read_text().splitlines() if Path("/proc/self/maps").exists() else ():
-        path = line.split()[-1]
-        if "libgomp" in Path(path).name:
-            return path
-    return None
-
-
-def cache_folder() -> Path:
-    """``bntt_snntorch_c/`` in TorchInductor's cache folder (``TORCHINDUCTOR_CACHE_DIR``)."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    return Path(cache_dir()) / "bntt_snntorch_c"
-
-
-def compiler() -> str:
-    """The C compiler: ``$CC``, else ``cc``."""
-    return os.environ.get("CC", "cc")
-
-
 @cache
 def library(
     codes: tuple[int, bool, int], surrogate: tuple[int, float, float], training: bool, through_time: bool = True
 ) -> ctypes.CDLL:
     """The loops of :func:`source` built (once per source; a library built before is loaded)."""
-    lib = _build(source(codes, surrogate, training, through_time))
+    lib = build(source(codes, surrogate, training, through_time))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.bntt_forward.argtypes = [ptr] * 7 + [i64] * 4
     lib.bntt_forward_stats.argtypes = [ptr, ptr, ctypes.c_double, ctypes.c_float] + [ptr] * 11 + [
@@ -685,37 +649,9 @@ def library(
 
 @cache
 def _statistics_library() -> ctypes.CDLL:
-    lib = _build(_HEADER.format(chunk=CHUNK) + _MOMENTS + _STATS)
+    lib = build(_HEADER.format(chunk=CHUNK) + _MOMENTS + _STATS)
     lib.bntt_stats.argtypes = lib.bntt_stats_flat.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4
     return lib
-
-
-def _build(text: str) -> ctypes.CDLL:
-    """Compile C source ``text`` into a shared library in :func:`cache_folder` (atomically; a library of the
-    same source and flags is reused) and load it; :class:`~.fallback.CBuildError` where that fails."""
-    gomp = _torch_libgomp()
-    # -ffp-contract=off: no fused multiply-adds, each product rounded as torch's ops round it;
-    # -fno-trapping-math: comparisons may be if-converted, so the loops vectorise on AVX2 as on AVX-512
-    flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC",
-             *_isa_flags()]  # fmt: skip
-    digest = hashlib.sha256("\n".join([text, *flags, str(gomp)]).encode()).hexdigest()[:20]
-    target = cache_folder() / f"bntt_{digest}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src, out = Path(tmp) / "bntt.c", Path(tmp) / "bntt.so"
-            src.write_text(text)
-            link = [gomp] if gomp else ["-lgomp"]
-            command = [compiler(), *flags, str(src), "-o", str(out), *link, "-lm"]
-            try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-            except (OSError, subprocess.TimeoutExpired) as err:
-                raise CBuildError(f"{compiler()} could not run: {err}") from None
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise CBuildError(f"{compiler()} failed (exit {done.returncode}): {last}")
-            os.replace(out, target)
-    return ctypes.CDLL(str(target))
 
 
 def supports(x_seq: torch.Tensor, p) -> str | None:
