@@ -60,17 +60,24 @@ class TimeDistributed(StepModule, nn.Module):
             self.step_mode = step_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.multi_step(x) if self.step_mode == "m" else self.module(x)
+        return self.multi_step(x) if self.step_mode == "m" else self._module(x)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, ...)`` -> ``(T, B, ...)``."""
-        if type(self.module) is nn.AvgPool2d and x_seq.dim() == 5:  # same values, nothing saved for backward
-            return avg_pool2d(x_seq.flatten(0, 1), self.module).unflatten(0, x_seq.shape[:2])
+        if type(self.module) is nn.AvgPool2d and x_seq.dim() == 5:
+            return self._module(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
         return _over_time(self.module, x_seq)
 
     def step(self, x: torch.Tensor, t: int, state=None):
         """One step ``(B, ...)`` -> ``(y, state)`` (no state: passed through)."""
-        return self.module(x), state
+        return self._module(x), state
+
+    def _module(self, x: torch.Tensor) -> torch.Tensor:
+        """The module on a batch ``x``; a plain AvgPool2d on ``(N, C, H, W)`` as :func:`~.kernels.pooling.avg_pool2d`
+        (the same values and gradients, nothing saved for backward, C loops on the CPU)."""
+        if type(self.module) is nn.AvgPool2d and x.dim() == 4:
+            return avg_pool2d(x, self.module, self)
+        return self.module(x)
 
 
 class BlockState(NamedTuple):

@@ -9,11 +9,17 @@ import warnings
 #: Paths that failed in this process: path -> the error, in words.
 FALLBACKS: dict[str, str] = {}
 #: The path each fallible path falls back to.
-FALLBACK_PATH = {"triton": "torch", "bntt-triton": "bntt-eager", "bntt-compiled": "bntt-eager", "bntt-c": "bntt-eager"}
+FALLBACK_PATH = {
+    "triton": "torch",
+    "bntt-triton": "bntt-eager",
+    "bntt-compiled": "bntt-eager",
+    "bntt-c": "bntt-eager",
+    "pool-c": "torch",
+}
 
 
 class CBuildError(RuntimeError):
-    """The C loops (:mod:`.c_bntt`) cannot be built here: no C compiler, or it failed."""
+    """C loops (:mod:`.c_bntt`, :mod:`.c_pool`) cannot be built here: no C compiler, or it failed."""
 
 
 def fallback_errors() -> tuple[type[BaseException], ...]:
