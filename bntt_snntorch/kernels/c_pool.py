@@ -2,11 +2,11 @@
 
 torch's CPU kernel for contiguous maps walks each of the ``N * C`` planes on its own with a scalar loop
 over its few windows (an 8x8 map has 16): between the digits net's blocks it took 0.6 ms forward and as
-long backward for a ``(320, 32, 8, 8)`` batch, 9.6 ms and 10.9 ms for VGG9's ``(160, 64, 32, 32)``. Here one
-loop runs over all row pairs of the batch (7-13x faster forward, 7-16x backward at the models' shapes,
-AVX-512 and AVX2 builds: ``benchmarks/results/pooling-*.md``). The arithmetic is torch's: a window summed from zero in row order
-and divided by 4; backward, ``0 + grad / 4`` for each of the window's four inputs. Values and gradients are
-bit for bit ``F.avg_pool2d``'s (negative zeros and subnormals included; tested).
+long backward for a ``(320, 32, 8, 8)`` batch, 9.7 ms and 10.9 ms for VGG9's ``(160, 64, 32, 32)``. Here one
+loop runs over all row pairs of the batch: 7-13x faster forward, 7-16x backward at the models' shapes,
+AVX-512 and AVX2 builds (``benchmarks/results/pooling-*.md``). The arithmetic is torch's: a window summed
+from zero in row order and divided by 4; backward, ``0 + grad / 4`` for each of the window's four inputs.
+Values and gradients are bit for bit ``F.avg_pool2d``'s (negative zeros and subnormals included; tested).
 """
 
 from __future__ import annotations
