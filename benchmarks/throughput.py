@@ -165,9 +165,10 @@ class OriginalVGG9(nn.Module):
 class ReLUTwin(nn.Module):
     """The ceiling of a spiking model of ours: its layers as a ReLU ANN over the (T*B) batch (each block's
     synapse, then one BatchNorm over all steps and ReLU in place of BNTT and the neuron; pools and
-    flatten as they are; the classifier on the mean over steps, as the spiking model reads out)."""
+    flatten as they are; the classifier on the mean over steps, as the spiking model reads out). ``our_pools``:
+    its average pools as ours run (``TimeDistributed``, on the C loops on the CPU) instead of torch's kernel."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, our_pools: bool = False):
         super().__init__()
         from bntt_snntorch.layers import SpikingBlock, TimeDistributed
 
@@ -179,7 +180,9 @@ class ReLUTwin(nn.Module):
                 width = synapse.out_channels if isinstance(synapse, nn.Conv2d) else synapse.out_features
                 layers += [copy.deepcopy(synapse), norm(width), nn.ReLU()]
             elif isinstance(layer, TimeDistributed):
-                layers.append(copy.deepcopy(layer.module))
+                module = copy.deepcopy(layer.module)
+                pool = our_pools and isinstance(module, nn.AvgPool2d)
+                layers.append(TimeDistributed(module, step_mode="s") if pool else module)
             else:
                 raise TypeError(f"no ReLU twin for {type(layer).__name__}")
         self.body = nn.Sequential(*layers)
@@ -284,6 +287,7 @@ ROWS = {
     "d": ("(d) ours + bf16 autocast + compile", "ours", "bf16", True),
     "e": ("(e) ceiling: ReLU ANN over T*B", "relu", None, False),
     "e-bf16": ("(e) ceiling: ReLU ANN over T*B, bf16 autocast", "relu", "bf16", False),
+    "e-pools": ("(e) ceiling with our pools: ReLU ANN over T*B, pools as (c) runs them", "relu-our-pools", None, False),
     "f": ("(f) SpikingJelly BNTT + LIF, multi-step", "spikingjelly", None, False),
     "f-bf16": ("(f) SpikingJelly BNTT + LIF, multi-step, bf16 autocast", "spikingjelly", "bf16", False),
     "on-a": ("Linear+LIF: snnTorch per-step loop", "on-snntorch", None, False),
@@ -305,8 +309,8 @@ def build(kind, args):
         if args.arch == "vgg9":
             mark_spike_inputs(model.features, input_quantum=1.0)
         return model
-    if kind == "relu":
-        return ReLUTwin(create_model(args.arch, num_steps=args.num_steps))
+    if kind in ("relu", "relu-our-pools"):
+        return ReLUTwin(create_model(args.arch, num_steps=args.num_steps), our_pools=kind == "relu-our-pools")
     if kind == "spikingjelly":
         return spikingjelly_vgg9(args.num_steps)
     if kind == "on-snntorch":

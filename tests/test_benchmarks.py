@@ -69,3 +69,27 @@ def test_side_by_side_reports_both_ratios(tmp_path):
     rows = json.loads(report.read_text())["rows"]
     assert rows["e"]["paired_speed"] == 1.0 and 0 < rows["c"]["paired_speed"] < 100
     assert "median of the rounds" in report.with_suffix(".md").read_text()
+
+
+def test_the_relu_twin_with_our_pools_computes_what_the_plain_twin_does(monkeypatch):
+    """Row "e-pools" (the twin pooling as our blocks pool, on the C loops) against row "e" (torch's kernel): the
+    same outputs and gradients bit for bit, so the two rows differ in speed only."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import ReLUTwin
+
+    from bntt_snntorch import create_model
+    from bntt_snntorch.layers import TimeDistributed
+
+    monkeypatch.setenv("BNTT_KERNELS", "auto")
+    model = create_model("bntt_digits", num_steps=2)
+    plain, ours = ReLUTwin(model), ReLUTwin(model, our_pools=True)
+    ours.load_state_dict(plain.state_dict())
+    assert sum(isinstance(m, TimeDistributed) for m in ours.body) == 2
+    x = torch.randn(2, 6, 1, 8, 8)
+    runs = []
+    for twin in (plain, ours):
+        out = twin(x)
+        out.backward(torch.ones_like(out))
+        runs.append((out, [p.grad for p in twin.parameters()]))
+    (out, grads), (out_ours, grads_ours) = runs
+    assert torch.equal(out, out_ours) and all(torch.equal(a, b) for a, b in zip(grads, grads_ours))
