@@ -8,10 +8,13 @@ neuron block) with what decides the path: the device, the dtype, one step's size
 * ``auto`` (default): Triton on CUDA; on CPU the eager torch kernels, the C loops (:mod:`.c_bntt`) or
   the TorchInductor-compiled BNTT steps, whichever a measurement on this machine, at the layer's
   shape, found faster (:mod:`.compile_choice`: taken once, kept beside the compile cache);
-* ``eager``: never compile, never Triton (the torch kernels);
+* ``eager``: never compile, never Triton, no C loops (the torch kernels, average pooling's included);
 * ``compiled``: compile the BNTT steps on CPU at any size;
 * ``c``: the C loops on CPU wherever they apply (float32 convolution and linear blocks, scalar leak and threshold);
 * ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
+
+Every setting but ``eager`` pools 2x2 windows of float32 CPU maps on C loops (:mod:`.pooling`, :mod:`.c_pool`:
+bit for bit torch's kernel, several times faster).
 
 One fallback rule (:func:`attempt`): only the errors that mean "this backend cannot compile or
 launch here" (:func:`fallback_errors`: a missing module, TorchInductor's and Dynamo's compile
