@@ -285,3 +285,34 @@ def test_a_failing_build_names_the_compiler_and_its_exit(c_loops, monkeypatch):
     monkeypatch.setenv("CC", shutil.which("false") or "false")
     with pytest.raises(CBuildError, match=r"false failed \(exit 1\)"):
         c_build.build("int unused;")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_float64_default_dtype_leaves_the_c_loops_float32(c_loops, mode):
+    """The loops write float32 into every tensor they allocate, whatever ``torch.set_default_dtype`` says: a
+    float32 block run with float64 as the default equals the same block run with float32 as the default (spikes,
+    gradients, running statistics, bit for bit)."""
+    fast = _block(2, CASES[0][1], "triangle")
+    if mode == "eval":
+        with torch.no_grad():
+            fast(_input(2, 7))
+        fast.eval()
+    slow = copy.deepcopy(fast)
+    x = _input(2, 3)
+
+    def call(block):
+        x_in = x.clone().requires_grad_()
+        y = block(x_in)
+        (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)).sum().backward()
+        grads = [p.grad for p in block.parameters() if p.grad is not None]
+        return [y.detach(), x_in.grad, *grads, *block.buffers()]
+
+    expected = call(slow)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        result = call(fast)
+    finally:
+        torch.set_default_dtype(previous)
+    assert fast.__dict__["_kernel_path_taken"] == "bntt-c"
+    assert all(torch.equal(got, want) for got, want in zip(result, expected, strict=True))

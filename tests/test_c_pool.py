@@ -156,3 +156,17 @@ def test_without_a_compiler_auto_pools_with_torch_quietly(no_compiler, monkeypat
         warnings.simplefilter("error")
         y = avg_pool2d(torch.randn(2, 3, 8, 8, requires_grad=True), nn.AvgPool2d(2))
     assert not y.grad_fn.on_c and "pool-c" in FALLBACKS
+
+
+def test_a_float64_default_dtype_leaves_the_pooling_float32():
+    x = _awkward(2, 3, 8, 8, seed=5)
+    g = _awkward(2, 3, 4, 4, seed=6)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        y, dx = _pooled_with_grad(lambda v: avg_pool2d(v, nn.AvgPool2d(2)), x, g)
+    finally:
+        torch.set_default_dtype(previous)
+    assert y.grad_fn.on_c and y.dtype == dx.dtype == torch.float32
+    y_ref, dx_ref = _pooled_with_grad(lambda v: F.avg_pool2d(v, 2), x, g)
+    assert torch.equal(_bits(y), _bits(y_ref)) and torch.equal(_bits(dx), _bits(dx_ref))

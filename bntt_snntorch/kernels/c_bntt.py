@@ -677,7 +677,7 @@ def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each step's per-channel mean and biased variance of ``x_seq`` ``(T, B, C, ...)`` (float32 ``(T, C)`` each)."""
     x = x_seq.detach().contiguous()
     T, B, C, L = _layout(x)
-    mean, var = torch.empty(T, C), torch.empty(T, C)
+    mean, var = torch.empty(T, C, dtype=torch.float32), torch.empty(T, C, dtype=torch.float32)
     lib = _statistics_library()
     (lib.bntt_stats_flat if L < ROW_MIN else lib.bntt_stats)(_pointer(x), _pointer(mean), _pointer(var), T, B, C, L)
     return mean, var
@@ -691,7 +691,7 @@ def forward(x, k, shift, mem0, params, codes, surrogate, training, through_time=
     so that a build failure shows in the forward)."""
     T, B, C, L = _layout(x)
     spk = torch.empty_like(x)
-    mem = torch.empty(x.shape[1:]) if last else None
+    mem = torch.empty(x.shape[1:], dtype=torch.float32) if last else None
     lib = library(codes, surrogate, training, through_time)
     pointers = map(_pointer, (x, k, shift, mem0, spk, mem, params))
     (lib.bntt_forward_flat if L < ROW_MIN else lib.bntt_forward)(*pointers, T, B, C, L)
@@ -706,7 +706,11 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     T, B, C, L = _layout(x)
     grad_spk = grad_spk.contiguous().float()
     grad_x = torch.empty_like(x)
-    sum_dy, sum_dy_xhat, part = torch.empty(T, C), torch.empty(T, C), torch.empty(2)
+    sum_dy, sum_dy_xhat, part = (
+        torch.empty(T, C, dtype=torch.float32),
+        torch.empty(T, C, dtype=torch.float32),
+        torch.empty(2, dtype=torch.float32),
+    )
     lib = library(codes, surrogate, training, through_time)
     pointers = map(_pointer, (grad_spk, x, k, shift, mean, rstd, mem0, grad_x, sum_dy, sum_dy_xhat, part, params))
     (lib.bntt_backward_flat if L < ROW_MIN else lib.bntt_backward)(*pointers, T, B, C, L)
@@ -741,8 +745,8 @@ def forward_with_statistics(x, weight, eps, scale, mem0, params, codes, surrogat
             f"expected float32 gammas of shape (T, C) = {(T, C)}, got {weight.dtype} {tuple(weight.shape)}"
         )
     spk = torch.empty_like(x)
-    mem = torch.empty(x.shape[1:]) if last else None
-    mean, var, rstd, k, shift = (torch.empty(T, C) for _ in range(5))
+    mem = torch.empty(x.shape[1:], dtype=torch.float32) if last else None
+    mean, var, rstd, k, shift = (torch.empty(T, C, dtype=torch.float32) for _ in range(5))
     lib = library(codes, surrogate, True, through_time)
     pointers = map(_pointer, (mem0, spk, mem, mean, var, rstd, k, shift))
     tables, factors = (None, None, None), (0.0, 1.0)

@@ -89,7 +89,7 @@ def applies(x: torch.Tensor, kernel_size, stride, padding, divisor_override) -> 
 def forward(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N, C, H / 2, W / 2)``, for ``x`` that :func:`applies`."""
     N, C, H, W = x.shape
-    y = torch.empty(N, C, H // 2, W // 2)
+    y = torch.empty(N, C, H // 2, W // 2, dtype=torch.float32)
     library().avg_pool_2x2(x.data_ptr(), y.data_ptr(), N * C, H, W)
     return y
 
@@ -98,6 +98,6 @@ def backward(grad: torch.Tensor) -> torch.Tensor:
     """The input's gradient ``(N, C, 2h, 2w)`` from the output's ``grad`` ``(N, C, h, w)``."""
     grad = grad.contiguous()
     N, C, h, w = grad.shape
-    dx = torch.empty(N, C, 2 * h, 2 * w)
+    dx = torch.empty(N, C, 2 * h, 2 * w, dtype=torch.float32)
     library().avg_pool_2x2_backward(grad.data_ptr(), dx.data_ptr(), N * C, 2 * h, 2 * w)
     return dx
