@@ -190,7 +190,9 @@ class SpikingBlock(StepCounter, nn.Module):
         linear synapse, the synapse too (:func:`~bntt_snntorch.kernels.c_block.synapse_bntt_leaky_c`).
         """
         params = self.neuron.kernel_params()
-        if not spike_synapse.supports(self.synapse):
+        if torch.compiler.is_compiling() or not spike_synapse.supports(self.synapse):
+            # under torch.compile the synapse is the module's own: a graph break in the plan (auto's lookup) would
+            # make the value below a graph input, and a gradient node attached to it after would be cut off
             cur = _over_time(self.synapse, x_seq)
             plan = report(self, self._plan(cur, params))
             return self._fused_bntt(cur, params, plan.path) if plan.bntt else self._norm_and_neuron(cur)
