@@ -110,6 +110,7 @@ def test_a_training_step_of_the_digits_net_is_bit_for_bit_the_same_with_torchs_p
     x = torch.rand(3, 6, 1, 8, 8)
     on_loops = []
     monkeypatch.setattr(c_pool, "forward", lambda v, forward=c_pool.forward: on_loops.append(v.shape) or forward(v))
+    monkeypatch.setattr(c_pool, "backward", lambda g, back=c_pool.backward: on_loops.append(g.shape) or back(g))
     runs = []
     for torch_pools in (False, True):
         clear_fallbacks()
@@ -120,7 +121,8 @@ def test_a_training_step_of_the_digits_net_is_bit_for_bit_the_same_with_torchs_p
         out.backward(torch.ones_like(out))
         runs.append((out, [p.grad for p in net.parameters()]))
     clear_fallbacks()
-    assert on_loops == [(18, 32, 8, 8), (18, 64, 4, 4)]  # the first run's two pools, none of the second's
+    # the first run's two pools forward and backward (their outputs' gradients), none of the second run's
+    assert on_loops == [(18, 32, 8, 8), (18, 64, 4, 4), (18, 64, 2, 2), (18, 32, 4, 4)]
     (out, grads), (out_ref, grads_ref) = runs
     assert torch.equal(out, out_ref)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_ref))
@@ -170,3 +172,20 @@ def test_a_float64_default_dtype_leaves_the_pooling_float32():
     assert y.grad_fn.on_c and y.dtype == dx.dtype == torch.float32
     y_ref, dx_ref = _pooled_with_grad(lambda v: F.avg_pool2d(v, 2), x, g)
     assert torch.equal(_bits(y), _bits(y_ref)) and torch.equal(_bits(dx), _bits(dx_ref))
+
+
+def test_a_second_derivative_through_the_pooling_is_torchs():
+    """With ``create_graph=True`` the backward runs torch's op (the loops' result has no gradient of its own), so
+    gradients of gradients are there and equal ``F.avg_pool2d``'s."""
+    x = torch.randn(2, 3, 8, 8)
+
+    def second(pool_call):
+        v = x.clone().requires_grad_()
+        y = pool_call(v)
+        (g,) = torch.autograd.grad((y**2).sum(), v, create_graph=True)
+        (gg,) = torch.autograd.grad((g**3).sum(), v)
+        return g.detach(), gg
+
+    g, gg = second(lambda v: avg_pool2d(v, nn.AvgPool2d(2)))
+    g_ref, gg_ref = second(lambda v: F.avg_pool2d(v, 2))
+    assert torch.equal(g, g_ref) and torch.equal(gg, gg_ref)

@@ -30,7 +30,7 @@ class _AvgPool2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.on_c:
+        if ctx.on_c and not torch.is_grad_enabled():  # create_graph: torch's op, whose own gradient is known
             return c_pool.backward(grad), None, None
         shape_only = grad.new_zeros((), dtype=ctx.dtype).expand(ctx.shape)  # read for its sizes only
         return torch.ops.aten.avg_pool2d_backward(grad, shape_only, *ctx.args), None, None
