@@ -64,9 +64,7 @@ class TimeDistributed(StepModule, nn.Module):
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, ...)`` -> ``(T, B, ...)``."""
-        if type(self.module) is nn.AvgPool2d and x_seq.dim() == 5:
-            return self._module(x_seq.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
-        return _over_time(self.module, x_seq)
+        return _over_time(self._module, x_seq)
 
     def step(self, x: torch.Tensor, t: int, state=None):
         """One step ``(B, ...)`` -> ``(y, state)`` (no state: passed through)."""
@@ -191,9 +189,9 @@ class SpikingBlock(StepCounter, nn.Module):
         """
         params = self.neuron.kernel_params()
         if torch.compiler.is_compiling() or not spike_synapse.supports(self.synapse):
-            # under torch.compile the synapse is the module's own: a graph break in the plan (auto's lookup) would
+            # under torch.compile value and gradient in one call: a graph break in the plan (auto's lookup) would
             # make the value below a graph input, and a gradient node attached to it after would be cut off
-            cur = _over_time(self.synapse, x_seq)
+            cur = self._synapse_over_time(x_seq)
             plan = report(self, self._plan(cur, params))
             return self._fused_bntt(cur, params, plan.path) if plan.bntt else self._norm_and_neuron(cur)
         x = x_seq.flatten(0, 1)
