@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from . import definition
 from .synced_norm import synced_batch_norm
 from .through_time import ThroughTime
 
@@ -271,27 +272,25 @@ class BatchNormTT(ThroughTime):
     @torch.no_grad()
     def _update_running_statistics(self, first_step: int, mean: torch.Tensor, var: torch.Tensor, count) -> None:
         """Batch norm's running-statistics rule for steps ``first_step ..`` (one per row of ``mean`` / ``var``
-        ``(T', C)``, the batch's mean and biased variance over ``count`` values a channel):
-        ``running <- (1 - momentum) * running + momentum * batch``, the variance unbiased, and
-        ``num_batches_tracked`` + 1; one op each on the packed tables. Used wherever the statistics do not
-        come from batch norm's own kernel (a fused kernel's, the cross-rank ones). Written through ``.data``
-        (no version bump)."""
+        ``(T', C)``, the batch's mean and biased variance over ``count`` values a channel): the definition's
+        :func:`~bntt_snntorch.definition.running_update` with the unbiased variance, and ``num_batches_tracked``
+        + 1; one op each on the packed tables. Used wherever the statistics do not come from batch norm's own
+        kernel (a fused kernel's, the cross-rank ones). Written through ``.data`` (no version bump)."""
         T = mean.shape[0]
         momentum = self[first_step].momentum
-        unbiased = var * (count / (count - 1))
+        unbiased = definition.unbiased_variance(var, definition.unbiased_factor(count))
         tables = self._tables(first_step, T)
         if tables is not None:
             running_mean, running_var, counters = tables
-            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
-            running_var.lerp_(unbiased.to(running_var.dtype), momentum)
-            counters.add_(1)
-            return
-        steps = self._layers(first_step, T)  # a replaced buffer: step by step
-        running_mean = [bn.running_mean.data for bn in steps]
-        running_var = [bn.running_var.data for bn in steps]
-        torch._foreach_lerp_(running_mean, list(mean.to(running_mean[0].dtype)), momentum)
-        torch._foreach_lerp_(running_var, list(unbiased.to(running_var[0].dtype)), momentum)
-        torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
+            pairs, counters = ((running_mean, mean), (running_var, unbiased)), [counters]
+        else:  # a replaced buffer: step by step
+            steps = self._layers(first_step, T)
+            pairs = [(bn.running_mean.data, m) for bn, m in zip(steps, mean)]
+            pairs += [(bn.running_var.data, v) for bn, v in zip(steps, unbiased)]
+            counters = [bn.num_batches_tracked for bn in steps]
+        for running, batch in pairs:
+            running.copy_(definition.running_update(running, batch.to(running.dtype), momentum))
+        torch._foreach_add_(counters, 1)
 
     def extra_repr(self) -> str:
         first = self[0]

@@ -1,5 +1,6 @@
-"""The leaky neuron, written once: its step, the local derivatives its backward needs, each
-surrogate's derivative, BNTT's normalisation, and the list of variants the kernels ship.
+"""The fused ``BNTT -> leaky`` block, written once: the neuron's step, the local derivatives its backward
+needs, each surrogate's derivative, BNTT's statistics, coefficients, running statistics and backward, and
+the list of variants the kernels ship.
 
 Every backend is built from the functions below:
 
@@ -8,13 +9,17 @@ Every backend is built from the functions below:
   surrogate of :mod:`bntt_snntorch.surrogate` takes its derivative from here;
 * the eager torch scans (``kernels.torch_scan``, ``kernels.bntt_scan``) and the compiled CPU
   steps (``kernels.compiled_steps``) call them on ``(B, ...)`` tensors;
+* the C loops (``kernels.c_bntt``) call the same source run on C-expression placeholders
+  (``kernels.c_definition`` writes each function out as a C function);
 * the Triton kernels (``kernels.triton_scan``, ``kernels.triton_bntt``) call the same source
   compiled by ``triton.jit`` (``kernels.triton_definition`` binds Triton's primitives).
 
 So the functions are written in a backend-neutral subset of Python: arithmetic, comparisons
-only through :func:`fire`, the primitives ``relu``, ``exp`` and the builtin
-``abs``, and branches only on the variant codes (``RESET``, ``DELAYED``, ``SAME``,
-``SURR``, ``TRAINING``: compile-time constants in Triton). They return tensors in every branch.
+only through :func:`fire`, the primitives below (``relu``, ``exp``, ``sqrt``, ``clamp``, ``lerp``, the
+precision casts ``wide`` / ``single`` / ``like``) and the builtin ``abs``, and branches only on the
+variant codes (``RESET``, ``DELAYED``, ``SAME``, ``SURR``, ``TRAINING``, ``ROUND``: compile-time constants
+in C and Triton). They return tensors in every branch. Only the loops around them (which values a
+thread sums, in which order) are written per backend.
 
 The update, for the previous membrane ``m`` and input ``x`` (``r``: the previous step's reset,
 ``S``: this step's spike, ``g``: the graded-spikes factor)::
@@ -39,9 +44,32 @@ RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 SAME_STEP_CODES = {"none": 0, "snn": 1, "detached": 2}
 
 
-# -- primitives: torch's here; triton_definition binds Triton's -------------------------------------
+# -- primitives: torch's here; c_definition binds C's, triton_definition Triton's ------------------------
 relu = torch.relu
 exp = torch.exp
+sqrt = torch.sqrt
+#: ``start + weight * (end - start)`` as torch's CPU kernel rounds it (the C loops spell that rounding).
+lerp = torch.lerp
+
+
+def clamp(v, low, high):
+    """``v`` limited to ``[low, high]``."""
+    return v.clamp(low, high)
+
+
+def wide(v):
+    """``v`` in double precision."""
+    return v.double()
+
+
+def single(v):
+    """``v`` in single precision (float32)."""
+    return v.float()
+
+
+def like(v, x):
+    """``v`` rounded to ``x``'s precision."""
+    return v.to(x.dtype)
 
 
 def fire(v, theta):
@@ -260,10 +288,90 @@ def surrogate_derivative(z, a, b, SURR):
     return straight_through(z, a, b)
 
 
+# -- the leak's clamp ------------------------------------------------------------------------------
+def clamp_leak(beta):
+    """The leak the neuron uses: ``beta`` clamped to ``[0, 1]``."""
+    return clamp(beta, 0.0, 1.0)
+
+
+def leak_gradient_mask(beta):
+    """The derivative of :func:`clamp_leak`: 1 where ``0 <= beta <= 1``, else 0."""
+    return (1.0 - fire(-beta, 0.0)) * (1.0 - fire(beta, 1.0))
+
+
+# -- BNTT's statistics (per step and channel, over the batch and the spatial positions) -------------------
+def batch_mean(total, count):
+    """A channel's batch mean from the sum ``total`` of its ``count`` values (summed in double where the
+    backend keeps a double sum), in single precision."""
+    return single(total / count)
+
+
+def squared_deviation(x, mean):
+    """``(x - mean)^2``: summed over a channel, the rounded mean's squared deviations (two passes, never
+    ``E[x^2] - mean^2``)."""
+    d = x - mean
+    return d * d
+
+
+def batch_variance(squares, count):
+    """A channel's biased batch variance from the sum of its ``count`` squared deviations, in single precision."""
+    return single(squares / count)
+
+
+def unbiased_factor(count):
+    """``count / (count - 1)`` for a channel of ``count`` values a step (computed on the host)."""
+    return count / (count - 1.0)
+
+
+def unbiased_variance(var, unbias):
+    """The unbiased batch variance that batch norm's running variance takes: ``var * unbias``
+    (:func:`unbiased_factor`, rounded to ``var``'s precision as torch rounds a scalar operand)."""
+    return var * unbias
+
+
+def running_update(running, batch, momentum):
+    """Batch norm's running-statistics rule: ``running`` moved toward the ``batch`` statistic by ``momentum``."""
+    return lerp(running, batch, momentum)
+
+
 # -- BNTT's normalisation (the fused block: current = k * x + shift per step and channel) -------------
+def inverse_std(var, eps):
+    """``1 / sqrt(var + eps)`` in double, rounded to ``var``'s precision, as batch norm's CPU kernel rounds
+    it (so that :func:`normalise` with :func:`coefficients` equals ``torch.batch_norm`` bit for bit)."""
+    return like(1.0 / sqrt(wide(var) + eps), var)
+
+
+def coefficients(mean, rstd, gamma, scale):
+    """``(k, shift)``: BNTT with the block's input ``scale`` folded in, ``k = rstd * gamma * scale`` (``gamma``
+    1 for ``affine=False``) and ``shift = -mean * k``."""
+    k = rstd * (gamma * scale)
+    return k, -mean * k
+
+
 def normalise(x, k, shift):
     """``k * x + shift``: BNTT with ``k = gamma * s / sqrt(var + eps)`` and ``shift = -mean * k``."""
     return x * k + shift
+
+
+def current(x, k, shift, ROUND):
+    """The neuron's input: :func:`normalise` of ``x`` in single precision; ``ROUND``: rounded to ``x``'s (half)
+    precision first, as batch norm's output is under autocast."""
+    cur = normalise(single(x), k, shift)
+    if ROUND:
+        cur = single(like(cur, x))
+    return cur
+
+
+def centred_gradient(dy, x, mean):
+    """``dy * (x - mean)``: summed over a channel, what batch norm's backward needs of ``dy * xhat``."""
+    return dy * (x - mean)
+
+
+def gradient_moments(sum_dy, sum_centred, rstd, count):
+    """``(sum(dy * xhat), mean(dy), mean(dy * xhat))`` of a channel from ``sum(dy)`` and ``sum(dy * (x - mean))``
+    over its ``count`` values (summed in double where the backend keeps double sums), in ``rstd``'s precision."""
+    sum_dy_xhat = like(sum_centred, rstd) * rstd
+    return sum_dy_xhat, like(sum_dy / count, rstd), like(wide(sum_dy_xhat) / count, rstd)
 
 
 def normalise_input_grad(dy, x, k, mean, rstd, mean_dy, mean_dy_xhat, TRAINING):
@@ -274,7 +382,7 @@ def normalise_input_grad(dy, x, k, mean, rstd, mean_dy, mean_dy_xhat, TRAINING):
     return k * dy
 
 
-#: The functions :mod:`.triton_definition` compiles (in this order: callees first).
+#: The functions the C and Triton backends build from this source (in this order: callees first).
 DEFINITIONS = (
     fire,
     charge,
@@ -290,6 +398,19 @@ DEFINITIONS = (
     backward_step,
     *SURROGATES,
     surrogate_derivative,
+    clamp_leak,
+    leak_gradient_mask,
+    batch_mean,
+    squared_deviation,
+    batch_variance,
+    unbiased_factor,
+    unbiased_variance,
+    running_update,
+    inverse_std,
+    coefficients,
     normalise,
+    current,
+    centred_gradient,
+    gradient_moments,
     normalise_input_grad,
 )

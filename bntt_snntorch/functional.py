@@ -52,7 +52,7 @@ def leaky_step(x: torch.Tensor, mem: torch.Tensor, p: LeakyParams) -> tuple[torc
         U = beta * U + x;  S = H(U - theta);  U = U - S.detach() * theta
     """
     RESET, DELAYED, SAME = Variant.of(p.reset_mechanism, p.reset_delay, p.detach_reset).codes
-    beta = p.beta.clamp(0, 1)
+    beta = definition.clamp_leak(p.beta)
     r = p.spike_grad(mem - p.threshold).detach() if (DELAYED or SAME == 1) else 0.0
     h = definition.charge(x, mem, r, beta, p.threshold, RESET, DELAYED)
     spk = p.spike_grad(h - p.threshold)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from . import definition
 from .bntt import BatchNormTT
 from .kernels import (
     BNTTNorm,
@@ -377,7 +378,7 @@ def _traces(x_seq: torch.Tensor, trace: torch.Tensor | None, beta) -> tuple[torc
     """OTTT's presynaptic traces ``a_t = beta * a_(t-1) + x_t`` of ``x_seq`` ``(K, B, ...)`` from ``trace``
     (None: the first step's ``a_0 = x_0``) -> ``(traces (K, B, ...), the last one)``; ``beta`` clamped to
     [0, 1] as the neuron's leak is."""
-    leak = torch.as_tensor(beta, device=x_seq.device).clamp(0, 1)
+    leak = definition.clamp_leak(torch.as_tensor(beta, device=x_seq.device))
     traces = torch.empty_like(x_seq)
     for t, x in enumerate(x_seq):
         trace = x.clone() if trace is None else leak * trace + x

@@ -10,7 +10,8 @@ in float64 — never ``E[x^2] - mean^2``, which cancels catastrophically for act
 (mean 1e4, std 1: a negative variance in float32). ``nn.SyncBatchNorm`` combines with
 ``torch.batch_norm_gather_stats_with_counts``, which has no CPU kernel (torch 2.14), so the same
 formula is written here once for every device. The backward is ``nn.SyncBatchNorm``'s: the two
-per-channel gradient sums are all-reduced, the weight gradient stays local (DDP averages it).
+per-channel gradient sums are all-reduced, the weight gradient stays local (DDP averages it); the inverse
+std, the sums and the input gradient are the definition's (:mod:`bntt_snntorch.definition`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from . import definition
 
 
 class _SyncedBatchNorm(torch.autograd.Function):
@@ -37,26 +40,29 @@ class _SyncedBatchNorm(torch.autograd.Function):
         state = torch.promote_types(x.dtype, torch.float32)
         mean, var = mean.to(state), var.to(state)
         out = F.batch_norm(x, mean, var, weight, None, False, 0.0, eps)
-        invstd = torch.rsqrt(var + eps)
-        ctx.save_for_backward(x, weight, mean, invstd, total)
+        rstd = definition.inverse_std(var, eps)
+        ctx.save_for_backward(x, weight, mean, rstd, total)
         ctx.mark_non_differentiable(mean, var, total)
         return out, mean, var, total
 
     @staticmethod
     def backward(ctx, grad_out, *_):
-        x, weight, mean, invstd, total = ctx.saved_tensors
+        x, weight, mean, rstd, total = ctx.saved_tensors
         shape = (1, -1) + (1,) * (x.dim() - 2)
         dims = [0, *range(2, x.dim())]
-        state = invstd.dtype
-        xhat = (x.to(state) - mean.view(shape)) * invstd.view(shape)
-        grad_out = grad_out.to(state)
-        grad_weight = (grad_out * xhat).sum(dims) if weight is not None and ctx.needs_input_grad[1] else None
-        g = grad_out if weight is None else grad_out * weight.to(state).view(shape)
-        sums = torch.stack([g.sum(dims), (g * xhat).sum(dims)])
+        state = rstd.dtype
+        xs, dy, mean_b = x.to(state), grad_out.to(state), mean.view(shape)
+        sums = torch.stack([dy.sum(dims), definition.centred_gradient(dy, xs, mean_b).sum(dims)])
+        grad_weight = None
+        if weight is not None and ctx.needs_input_grad[1]:  # the rank's own: DDP averages it
+            grad_weight = (sums[1] * rstd).to(weight.dtype)
         dist.all_reduce(sums)  # the gradient of the loss summed over ranks, as nn.SyncBatchNorm
-        n = total.to(state)
-        grad_x = (g - (sums[0] / n).view(shape) - xhat * (sums[1] / n).view(shape)) * invstd.view(shape)
-        return grad_x.to(x.dtype), None if grad_weight is None else grad_weight.to(weight.dtype), None
+        _, mean_dy, mean_dy_xhat = definition.gradient_moments(sums[0], sums[1], rstd, total)
+        k = rstd if weight is None else rstd * weight.to(state)
+        grad_x = definition.normalise_input_grad(
+            dy, xs, k.view(shape), mean_b, rstd.view(shape), mean_dy.view(shape), mean_dy_xhat.view(shape), True
+        )
+        return grad_x.to(x.dtype), grad_weight, None
 
 
 def synced_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float):

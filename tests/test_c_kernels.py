@@ -98,8 +98,7 @@ def test_training_forward_with_its_statistics_equals_the_three_calls(c_loops, sh
             x, weight, 1e-4, scale, m0, params, codes, surrogate
         )
         ref_mean, ref_var = c_bntt.batch_statistics(x)
-        ref_rstd, ref_k = coefficients(weight, ref_var, 1e-4, scale)
-        ref_shift = (-ref_mean * ref_k).contiguous()
+        ref_rstd, ref_k, ref_shift = coefficients(weight, ref_mean, ref_var, 1e-4, scale)
         ref_spk, ref_mem = c_bntt.forward(x, ref_k.contiguous(), ref_shift, m0, params, codes, surrogate, True)
         for got, want in [(mean, ref_mean), (var, ref_var), (rstd, ref_rstd), (k, ref_k), (shift, ref_shift),
                           (spk, ref_spk), (mem, ref_mem)]:  # fmt: skip

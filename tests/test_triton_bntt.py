@@ -171,10 +171,10 @@ def test_currents_and_last_membrane_equal_the_reference(variant):
     with torch.no_grad():
         cur = block.synapse(x.flatten(0, 1)).unflatten(0, x.shape[:2])
         weight, mean, var = block.norm.update_statistics(cur)
-        rstd, k = coefficients(weight, var, block.norm[0].eps, 0.5)
+        rstd, k, shift = coefficients(weight, mean, var, block.norm[0].eps, 0.5)
         reference = torch.stack([block.norm.step(c, t) * 0.5 for t, c in enumerate(cur)])
         p = block.neuron.params()
-        spk, last = forward(cur.contiguous(), k.contiguous(), (-mean * k).contiguous(), torch.zeros_like(cur[0]),
+        spk, last = forward(cur.contiguous(), k.contiguous(), shift.contiguous(), torch.zeros_like(cur[0]),
                             params_tensor(NeuronTensors.of(p, x.device)), variant.codes)  # fmt: skip
         _, last_ref, _ = _reference_h_and_last_membrane(block, x)
         assert_close(last, last_ref, atol=1e-5, rtol=0, msg="last membrane")

@@ -28,9 +28,10 @@ from typing import NamedTuple
 
 import torch
 
+from .. import definition as D
 from . import compiled_steps
 from .fallback import fallback_errors, record_failure
-from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, clamp_grad_mask, forward_scan, params_tensor
+from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, forward_scan, params_tensor
 
 
 class BNTTNorm(NamedTuple):
@@ -70,18 +71,12 @@ def _per_channel(v: torch.Tensor, step_dim: int) -> torch.Tensor:
     return v.view(*v.shape, *([1] * (step_dim - 2)))
 
 
-def invstd(var: torch.Tensor, eps: float) -> torch.Tensor:
-    """``1 / sqrt(var + eps)`` rounded as batch norm's CPU kernel does (in double, then to ``var``'s
-    dtype), so that ``x * (invstd * w) - mean * (invstd * w)`` equals ``torch.batch_norm``'s."""
-    return (1 / torch.sqrt(var.double() + eps)).to(var.dtype)
-
-
-def coefficients(weight, var, eps: float, scale: float):
-    """``(rstd, k)``, each ``(T, C)``: the normaliser and ``k = rstd * gamma * scale``."""
-    rstd = invstd(var, eps)
-    if weight is None:
-        return rstd, rstd * scale if scale != 1.0 else rstd
-    return rstd, rstd * (weight.to(var.dtype) * scale if scale != 1.0 else weight.to(var.dtype))
+def coefficients(weight, mean, var, eps: float, scale: float):
+    """``(rstd, k, shift)``, each ``(T, C)``: the definition's :func:`~bntt_snntorch.definition.inverse_std` and
+    :func:`~bntt_snntorch.definition.coefficients` (``weight`` None: ``affine=False``)."""
+    rstd = D.inverse_std(var, eps)
+    k, shift = D.coefficients(mean, rstd, 1.0 if weight is None else weight.to(var.dtype), scale)
+    return rstd, k, shift
 
 
 def _scaled_weight(weight, channels: int, scale: float, like: torch.Tensor):
@@ -116,7 +111,7 @@ def batch_norm_backward_steps(x_seq, weight, mean, var, eps: float, scale: float
     ``grad_x_at(t, dcur)`` turns step ``t``'s current gradient ``dcur`` into its rows of ``grad_x``
     ``(T, B, C, ...)`` and (``need_weight``) ``grad_weight`` ``(T, C)``."""
     w = _scaled_weight(weight, x_seq.shape[2], scale, mean)
-    rstd = invstd(var, eps)
+    rstd = D.inverse_std(var, eps)
     grad_x = torch.empty(x_seq.shape, dtype=x_seq.dtype, device=x_seq.device)
     grad_weight = torch.empty_like(mean) if need_weight else None
 
@@ -149,11 +144,11 @@ def _compiled_forward(x_seq, weight, mean, var, tensors: NeuronTensors, spec: BN
     ``mem0`` (float32 ``(B, ...)``; None: zeros): ``(spikes (T, B, ...), last membrane)``."""
     variant = spec.neuron.variant
     run = compiled_steps.compiled("forward", (variant, x_seq.dtype, x_seq.dim(), x_seq.shape[0]))
-    _, k = coefficients(weight, var, spec.eps, spec.scale)
+    _, k, shift = coefficients(weight, mean, var, spec.eps, spec.scale)
     step_dim = x_seq.dim() - 1
     m0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem0 is None else mem0
-    beta = tensors.beta.clamp(0, 1)
-    k_b, shift_b = _per_channel(k, step_dim), _per_channel(-mean * k, step_dim)
+    beta = D.clamp_leak(tensors.beta)
+    k_b, shift_b = _per_channel(k, step_dim), _per_channel(shift, step_dim)
     return run(x_seq, k_b, shift_b, m0, beta, tensors.theta, tensors.g, variant.codes)
 
 
@@ -165,14 +160,14 @@ def _compiled_backward(spec: BNTTSpec, grad_spk, x_seq, weight, mean, var, tenso
     variant = spec.neuron.variant
     key = (variant, spec.neuron.surrogate, spec.training, through_time, x_seq.dtype, x_seq.dim(), x_seq.shape[0])
     run = compiled_steps.compiled("backward", key)
-    rstd, k = coefficients(weight, var, spec.eps, spec.scale)
+    rstd, k, _ = coefficients(weight, mean, var, spec.eps, spec.scale)
     m0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device) if mem0 is None else mem0
-    beta = tensors.beta.clamp(0, 1)
+    beta = D.clamp_leak(tensors.beta)
     grad_x, sums, d_beta, d_theta = run(
         grad_spk, x_seq, m0, mean, rstd, k, beta, tensors.theta, tensors.g, spec.neuron.surrogate, variant.codes,
         spec.training, through_time,
     )  # fmt: skip
-    grad_beta = (d_beta * clamp_grad_mask(tensors.beta)).reshape(tensors.beta.shape)
+    grad_beta = (d_beta * D.leak_gradient_mask(tensors.beta)).reshape(tensors.beta.shape)
     return grad_x, sums, grad_beta, d_theta.reshape(tensors.theta.shape)
 
 
@@ -197,8 +192,8 @@ def _neuron_arguments(tensors: NeuronTensors, spec: BNTTSpec) -> tuple[torch.Ten
 
 def loop_arguments(weight, mean, var, tensors: NeuronTensors, spec: BNTTSpec) -> LoopArguments:
     """The :class:`LoopArguments` of the block ``spec`` normalising with ``weight`` / ``mean`` / ``var`` ``(T, C)``."""
-    rstd, k = coefficients(weight, var, spec.eps, spec.scale)
-    return LoopArguments(k.contiguous(), (-mean * k).contiguous(), rstd.contiguous(), *_neuron_arguments(tensors, spec))
+    rstd, k, shift = coefficients(weight, mean, var, spec.eps, spec.scale)
+    return LoopArguments(k.contiguous(), shift.contiguous(), rstd.contiguous(), *_neuron_arguments(tensors, spec))
 
 
 def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_time=True, last=True):
@@ -313,7 +308,7 @@ def c_node_backward(ctx, grad_spk, saved, need_weight: bool, need_beta: bool, ne
     args = LoopArguments(k, shift, rstd, params, ctx.codes, ctx.surrogate)
     grad_x, sum_xhat, d_beta, d_theta = _c_backward(grad_spk, x_seq, mean, args, spec.training)
     grad_weight = sum_xhat * spec.scale if need_weight else None
-    grad_beta = (d_beta * clamp_grad_mask(params[0])).reshape(ctx.beta_shape) if need_beta else None
+    grad_beta = (d_beta * D.leak_gradient_mask(params[0])).reshape(ctx.beta_shape) if need_beta else None
     grad_theta = d_theta.reshape(ctx.theta_shape) if need_theta else None
     return grad_x, grad_weight, grad_beta, grad_theta
 

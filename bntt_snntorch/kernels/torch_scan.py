@@ -67,11 +67,6 @@ def reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
-def clamp_grad_mask(beta: torch.Tensor) -> torch.Tensor:
-    """Derivative of ``beta.clamp(0, 1)``: 1 where beta is inside [0, 1], else 0."""
-    return ((beta >= 0) & (beta <= 1)).to(beta.dtype)
-
-
 def membrane_sequence(h_seq: torch.Tensor, mem0: torch.Tensor, theta, variant: Variant) -> torch.Tensor:
     """All membranes ``(T, B, ...)`` recomputed from ``h_seq`` and the initial membrane ``mem0``
     (``h_seq`` itself for variants without a same-step reset)."""
@@ -94,7 +89,7 @@ def forward_scan(
     holds ``(T, B, ...)`` buffers ``"spk"`` / ``"h"`` / ``"mem"`` to fill (each optional: a one-step
     scratch stands in). Returns the last membrane."""
     codes, g = spec.variant.codes, None if spec.unit_spikes else tensors.g
-    beta = tensors.beta.clamp(0, 1)
+    beta = D.clamp_leak(tensors.beta)
     h_seq, mem_seq, spk_seq = out.get("h"), out.get("mem"), out.get("spk")
     scratch = {k: torch.empty_like(mem0) for k in ("h", "mem", "spk") if out.get(k) is None}
     m = mem0
@@ -115,7 +110,7 @@ def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec:
     dtype, a one-step buffer) and stores what it needs. ``need = (beta, theta)`` flags.
 
     Returns ``(grad_mem0, grad_beta, grad_theta)`` (``None`` where not needed)."""
-    beta, theta, g = tensors.beta.clamp(0, 1), tensors.theta, None if spec.unit_spikes else tensors.g
+    beta, theta, g = D.clamp_leak(tensors.beta), tensors.theta, None if spec.unit_spikes else tensors.g
     _, DELAYED, SAME = spec.variant.codes
     # the previous membrane enters a reverse step only through its reset (delayed or snnTorch's) or the leak term
     mem_seq = membrane_sequence(h_seq, mem0, theta, spec.variant) if DELAYED or SAME == 1 or need[0] else None
@@ -136,7 +131,7 @@ def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec:
         if need[1]:
             theta_t = reduce_to(theta_t, tensors.theta.shape)
             d_theta = theta_t if d_theta is None else d_theta + theta_t
-    grad_beta = None if d_beta is None else d_beta * clamp_grad_mask(tensors.beta)
+    grad_beta = None if d_beta is None else d_beta * D.leak_gradient_mask(tensors.beta)
     return carry, grad_beta, d_theta
 
 

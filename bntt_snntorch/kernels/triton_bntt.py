@@ -65,7 +65,7 @@ def _forward_kernel(
     j = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = j < B * L
     offs = ((j // L) * C + c) * L + j % L  # within one step (B, C, L)
-    beta = tl.minimum(tl.maximum(tl.load(params_ptr), 0.0), 1.0)
+    beta = D.clamp_leak(tl.load(params_ptr))
     theta = tl.load(params_ptr + 1)
     g = tl.load(params_ptr + 2)
     m = tl.load(m0_ptr + offs, mask=mask, other=0.0)
@@ -99,7 +99,7 @@ def _backward_kernel(
     j = chunk * BLOCK + tl.arange(0, BLOCK)
     mask = j < B * L
     offs = ((j // L) * C + c) * L + j % L
-    beta = tl.minimum(tl.maximum(tl.load(params_ptr), 0.0), 1.0)
+    beta = D.clamp_leak(tl.load(params_ptr))
     theta = tl.load(params_ptr + 1)
     g = tl.load(params_ptr + 2)
     step = B * C * L

@@ -14,7 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .torch_scan import NeuronSpec, NeuronTensors, clamp_grad_mask, membrane_sequence, params_tensor
+from .. import definition
+from .torch_scan import NeuronSpec, NeuronTensors, membrane_sequence, params_tensor
 from .triton_definition import T as D
 
 BLOCK = 1024
@@ -27,7 +28,7 @@ def _forward_kernel(
 ):  # fmt: skip
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    beta = tl.minimum(tl.maximum(tl.load(params_ptr), 0.0), 1.0)
+    beta = D.clamp_leak(tl.load(params_ptr))
     theta = tl.load(params_ptr + 1)
     g = tl.load(params_ptr + 2)
     m = tl.load(m0_ptr + offs, mask=mask, other=0.0)
@@ -56,7 +57,7 @@ def _backward_kernel(
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    beta = tl.minimum(tl.maximum(tl.load(params_ptr), 0.0), 1.0)
+    beta = D.clamp_leak(tl.load(params_ptr))
     theta = tl.load(params_ptr + 1)
     g = tl.load(params_ptr + 2)
     carry = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -131,7 +132,8 @@ class LeakyScanTriton(torch.autograd.Function):
             HAS_GS=grad_spk is not None, HAS_GM=grad_mem is not None, BLOCK=BLOCK,
         )  # fmt: skip
         totals = part.sum(0)
-        grad_params = torch.stack([totals[0] * clamp_grad_mask(params[0]), totals[1], torch.zeros_like(totals[0])])
+        d_beta = totals[0] * definition.leak_gradient_mask(params[0])
+        grad_params = torch.stack([d_beta, totals[1], torch.zeros_like(totals[0])])
         return grad_x, grad_m0, grad_params, None
 
 
