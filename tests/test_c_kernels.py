@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bntt_snntorch.kernels import batch_statistics, c_bntt, c_build, choose_plan, clear_fallbacks
+from bntt_snntorch.kernels.c_definition import Build
 from bntt_snntorch.kernels.compile_choice import Measurement
 from bntt_snntorch.neurons import bntt_leaky
 from bntt_snntorch.profiling import saved_tensor_bytes
@@ -32,11 +33,9 @@ def c_loops(monkeypatch, tmp_path):
     monkeypatch.setenv("BNTT_KERNELS", "c")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     c_bntt.library.cache_clear()
-    c_bntt._statistics_library.cache_clear()
     clear_fallbacks()
     yield tmp_path / "cache"
     c_bntt.library.cache_clear()
-    c_bntt._statistics_library.cache_clear()
     clear_fallbacks()
 
 
@@ -92,20 +91,18 @@ def test_training_forward_with_its_statistics_equals_the_three_calls(c_loops, sh
     T, C = shape[0], shape[2]
     weight = torch.rand(T, C, generator=gen) + 0.5 if affine else None
     mem0 = torch.randn(shape[1:], generator=gen)
-    params, codes, surrogate = torch.tensor([0.9, 1.0, 1.0]), (0, False, 0), (2, 25.0, 0.0)
+    params, build = torch.tensor([0.9, 1.0, 1.0]), Build((0, False, 0), (2, 25.0, 0.0), True)
     for m0 in (None, mem0):
-        spk, mem, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(
-            x, weight, 1e-4, scale, m0, params, codes, surrogate
-        )
+        spk, mem, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(x, weight, 1e-4, scale, m0, params, build)
         ref_mean, ref_var = c_bntt.batch_statistics(x)
         ref_rstd, ref_k, ref_shift = coefficients(weight, ref_mean, ref_var, 1e-4, scale)
-        ref_spk, ref_mem = c_bntt.forward(x, ref_k.contiguous(), ref_shift, m0, params, codes, surrogate, True)
+        ref_spk, ref_mem = c_bntt.forward(x, ref_k.contiguous(), ref_shift, m0, params, build)
         for got, want in [(mean, ref_mean), (var, ref_var), (rstd, ref_rstd), (k, ref_k), (shift, ref_shift),
                           (spk, ref_spk), (mem, ref_mem)]:  # fmt: skip
             assert torch.equal(got, want)
     assert spk.sum() > 0 and (spk == 0).any()  # some neurons fire, some do not
     with pytest.raises(ValueError, match=r"expected float32 gammas of shape \(T, C\)"):
-        c_bntt.forward_with_statistics(x, torch.ones(T + 1, C), 1e-4, scale, None, params, codes, surrogate)
+        c_bntt.forward_with_statistics(x, torch.ones(T + 1, C), 1e-4, scale, None, params, build)
 
 
 @pytest.mark.parametrize(
@@ -283,7 +280,7 @@ def test_a_failing_build_names_the_compiler_and_its_exit(c_loops, monkeypatch):
 
     monkeypatch.setenv("CC", shutil.which("false") or "false")
     with pytest.raises(CBuildError, match=r"false failed \(exit 1\)"):
-        c_build.build("int unused;")
+        c_build.build(["pool.c"])
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -315,3 +312,44 @@ def test_a_float64_default_dtype_leaves_the_c_loops_float32(c_loops, mode):
         torch.set_default_dtype(previous)
     assert fast.__dict__["_kernel_path_taken"] == "bntt-c"
     assert all(torch.equal(got, want) for got, want in zip(result, expected, strict=True))
+
+
+def _c_prototypes() -> dict[str, list[tuple[str, str]]]:
+    """Every exported function of the C files (``int name(type name, ...)``) with its parameters' names and types."""
+    import re
+
+    found = {}
+    for path in c_build.CSRC.glob("*.c"):
+        for name, params in re.findall(r"^int (\w+)\(([^)]*)\)", path.read_text(), re.M):
+            found[name] = [tuple(reversed(p.strip().rsplit(" ", 1))) for p in " ".join(params.split()).split(",")]
+    return found
+
+
+def test_the_signature_table_is_the_c_files_prototypes():
+    """Each C function's parameters, names and C types in order, are the table's (``?`` marks a pointer that may be
+    NULL): the binding cannot drift from the source."""
+    table = {name: [(p, t.rstrip("?").replace("* ", "*")) for p, t in sig] for name, sig in c_build.SIGNATURES.items()}
+    prototypes = {name: [(p, t.replace(" *", "*")) for p, t in params] for name, params in _c_prototypes().items()}
+    assert prototypes == table
+
+
+def test_a_call_with_a_wrong_tensor_is_refused_before_the_loops_run(c_loops):
+    x = torch.randn(2, 3, 4, 5)
+    mean, var = torch.empty(2, 4), torch.empty(2, 4)
+    kernels = c_bntt.library(c_bntt.STATISTICS_BUILD)
+    with pytest.raises(ValueError, match=r"bntt_stats_flat\(\): expected x a contiguous torch.float32 CPU tensor, got "
+                                         r"torch.float64"):  # fmt: skip
+        kernels("bntt_stats_flat", x=x.double(), mean=mean, var=var, T=2, B=3, C=4, L=5)
+    with pytest.raises(ValueError, match="not contiguous"):
+        kernels("bntt_stats_flat", x=x.transpose(0, 1), mean=mean, var=var, T=2, B=3, C=4, L=5)
+    with pytest.raises(TypeError, match="missing argument 'var'"):
+        kernels("bntt_stats_flat", x=x, mean=mean, T=2, B=3, C=4, L=5)
+
+
+def test_an_allocation_failure_is_a_clear_memory_error(c_loops):
+    """The loops check every allocation: one that fails (here 2 TB of scratch for a channel count the call claims)
+    stops the kernel, which returns its status, and the call raises a MemoryError saying what to do."""
+    kernels = c_bntt.library(c_bntt.STATISTICS_BUILD)
+    x, mean, var = torch.zeros(4), torch.zeros(4), torch.zeros(4)
+    with pytest.raises(MemoryError, match="could not allocate their working memory: free memory or use a smaller"):
+        kernels("bntt_stats_flat", x=x, mean=mean, var=var, T=1, B=1, C=2**38, L=1)

@@ -24,9 +24,11 @@ SIZES = {"rvd_mlp": 4, "bntt_digits": 8, "vggab_digits": 8, "vggab_digits_binary
 
 
 def test_each_formula_is_written_once():
-    """Fragments of the neuron update, its derivatives and the surrogates appear in bntt_snntorch/definition.py
-    and nowhere else in the package (the other backends call or compile that file), but for the eager
-    in-place spelling kernels/torch_steps.py, which tests/test_definition.py binds to the definition."""
+    """Fragments of the neuron update, its derivatives, the surrogates and BNTT's normalisation, statistics and
+    running update appear in bntt_snntorch/definition.py and nowhere else in the package's Python (the other
+    backends call or compile that file), but for the eager in-place spelling kernels/torch_steps.py, which
+    tests/test_definition.py binds to the definition; the C files hold loops only (no formula of the
+    definition, which reaches them as the generated definition.h)."""
     fragments = [
         "beta * m_prev",  # charge
         "(fired - r)",  # snnTorch's same-step reset
@@ -35,6 +37,12 @@ def test_each_formula_is_written_once():
         "1.5707963267948966",  # atan's pi / 2
         "abs(z) / b",  # the triangle
         "(dy - mean_dy",  # batch norm's input gradient
+        "clamp(beta, 0.0, 1.0)",  # the leak's clamp
+        "sqrt(wide(var) + eps)",  # the inverse std
+        "rstd * (gamma * scale)",  # the coefficients
+        "lerp(running, batch, momentum)",  # the running update
+        "count / (count - 1",  # the unbiased factor
+        "dy * (x - mean)",  # the backward's centred sums
     ]
     owners = {f: [] for f in fragments}
     for path in PACKAGE.rglob("*.py"):
@@ -44,6 +52,12 @@ def test_each_formula_is_written_once():
                 owners[f].append(path.relative_to(PACKAGE).as_posix())
     bound = {"definition.py", "kernels/torch_steps.py"}
     assert all("definition.py" in files and set(files) <= bound for files in owners.values()), owners
+    c_formulas = ["sqrt", "fminf", "fmaxf", " * theta", "theta * ", "> theta", " * rstd", "rstd * ", " - mu", " * k",
+                  "lerp_like_torch(", "expf", "/ count"]  # fmt: skip
+    loops = {
+        p.name: re.sub(r"/\*.*?\*/", "", p.read_text(), flags=re.S) for p in (PACKAGE / "kernels" / "csrc").glob("*.c")
+    }
+    assert loops and [(name, f) for name, code in loops.items() for f in c_formulas if f in code] == []
 
 
 @pytest.mark.parametrize("name", [m for m in list_models() if not m.startswith("_")])

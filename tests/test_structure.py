@@ -219,7 +219,8 @@ def test_seed_spellings_are_aliases():
 # ----------------------------------------------------------------------------- installed, not editable
 @pytest.mark.slow
 def test_built_wheel_runs_from_an_empty_folder(tmp_path):
-    """The wheel (not the checkout) trains from an empty folder and writes only there."""
+    """The wheel (not the checkout) trains from an empty folder and writes only there, on the C loops built from
+    the C files it ships (a fresh build folder: nothing reused from the checkout's)."""
     dist, target, work = tmp_path / "dist", tmp_path / "site", tmp_path / "empty"
     work.mkdir()
     subprocess.run(
@@ -236,7 +237,8 @@ def test_built_wheel_runs_from_an_empty_folder(tmp_path):
         timeout=300,
     )
     before = {p for p in target.rglob("*")}
-    env = {**os.environ, "PYTHONPATH": str(target), "MPLBACKEND": "Agg"}
+    env = {**os.environ, "PYTHONPATH": str(target), "MPLBACKEND": "Agg", "BNTT_KERNELS": "c"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "build-cache")
     env.pop("BNTT_DATA_DIR", None), env.pop("BNTT_RUNS_DIR", None)
     where = subprocess.run(
         [sys.executable, "-c", "import bntt_snntorch; print(bntt_snntorch.__file__)"],
@@ -256,6 +258,7 @@ def test_built_wheel_runs_from_an_empty_folder(tmp_path):
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "cannot run here" not in res.stderr and list((tmp_path / "build-cache").rglob("*.so")), res.stderr[-2000:]
     runs = list((work / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.csv").is_file() and (runs[0] / "best.pt").is_file()
     assert {p for p in target.rglob("*") if "__pycache__" not in p.parts} <= before

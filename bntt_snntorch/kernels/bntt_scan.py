@@ -30,6 +30,7 @@ import torch
 
 from .. import definition as D
 from . import compiled_steps
+from .c_definition import Build
 from .fallback import fallback_errors, record_failure
 from .torch_scan import NeuronSpec, NeuronTensors, backward_scan, forward_scan, params_tensor
 
@@ -202,8 +203,8 @@ def _c_forward(x_seq, args: LoopArguments, training: bool, mem0=None, through_ti
     from . import c_bntt
 
     m0 = None if mem0 is None else mem0.contiguous()
-    return c_bntt.forward(x_seq.contiguous(), args.k, args.shift, m0, args.params, args.codes, args.surrogate, training,
-                          through_time, last)  # fmt: skip
+    build = Build(args.codes, args.surrogate, training, through_time)
+    return c_bntt.forward(x_seq.contiguous(), args.k, args.shift, m0, args.params, build, last)
 
 
 def _c_forward_with_statistics(x_seq, weight, tensors: NeuronTensors, spec: BNTTSpec, running=None):
@@ -217,7 +218,15 @@ def _c_forward_with_statistics(x_seq, weight, tensors: NeuronTensors, spec: BNTT
     w = None if weight is None else weight.detach().float().contiguous()
     running = None if running is None else c_bntt.RunningStatistics(*running)
     spikes, _, mean, var, rstd, k, shift = c_bntt.forward_with_statistics(
-        x_seq.contiguous(), w, spec.eps, spec.scale, None, params, codes, surrogate, last=False, running=running
+        x_seq.contiguous(),
+        w,
+        spec.eps,
+        spec.scale,
+        None,
+        params,
+        Build(codes, surrogate, True),
+        last=False,
+        running=running,
     )
     return spikes, mean, var, LoopArguments(k, shift, rstd, params, codes, surrogate)
 
@@ -230,9 +239,16 @@ def _c_backward(grad_spk, x_seq, mean, args: LoopArguments, training: bool, mem0
 
     m0 = None if mem0 is None else mem0.contiguous()
     grad_x, sum_dy_xhat, _, d_beta, d_theta = c_bntt.backward(
-        grad_spk, x_seq.contiguous(), args.k, args.shift, mean.contiguous(), args.rstd, m0, args.params, args.codes,
-        args.surrogate, training, through_time,
-    )  # fmt: skip
+        grad_spk,
+        x_seq.contiguous(),
+        args.k,
+        args.shift,
+        mean.contiguous(),
+        args.rstd,
+        m0,
+        args.params,
+        Build(args.codes, args.surrogate, training, through_time),
+    )
     return grad_x, sum_dy_xhat, d_beta, d_theta
 
 

@@ -1,8 +1,16 @@
-"""Building C source into a shared library the kernels load with ctypes: the system's C compiler, the vector
-instructions of torch's CPU capability, torch's own OpenMP runtime, and a cache folder beside TorchInductor's
-(one library per source and flags, written atomically). :mod:`.c_bntt` (the BNTT loops) and :mod:`.c_pool`
-(average pooling) build theirs here; a failure is a :class:`~.fallback.CBuildError`, which the kernels'
-fallback rule turns into the torch path."""
+"""The package's C kernels (``kernels/csrc/*.c``) built into shared libraries and bound through one typed table.
+
+:func:`build` compiles C files of ``csrc/`` with the headers a kernel generates (``definition.h``: the
+definition's formulas for one variant, :mod:`.c_definition`) using the system's C compiler, the vector
+instructions of torch's CPU capability and torch's own OpenMP runtime, into a cache folder beside
+TorchInductor's (one library per source, headers and flags, written atomically); a failure is a
+:class:`~.fallback.CBuildError`, which the kernels' fallback rule turns into the torch path.
+
+:data:`SIGNATURES` is every C function's parameter list, name and C type, in order (a test reads the C files
+and holds them to it); :class:`Kernels` binds a library's functions by it and checks each call's arguments
+(dtype, contiguity, device of every tensor), so that a call with a wrong tensor is an error in Python, not
+memory written out of bounds. Every function returns 0, or 1 where an allocation failed (a MemoryError here).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +19,95 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from .fallback import CBuildError
+
+#: The C files, and the headers they share.
+CSRC = Path(__file__).parent / "csrc"
+
+_DIMS = (("T", "int64_t"), ("B", "int64_t"), ("C", "int64_t"), ("L", "int64_t"))
+_FORWARD = (("x", "const float*"), ("k", "const float*"), ("shift", "const float*"), ("m0", "const float*?"),
+            ("spk", "float*"), ("mem_last", "float*?"), ("params", "const float*"), *_DIMS)  # fmt: skip
+_FORWARD_STATS = (
+    ("x", "const float*"), ("w", "const float*?"), ("eps", "double"), ("scale", "float"), ("m0", "const float*?"),
+    ("spk", "float*"), ("mem_last", "float*?"), ("mean", "float*"), ("var", "float*"), ("rstd", "float*"),
+    ("k", "float*"), ("shift", "float*"), ("rm", "float*?"), ("rv", "float*?"), ("counts", "int64_t*?"),
+    ("momentum", "float"), ("unbias", "float"), ("params", "const float*"), *_DIMS,
+)  # fmt: skip
+_BACKWARD = (
+    ("gs", "const float*"), ("x", "const float*"), ("k", "const float*"), ("shift", "const float*"),
+    ("mean", "const float*"), ("rstd", "const float*"), ("m0", "const float*?"), ("dx", "float*"),
+    ("sum_dy", "float*"), ("sum_dy_xhat", "float*"), ("part", "float*"), ("params", "const float*"), *_DIMS,
+)  # fmt: skip
+_STATS = (("x", "const float*"), ("mean", "float*"), ("var", "float*"), *_DIMS)
+_POOL = (("P", "int64_t"), ("H", "int64_t"), ("W", "int64_t"))
+
+#: Every C function the kernels call: its parameters' names and C types in order (``?``: may be NULL, None here).
+SIGNATURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "bntt_stats": _STATS,
+    "bntt_stats_flat": _STATS,
+    "bntt_forward": _FORWARD,
+    "bntt_forward_flat": _FORWARD,
+    "bntt_forward_stats": _FORWARD_STATS,
+    "bntt_forward_stats_flat": _FORWARD_STATS,
+    "bntt_backward": _BACKWARD,
+    "bntt_backward_flat": _BACKWARD,
+    "avg_pool_2x2": (("x", "const float*"), ("y", "float*"), *_POOL),
+    "avg_pool_2x2_backward": (("g", "const float*"), ("dx", "float*"), *_POOL),
+}
+
+_SCALARS = {"float": (ctypes.c_float, float), "double": (ctypes.c_double, float), "int64_t": (ctypes.c_int64, int)}
+_POINTEES = {"float": torch.float32, "int64_t": torch.int64}
+
+
+def _pointee(ctype: str) -> torch.dtype | None:
+    """The tensor dtype a pointer type points to (None for a scalar type)."""
+    return _POINTEES[ctype.removeprefix("const ").rstrip("*?")] if "*" in ctype else None
+
+
+class Kernels:
+    """A built library's functions of :data:`SIGNATURES`, each called by name with keyword arguments: tensors for
+    pointers (float32 / int64, contiguous, on the CPU; None where the type allows NULL), numbers for scalars."""
+
+    def __init__(self, library: ctypes.CDLL, names: Sequence[str]):
+        self._functions = {}
+        for name in names:
+            function = getattr(library, name)
+            function.argtypes = [ctypes.c_void_p if "*" in t else _SCALARS[t][0] for _, t in SIGNATURES[name]]
+            function.restype = ctypes.c_int
+            self._functions[name] = function
+
+    def __call__(self, name: str, **arguments) -> None:
+        values = []
+        for parameter, ctype in SIGNATURES[name]:
+            if parameter not in arguments:
+                raise TypeError(f"{name}() missing argument {parameter!r}")
+            values.append(_argument(name, parameter, ctype, arguments.pop(parameter)))
+        if arguments:
+            raise TypeError(f"{name}() got unexpected arguments {sorted(arguments)}")
+        if self._functions[name](*values) != 0:
+            raise MemoryError(f"the C loops' {name} could not allocate their working memory: free memory or use a "
+                              "smaller batch (BNTT_KERNELS=eager runs without them)")  # fmt: skip
+
+
+def _argument(name: str, parameter: str, ctype: str, value):
+    dtype = _pointee(ctype)
+    if dtype is None:
+        return _SCALARS[ctype][1](value)
+    if value is None:
+        if not ctype.endswith("?"):
+            raise ValueError(f"{name}(): {parameter} may not be None")
+        return None
+    if value.dtype != dtype or value.device.type != "cpu" or not value.is_contiguous():
+        raise ValueError(
+            f"{name}(): expected {parameter} a contiguous {dtype} CPU tensor, got {value.dtype} on "
+            f"{value.device.type}{'' if value.is_contiguous() else ', not contiguous'}"
+        )
+    return value.data_ptr()
 
 
 def _isa_flags() -> list[str]:
@@ -49,23 +141,30 @@ def compiler() -> str:
     return os.environ.get("CC", "cc")
 
 
-def build(text: str) -> ctypes.CDLL:
-    """Compile C source ``text`` into a shared library in :func:`cache_folder` (atomically; a library of the
-    same source and flags is reused) and load it; :class:`~.fallback.CBuildError` where that fails."""
+def build(sources: Sequence[str], headers: Mapping[str, str] | None = None) -> ctypes.CDLL:
+    """Compile the C files ``sources`` (names in :data:`CSRC`) with the generated ``headers`` (file name -> text,
+    found before ``csrc/``'s own) into a shared library in :func:`cache_folder` (atomically; a library of the same
+    sources, headers and flags is reused) and load it; :class:`~.fallback.CBuildError` where that fails."""
+    headers = dict(headers or {})
     gomp = _torch_libgomp()
     # -ffp-contract=off: no fused multiply-adds, each product rounded as torch's ops round it;
     # -fno-trapping-math: comparisons may be if-converted, so the loops vectorise on AVX2 as on AVX-512
     flags = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC",
              *_isa_flags()]  # fmt: skip
-    digest = hashlib.sha256("\n".join([text, *flags, str(gomp)]).encode()).hexdigest()[:20]
+    texts = [(CSRC / name).read_text() for name in sources]
+    shared = [p.read_text() for p in sorted(CSRC.glob("*.h"))]
+    digest = hashlib.sha256("\n".join([*texts, *shared, *map(repr, sorted(headers.items())), *flags, str(gomp)])
+                            .encode()).hexdigest()[:20]  # fmt: skip
     target = cache_folder() / f"bntt_{digest}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src, out = Path(tmp) / "bntt.c", Path(tmp) / "bntt.so"
-            src.write_text(text)
+            for name, text in headers.items():
+                (Path(tmp) / name).write_text(text)
+            out = Path(tmp) / "kernels.so"
             link = [gomp] if gomp else ["-lgomp"]
-            command = [compiler(), *flags, str(src), "-o", str(out), *link, "-lm"]
+            command = [compiler(), *flags, f"-I{tmp}", f"-I{CSRC}", *(str(CSRC / s) for s in sources), "-o", str(out),
+                       *link, "-lm"]  # fmt: skip
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=120)
             except (OSError, subprocess.TimeoutExpired) as err:

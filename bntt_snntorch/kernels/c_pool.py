@@ -1,4 +1,4 @@
-"""2x2 average pooling (stride 2, no padding) of float32 ``(N, C, H, W)`` maps on the CPU as C loops.
+"""2x2 average pooling (stride 2, no padding) of float32 ``(N, C, H, W)`` maps on the CPU as C loops (``csrc/pool.c``).
 
 torch's CPU kernel for contiguous maps walks each of the ``N * C`` planes on its own with a scalar loop
 over its few windows (an 8x8 map has 16): between the digits net's blocks it took 0.6 ms forward and as
@@ -11,61 +11,17 @@ Values and gradients are bit for bit ``F.avg_pool2d``'s (negative zeros and subn
 
 from __future__ import annotations
 
-import ctypes
 from functools import cache
 
 import torch
 
-from .c_build import build
-
-_SOURCE = """
-#include <stdint.h>
-/* (P, H, W) planes, H and W even -> (P, H / 2, W / 2): a row pair of the input gives a row of the output. */
-void avg_pool_2x2(const float* x, float* y, int64_t P, int64_t H, int64_t W) {
-  const int64_t w = W / 2, pairs = P * (H / 2);
-  #pragma omp parallel for schedule(static)
-  for (int64_t m = 0; m < pairs; m++) {
-    const float* r0 = x + m * 2 * W;
-    const float* r1 = r0 + W;
-    float* out = y + m * w;
-    #pragma omp simd
-    for (int64_t j = 0; j < w; j++) {
-      float sum = 0.0f;
-      sum += r0[2 * j];
-      sum += r0[2 * j + 1];
-      sum += r1[2 * j];
-      sum += r1[2 * j + 1];
-      out[j] = sum / 4.0f;
-    }
-  }
-}
-
-void avg_pool_2x2_backward(const float* g, float* dx, int64_t P, int64_t H, int64_t W) {
-  const int64_t w = W / 2, pairs = P * (H / 2);
-  #pragma omp parallel for schedule(static)
-  for (int64_t m = 0; m < pairs; m++) {
-    float* r0 = dx + m * 2 * W;
-    float* r1 = r0 + W;
-    const float* grad = g + m * w;
-    #pragma omp simd
-    for (int64_t j = 0; j < w; j++) {
-      const float share = 0.0f + grad[j] / 4.0f;
-      r0[2 * j] = share;
-      r0[2 * j + 1] = share;
-      r1[2 * j] = share;
-      r1[2 * j + 1] = share;
-    }
-  }
-}
-"""
+from . import c_build
 
 
 @cache
-def library() -> ctypes.CDLL:
-    """The loops built (once; :func:`~.c_build.build` reuses a library built before)."""
-    lib = build(_SOURCE)
-    lib.avg_pool_2x2.argtypes = lib.avg_pool_2x2_backward.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3
-    return lib
+def library() -> c_build.Kernels:
+    """The loops of ``csrc/pool.c`` built (once; :func:`~.c_build.build` reuses a library built before)."""
+    return c_build.Kernels(c_build.build(["pool.c"]), ["avg_pool_2x2", "avg_pool_2x2_backward"])
 
 
 def applies(x: torch.Tensor, kernel_size, stride, padding, divisor_override) -> bool:
@@ -90,7 +46,7 @@ def forward(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, H, W)`` -> ``(N, C, H / 2, W / 2)``, for ``x`` that :func:`applies`."""
     N, C, H, W = x.shape
     y = torch.empty(N, C, H // 2, W // 2, dtype=torch.float32)
-    library().avg_pool_2x2(x.data_ptr(), y.data_ptr(), N * C, H, W)
+    library()("avg_pool_2x2", x=x, y=y, P=N * C, H=H, W=W)
     return y
 
 
@@ -99,5 +55,5 @@ def backward(grad: torch.Tensor) -> torch.Tensor:
     grad = grad.contiguous()
     N, C, h, w = grad.shape
     dx = torch.empty(N, C, 2 * h, 2 * w, dtype=torch.float32)
-    library().avg_pool_2x2_backward(grad.data_ptr(), dx.data_ptr(), N * C, 2 * h, 2 * w)
+    library()("avg_pool_2x2_backward", g=grad, dx=dx, P=N * C, H=2 * h, W=2 * w)
     return dx
