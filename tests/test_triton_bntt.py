@@ -204,11 +204,12 @@ def test_quick_the_custom_op_passes_opcheck():
     T, B, C, L = 3, 2, 2, 4
     g = torch.Generator().manual_seed(0)
     x = torch.randn(T, B, C, L, generator=g).to(DEVICE).requires_grad_()
-    k = (torch.rand(T, C, generator=g) + 0.5).to(DEVICE).requires_grad_()
-    shift = torch.randn(T, C, generator=g).to(DEVICE).requires_grad_()
+    weight = (torch.rand(T, C, generator=g) + 0.5).to(DEVICE).requires_grad_()
+    k, shift = (torch.rand(T, C, generator=g) + 0.5).to(DEVICE), torch.randn(T, C, generator=g).to(DEVICE)
     mean, rstd = torch.randn(T, C).to(DEVICE), torch.rand(T, C).add(0.5).to(DEVICE)
     params = torch.tensor([0.8, 0.7, 1.0], device=DEVICE, requires_grad=True)
-    args = (x, k, shift, mean, rstd, torch.zeros(B, C, L, device=DEVICE), params, [0, 0, 2], [1.0, 2.0, 0.0], True)
+    m0 = torch.zeros(B, C, L, device=DEVICE)
+    args = (x, weight, k, shift, mean, rstd, m0, params, [0, 0, 2], [1.0, 2.0, 0.0], True, 0.5)
     torch.library.opcheck(bntt_leaky, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 

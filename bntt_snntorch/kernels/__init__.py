@@ -109,11 +109,11 @@ def _triton_block(x_seq, norm: BNTTNorm, p):
 
     mean, var = norm.mean.float(), norm.var.float()
     tensors, spec = node_parts(norm, p, "bntt-triton", x_seq.device, torch.float32)
-    a = loop_arguments(norm.weight, mean, var, tensors, spec)
+    a = loop_arguments(None if norm.weight is None else norm.weight.detach(), mean, var, tensors, spec)
     mem0 = torch.zeros(x_seq.shape[1:], dtype=torch.float32, device=x_seq.device)
     return triton_bntt.bntt_leaky(
-        x_seq.contiguous(), a.k, a.shift, mean.contiguous(), a.rstd, mem0, a.params, [int(c) for c in a.codes],
-        [float(v) for v in a.surrogate], bool(norm.training),
+        x_seq.contiguous(), norm.weight, a.k, a.shift, mean.contiguous(), a.rstd, mem0, a.params,
+        [int(c) for c in a.codes], [float(v) for v in a.surrogate], bool(norm.training), float(norm.scale),
     )  # fmt: skip
 
 

@@ -68,8 +68,8 @@ def bntt_forward_source(variant: Variant, dtype: str) -> ASTSource:
 def bntt_backward_source(variant: Variant, surrogate: str, dtype: str) -> ASTSource:
     """The fused BNTT block's backward kernel for ``variant`` and ``surrogate``, in ``dtype``."""
     pointers = dict(
-        gs_ptr=dtype, x_ptr=dtype, k_ptr="fp32", shift_ptr="fp32", m0_ptr="fp32", mem_ptr="fp32", dy_ptr=dtype,
-        sums_ptr="fp32", part_ptr="fp32", params_ptr="fp32",
+        gs_ptr=dtype, x_ptr=dtype, k_ptr="fp32", shift_ptr="fp32", mean_ptr="fp32", m0_ptr="fp32", mem_ptr="fp32",
+        dy_ptr=dtype, sums_ptr="fp32", part_ptr="fp32", params_ptr="fp32",
     )  # fmt: skip
     constexprs = {**_codes(variant), "SURR": SURROGATE_NAMES.index(surrogate), "ROUND": dtype != "fp32"}
     return _source(

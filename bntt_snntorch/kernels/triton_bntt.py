@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import definition
 from .triton_definition import T as D
 
 BLOCK = 512
@@ -42,15 +43,14 @@ def _stats_kernel(x_ptr, mean_ptr, var_ptr, B, C, L, BLOCK: tl.constexpr):
         j = start + tl.arange(0, BLOCK)
         x = tl.load(base + (j // L) * C * L + j % L, mask=j < n, other=0.0).to(tl.float32)
         acc += x
-    mean = tl.sum(acc, axis=0) / n
+    mean = D.batch_mean(tl.sum(acc, axis=0), n)
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for start in range(0, n, BLOCK):
         j = start + tl.arange(0, BLOCK)
         x = tl.load(base + (j // L) * C * L + j % L, mask=j < n, other=0.0).to(tl.float32)
-        d = tl.where(j < n, x - mean, 0.0)
-        acc += d * d
+        acc += tl.where(j < n, D.squared_deviation(x, mean), 0.0)
     tl.store(mean_ptr + pid, mean)
-    tl.store(var_ptr + pid, tl.sum(acc, axis=0) / n)
+    tl.store(var_ptr + pid, D.batch_variance(tl.sum(acc, axis=0), n))
 
 
 @triton.jit
@@ -74,9 +74,7 @@ def _forward_kernel(
     spk_ptr += offs
     for t in range(T):
         x = tl.load(x_ptr, mask=mask, other=0.0)
-        cur = D.normalise(x.to(tl.float32), tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c))
-        if ROUND:
-            cur = cur.to(x.dtype).to(tl.float32)
+        cur = D.current(x, tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c), ROUND)
         h, m, spk = D.forward_step(cur, m, beta, theta, g, RESET, DELAYED, SAME)
         tl.store(spk_ptr, spk.to(spk_ptr.dtype.element_ty), mask=mask)
         x_ptr += step
@@ -86,13 +84,14 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_kernel(
-    gs_ptr, x_ptr, k_ptr, shift_ptr, m0_ptr, mem_ptr, dy_ptr, sums_ptr, part_ptr, params_ptr, a, b, T, B, C, L,
+    gs_ptr, x_ptr, k_ptr, shift_ptr, mean_ptr, m0_ptr, mem_ptr, dy_ptr, sums_ptr, part_ptr, params_ptr, a, b, T, B, C,
+    L,
     RESET: tl.constexpr, DELAYED: tl.constexpr, SAME: tl.constexpr, SURR: tl.constexpr, ROUND: tl.constexpr,
     BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Program ``(c, chunk)``: recompute the membranes forward into ``mem_ptr`` (float32, T steps), then
     walk back writing ``dy = dL/dcurrent`` (rounded to the input's dtype with ``ROUND``) and adding
-    ``sum(dy)`` and ``sum(dy * x)`` per (step, channel) into ``sums_ptr`` ``(T, C, 2)``, and this
+    ``sum(dy)`` and ``sum(dy * (x - mean))`` per (step, channel) into ``sums_ptr`` ``(T, C, 2)``, and this
     program's beta / theta terms into ``part_ptr``."""
     c = tl.program_id(0)
     chunk = tl.program_id(1)
@@ -109,9 +108,7 @@ def _backward_kernel(
     mem_ptr += offs
     for t in range(T):
         x = tl.load(x_ptr, mask=mask, other=0.0)
-        cur = D.normalise(x.to(tl.float32), tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c))
-        if ROUND:
-            cur = cur.to(x.dtype).to(tl.float32)
+        cur = D.current(x, tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c), ROUND)
         h, m, spk = D.forward_step(cur, m, beta, theta, g, RESET, DELAYED, SAME)
         tl.store(mem_ptr, m, mask=mask)
         x_ptr += step
@@ -133,10 +130,7 @@ def _backward_kernel(
             m_prev = tl.load(mem_ptr - step, mask=mask, other=0.0)
         else:
             m_prev = m0
-        xf = x.to(tl.float32)
-        cur = D.normalise(xf, tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c))
-        if ROUND:
-            cur = cur.to(x.dtype).to(tl.float32)
+        cur = D.current(x, tl.load(k_ptr + t * C + c), tl.load(shift_ptr + t * C + c), ROUND)
         h = D.charge(cur, m_prev, D.previous_reset(m_prev, theta, DELAYED, SAME), beta, theta, RESET, DELAYED)
         slope = D.surrogate_derivative(h - theta, a, b, SURR)
         gs = tl.load(gs_ptr, mask=mask, other=0.0).to(tl.float32)
@@ -146,7 +140,8 @@ def _backward_kernel(
         dy = tl.where(mask, dy, 0.0)
         tl.store(dy_ptr, dy.to(dy_ptr.dtype.element_ty), mask=mask)
         tl.atomic_add(sums_ptr + (t * C + c) * 2, tl.sum(dy, axis=0))
-        tl.atomic_add(sums_ptr + (t * C + c) * 2 + 1, tl.sum(dy * xf, axis=0))
+        centred = D.centred_gradient(dy, x.to(tl.float32), tl.load(mean_ptr + t * C + c))
+        tl.atomic_add(sums_ptr + (t * C + c) * 2 + 1, tl.sum(tl.where(mask, centred, 0.0), axis=0))
         acc_beta += tl.where(mask, beta_t, 0.0)
         acc_theta += tl.where(mask, theta_t, 0.0)
     part = (c * tl.num_programs(1) + chunk) * 2
@@ -223,8 +218,9 @@ def forward(x, k, shift, mem0, params, codes) -> tuple[torch.Tensor, torch.Tenso
 
 
 def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool):
-    """``(dL/dx, dL/dk, dL/dshift, dL/dbeta (of the clamped beta), dL/dtheta)`` from the spikes' gradient;
-    ``dL/dx`` includes the statistics' dependence on ``x`` in training. ``surrogate``: ``(SURR, a, b)``."""
+    """``(dL/dx, sum(dy * xhat) (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the spikes' gradient
+    (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in training. ``surrogate``:
+    ``(SURR, a, b)``."""
     T, B, C, L = _layout(x)
     chunks = triton.cdiv(B * L, BLOCK)
     mem = torch.empty(x.shape, dtype=torch.float32, device=x.device)  # transient: the recomputed membranes
@@ -234,22 +230,22 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     RESET, DELAYED, SAME = codes
     SURR, a, b = surrogate
     _backward_kernel[(C, chunks)](
-        grad_spk.contiguous(), x, k, shift, mem0, mem, grad_x, sums, part, params, float(a), float(b), T, B, C, L,
-        RESET=RESET, DELAYED=bool(DELAYED), SAME=SAME, SURR=int(SURR), ROUND=x.dtype != torch.float32, BLOCK=BLOCK,
+        grad_spk.contiguous(), x, k, shift, mean, mem0, mem, grad_x, sums, part, params, float(a), float(b), T, B, C,
+        L, RESET=RESET, DELAYED=bool(DELAYED), SAME=SAME, SURR=int(SURR), ROUND=x.dtype != torch.float32, BLOCK=BLOCK,
     )  # fmt: skip
     del mem
-    n = B * L
-    sum_dy, sum_dy_x = sums[..., 0].contiguous(), sums[..., 1].contiguous()  # copies: the op's outputs alias nothing
-    moments = torch.stack([sum_dy / n, rstd * (sum_dy_x - mean * sum_dy) / n], dim=-1).contiguous()
+    sum_dy_xhat, mean_dy, mean_dy_xhat = definition.gradient_moments(sums[..., 0], sums[..., 1], rstd, B * L)
+    moments = torch.stack([mean_dy, mean_dy_xhat], dim=-1).contiguous()
     _input_grad_kernel[(C, chunks)](grad_x, x, k, mean, rstd, moments, T, B, C, L, TRAINING=training, BLOCK=BLOCK)
     totals = part.sum(0)
-    return grad_x, sum_dy_x, sum_dy, totals[0], totals[1]
+    return grad_x, sum_dy_xhat, totals[0], totals[1]
 
 
 # -- one custom op for torch.compile and CUDA graphs ------------------------------------------------
 @torch.library.custom_op("bntt_snntorch::bntt_leaky", mutates_args=())
 def bntt_leaky(
     x: torch.Tensor,
+    weight: torch.Tensor | None,
     k: torch.Tensor,
     shift: torch.Tensor,
     mean: torch.Tensor,
@@ -259,15 +255,18 @@ def bntt_leaky(
     codes: list[int],
     surrogate: list[float],
     training: bool,
+    scale: float,
 ) -> torch.Tensor:
-    """Spikes of the fused block. ``x`` ``(T, B, C, ...)`` contiguous; ``k``, ``shift``, ``mean``,
-    ``rstd`` ``(T, C)`` float32; ``mem0`` ``(B, C, ...)`` float32; ``params`` = ``[beta, theta, g]``;
-    ``codes`` = ``[RESET, DELAYED, SAME]``; ``surrogate`` = ``[SURR, a, b]``."""
+    """Spikes of the fused block. ``x`` ``(T, B, C, ...)`` contiguous; ``weight``: the gammas ``(T, C)`` (their
+    gradient is this op's; None for ``affine=False``); ``k``, ``shift``, ``mean``, ``rstd`` ``(T, C)`` float32
+    (computed from the gammas without a graph, the block's input ``scale`` folded in); ``mem0`` ``(B, C, ...)``
+    float32; ``params`` = ``[beta, theta, g]``; ``codes`` = ``[RESET, DELAYED, SAME]``; ``surrogate`` =
+    ``[SURR, a, b]``."""
     return forward(x, k, shift, mem0, params, codes)[0]
 
 
 @bntt_leaky.register_fake
-def _(x, k, shift, mean, rstd, mem0, params, codes, surrogate, training):
+def _(x, weight, k, shift, mean, rstd, mem0, params, codes, surrogate, training, scale):
     return torch.empty_like(x)
 
 
@@ -284,30 +283,30 @@ def bntt_leaky_backward(
     codes: list[int],
     surrogate: list[float],
     training: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dL/dx, dL/dk, dL/dshift, dL/dparams)`` of :func:`bntt_leaky`."""
-    grad_x, grad_k, grad_shift, grad_beta, grad_theta = backward(
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dL/dx, sum(dy * xhat) (T, C), dL/dparams)`` of :func:`bntt_leaky`."""
+    grad_x, sum_dy_xhat, grad_beta, grad_theta = backward(
         grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training
     )
-    beta = params[0]
-    inside = ((beta >= 0) & (beta <= 1)).to(beta.dtype)  # the clamp of beta to [0, 1]
-    return grad_x, grad_k, grad_shift, torch.stack([grad_beta * inside, grad_theta, torch.zeros_like(grad_beta)])
+    grad_beta = grad_beta * definition.leak_gradient_mask(params[0])
+    return grad_x, sum_dy_xhat, torch.stack([grad_beta, grad_theta, torch.zeros_like(grad_beta)])
 
 
 @bntt_leaky_backward.register_fake
 def _(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training):
-    return torch.empty_like(x), torch.empty_like(k), torch.empty_like(shift), torch.empty_like(params)
+    return torch.empty_like(x), torch.empty_like(k), torch.empty_like(params)
 
 
 def _setup_context(ctx, inputs, output):
-    x, k, shift, mean, rstd, mem0, params, codes, surrogate, training = inputs
+    x, weight, k, shift, mean, rstd, mem0, params, codes, surrogate, training, scale = inputs
     ctx.save_for_backward(x, k, shift, mean, rstd, mem0, params)
-    ctx.static = codes, surrogate, training
+    ctx.static, ctx.scale, ctx.affine = (codes, surrogate, training), scale, weight is not None
 
 
 def _backward(ctx, grad_spk):
-    grad_x, grad_k, grad_shift, grad_params = bntt_leaky_backward(grad_spk, *ctx.saved_tensors, *ctx.static)
-    return grad_x, grad_k, grad_shift, None, None, None, grad_params, None, None, None
+    grad_x, sum_dy_xhat, grad_params = bntt_leaky_backward(grad_spk, *ctx.saved_tensors, *ctx.static)
+    grad_weight = sum_dy_xhat * ctx.scale if ctx.affine and ctx.needs_input_grad[1] else None
+    return grad_x, grad_weight, None, None, None, None, None, grad_params, None, None, None, None
 
 
 bntt_leaky.register_autograd(_backward, setup_context=_setup_context)

@@ -1,7 +1,8 @@
 """The neuron definition (:mod:`bntt_snntorch.definition`) compiled for Triton from its own source.
 
 Each function of :data:`bntt_snntorch.definition.DEFINITIONS` is re-executed from its source text in a
-namespace where the primitives (``relu``, ``exp``, ``abs``) are Triton functions and the other
+namespace where the primitives (``relu``, ``exp``, ``abs``, ``sqrt``, ``clamp``, ``lerp``, the casts ``wide`` /
+``single`` / ``like``) are Triton functions and the other
 definitions are their Triton versions, then wrapped in ``triton.jit``. The kernels call these:
 the formulas exist once, in :mod:`bntt_snntorch.definition`. Import this module only where Triton is installed.
 """
@@ -33,8 +34,40 @@ def _abs(z):
     return tl.abs(z)
 
 
+@triton.jit
+def _sqrt(z):
+    return tl.sqrt(z)
+
+
+@triton.jit
+def _clamp(v, low, high):
+    return tl.minimum(tl.maximum(v, low), high)
+
+
+@triton.jit
+def _lerp(start, end, weight):
+    # as torch's CPU kernel and the C loops round it: one fused multiply-add from the nearer end
+    return tl.where(tl.abs(weight) < 0.5, tl.fma(weight, end - start, start), tl.fma(weight - 1.0, end - start, end))
+
+
+@triton.jit
+def _wide(v):
+    return v.to(tl.float64)
+
+
+@triton.jit
+def _single(v):
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _like(v, x):
+    return v.to(x.dtype)
+
+
 def _compile_definitions() -> types.ModuleType:
-    namespace = {"__name__": __name__ + ".generated", "relu": _relu, "exp": _exp, "abs": _abs, "tl": tl}
+    namespace = {"__name__": __name__ + ".generated", "relu": _relu, "exp": _exp, "abs": _abs, "sqrt": _sqrt,
+                 "clamp": _clamp, "lerp": _lerp, "wide": _wide, "single": _single, "like": _like, "tl": tl}  # fmt: skip
     for fn in definition.DEFINITIONS:
         source = inspect.getsource(fn)
         filename = f"<bntt_snntorch.kernels.definition.{fn.__name__} for Triton>"
