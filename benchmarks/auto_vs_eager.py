@@ -2,7 +2,7 @@
 
 Three rounds; in each, one fresh process with ``BNTT_KERNELS=eager`` and one with ``auto`` (alternated,
 so drift hits both), each timing training steps of BNTT VGG9 (fp32, SGD) after warm-up steps. auto's
-first call of a layer measures both paths here (kernels/compile_choice.py) and keeps the result beside
+first call of a layer measures both paths here (kernels/auto_choice.py) and keeps the result beside
 the compile cache: round 1 pays that measurement (and the compile, where it compiles) in its
 warm-up, later rounds reuse it, as later runs on a machine do. The rounds share one fresh
 TorchInductor cache folder (empty before round 1). Reported: median step time per process, the
@@ -41,7 +41,7 @@ def _steps(setting: str, arch: str, num_steps: int, batch: int, warmup: int, ite
     import torch.nn.functional as F
 
     from bntt_snntorch import create_model
-    from bntt_snntorch.kernels import compile_choice
+    from bntt_snntorch.kernels import auto_choice
 
     torch.manual_seed(0)
     model = create_model(arch, num_steps=num_steps, num_classes=10)
@@ -64,7 +64,7 @@ def _steps(setting: str, arch: str, num_steps: int, batch: int, warmup: int, ite
         step()
         times.append(time.perf_counter() - start)
     choices = [  # key: machine|torch|paths|dtype|shape|mode[|calls]
-        f"{k.split('|')[4]} ({k.split('|')[5]}): {m.path}, {m}" for k, m in compile_choice._CHOICES.items()
+        f"{k.split('|')[4]} ({k.split('|')[5]}): {m.path}, {m}" for k, m in auto_choice._CHOICES.items()
     ]
     return {"step_s": statistics.median(times), "warmup_s": warmup_s, "choices": choices}
 

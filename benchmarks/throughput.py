@@ -456,7 +456,7 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
             best[row] = min(best[row], took[row])
         for row in rows:
             paired[row].append(took[rows[-1]] / took[row])
-    from bntt_snntorch.kernels import compile_choice
+    from bntt_snntorch.kernels import auto_choice
 
     found = {
         row: dict(label=ROWS[row][0], train_ms=best[row] * 1e3, train_img_s=B / best[row], paths=_paths(models[row]),
@@ -464,7 +464,7 @@ def side_by_side(rows: list[str], args, rounds: int) -> dict:
         for row in rows
     }  # fmt: skip
     # auto's timings behind the paths (this process's, or the machine's file it read)
-    keys = [(k.split("|"), m) for k, m in compile_choice._CHOICES.items()]  # machine|torch|paths|dtype|shape|mode
+    keys = [(k.split("|"), m) for k, m in auto_choice._CHOICES.items()]  # machine|torch|paths|dtype|shape|mode
     here = torch.backends.cpu.get_cpu_capability()
     shape = f"{T}x{B}x"  # this model's layers: T steps of batch B
     found[rows[0]]["measured"] = {

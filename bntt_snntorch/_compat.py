@@ -58,7 +58,7 @@ _SCRIPT_MODULES = {  # command modules once run as scripts -> their commands
     "bntt_snntorch.commands.compare_conversion": "compare-conversion",
 }
 OLD_FLAGS: dict[str, tuple[str, ...]] = {"--pgd-iterations": ("--pgd-steps", "--pgd_steps")}
-_KERNEL_SETTINGS = {"0": "eager", "1": "compiled"}
+_KERNEL_SETTINGS = {"0": "eager"}  # 1 (compile) is auto since the compiled steps were retired in 0.3
 
 ROUTES: tuple[Route, ...] = (
     *(
@@ -88,7 +88,7 @@ ROUTES: tuple[Route, ...] = (
     Route("pgd(..., steps=)", "pgd(..., iterations=)", "keyword"),
     Route("robust_accuracy(..., pgd_steps=)", "robust_accuracy(..., pgd_iterations=)", "keyword"),
     *(Route(old, new, "flag") for new, olds in OLD_FLAGS.items() for old in olds),
-    Route("BNTT_COMPILED_KERNELS=0|1", "BNTT_KERNELS=eager|compiled|auto", "environment"),
+    Route("BNTT_COMPILED_KERNELS=0|1", "BNTT_KERNELS=eager|auto", "environment"),
     Route("norm(x, t) on a norm in step_mode='m'", "norm.step(x, t), or step_mode='s'", "call"),
     Route(
         "a sequence (T, B, ...) given to a ThroughTime layer in step_mode='s'",
@@ -238,7 +238,7 @@ def renamed_keywords(**renames: str):
 
 
 def old_kernel_setting() -> str | None:
-    """``BNTT_COMPILED_KERNELS`` (0: eager, 1: compiled, else auto) as a ``BNTT_KERNELS`` setting, warning;
+    """``BNTT_COMPILED_KERNELS`` (0: eager, else auto) as a ``BNTT_KERNELS`` setting, warning;
     None where it is not set."""
     if "BNTT_COMPILED_KERNELS" not in os.environ:
         return None

@@ -193,43 +193,18 @@ class BatchNormTT(ThroughTime):
 
     # -- fused path (used by SpikingBlock with a leaky neuron) --------------------------
     def fusable(self) -> bool:
-        """Whether :meth:`update_statistics` applies: exponential running averages, no cross-rank sync."""
+        """Whether a fused kernel can run it (:mod:`bntt_snntorch.kernels.fused_block`): exponential running
+        averages, no cross-rank sync."""
         return self[0].momentum is not None and not self._synchronizing()
 
-    def update_statistics(self, x_seq: torch.Tensor, batch_statistics=None, first_step: int = 0):
-        """``(weight, mean, var)``, each ``(T', C)``, for normalising ``x_seq`` ``(T', B, C, ...)`` as steps
-        ``first_step ..``; in training this also updates the running statistics (hence the name: it is no
-        pure query).
-
-        Training: each step's batch mean and biased variance (float32 at least, no gradient: the
-        fused kernel's backward accounts for them), the running statistics updated with the
-        unbiased variance and ``momentum`` — by batch norm's own kernel per step, or, when
-        ``batch_statistics(x_seq) -> (mean, var)`` computes the statistics (a fused kernel's), by
-        the same rule here. Eval: the running statistics. ``weight`` is ``None`` for ``affine=False``.
-        """
-        weight = self.step_weights(x_seq, first_step)
-        T = x_seq.shape[0]
-        steps = self._layers(first_step, T)
-        state = torch.promote_types(x_seq.dtype, torch.float32)
-        with torch.no_grad():
-            if not self.training:
-                tables = self._tables(first_step, T)
-                if tables is None:
-                    mean = torch.stack([bn.running_mean for bn in steps]).to(state)
-                    return weight, mean, torch.stack([bn.running_var for bn in steps]).to(state)
-                return weight, tables[0].to(state, copy=True), tables[1].to(state, copy=True)
-            self._values_per_channel(x_seq)
-            if batch_statistics is None:
-                stats = [
-                    torch.batch_norm_update_stats(x, bn.running_mean.data, bn.running_var.data, bn.momentum)
-                    for bn, x in zip(steps, x_seq)
-                ]
-                mean, var = (torch.stack(v).to(state) for v in zip(*stats))
-                torch._foreach_add_([bn.num_batches_tracked for bn in steps], 1)
-            else:
-                mean, var = batch_statistics(x_seq)
-                self.record_statistics(x_seq, mean, var, first_step)
-        return weight, mean, var
+    def running_statistics(self, first_step: int, steps: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(running_mean, running_var)`` of steps ``first_step ..`` (``(steps, C)`` copies in ``dtype``): what eval
+        normalises with (copies: a later training call must not move what an eval graph saved)."""
+        tables = self._tables(first_step, steps)
+        if tables is None:
+            layers = self._layers(first_step, steps)
+            return tuple(torch.stack([getattr(bn, n) for bn in layers]).to(dtype) for n in _STATISTICS[:2])
+        return tables[0].to(dtype, copy=True), tables[1].to(dtype, copy=True)
 
     def step_weights(self, x_seq: torch.Tensor, first_step: int = 0) -> torch.Tensor | None:
         """The gammas that normalise ``x_seq`` ``(T', B, C, ...)`` as steps ``first_step ..``: one ``(T', C)``

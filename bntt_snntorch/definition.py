@@ -100,6 +100,14 @@ class Variant:
             return cls(reset_mechanism, False, "detached")
         return cls(reset_mechanism, True, "none" if reset_delay else "snn")
 
+    @classmethod
+    def from_codes(cls, codes) -> Variant:
+        """The variant of ``codes`` ``(RESET, DELAYED, SAME)`` (:attr:`codes`)."""
+        RESET, DELAYED, SAME = codes
+        reset = next(name for name, code in RESET_CODES.items() if code == RESET)
+        same = next(name for name, code in SAME_STEP_CODES.items() if code == SAME)
+        return cls(reset, bool(DELAYED), same)
+
     @property
     def codes(self) -> tuple[int, bool, int]:
         """``(RESET, DELAYED, SAME)``: the constants the definition's functions branch on."""
@@ -354,11 +362,11 @@ def normalise(x, k, shift):
 
 
 def current(x, k, shift, ROUND):
-    """The neuron's input: :func:`normalise` of ``x`` in single precision; ``ROUND``: rounded to ``x``'s (half)
-    precision first, as batch norm's output is under autocast."""
-    cur = normalise(single(x), k, shift)
+    """The neuron's input: :func:`normalise` of ``x`` in the coefficients' precision; ``ROUND``: rounded to ``x``'s
+    (half) precision on the way, as batch norm's output is under autocast."""
+    cur = normalise(like(x, k), k, shift)
     if ROUND:
-        cur = single(like(cur, x))
+        cur = like(like(cur, x), k)
     return cur
 
 

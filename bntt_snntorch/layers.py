@@ -20,21 +20,8 @@ from torch import nn
 
 from . import definition
 from .bntt import BatchNormTT
-from .kernels import (
-    BNTTNorm,
-    Plan,
-    attempt,
-    batch_statistics,
-    bntt_leaky_scan,
-    bntt_leaky_scan_c_training,
-    choose_plan,
-    record_taken,
-    report,
-    spike_synapse,
-)
-from .kernels.c_block import synapse_bntt_leaky_c
-from .kernels.fallback import layer_label
-from .kernels.local_scan import local_bntt_scan, local_leaky_scan
+from .kernels import attempt, choose_plan, fused_block, record_taken, report, spike_synapse
+from .kernels.local_scan import local_leaky_scan
 from .kernels.plan import fusable
 from .kernels.pooling import avg_pool2d
 from .step_mode import StepCounter, StepModule
@@ -183,32 +170,43 @@ class SpikingBlock(StepCounter, nn.Module):
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``(T, B, ...)`` spikes in -> ``(T, B, ...)`` spikes out, from a zero membrane.
 
-        With BNTT and a fusable neuron (the usual case) normalisation and neuron run as one
-        kernel that keeps only the synapse output for backward
-        (:func:`bntt_snntorch.kernels.bntt_leaky_scan`); in training on the C path, with a plain conv /
-        linear synapse, the synapse too (:func:`~bntt_snntorch.kernels.c_block.synapse_bntt_leaky_c`).
+        Reads top to bottom: the synapse's output, the plan (:func:`~bntt_snntorch.kernels.choose_plan`), then
+        either the fused node on the plan's backend (BNTT and a fusable neuron, the usual case: one node that keeps
+        only the synapse output for backward, the synapse inside it where it is a plain conv / linear layer;
+        :func:`~bntt_snntorch.kernels.fused_block`) or the norm's and the neuron's own multi-step calls.
         """
         params = self.neuron.kernel_params()
-        if torch.compiler.is_compiling() or not spike_synapse.supports(self.synapse):
-            # under torch.compile value and gradient in one call: a graph break in the plan (auto's lookup) would
-            # make the value below a graph input, and a gradient node attached to it after would be cut off
-            cur = self._synapse_over_time(x_seq)
-            plan = report(self, self._plan(cur, params))
-            return self._fused_bntt(cur, params, plan.path) if plan.bntt else self._norm_and_neuron(cur)
-        x = x_seq.flatten(0, 1)
-        cur = spike_synapse.synapse_value(self.synapse, x).unflatten(0, x_seq.shape[:2])  # its gradient attached below
-        grad = torch.is_grad_enabled() and (x.requires_grad or self.synapse.weight.requires_grad)
-        plan = report(self, self._plan(cur, params, grad=grad))
-        path = plan.path
-        if path == "bntt-c" and self.norm.training:  # the whole block as one node (None: the C build failed)
-            spikes, path = attempt(self, path, lambda path: self._c_block(x, cur, params) if path == "bntt-c" else None)
-            if spikes is not None:
-                record_taken(self, path)
-                return spikes
-        if grad:
+        inside = spike_synapse.supports(self.synapse) and not torch.compiler.is_compiling()
+        if inside:  # the synapse's value first, its gradient attached by the fused node or below
+            x = x_seq.flatten(0, 1)
+            cur = spike_synapse.synapse_value(self.synapse, x).unflatten(0, x_seq.shape[:2])
+            grad = torch.is_grad_enabled() and (x.requires_grad or self.synapse.weight.requires_grad)
+        else:  # under torch.compile value and gradient in one traced call
+            x, cur, grad = None, self._synapse_over_time(x_seq), None
+        plan = report(self, self._plan(cur, params, grad))
+        if plan.fused:
+            run = lambda path: fused_block(
+                path,
+                cur,
+                self.norm,
+                params,
+                self.input_scale,  # noqa: E731
+                synapse=self.synapse if inside else None,
+                x=x,
+                quantum=self.input_quantum,
+            )
+            (spikes, _), path = attempt(self, plan.path, run)
+            record_taken(self, path)
+            return spikes
+        if inside and grad:
             value = cur.flatten(0, 1)
             cur = spike_synapse.with_gradient(self.synapse, x, value, self.input_quantum).unflatten(0, x_seq.shape[:2])
-        return self._fused_bntt(cur, params, path) if plan.bntt else self._norm_and_neuron(cur)
+        return self._norm_and_neuron(cur)
+
+    def _plan(self, cur: torch.Tensor, params, grad: bool | None = None):
+        """The block's plan for the synapse output ``cur`` (:func:`~bntt_snntorch.kernels.choose_plan`)."""
+        return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), block=True, norm=self.norm,
+                           neuron=self.neuron, grad=grad)  # fmt: skip
 
     def _norm_and_neuron(self, cur: torch.Tensor) -> torch.Tensor:
         """The unfused rest of the block on the synapse's output ``cur`` ``(T, B, ...)``: the norm's own
@@ -218,18 +216,6 @@ class SpikingBlock(StepCounter, nn.Module):
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
         return self.neuron.multi_step(cur)[0]
-
-    def _c_block(self, x: torch.Tensor, cur: torch.Tensor, params) -> torch.Tensor:
-        """Training on the C path, synapse included, as one node (``x`` ``(T*B, ...)`` the input, ``cur`` the
-        synapse's output on it, no graph); the running statistics updated in the loops' pass (or after, from the
-        batch's, where they are not packed tables)."""
-        gammas, running = self.norm.step_gammas(cur), self.norm.packed_running_statistics(cur)
-        spikes, mean, var = synapse_bntt_leaky_c(
-            self.synapse, x, cur, gammas, self.norm[0].eps, self.input_scale, params, self.input_quantum, running
-        )
-        if running is None:  # not updated in the loops' pass
-            self.norm.record_statistics(cur, mean, var)
-        return spikes
 
     def _synapse_over_time(self, x_seq: torch.Tensor) -> torch.Tensor:
         """The synapse on every step of ``x_seq`` ``(T, B, ...)`` as one ``(T*B, ...)`` batch (spike input
@@ -260,83 +246,44 @@ class SpikingBlock(StepCounter, nn.Module):
         )
         return fixed and (self.norm is None or isinstance(self.norm, BatchNormTT))
 
-    def local_steps(
-        self, x_seq: torch.Tensor, first_step: int, state: BlockState | None = None, calls_per_batch: int = 1
-    ):
+    def local_steps(self, x_seq: torch.Tensor, first_step: int, state: BlockState | None = None):
         """Steps ``first_step .. first_step + K - 1`` of the sequence, ``x_seq`` ``(K, B, ...)``, from
         ``state`` (the membrane, and OTTT's presynaptic trace, the previous steps left; None: zeros)
         with the online rule's gradient: each step's spikes through that step's own input only (BNTT and
-        the neuron as one node, :func:`~bntt_snntorch.kernels.local_scan.local_bntt_scan`, or the neuron
-        alone, :func:`~bntt_snntorch.kernels.local_scan.local_leaky_scan`), and with ``online_rule="ottt"`` the
-        synapse's weight gradient taken with the trace of its input, as :meth:`step` does. The values are
-        the exact ones. Returns ``(spk_seq (K, B, ...), state)``, the state without gradient. Online
-        training runs K steps a call this way (:mod:`bntt_snntorch.training.online`), ``calls_per_batch``
-        calls a batch: the BNTT node's steps are compiled where BPTT's would be at the chunk's shape
-        (``BNTT_KERNELS``; auto's compile must pay back over those calls)."""
+        the neuron as one node on the plan's backend, :func:`~bntt_snntorch.kernels.fused_block` without the
+        gradient through time, or the neuron alone, :func:`~bntt_snntorch.kernels.local_scan.local_leaky_scan`),
+        and with ``online_rule="ottt"`` the synapse's weight gradient taken with the trace of its input, as
+        :meth:`step` does. The values are the exact ones. Returns ``(spk_seq (K, B, ...), state)``, the state
+        without gradient. Online training runs K steps a call this way (:mod:`bntt_snntorch.training.online`)."""
         mem, trace = state or BlockState(None)
         if self.online_rule == "ottt" and self.presynaptic is not None:
             traces, trace = _traces(x_seq, trace, self.presynaptic.beta)
             cur = self._trace_synapse(x_seq.flatten(0, 1), traces.flatten(0, 1)).unflatten(0, x_seq.shape[:2])
         else:
             cur = self._synapse_over_time(x_seq)
-        if self.norm is not None and self.norm.fusable():  # BNTT and the neuron as one node
-            params = self.neuron.params()
-            planned = self._plan(cur, params, calls_per_batch).path
-            path = planned if planned in ("bntt-compiled", "bntt-c") else "bntt-eager"
-            stats, path = attempt(  # the C loops' statistics with the C loops, batch norm's kernel otherwise
-                self, path, lambda path: self.norm.update_statistics(cur, batch_statistics(path), first_step)
+        params = self.neuron.params()
+        plan = report(self, self._plan(cur, params))
+        if plan.fused:  # BNTT and the neuron as one node
+            run = lambda path: fused_block(
+                path,
+                cur,
+                self.norm,
+                params,
+                self.input_scale,
+                mem0=mem,  # noqa: E731
+                first_step=first_step,
+                through_time=False,
+                last=True,
             )
-            norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
-            spikes, mem = local_bntt_scan(cur, norm, params, mem, path, layer_label(self))
+            (spikes, mem), path = attempt(self, plan.path, run)
+            record_taken(self, path)
             return spikes, BlockState(mem, trace)
         if self.norm is not None:
             cur = self.norm.multi_step(cur, first_step)
         if self.input_scale != 1.0:
             cur = cur * self.input_scale
-        spikes, mem = local_leaky_scan(cur, self.neuron.params(), mem)
+        spikes, mem = local_leaky_scan(cur, params, mem)
         return spikes, BlockState(mem, trace)
-
-    def _fused_bntt(self, cur: torch.Tensor, params, path: str) -> torch.Tensor:
-        """The statistics, then BNTT and the neuron as one node, on ``path`` (in training on the C
-        path, both in one pass: :meth:`_c_training`); a path that cannot compile or launch here (the
-        statistics kernel included) falls back (:func:`~bntt_snntorch.kernels.attempt`)."""
-        if path == "bntt-c" and self.norm.training:  # where the loops cannot be built: None, and the fallback below
-            spikes, path = attempt(self, path, lambda path: self._c_training(cur, params) if path == "bntt-c" else None)
-            if spikes is not None:
-                record_taken(self, path)
-                return spikes
-        stats, path = attempt(self, path, lambda path: self.norm.update_statistics(cur, batch_statistics(path)))
-        norm = BNTTNorm(*stats, self.norm[0].eps, self.input_scale, self.norm.training)
-        spikes, path = attempt(self, path, lambda path: bntt_leaky_scan(cur, norm, params, path, self))
-        record_taken(self, path)
-        return spikes
-
-    def _c_training(self, cur: torch.Tensor, params) -> torch.Tensor:
-        """Training on the C path: the batch statistics computed in the loops' own pass
-        (:func:`~bntt_snntorch.kernels.bntt_scan.bntt_leaky_scan_c_training`), the running statistics updated
-        there too (or after, from the batch's, where they are not packed tables)."""
-        weight, running = self.norm.step_weights(cur), self.norm.packed_running_statistics(cur)
-        eps = self.norm[0].eps
-        spikes, mean, var = bntt_leaky_scan_c_training(cur, weight, eps, self.input_scale, params, self, running)
-        if running is None:
-            self.norm.record_statistics(cur, mean, var)
-        return spikes
-
-    def _plan(self, cur: torch.Tensor, params, calls_per_batch: int = 1, grad: bool | None = None) -> Plan:
-        """BNTT and the neuron fused (``bntt-*``) when the norm is a BNTT the fused node can run, else
-        "unfused" (the norm, then the neuron's own plan); ``grad``: :func:`~bntt_snntorch.kernels.choose_plan`'s."""
-        if self.norm is None:
-            return Plan("unfused", "no norm")
-        if not isinstance(self.norm, BatchNormTT):
-            return Plan("unfused", f"{_origin(self.norm)}norm {type(self.norm).__name__} is not a BNTT: its own "
-                                   "multi_step, then the neuron")  # fmt: skip
-        if not self.norm.fusable():
-            return Plan("unfused", f"{type(self.norm).__name__} synchronised over ranks or with cumulative averages")
-        if params is None:
-            neuron = f"{_origin(self.neuron)}neuron {type(self.neuron).__name__}"
-            return Plan("unfused", f"{neuron}: kernel_params() is None, its own step runs (fused: leaky neurons)")
-        return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), bntt=True,
-                           calls_per_batch=calls_per_batch, grad=grad)  # fmt: skip
 
     def step(self, x: torch.Tensor, t: int, state: BlockState | torch.Tensor | None = None):
         """Step ``t``: ``(B, ...)`` in -> ``(spk, state)``; ``state``: the previous step's (None at the start)."""
@@ -384,11 +331,6 @@ def _traces(x_seq: torch.Tensor, trace: torch.Tensor | None, beta) -> tuple[torc
         trace = x.clone() if trace is None else leak * trace + x
         traces[t] = trace
     return traces, trace
-
-
-def _origin(module: nn.Module) -> str:
-    """ "plug-in " for a layer defined outside this package, else ""."""
-    return "" if type(module).__module__.startswith("bntt_snntorch.") else "plug-in "
 
 
 def _pooled_quantum(module: nn.Module, quantum: float | None) -> float | None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import surrogate
 from .functional import RESET_MECHANISMS, LeakyParams, leaky_step
-from .kernels import BACKENDS, Plan, choose_plan, leaky_scan, report
+from .kernels import BACKENDS, choose_plan, leaky_scan, report
 from .registry import Registry, RegistryEntry
 from .step_mode import StepModule, note_neuron_reset
 
@@ -241,11 +241,10 @@ class Leaky(StepModule, snn.Leaky):
     def multi_step(self, x_seq: torch.Tensor, mem: torch.Tensor | None = None):
         """``x_seq`` ``(T, B, ...)`` -> ``(spk_seq, mem_seq)``, both ``(T, B, ...)``, from membrane
         ``mem`` ``(B, ...)`` (zeros when ``None``). The layer's hidden state is not touched."""
-        if self.inhibition or self.state_quant:
-            report(self, Plan("reference", "inhibition / state_quant: snnTorch's own step, looped"))
+        params = self.kernel_params()
+        plan = report(self, choose_plan(x_seq, params, self.backend, neuron=self))
+        if params is None:  # inhibition / state_quant: only snnTorch's own step has them (the plan says so)
             return self._loop_snntorch_step(x_seq, mem)
-        params = self.params()
-        plan = report(self, choose_plan(x_seq, params, self.backend))
         return leaky_scan(x_seq, params, mem, self.backend, plan, layer=self)
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):

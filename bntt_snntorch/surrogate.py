@@ -118,6 +118,13 @@ class StraightThrough(Surrogate):
     code = 4
 
 
+def from_code(code: int, a: float, b: float) -> Surrogate:
+    """The surrogate of code ``code`` with the definition's parameters ``(a, b)`` (:meth:`Surrogate.args`)."""
+    build = {0: lambda: BNTTTriangle(a, b), 1: lambda: ATan(a), 2: lambda: FastSigmoid(a), 3: lambda: Sigmoid(a),
+             4: StraightThrough}  # fmt: skip
+    return build[code]()
+
+
 def bntt_triangle(scale: float = 0.3, width: float = 1.0) -> BNTTTriangle:
     """The BNTT seed's triangle surrogate (see :class:`BNTTTriangle`)."""
     return BNTTTriangle(scale, width)

@@ -14,22 +14,22 @@ import torch  # noqa: E402
 if ONE_THREAD_PER_WORKER:
     torch.set_num_threads(1)
 
-# The CPU step kernels run eagerly in the suite (same results; no compile on a cold cache), except in
-# the tests that compile them on purpose (tests/test_lean.py sets BNTT_KERNELS=compiled there).
+# The fused block runs its eager steps in the suite (same results; no C build, no measurement), except in the
+# tests that take the C loops or Triton on purpose (tests/backends.py runs every backend of the table).
 os.environ.setdefault("BNTT_KERNELS", "eager")
 
 
 @pytest.fixture(autouse=True)
-def _own_compile_choices(tmp_path_factory, monkeypatch):
-    """BNTT_KERNELS=auto's measurements (kernels/compile_choice.py) go to a file of the test's own,
+def _own_kernel_choices(tmp_path_factory, monkeypatch):
+    """BNTT_KERNELS=auto's measurements (kernels/auto_choice.py) go to a file of the test's own,
     never to the machine's, and none is remembered from another test."""
-    from bntt_snntorch.kernels import compile_choice
+    from bntt_snntorch.kernels import auto_choice
 
-    path = tmp_path_factory.mktemp("compile-choices") / "choices.json"
-    monkeypatch.setattr(compile_choice, "choices_file", lambda: path)
-    compile_choice.forget()
+    path = tmp_path_factory.mktemp("kernel-choices") / "choices.json"
+    monkeypatch.setattr(auto_choice, "choices_file", lambda: path)
+    auto_choice.forget()
     yield
-    compile_choice.forget()
+    auto_choice.forget()
 
 
 @pytest.fixture(autouse=True)

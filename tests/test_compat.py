@@ -158,7 +158,7 @@ def _old_kernel_variable(route, monkeypatch):
     from bntt_snntorch.kernels.plan import kernel_setting
 
     monkeypatch.delenv("BNTT_KERNELS", raising=False)
-    for old, new in (("0", "eager"), ("1", "compiled")):
+    for old, new in (("0", "eager"), ("1", "auto")):
         monkeypatch.setenv("BNTT_COMPILED_KERNELS", old)
         with pytest.warns(DeprecationWarning, match="BNTT_KERNELS=eager"):
             assert kernel_setting() == new

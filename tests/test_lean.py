@@ -180,101 +180,34 @@ def test_fused_block_saves_the_synapse_output_only():
     assert saved.total <= x.numel() * 4 + out_bytes + 4096  # + (T, C) statistics and scalars
 
 
-COMPILED_CASES = [
-    (2, VARIANTS[5], "triangle", "train"),  # the BNTT seed neuron
-    (2, VARIANTS[5], "triangle", "eval"),
-    (2, VARIANTS[0], "atan", "train"),  # snn.Leaky's defaults
-    (2, VARIANTS[3], "triangle", "train"),  # zero reset, snnTorch same-step reset
-    (1, VARIANTS[6], "atan", "train"),
-]
-
-
-@pytest.fixture
-def compiled_kernels(monkeypatch):
-    """Force the compiled step kernels (kernels/compiled_steps.py) and count their uses."""
-    from bntt_snntorch.kernels import compiled_steps
-
-    monkeypatch.setenv("BNTT_KERNELS", "compiled")
-    calls = []
-    original = compiled_steps.compiled
-
-    def counted(name, key):
-        calls.append(name)
-        return original(name, key)
-
-    monkeypatch.setattr(compiled_steps, "compiled", counted)
-    return calls
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("dims,variant,sg,mode", COMPILED_CASES)
-def test_compiled_step_kernels_equal_per_step(compiled_kernels, dims, variant, sg, mode):
-    """The TorchInductor-compiled steps against the per-step reference, same tolerances as above."""
-    test_fused_bntt_block_equals_per_step(dims, variant, sg, True, 0.5 if dims == 1 else 1.0, mode)
-    assert {"forward", "backward"} <= set(compiled_kernels)
-
-
-@pytest.mark.slow
-def test_compiled_step_kernels_under_bf16_autocast(compiled_kernels):
-    test_fused_bntt_block_under_bf16_autocast_equals_per_step(2, VARIANTS[5])
-    assert {"forward", "backward"} <= set(compiled_kernels)
-
-
 def test_the_kernel_setting_and_backend_decide_before_any_measurement(monkeypatch):
-    from bntt_snntorch.kernels import choose_plan, compile_choice
+    from bntt_snntorch.kernels import auto_choice, choose_plan
 
     p = _block(2, VARIANTS[5], "triangle").neuron.params()
     x = torch.zeros(2, 4, 8, 4, 4)
-    monkeypatch.setattr(compile_choice, "measure_layer", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(auto_choice, "measure_layer", lambda *a: pytest.fail("measured"))
     monkeypatch.setenv("BNTT_KERNELS", "eager")
     assert choose_plan(x, p, bntt=True).path == "bntt-eager"
-    monkeypatch.setenv("BNTT_KERNELS", "compiled")
-    assert choose_plan(x, p, bntt=True).path == "bntt-compiled"
-    assert choose_plan(x.double(), p, bntt=True).path == "bntt-eager"  # no compiled float64 steps
+    monkeypatch.setenv("BNTT_KERNELS", "c")
+    assert choose_plan(x, p, bntt=True).path == "bntt-c"
+    assert choose_plan(x.double(), p, bntt=True).path == "bntt-eager"  # the C loops take float32
     monkeypatch.delenv("BNTT_KERNELS")
     assert choose_plan(x, p, bntt=True, backend="torch").path == "bntt-eager"
-
-
-def test_a_compile_failure_falls_back_to_the_eager_steps(monkeypatch):
-    from torch._inductor.exc import CppCompileError
-
-    from bntt_snntorch.kernels import clear_fallbacks, compiled_steps, explain
-    from bntt_snntorch.kernels import fallback as fallback_module
-
-    def broken(name, key):
-        raise CppCompileError(["c++"], "no C++ compiler")
-
-    monkeypatch.setenv("BNTT_KERNELS", "compiled")
-    monkeypatch.setattr(compiled_steps, "compiled", broken)
-    monkeypatch.setattr(fallback_module, "FALLBACKS", {})
-    fast = _block(2, VARIANTS[5], "triangle")
-    slow = copy.deepcopy(fast)
-    x = _input(2, 11)
-    warning = r"SpikingBlock \(.*\): the bntt-compiled kernels cannot run here \(CppCompileError.*BNTT_KERNELS=eager"
-    with pytest.warns(UserWarning, match=warning):
-        y_fast, gx_fast, _, _ = _run(fast, x, True, 11)
-    assert "no C++ compiler" in fallback_module.FALLBACKS["bntt-compiled"]
-    (line,) = explain(fast, x)
-    assert line.path == "bntt-eager" and "no C++ compiler" in line.reason and line.taken == "bntt-eager"
-    clear_fallbacks()
-    with pytest.warns(UserWarning, match="cannot run here"):  # planned compiled, took eager: explain shows both
-        (line,) = explain(fast, x)
-    assert (line.path, line.taken) == ("bntt-compiled", "bntt-eager") and "took bntt-eager" in str(line)
-    y_slow, gx_slow, _, _ = _run(slow, x, False, 11)
-    assert_close(y_fast, y_slow)
-    assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4)
+    monkeypatch.setenv("BNTT_KERNELS", "compiled")  # retired in 0.3: one line that says what to use
+    with pytest.raises(ValueError, match="compiled steps were retired in 0.3.*use auto, c, eager or triton"):
+        choose_plan(x, p, bntt=True)
 
 
 def test_a_bug_in_a_kernel_propagates_instead_of_falling_back(monkeypatch):
     """Only "cannot compile or launch here" falls back: any other error (a wrong shape, say) is a bug."""
-    from bntt_snntorch.kernels import compiled_steps
+    from bntt_snntorch.kernels import BLOCK_BACKENDS
     from bntt_snntorch.kernels import fallback as fallback_module
 
-    def buggy(name, key):
+    def buggy(*args, **kwargs):
         raise RuntimeError("shape '[4, 7]' is invalid for input of size 30")
 
-    monkeypatch.setenv("BNTT_KERNELS", "compiled")
-    monkeypatch.setattr(compiled_steps, "compiled", buggy)
+    monkeypatch.setenv("BNTT_KERNELS", "c")
+    monkeypatch.setattr(BLOCK_BACKENDS["bntt-c"], "forward_with_statistics", buggy)
     monkeypatch.setattr(fallback_module, "FALLBACKS", {})
     block = _block(2, VARIANTS[0], "triangle")
     with pytest.raises(RuntimeError, match="is invalid for input"):
@@ -288,33 +221,28 @@ def test_the_triton_statistics_kernel_is_inside_the_fallback_rule(monkeypatch):
     from triton.compiler.errors import CompilationError
 
     from bntt_snntorch import layers
-    from bntt_snntorch.kernels import Plan
+    from bntt_snntorch.kernels import BLOCK_BACKENDS, Plan
     from bntt_snntorch.kernels import fallback as fallback_module
 
-    def statistics_of(error):
-        def batch_statistics(path):
-            if path == "bntt-triton":
+    def failing(error):
+        def statistics(x_seq):
+            raise error
 
-                def fail(x_seq):
-                    raise error
-
-                return fail
-            return None
-
-        return batch_statistics
+        return statistics
 
     monkeypatch.setattr(fallback_module, "FALLBACKS", {})
-    monkeypatch.setattr(layers.SpikingBlock, "_plan", lambda self, cur, params, **_: Plan("bntt-triton", "forced"))
+    monkeypatch.setattr(layers.SpikingBlock, "_plan", lambda self, cur, params, *_: Plan("bntt-triton", "forced"))
     fast = _block(2, VARIANTS[0], "triangle")
     slow = copy.deepcopy(fast)
     x = _input(2, 11)
-    monkeypatch.setattr(layers, "batch_statistics", statistics_of(CompilationError("kernel.py", None, "no sm_90")))
+    triton_backend = BLOCK_BACKENDS["bntt-triton"]
+    monkeypatch.setattr(triton_backend, "statistics", failing(CompilationError("kernel.py", None, "no sm_90")))
     with pytest.warns(UserWarning, match="bntt-triton kernels cannot run here"):
         y = fast.train()(x)
     assert fast.__dict__["_kernel_path_taken"] == "bntt-eager"
     assert torch.equal(y, slow.train()(x))
     assert torch.equal(fast.norm[0].running_mean, slow.norm[0].running_mean)  # updated once
-    monkeypatch.setattr(layers, "batch_statistics", statistics_of(IndexError("index 9 is out of bounds")))
+    monkeypatch.setattr(triton_backend, "statistics", failing(IndexError("index 9 is out of bounds")))
     with pytest.raises(IndexError):
         fast(x)
 

@@ -88,7 +88,7 @@ def _run(block, x, fused: bool, amp: bool, grad_seed: int):
     with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=amp):
         if fused:
             y = block(x)
-            assert "bntt_leaky" in type(y.grad_fn).__name__, type(y.grad_fn).__name__
+            assert "BNTTLeaky" in type(y.grad_fn).__name__, type(y.grad_fn).__name__
         else:
             state, outs = None, []
             for t, x_t in enumerate(x):
@@ -160,57 +160,57 @@ def test_triton_bntt_block_equals_per_step(variant, sg, dtype, mode, affine, sca
 @pytest.mark.parametrize("variant", [pytest.param(v, id=f"quick-{v.name}") for v in VARIANTS])
 def test_currents_and_last_membrane_equal_the_reference(variant):
     """The kernel's normalisation and membrane (1e-5), run from the block's own statistics."""
-    from bntt_snntorch.kernels import BNTTNorm, bntt_leaky_scan, choose_plan
-    from bntt_snntorch.kernels.bntt_scan import coefficients
-    from bntt_snntorch.kernels.torch_scan import NeuronTensors
-    from bntt_snntorch.kernels.triton_bntt import batch_statistics, forward
-    from bntt_snntorch.kernels.triton_scan import params_tensor
+    from bntt_snntorch.kernels import BLOCK_BACKENDS, BlockSpec, Coefficients, choose_plan, fused_block
+    from bntt_snntorch.kernels.torch_scan import NeuronSpec, NeuronTensors
+    from bntt_snntorch.kernels.triton_bntt import batch_statistics
 
     block = _block(2, variant, SURROGATES[1], True, 0.5, 3, "triton").eval()
     x = _input(2, 5)
     with torch.no_grad():
         cur = block.synapse(x.flatten(0, 1)).unflatten(0, x.shape[:2])
-        weight, mean, var = block.norm.update_statistics(cur)
-        rstd, k, shift = coefficients(weight, mean, var, block.norm[0].eps, 0.5)
-        reference = torch.stack([block.norm.step(c, t) * 0.5 for t, c in enumerate(cur)])
+        weight = torch.stack(block.norm.step_gammas(cur))
+        mean, var = block.norm.running_statistics(0, cur.shape[0], torch.float32)
         p = block.neuron.params()
-        spk, last = forward(cur.contiguous(), k.contiguous(), shift.contiguous(), torch.zeros_like(cur[0]),
-                            params_tensor(NeuronTensors.of(p, x.device)), variant.codes)  # fmt: skip
+        spec = BlockSpec(NeuronSpec.of(p), block.norm[0].eps, 0.5, False)
+        k, shift, rstd = Coefficients.of(weight, mean, var, spec)
+        reference = torch.stack([block.norm.step(c, t) * 0.5 for t, c in enumerate(cur)])
+        spk, last = BLOCK_BACKENDS["bntt-triton"].forward(cur, Coefficients(k, shift, rstd), None,
+                                                          NeuronTensors.of(p, x.device), spec, True)  # fmt: skip
         _, last_ref, _ = _reference_h_and_last_membrane(block, x)
         assert_close(last, last_ref, atol=1e-5, rtol=0, msg="last membrane")
-        kernel_currents = cur * k[:, None, :, None, None] - (mean * k)[:, None, :, None, None]
+        kernel_currents = cur * k[:, None, :, None, None] + shift[:, None, :, None, None]
         assert_close(kernel_currents, reference, atol=1e-5, rtol=0, msg="currents")
         mean_k, var_k = batch_statistics(cur)
         assert_close(mean_k, cur.mean(dim=(1, 3, 4)), atol=1e-5, rtol=1e-5)
         assert_close(var_k, cur.var(dim=(1, 3, 4), unbiased=False), atol=1e-5, rtol=1e-5)
         plan = choose_plan(cur, p, "triton", bntt=True)
-        norm = BNTTNorm(weight, mean, var, block.norm[0].eps, 0.5, False)
-        assert torch.equal(bntt_leaky_scan(cur, norm, p, plan), spk)
+        assert plan.path == "bntt-triton"
+        assert torch.equal(fused_block(plan.path, cur, block.norm, p, 0.5)[0], spk)
 
 
 def test_quick_the_block_is_one_custom_op_for_torch_compile():
-    """torch.compile traces the block with no graph break: the statistics and the block are custom ops."""
+    """torch.compile traces the block with no graph break: its fused node is one torch.library op."""
     block = _block(2, VARIANTS[5], SURROGATES[0], True, 1.0, 0, "triton")
     x = _input(2, 1)
+    torch._dynamo.reset()
     explanation = torch._dynamo.explain(block)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     code = "\n".join(g.code for g in explanation.graphs)
-    assert "bntt_snntorch.bntt_leaky" in code and "bntt_snntorch.bntt_statistics" in code
+    assert "bntt_snntorch.fused_bntt_leaky" in code and "bntt-triton" in code
 
 
 def test_quick_the_custom_op_passes_opcheck():
-    from bntt_snntorch.kernels.triton_bntt import bntt_leaky
+    from bntt_snntorch.kernels.fused_block import fused_bntt_leaky
 
     T, B, C, L = 3, 2, 2, 4
     g = torch.Generator().manual_seed(0)
     x = torch.randn(T, B, C, L, generator=g).to(DEVICE).requires_grad_()
     weight = (torch.rand(T, C, generator=g) + 0.5).to(DEVICE).requires_grad_()
-    k, shift = (torch.rand(T, C, generator=g) + 0.5).to(DEVICE), torch.randn(T, C, generator=g).to(DEVICE)
-    mean, rstd = torch.randn(T, C).to(DEVICE), torch.rand(T, C).add(0.5).to(DEVICE)
-    params = torch.tensor([0.8, 0.7, 1.0], device=DEVICE, requires_grad=True)
-    m0 = torch.zeros(B, C, L, device=DEVICE)
-    args = (x, weight, k, shift, mean, rstd, m0, params, [0, 0, 2], [1.0, 2.0, 0.0], True, 0.5)
-    torch.library.opcheck(bntt_leaky, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    beta, theta = (torch.tensor(v, device=DEVICE, requires_grad=True) for v in (0.8, 0.7))
+    static = ("bntt-triton", [0, 0, 2], [1.0, 2.0, 0.0], False, 1e-5, 0.5, True, True, False)
+    args = (x, weight, None, None, None, beta, theta, torch.tensor(1.0, device=DEVICE), *static)
+    torch.library.opcheck(fused_bntt_leaky, args, test_utils=("test_schema", "test_autograd_registration",
+                                                               "test_faketensor"))  # fmt: skip
 
 
 def test_whole_model_on_the_triton_path_equals_its_per_step_run(monkeypatch):

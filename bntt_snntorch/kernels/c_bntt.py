@@ -22,8 +22,8 @@ Rows are chunks of a channel's spatial positions (convolutions of at least :data
 of a sample's ``C * L`` values (small maps, and ``L = 1``: linear synapses; coefficients and sums per
 element), taken in memory order so that every pass streams; sums are kept per thread and added up after.
 Subnormal floats count as zero inside the loops, the statistics of training's one-pass forward included (a
-decaying gradient would otherwise take the CPU's slow path; the difference is below 1e-38). float32 only;
-:func:`supports` says why not where they do not apply.
+decaying gradient would otherwise take the CPU's slow path; the difference is below 1e-38). float32 only
+(:class:`~.backends.CBackend` says why not where they do not apply).
 """
 
 from __future__ import annotations
@@ -53,15 +53,6 @@ def library(build: Build) -> c_build.Kernels:
     """The loops of ``build`` built (once per build; a library built before is loaded)."""
     built = c_build.build(["bntt.c"], {"definition.h": header(build)})
     return c_build.Kernels(built, [name for name in c_build.SIGNATURES if name.startswith("bntt_")])
-
-
-def supports(x_seq: torch.Tensor, p) -> str | None:
-    """Why these loops cannot run a block fed ``x_seq`` ``(T, B, C, ...)`` with neuron parameters ``p``, or None."""
-    if x_seq.device.type != "cpu" or x_seq.dtype != torch.float32:
-        return f"the C loops take float32 CPU input, got {x_seq.dtype} on {x_seq.device.type}"
-    if p.beta.numel() != 1 or p.threshold.numel() != 1:
-        return "the C loops take a scalar beta and threshold"
-    return None
 
 
 def _layout(x: torch.Tensor) -> dict[str, int]:

@@ -4,7 +4,7 @@
 definition's formulas for one variant, :mod:`.c_definition`) using the system's C compiler, the vector
 instructions of torch's CPU capability and torch's own OpenMP runtime, into a cache folder beside
 TorchInductor's (one library per source, headers and flags, written atomically); a failure is a
-:class:`~.fallback.CBuildError`, which the kernels' fallback rule turns into the torch path.
+:class:`CBuildError`, which the kernels' fallback rule turns into the torch path.
 
 :data:`SIGNATURES` is every C function's parameter list, name and C type, in order (a test reads the C files
 and holds them to it); :class:`Kernels` binds a library's functions by it and checks each call's arguments
@@ -24,7 +24,11 @@ from pathlib import Path
 
 import torch
 
-from .fallback import CBuildError
+
+class CBuildError(RuntimeError):
+    """C loops (:mod:`.c_bntt`, :mod:`.c_pool`) cannot be built here: no C compiler, or it failed (the fallback
+    rule, :mod:`.fallback`, turns it into the torch path)."""
+
 
 #: The C files, and the headers they share.
 CSRC = Path(__file__).parent / "csrc"
@@ -144,7 +148,7 @@ def compiler() -> str:
 def build(sources: Sequence[str], headers: Mapping[str, str] | None = None) -> ctypes.CDLL:
     """Compile the C files ``sources`` (names in :data:`CSRC`) with the generated ``headers`` (file name -> text,
     found before ``csrc/``'s own) into a shared library in :func:`cache_folder` (atomically; a library of the same
-    sources, headers and flags is reused) and load it; :class:`~.fallback.CBuildError` where that fails."""
+    sources, headers and flags is reused) and load it; :class:`CBuildError` where that fails."""
     headers = dict(headers or {})
     gomp = _torch_libgomp()
     # -ffp-contract=off: no fused multiply-adds, each product rounded as torch's ops round it;

@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import cache
 
 import torch
+from torch.nn.modules.utils import _pair
 
 from . import c_build
 
@@ -24,17 +25,29 @@ def library() -> c_build.Kernels:
     return c_build.Kernels(c_build.build(["pool.c"]), ["avg_pool_2x2", "avg_pool_2x2_backward"])
 
 
+def window(pool) -> tuple[list[int], list[int], list[int], int | None]:
+    """``(kernel_size, stride, padding, divisor_override)`` of an ``nn.AvgPool2d``, as lists of two."""
+    stride = pool.stride if pool.stride else pool.kernel_size
+    return list(_pair(pool.kernel_size)), list(_pair(stride)), list(_pair(pool.padding)), pool.divisor_override
+
+
 def applies(x: torch.Tensor, kernel_size, stride, padding, divisor_override) -> bool:
     """Whether the loops compute ``F.avg_pool2d(x, kernel_size, stride, padding, ...)``: a contiguous float32 CPU
     ``(N, C, H, W)`` tensor with even ``H`` and ``W``, 2x2 windows, stride 2, no padding, no divisor override
     (``ceil_mode`` and ``count_include_pad`` change nothing then)."""
+    return applies_to(tuple(x.shape), x.dtype, x.device.type, x.is_contiguous(), kernel_size, stride, padding,
+                      divisor_override)  # fmt: skip
+
+
+def applies_to(shape, dtype, device: str, contiguous: bool, kernel_size, stride, padding, divisor_override) -> bool:
+    """:func:`applies` from the input's shape, dtype, device and contiguity."""
     return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and x.shape[-2] % 2 == 0
-        and x.shape[-1] % 2 == 0
-        and x.is_contiguous()
+        device == "cpu"
+        and dtype == torch.float32
+        and len(shape) == 4
+        and shape[-2] % 2 == 0
+        and shape[-1] % 2 == 0
+        and contiguous
         and list(kernel_size) == [2, 2]
         and list(stride) == [2, 2]
         and list(padding) == [0, 0]

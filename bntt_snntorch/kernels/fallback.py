@@ -6,28 +6,25 @@ from __future__ import annotations
 
 import warnings
 
+from .backends import BLOCK_BACKENDS
+from .c_build import CBuildError
+
 #: Paths that failed in this process: path -> the error, in words.
 FALLBACKS: dict[str, str] = {}
-#: The path each fallible path falls back to.
+#: The path each fallible path falls back to: the Triton scan's, the C pooling's and each fused-block backend's own.
 FALLBACK_PATH = {
     "triton": "torch",
-    "bntt-triton": "bntt-eager",
-    "bntt-compiled": "bntt-eager",
-    "bntt-c": "bntt-eager",
-    "pool-c": "torch",
+    "pool-c": "pool-torch",
+    **{name: backend.fallback for name, backend in BLOCK_BACKENDS.items() if backend.fallback},
 }
-
-
-class CBuildError(RuntimeError):
-    """C loops (:mod:`.c_bntt`, :mod:`.c_pool`) cannot be built here: no C compiler, or it failed."""
 
 
 def fallback_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "this backend cannot compile or launch here": ImportError (no
     Triton), :class:`CBuildError` (no C compiler for :mod:`.c_bntt`), Dynamo's ``BackendCompilerFailed``,
     TorchInductor's ``InductorError``, ``CppCompileError``, ``InvalidCxxCompiler``, ``TritonMissing``,
-    ``GPUTooOldForTriton``, and Triton's ``CompilationError``, ``PTXASError`` and ``OutOfResources`` (those of
-    them this install has)."""
+    ``GPUTooOldForTriton`` (Triton's kernels go through them), and Triton's ``CompilationError``, ``PTXASError``
+    and ``OutOfResources`` (those of them this install has)."""
     import torch._dynamo.exc as dynamo_exc
     import torch._inductor.exc as inductor_exc
 
@@ -76,15 +73,15 @@ def clear_fallbacks() -> None:
     FALLBACKS.clear()
 
 
-def attempt(layer, path: str, run, fall_back: bool = True):
+def attempt(layer, path: str, run, fall_back: bool = True, warn: bool = True):
     """``(run(path), path)``; where ``path`` can fall back and ``run`` raises one of
-    :func:`fallback_errors`, the failure is recorded (:func:`record_failure`) and the result is
-    ``(run(fallback), fallback)``. Any other exception propagates, and so does every one when
-    ``fall_back`` is False (a backend the user forced)."""
+    :func:`fallback_errors`, the failure is recorded (:func:`record_failure`, with its warning unless ``warn`` is
+    False) and the result is ``(run(fallback), fallback)``. Any other exception propagates, and so does every one
+    when ``fall_back`` is False (a backend the user forced)."""
     if path not in FALLBACK_PATH or not fall_back:
         return run(path), path
     try:
         return run(path), path
     except fallback_errors() as err:
-        fallback = record_failure(path, err, layer)
+        fallback = record_failure(path, err, layer, warn)
         return run(fallback), fallback

@@ -1,28 +1,28 @@
-"""One place decides which kernel runs a layer: :func:`choose_plan` returns a named :class:`Plan`.
+"""The one place a layer's path is decided: :func:`choose_plan` returns a named :class:`Plan`, with its reason.
 
-Every layer asks it (``Leaky.multi_step`` for a scan, ``SpikingBlock`` for a synapse -> BNTT ->
-neuron block) with what decides the path: the device, the dtype, one step's size, the layer's
-``backend`` and whether its neuron and norm can be fused. The one environment override is
+Every layer asks it, once a call, with what decides the path: ``Leaky.multi_step`` for a scan,
+``SpikingBlock`` for a ``synapse -> norm -> neuron`` block (BPTT and the online rules alike), ``TimeDistributed``
+for average pooling. The facts it weighs: the device, the dtype, one step's size, the layer's ``backend``, the
+neuron and the norm, the kernels that failed before in this process, and the one environment override,
 ``BNTT_KERNELS``:
 
-* ``auto`` (default): Triton on CUDA; on CPU the eager torch kernels, the C loops (:mod:`.c_bntt`) or
-  the TorchInductor-compiled BNTT steps, whichever a measurement on this machine, at the layer's
-  shape, found faster (:mod:`.compile_choice`: taken once, kept beside the compile cache);
-* ``eager``: never compile, never Triton, no C loops (the torch kernels, average pooling's included);
-* ``compiled``: compile the BNTT steps on CPU at any size;
+* ``auto`` (default): Triton on CUDA; on CPU the eager steps or the C loops (:mod:`.c_bntt`), whichever a
+  measurement on this machine, at the layer's shape, found faster (:mod:`.auto_choice`: taken once, kept
+  beside TorchInductor's cache);
+* ``eager``: never Triton, no C loops (the torch kernels, average pooling's included);
 * ``c``: the C loops on CPU wherever they apply (float32 convolution and linear blocks, scalar leak and threshold);
 * ``triton``: Triton wherever it can run (on CPU under ``TRITON_INTERPRET=1``).
 
 Every setting but ``eager`` pools 2x2 windows of float32 CPU maps on C loops (:mod:`.pooling`, :mod:`.c_pool`:
 bit for bit torch's kernel, several times faster).
 
-One fallback rule (:func:`attempt`): only the errors that mean "this backend cannot compile or
-launch here" (:func:`fallback_errors`: a missing module, TorchInductor's and Dynamo's compile
-failures, Triton's compilation, PTX-assembler and out-of-resources errors) fall back, once, to the
-next path (Triton -> torch, compiled or C -> eager) with one warning naming the layer, the path, the
-cause and ``BNTT_KERNELS``; the failure is recorded in :data:`FALLBACKS` (cleared by
-:func:`clear_fallbacks`) and later plans take the next path and say why. Any other exception is a
-bug and propagates. :func:`explain` runs a model once and reports every layer's plan and the path
+The fused block's paths are the entries of the table :data:`~.backends.BLOCK_BACKENDS`; a plan names one, and
+the layer runs it (:func:`~.fused_block.fused_block`). One fallback rule (:func:`attempt`): only the errors that
+mean "this backend cannot compile or launch here" (:func:`fallback_errors`: a missing module or C compiler,
+Triton's compilation, PTX-assembler and out-of-resources errors) fall back, once, to the entry's fallback with
+one warning naming the layer, the path, the cause and ``BNTT_KERNELS``; the failure is recorded in
+:data:`FALLBACKS` (cleared by :func:`clear_fallbacks`) and later plans take the fallback and say why. Any other
+exception is a bug and propagates. :func:`explain` runs a model once and reports every layer's plan and the path
 it actually took.
 """
 
@@ -37,6 +37,7 @@ import torch
 from .._compat import old_kernel_setting
 from ..surrogate import Surrogate
 from . import fallback
+from .backends import BLOCK_BACKENDS
 from .fallback import (  # noqa: F401  (re-exported: the fallback rule is part of the plan's API)
     FALLBACK_PATH,
     FALLBACKS,
@@ -48,31 +49,39 @@ from .fallback import (  # noqa: F401  (re-exported: the fallback rule is part o
 )
 
 BACKENDS = ("auto", "reference", "torch", "triton")
-KERNEL_SETTINGS = ("auto", "eager", "compiled", "c", "triton")
+KERNEL_SETTINGS = ("auto", "eager", "c", "triton")
 
 
 @dataclass(frozen=True)
 class Plan:
     """How a layer runs and why.
 
-    ``path``: "reference" (the per-step autograd reference), "torch" / "triton" (a fused leaky
-    scan), "bntt-eager" / "bntt-compiled" / "bntt-c" / "bntt-triton" (BNTT and the neuron as one fused
-    node: batch norm's own kernels per step, TorchInductor-compiled steps, C loops, or one Triton kernel),
-    "unfused" (the norm, then the neuron's own scan).
+    ``path``: "reference" (the per-step autograd reference), "torch" / "triton" (a fused leaky scan),
+    "bntt-eager" / "bntt-c" / "bntt-triton" (a block's BNTT and neuron, and its synapse where it is a plain
+    convolution or linear layer, as one node on that entry of :data:`~.backends.BLOCK_BACKENDS`), "unfused" (a
+    block's norm, then its neuron's own plan), "pool-c" / "pool-torch" (2x2 average pooling on the C loops or
+    torch's kernel).
     """
 
     path: str
     reason: str
 
     @property
-    def bntt(self) -> bool:
-        """Whether BNTT and the neuron run as one fused node."""
-        return self.path.startswith("bntt-")
+    def fused(self) -> bool:
+        """Whether a block's BNTT and neuron run as one node (on :data:`~.backends.BLOCK_BACKENDS`\\ ``[path]``)."""
+        return self.path in BLOCK_BACKENDS
+
+    bntt = fused
 
 
 def kernel_setting() -> str:
     """``BNTT_KERNELS`` (default auto; an old spelling: :func:`bntt_snntorch._compat.old_kernel_setting`)."""
     setting = os.environ.get("BNTT_KERNELS") or old_kernel_setting() or "auto"
+    if setting == "compiled":
+        raise ValueError(
+            "BNTT_KERNELS=compiled: the TorchInductor-compiled steps were retired in 0.3 (the C loops beat them at "
+            "every layer measured); use auto, c, eager or triton"
+        )
     if setting not in KERNEL_SETTINGS:
         raise ValueError(f"BNTT_KERNELS must be one of {', '.join(KERNEL_SETTINGS)}, got {setting!r}")
     return setting
@@ -100,100 +109,188 @@ def triton_usable(device: torch.device) -> bool:
 
 
 def choose_plan(
-    x: torch.Tensor, p, backend: str = "auto", bntt: bool = False, calls_per_batch: int = 1, grad: bool | None = None
+    x: torch.Tensor,
+    p=None,
+    backend: str = "auto",
+    *,
+    block: bool = False,
+    norm=None,
+    neuron=None,
+    pool=None,
+    grad: bool | None = None,
+    bntt: bool | None = None,
 ) -> Plan:
-    """The plan for a layer fed ``x`` ``(T, B, ...)`` with neuron parameters ``p`` (LeakyParams, or None
-    for a neuron no kernel runs) and the user's ``backend``; ``bntt``: a BNTT norm precedes the neuron
-    and could be fused with it; ``calls_per_batch``: the layer's calls a batch (several for the online
-    rules' chunks; auto's compile must pay back over them); ``grad``: whether the call will be
-    differentiated (None: whether ``x`` requires grad, with grad mode on; given where ``x`` was computed
-    without a graph that is attached after). Raises a ValueError if a forced ``backend`` cannot run."""
+    """The plan for a layer fed ``x`` ``(T, B, ...)``.
+
+    A neuron (or a block's neuron) with parameters ``p`` (LeakyParams, or None for a neuron no kernel runs;
+    ``neuron``: the module, named in the reason) and the user's ``backend``; ``block=True``: a block whose
+    ``norm`` (a module, or None) precedes the neuron and could be fused with it (``bntt=True`` says the same for
+    a BNTT norm known to be fusable); ``pool``: an ``nn.AvgPool2d`` run on ``x`` ``(N, C, H, W)``. ``grad``:
+    whether the call will be differentiated (None: whether ``x`` requires grad, with grad mode on; given where
+    ``x`` was computed without a graph that is attached after). Raises a ValueError if a forced ``backend``
+    cannot run.
+
+    The decision is taken from these facts as Python constants (:func:`_decide`); under ``torch.compile`` it is
+    taken once while tracing, outside the traced graph (``assume_constant_result``: no graph break), where a
+    layer's shape not measured yet runs the eager steps (nothing is timed inside a trace)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    why_not = "the neuron is not a leaky layer the kernels run" if p is None else fusable(p)
+    facts = _facts(x, p, backend, block or bool(bntt), bool(bntt), norm, neuron, pool, grad)
+    path, reason, error = _decide_while_tracing(facts) if torch.compiler.is_compiling() else _decide(facts, p)
+    if error:
+        raise (RuntimeError if error == "RuntimeError" else ValueError)(reason)
+    return Plan(path, reason)
+
+
+def _facts(x, p, backend, block, bntt, norm, neuron, pool, grad) -> tuple:
+    """What the plan depends on, as Python constants."""
+    grad = torch.is_grad_enabled() and x.requires_grad if grad is None else grad
+    inputs = (tuple(x.shape), x.dtype, x.device.type, bool(grad), x.dim(), x.is_contiguous())
+    if pool is not None:
+        return ("pool", inputs, tuple(tuple(v) if isinstance(v, list) else v for v in _window(pool)))
+    neuron_facts = (bool(getattr(neuron, "inhibition", False) or getattr(neuron, "state_quant", False)),
+                    _origin(neuron), type(neuron).__name__)  # fmt: skip
+    p_facts = None if p is None else (fusable(p), p.beta.numel() == 1 and p.threshold.numel() == 1)
+    norm_facts = None
+    if norm is not None:
+        from ..bntt import BatchNormTT
+
+        bntt_norm = isinstance(norm, BatchNormTT)
+        norm_facts = (_origin(norm), type(norm).__name__, bntt_norm, bntt_norm and norm.fusable())
+    setting = kernel_setting()
+    return ("layer", inputs, backend, block, bntt, neuron_facts, p_facts, norm_facts, setting)
+
+
+def _window(pool):
+    from .c_pool import window
+
+    return window(pool)
+
+
+def _decide(facts: tuple, p=None) -> tuple[str, str, str | None]:
+    """``(path, reason, error)`` from :func:`_facts`' ``facts`` (``error``: the exception to raise with ``reason``,
+    or None). ``p``: the neuron's parameters, to measure a layer auto has not measured yet (None: no
+    measurement)."""
+    if facts[0] == "pool":
+        return (*_pool_plan(*facts[1:]), None)
+    _, inputs, backend, block, bntt, neuron, p_facts, norm, setting = facts
+    shape, dtype, device, grad = inputs[:4]
+    if block and not bntt:
+        unfused = _why_unfused(norm, neuron, p_facts)
+        if unfused:
+            return "unfused", unfused, None
+    why_not = _why_not_a_kernel(neuron, p_facts)
     if backend == "reference" or why_not:
         if backend in ("torch", "triton"):
-            raise ValueError(f"backend={backend!r} cannot run this layer: {why_not}; use backend='reference' or 'auto'")
+            message = f"backend={backend!r} cannot run this layer: {why_not}; use backend='reference' or 'auto'"
+            return "", message, "ValueError"
         reason = "backend='reference'" if backend == "reference" else why_not
-        return Plan("unfused" if bntt else "reference", reason)
-    setting = kernel_setting()
-    scalar = p.beta.numel() == 1 and p.threshold.numel() == 1
-    if backend == "triton" or (backend == "auto" and (x.is_cuda or setting == "triton")):
-        plan = _triton_plan(x, scalar, bntt, forced=backend == "triton")
+        return ("unfused" if block else "reference"), reason, None
+    if backend == "triton" or (backend == "auto" and (device == "cuda" or setting == "triton")):
+        plan = _triton_plan(device, dtype, p_facts, block, forced=backend == "triton")
         if plan is not None:
             return plan
-    if not bntt:
-        return Plan("torch", _why_torch(x, backend, setting))
-    compilable = backend == "auto" and x.device.type == "cpu" and scalar and x.dtype in _COMPILED_DTYPES
-    if compilable and setting in ("compiled", "c"):
-        path = "bntt-compiled" if setting == "compiled" else "bntt-c"
-        if path in fallback.FALLBACKS:
-            return Plan("bntt-eager", f"fallback: {path} failed before ({fallback.FALLBACKS[path]})")
-        why_not_c = _why_not_c(x, p) if setting == "c" else None
-        return Plan("bntt-eager", why_not_c) if why_not_c else Plan(path, f"BNTT_KERNELS={setting}")
-    if compilable and setting == "auto":
-        return _measured_plan(x, p, calls_per_batch, grad)
-    return Plan("bntt-eager", _why_torch(x, backend, setting))
+    if not block:
+        return "torch", _why_torch(shape, dtype, device, backend, setting), None
+    if backend == "auto" and device == "cpu" and setting in ("c", "auto"):
+        why_not_c = BLOCK_BACKENDS["bntt-c"].supports(dtype, device, p_facts[1])
+        if why_not_c:
+            return "bntt-eager", why_not_c, None
+        if "bntt-c" in fallback.FALLBACKS:
+            return "bntt-eager", f"fallback: bntt-c failed before ({fallback.FALLBACKS['bntt-c']})", None
+        if setting == "c":
+            return "bntt-c", "BNTT_KERNELS=c", None
+        return (*_measured_plan(shape, dtype, grad, p), None)
+    return "bntt-eager", _why_torch(shape, dtype, device, backend, setting), None
 
 
-def _why_not_c(x: torch.Tensor, p) -> str | None:
-    from .c_bntt import supports
-
-    return supports(x, p)
+#: :func:`_decide` as torch.compile runs it while tracing: once, its result a constant of the graph.
+_decide_while_tracing = torch.compiler.assume_constant_result(lambda facts: _decide(facts))
 
 
-def _measured_plan(x: torch.Tensor, p, calls_per_batch: int, grad: bool | None) -> Plan:
-    """auto on CPU: the path this machine's measurement at ``x``'s shape found fastest (by at least
-    :data:`~.compile_choice.MIN_GAIN`): the compiled steps, the C loops, or the eager ones."""
-    from . import compile_choice
-
-    grad = torch.is_grad_enabled() and x.requires_grad if grad is None else grad
-    m = compile_choice.measured(x, p, grad, calls_per_batch=calls_per_batch)
-    if m is None:
-        return Plan(
-            "bntt-eager", "auto: this shape is not measured yet, and nothing is timed while torch.compile traces"
-        )
-    path = m.path
-    if path in fallback.FALLBACKS:
-        instead = m.uncompiled[0] if path == "bntt-compiled" else "bntt-eager"
-        instead = "bntt-eager" if instead in fallback.FALLBACKS else instead
-        return Plan(instead, f"fallback: {path} failed before ({fallback.FALLBACKS[path]})")
-    return Plan(path, f"auto, {m}")
+def _origin(module) -> str:
+    """ "plug-in " for a layer defined outside this package, else ""."""
+    return "" if type(module).__module__.startswith("bntt_snntorch.") else "plug-in "
 
 
-_COMPILED_DTYPES = (torch.float32, torch.bfloat16)
-
-
-def _triton_plan(x: torch.Tensor, scalar: bool, bntt: bool, forced: bool) -> Plan | None:
-    path = "bntt-triton" if bntt else "triton"
-    problem = None
-    if not triton_usable(x.device):
-        problem = "Triton is not installed or cannot run on this device"
-    elif not scalar:
-        problem = "the Triton kernels take a scalar beta and threshold"
-    elif x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        problem = f"the Triton kernels take float32/bfloat16/float16 input, got {x.dtype}"
-    elif path in fallback.FALLBACKS:
-        if forced:
-            raise RuntimeError(
-                f"backend='triton': the Triton path failed before in this process: {fallback.FALLBACKS[path]}"
-            )
-        return Plan("bntt-eager" if bntt else "torch", f"fallback: {path} failed before ({fallback.FALLBACKS[path]})")
-    if problem is None:
-        return Plan(path, "CUDA" if x.is_cuda else "TRITON_INTERPRET=1 / BNTT_KERNELS=triton")
-    if forced:
-        raise ValueError(f"backend='triton': {problem}")
+def _why_unfused(norm, neuron, p_facts) -> str | None:
+    """Why a block's norm and neuron cannot run as one fused node, or None."""
+    if norm is None:
+        return "no norm"
+    origin, name, bntt_norm, fusable_norm = norm
+    if not bntt_norm:
+        return f"{origin}norm {name} is not a BNTT: its own multi_step, then the neuron"
+    if not fusable_norm:
+        return f"{name} synchronised over ranks or with cumulative averages"
+    if p_facts is None:
+        return f"{neuron[1]}neuron {neuron[2]}: kernel_params() is None, its own step runs (fused: leaky neurons)"
     return None
 
 
-def _why_torch(x: torch.Tensor, backend: str, setting: str) -> str:
+def _why_not_a_kernel(neuron, p_facts) -> str | None:
+    """Why no kernel runs the neuron, or None."""
+    if neuron[0]:
+        return "inhibition / state_quant: snnTorch's own step, looped"
+    return "the neuron is not a leaky layer the kernels run" if p_facts is None else p_facts[0]
+
+
+def _measured_plan(shape, dtype, grad: bool, p) -> tuple[str, str]:
+    """auto on CPU: the path this machine's measurement at ``shape`` found faster (the C loops by at least
+    :data:`~.auto_choice.MIN_GAIN`, else the eager steps); measured now where it was not and ``p`` is given."""
+    from . import auto_choice
+
+    m = auto_choice.measured(shape, dtype, p, grad)
+    if m is None:
+        return "bntt-eager", "auto: this shape is not measured yet, and nothing is timed while torch.compile traces"
+    return m.path, f"auto, {m}"
+
+
+def _triton_plan(device: str, dtype, p_facts, block: bool, forced: bool):
+    path = "bntt-triton" if block else "triton"
+    problem = None
+    if not triton_usable(torch.device(device)):
+        problem = "Triton is not installed or cannot run on this device"
+    else:  # the scan takes what the block's kernels take
+        problem = BLOCK_BACKENDS["bntt-triton"].supports(dtype, device, p_facts[1])
+    if problem is None and path in fallback.FALLBACKS:
+        if forced:
+            return "", f"backend='triton': the Triton path failed before in this process: {fallback.FALLBACKS[path]}", \
+                "RuntimeError"  # fmt: skip
+        return FALLBACK_PATH[path], f"fallback: {path} failed before ({fallback.FALLBACKS[path]})", None
+    if problem is None:
+        return path, "CUDA" if device == "cuda" else "TRITON_INTERPRET=1 / BNTT_KERNELS=triton", None
+    if forced:
+        return "", f"backend='triton': {problem}", "ValueError"
+    return None
+
+
+def _why_torch(shape, dtype, device: str, backend: str, setting: str) -> str:
     if backend == "torch":
         return "backend='torch'"
     if setting == "eager":
         return "BNTT_KERNELS=eager"
-    if x.is_cuda:
+    if device == "cuda":
         return "CUDA without a usable Triton path"
-    return f"{x.device.type}, {x[0].numel()} neurons a step ({x.dtype})"
+    neurons = 1
+    for n in shape[1:]:
+        neurons *= n
+    return f"{device}, {neurons} neurons a step ({dtype})"
+
+
+def _pool_plan(inputs, window) -> tuple[str, str]:
+    """Average pooling: the C loops where they compute the pool (:func:`~.c_pool.applies`), else torch's kernel."""
+    from . import c_pool
+
+    shape, dtype, device, _, dims, contiguous = inputs
+    if torch.compiler.is_compiling():
+        return "pool-torch", "torch.compile traces torch's kernel"
+    if "pool-c" in fallback.FALLBACKS:
+        return "pool-torch", f"fallback: pool-c failed before ({fallback.FALLBACKS['pool-c']})"
+    if kernel_setting() == "eager":
+        return "pool-torch", "BNTT_KERNELS=eager"
+    if not c_pool.applies_to(shape, dtype, device, contiguous, *window):
+        return "pool-torch", "not 2x2 windows, stride 2, of a contiguous float32 CPU map with even sides"
+    return "pool-c", "2x2 windows of a float32 CPU map: C loops, bit for bit torch's kernel"
 
 
 # -- explain ----------------------------------------------------------------------------------------
@@ -202,7 +299,10 @@ _RECORDING: list | None = None
 
 def report(module, plan: Plan) -> Plan:
     """Called by a layer with the plan it takes; recorded while :func:`explain` runs. Until the layer
-    says otherwise (:func:`record_taken`), the path taken is the plan's."""
+    says otherwise (:func:`record_taken`), the path taken is the plan's. (Nothing is recorded inside a
+    torch.compile trace.)"""
+    if torch.compiler.is_compiling():
+        return plan
     if _RECORDING is not None:
         _RECORDING.append((module, plan))
     record_taken(module, plan.path)
@@ -211,7 +311,7 @@ def report(module, plan: Plan) -> Plan:
 
 def record_taken(module, path: str) -> None:
     """The path ``module``'s last call actually ran (the plan's, or its fallback's)."""
-    if module is not None:
+    if module is not None and not torch.compiler.is_compiling():
         module.__dict__["_kernel_path_taken"] = path
 
 

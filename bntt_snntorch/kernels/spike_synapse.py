@@ -2,8 +2,8 @@
 
 ``spike_synapse``: on spike input, the input kept as int8 codes for backward. It is
 :func:`synapse_value` (the output without a graph) then :func:`with_gradient` (the gradient attached):
-a block computes the value first where its plan needs the output's shape, and on the C path in
-training hands both to the block's one node (:mod:`.c_block`) instead of attaching the gradient.
+a block computes the value first where its plan needs the output's shape, and where the block runs as one
+fused node (:mod:`.fused_block`) hands both to it instead of attaching the gradient.
 
 A synapse's weight gradient needs its input. Between spiking layers that input
 is spikes (0 or the graded factor g) or average-pooled spikes (multiples of
@@ -66,17 +66,17 @@ def _synapse_op(x: torch.Tensor, weight: torch.Tensor, conv: dict | None) -> tor
     return F.conv2d(x, weight, None, **conv) if conv is not None else F.linear(x, weight)
 
 
-def synapse_backward(ctx, grad, weight_input, weight):
-    """``(grad_x, grad_w)`` of the synapse: ``grad_x`` from the weight, ``grad_w`` from ``weight_input``
+def synapse_backward(grad, weight_input, weight, conv: dict | None, x_shape, x_dtype, need_x: bool):
+    """``(grad_x, grad_w)`` of the synapse (``conv``: its convolution's arguments, None for a linear one) whose input
+    had ``x_shape`` and ``x_dtype``: ``grad_x`` from the weight where ``need_x``, ``grad_w`` from ``weight_input``
     (what stands for the input in the weight gradient; None when no weight gradient is asked)."""
     wc = weight.to(grad.dtype)
-    need_x, need_w = ctx.needs_input_grad[0], weight_input is not None
+    need_w = weight_input is not None
     grad_x = grad_w = None
-    if ctx.conv is not None:
-        x = weight_input if need_w else grad.new_zeros(()).expand(ctx.shape)  # sizes only
-        c = ctx.conv
+    if conv is not None:
+        x = weight_input if need_w else grad.new_zeros(()).expand(x_shape)  # sizes only
         grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad, x, wc, None, c["stride"], c["padding"], c["dilation"], False, [0, 0], c["groups"],
+            grad, x, wc, None, conv["stride"], conv["padding"], conv["dilation"], False, [0, 0], conv["groups"],
             [need_x, need_w, False],
         )  # fmt: skip
     else:
@@ -84,7 +84,7 @@ def synapse_backward(ctx, grad, weight_input, weight):
             grad_x = grad @ wc
         if need_w:
             grad_w = grad.flatten(0, -2).T @ weight_input.flatten(0, -2)
-    grad_x = None if grad_x is None else grad_x.to(ctx.x_dtype)
+    grad_x = None if grad_x is None else grad_x.to(x_dtype)
     grad_w = None if grad_w is None else grad_w.to(weight.dtype)
     return grad_x, grad_w
 
@@ -118,7 +118,8 @@ class _SynapseGradient(torch.autograd.Function):
     def backward(ctx, grad):
         kept, weight = ctx.saved_tensors
         x = None if kept is None else input_for_weight(kept, ctx.quantum, grad.dtype)
-        return (*synapse_backward(ctx, grad, x, weight), None, None, None)
+        grads = synapse_backward(grad, x, weight, ctx.conv, ctx.shape, ctx.x_dtype, ctx.needs_input_grad[0])
+        return (*grads, None, None, None)
 
 
 class _TraceSynapse(torch.autograd.Function):
@@ -132,7 +133,8 @@ class _TraceSynapse(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         trace, weight = ctx.saved_tensors
-        grad_x, grad_w = synapse_backward(ctx, grad, None if trace is None else trace.to(grad.dtype), weight)
+        grad_x, grad_w = synapse_backward(grad, None if trace is None else trace.to(grad.dtype), weight, ctx.conv,
+                                          ctx.shape, ctx.x_dtype, ctx.needs_input_grad[0])  # fmt: skip
         return grad_x, None, grad_w, None
 
 

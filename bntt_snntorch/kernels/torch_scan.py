@@ -105,11 +105,14 @@ def forward_scan(
     return m
 
 
-def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec: NeuronSpec, need, grad_x_at):
+def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec: NeuronSpec, need, grad_x_at,
+                  through_time: bool = True):  # fmt: skip
     """Reverse scan from the saved ``h_seq``; ``grad_x_at(t, delta_h)`` receives ``dL/dh_t`` (the state's
-    dtype, a one-step buffer) and stores what it needs. ``need = (beta, theta)`` flags.
+    dtype, a one-step buffer) and stores what it needs. ``need = (beta, theta)`` flags; ``through_time=False``:
+    no gradient carried from step t + 1 to step t (the online rules).
 
-    Returns ``(grad_mem0, grad_beta, grad_theta)`` (``None`` where not needed)."""
+    Returns ``(grad_mem0, leak term, threshold term)``: the leak's of the clamped leak (its clamp's mask is the
+    caller's), each in its parameter's shape (``None`` where not needed)."""
     beta, theta, g = D.clamp_leak(tensors.beta), tensors.theta, None if spec.unit_spikes else tensors.g
     _, DELAYED, SAME = spec.variant.codes
     # the previous membrane enters a reverse step only through its reset (delayed or snnTorch's) or the leak term
@@ -118,6 +121,7 @@ def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec:
     carry, d_beta, d_theta = None, None, None
     for t in reversed(range(h_seq.shape[0])):
         h, m_prev = h_seq[t], None if mem_seq is None else (mem0 if t == 0 else mem_seq[t - 1])
+        carry = carry if through_time else None
         delta_m = carry if grad_mem is None else (grad_mem[t] if carry is None else grad_mem[t] + carry)
         slope = spec.surrogate.derivative(h - theta)
         carry, beta_t, theta_t = backward_into(
@@ -131,8 +135,7 @@ def backward_scan(grad_spk, grad_mem, h_seq, mem0, tensors: NeuronTensors, spec:
         if need[1]:
             theta_t = reduce_to(theta_t, tensors.theta.shape)
             d_theta = theta_t if d_theta is None else d_theta + theta_t
-    grad_beta = None if d_beta is None else d_beta * D.leak_gradient_mask(tensors.beta)
-    return carry, grad_beta, d_theta
+    return carry, d_beta, d_theta
 
 
 class LeakyScan(torch.autograd.Function):
@@ -157,6 +160,7 @@ class LeakyScan(torch.autograd.Function):
             grad_spk, grad_mem, h_seq, mem0, NeuronTensors(beta, theta, g), ctx.spec, need,
             lambda t, delta_h: grad_x[t].copy_(delta_h),
         )  # fmt: skip
+        grad_beta = None if grad_beta is None else grad_beta * D.leak_gradient_mask(beta)
         if grad_mem0 is None:
             grad_mem0 = torch.zeros_like(mem0)
         return grad_x, grad_mem0, grad_beta, grad_theta, None, None

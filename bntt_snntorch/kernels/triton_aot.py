@@ -71,7 +71,8 @@ def bntt_backward_source(variant: Variant, surrogate: str, dtype: str) -> ASTSou
         gs_ptr=dtype, x_ptr=dtype, k_ptr="fp32", shift_ptr="fp32", mean_ptr="fp32", m0_ptr="fp32", mem_ptr="fp32",
         dy_ptr=dtype, sums_ptr="fp32", part_ptr="fp32", params_ptr="fp32",
     )  # fmt: skip
-    constexprs = {**_codes(variant), "SURR": SURROGATE_NAMES.index(surrogate), "ROUND": dtype != "fp32"}
+    constexprs = {**_codes(variant), "SURR": SURROGATE_NAMES.index(surrogate), "ROUND": dtype != "fp32",
+                  "THROUGH_TIME": True}  # fmt: skip
     return _source(
         tb._backward_kernel, pointers, {"a": "fp32", "b": "fp32", **_LAYOUT}, constexprs | {"BLOCK": tb.BLOCK}
     )

@@ -12,10 +12,11 @@ program holds ``BLOCK`` neurons of one channel, so its step's statistics are two
   per-(step, channel) sums; ``_input_grad_kernel`` then turns it into batch norm's input gradient
   in place.
 
-Kept for backward: the synapse output in its own dtype and the ``(T, C)`` statistics; nothing of
-the neuron. The block is one ``torch.library`` custom op (``bntt_snntorch::bntt_leaky``) with its
-backward registered, so ``torch.compile`` and CUDA graphs see one node. Runs on CUDA, and on CPU
-under ``TRITON_INTERPRET=1`` (how the tests check it without a GPU).
+The block's node (:mod:`.fused_block`: the synapse output in its own dtype and the ``(T, C)`` statistics kept,
+nothing of the neuron) runs these as the ``bntt-triton`` entry of :data:`~.backends.BLOCK_BACKENDS`; under
+``torch.compile`` that node is one ``torch.library`` op (``bntt_snntorch::fused_bntt_leaky``), so compiled graphs
+and CUDA graphs see one node. Runs on CUDA, and on CPU under ``TRITON_INTERPRET=1`` (how the tests check it
+without a GPU).
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ def _backward_kernel(
     gs_ptr, x_ptr, k_ptr, shift_ptr, mean_ptr, m0_ptr, mem_ptr, dy_ptr, sums_ptr, part_ptr, params_ptr, a, b, T, B, C,
     L,
     RESET: tl.constexpr, DELAYED: tl.constexpr, SAME: tl.constexpr, SURR: tl.constexpr, ROUND: tl.constexpr,
-    BLOCK: tl.constexpr,
+    THROUGH_TIME: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Program ``(c, chunk)``: recompute the membranes forward into ``mem_ptr`` (float32, T steps), then
-    walk back writing ``dy = dL/dcurrent`` (rounded to the input's dtype with ``ROUND``) and adding
-    ``sum(dy)`` and ``sum(dy * (x - mean))`` per (step, channel) into ``sums_ptr`` ``(T, C, 2)``, and this
-    program's beta / theta terms into ``part_ptr``."""
+    walk back writing ``dy = dL/dcurrent`` (rounded to the input's dtype with ``ROUND``) and adding ``sum(dy)``
+    and the definition's centred sum (``centred_gradient``) per (step, channel) into ``sums_ptr`` ``(T, C, 2)``,
+    and this program's beta / theta terms into ``part_ptr``. ``THROUGH_TIME`` False: no gradient carried from step t + 1
+    to step t (the online rules)."""
     c = tl.program_id(0)
     chunk = tl.program_id(1)
     j = chunk * BLOCK + tl.arange(0, BLOCK)
@@ -134,7 +136,11 @@ def _backward_kernel(
         h = D.charge(cur, m_prev, D.previous_reset(m_prev, theta, DELAYED, SAME), beta, theta, RESET, DELAYED)
         slope = D.surrogate_derivative(h - theta, a, b, SURR)
         gs = tl.load(gs_ptr, mask=mask, other=0.0).to(tl.float32)
-        dy, carry, beta_t, theta_t = D.backward_step(gs, carry, h, m_prev, beta, theta, g, slope, RESET, DELAYED, SAME)
+        delta_m = carry
+        if not THROUGH_TIME:
+            delta_m = tl.zeros((BLOCK,), dtype=tl.float32)
+        dy, carry, beta_t, theta_t = D.backward_step(gs, delta_m, h, m_prev, beta, theta, g, slope, RESET, DELAYED,
+                                                     SAME)  # fmt: skip
         if ROUND:
             dy = dy.to(x.dtype).to(tl.float32)  # the gradient of a bf16 / fp16 current is in that dtype
         dy = tl.where(mask, dy, 0.0)
@@ -181,26 +187,15 @@ def _layout(x: torch.Tensor) -> tuple[int, int, int, int]:
     return T, B, C, x[0, 0, 0].numel()
 
 
-@torch.library.custom_op("bntt_snntorch::bntt_statistics", mutates_args=())
-def bntt_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each step's per-channel mean and biased variance of ``x`` ``(T, B, C, ...)`` (contiguous): two
-    float32 ``(T, C)`` tensors, one kernel."""
+def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each step's per-channel mean and biased variance of ``x_seq`` ``(T, B, C, ...)``: two float32 ``(T, C)``
+    tensors, one kernel."""
+    x = x_seq.detach().contiguous()
     T, B, C, L = _layout(x)
     mean = torch.empty(T, C, dtype=torch.float32, device=x.device)
     var = torch.empty_like(mean)
     _stats_kernel[(T * C,)](x, mean, var, B, C, L, BLOCK=BLOCK)
     return mean, var
-
-
-@bntt_statistics.register_fake
-def _(x):
-    stats = x.new_empty(x.shape[0], x.shape[2], dtype=torch.float32)
-    return stats, torch.empty_like(stats)
-
-
-def batch_statistics(x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each step's per-channel mean and biased variance of ``x_seq`` ``(T, B, C, ...)`` (float32 ``(T, C)``)."""
-    return bntt_statistics(x_seq.detach().contiguous())
 
 
 def forward(x, k, shift, mem0, params, codes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,10 +212,10 @@ def forward(x, k, shift, mem0, params, codes) -> tuple[torch.Tensor, torch.Tenso
     return spk, mem
 
 
-def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool):
+def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool, through_time=True):
     """``(dL/dx, sum(dy * xhat) (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the spikes' gradient
     (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in training. ``surrogate``:
-    ``(SURR, a, b)``."""
+    ``(SURR, a, b)``; ``through_time=False``: each step's gradient through its own input only."""
     T, B, C, L = _layout(x)
     chunks = triton.cdiv(B * L, BLOCK)
     mem = torch.empty(x.shape, dtype=torch.float32, device=x.device)  # transient: the recomputed membranes
@@ -231,7 +226,8 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     SURR, a, b = surrogate
     _backward_kernel[(C, chunks)](
         grad_spk.contiguous(), x, k, shift, mean, mem0, mem, grad_x, sums, part, params, float(a), float(b), T, B, C,
-        L, RESET=RESET, DELAYED=bool(DELAYED), SAME=SAME, SURR=int(SURR), ROUND=x.dtype != torch.float32, BLOCK=BLOCK,
+        L, RESET=RESET, DELAYED=bool(DELAYED), SAME=SAME, SURR=int(SURR), ROUND=x.dtype != torch.float32,
+        THROUGH_TIME=bool(through_time), BLOCK=BLOCK,
     )  # fmt: skip
     del mem
     sum_dy_xhat, mean_dy, mean_dy_xhat = definition.gradient_moments(sums[..., 0], sums[..., 1], rstd, B * L)
@@ -239,74 +235,3 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     _input_grad_kernel[(C, chunks)](grad_x, x, k, mean, rstd, moments, T, B, C, L, TRAINING=training, BLOCK=BLOCK)
     totals = part.sum(0)
     return grad_x, sum_dy_xhat, totals[0], totals[1]
-
-
-# -- one custom op for torch.compile and CUDA graphs ------------------------------------------------
-@torch.library.custom_op("bntt_snntorch::bntt_leaky", mutates_args=())
-def bntt_leaky(
-    x: torch.Tensor,
-    weight: torch.Tensor | None,
-    k: torch.Tensor,
-    shift: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-    mem0: torch.Tensor,
-    params: torch.Tensor,
-    codes: list[int],
-    surrogate: list[float],
-    training: bool,
-    scale: float,
-) -> torch.Tensor:
-    """Spikes of the fused block. ``x`` ``(T, B, C, ...)`` contiguous; ``weight``: the gammas ``(T, C)`` (their
-    gradient is this op's; None for ``affine=False``); ``k``, ``shift``, ``mean``, ``rstd`` ``(T, C)`` float32
-    (computed from the gammas without a graph, the block's input ``scale`` folded in); ``mem0`` ``(B, C, ...)``
-    float32; ``params`` = ``[beta, theta, g]``; ``codes`` = ``[RESET, DELAYED, SAME]``; ``surrogate`` =
-    ``[SURR, a, b]``."""
-    return forward(x, k, shift, mem0, params, codes)[0]
-
-
-@bntt_leaky.register_fake
-def _(x, weight, k, shift, mean, rstd, mem0, params, codes, surrogate, training, scale):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("bntt_snntorch::bntt_leaky_backward", mutates_args=())
-def bntt_leaky_backward(
-    grad_spk: torch.Tensor,
-    x: torch.Tensor,
-    k: torch.Tensor,
-    shift: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-    mem0: torch.Tensor,
-    params: torch.Tensor,
-    codes: list[int],
-    surrogate: list[float],
-    training: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(dL/dx, sum(dy * xhat) (T, C), dL/dparams)`` of :func:`bntt_leaky`."""
-    grad_x, sum_dy_xhat, grad_beta, grad_theta = backward(
-        grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training
-    )
-    grad_beta = grad_beta * definition.leak_gradient_mask(params[0])
-    return grad_x, sum_dy_xhat, torch.stack([grad_beta, grad_theta, torch.zeros_like(grad_beta)])
-
-
-@bntt_leaky_backward.register_fake
-def _(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training):
-    return torch.empty_like(x), torch.empty_like(k), torch.empty_like(params)
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, k, shift, mean, rstd, mem0, params, codes, surrogate, training, scale = inputs
-    ctx.save_for_backward(x, k, shift, mean, rstd, mem0, params)
-    ctx.static, ctx.scale, ctx.affine = (codes, surrogate, training), scale, weight is not None
-
-
-def _backward(ctx, grad_spk):
-    grad_x, sum_dy_xhat, grad_params = bntt_leaky_backward(grad_spk, *ctx.saved_tensors, *ctx.static)
-    grad_weight = sum_dy_xhat * ctx.scale if ctx.affine and ctx.needs_input_grad[1] else None
-    return grad_x, grad_weight, None, None, None, None, None, grad_params, None, None, None, None
-
-
-bntt_leaky.register_autograd(_backward, setup_context=_setup_context)

@@ -166,7 +166,7 @@ def _chunked_backward(
         with autocast():
             for i, layer in enumerate(net.features):
                 if isinstance(layer, SpikingBlock):
-                    x, states[i] = layer.local_steps(x, first, states.get(i), calls_per_batch=-(-T // chunk))
+                    x, states[i] = layer.local_steps(x, first, states.get(i))
                 else:
                     x = layer.multi_step(x)
             out = at_least_float32(net.classifier(x))
