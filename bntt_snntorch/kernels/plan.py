@@ -191,6 +191,8 @@ def _decide(facts: tuple, p=None) -> tuple[str, str, str | None]:
         if plan is not None:
             return plan
     if not block:
+        if torch.compiler.is_compiling():  # (inside the trace's constant decision) the scans are opaque calls
+            return "reference", "torch.compile traces the per-step reference (TorchInductor fuses its steps)", None
         return "torch", _why_torch(shape, dtype, device, backend, setting), None
     if backend == "auto" and device == "cpu" and setting in ("c", "auto"):
         why_not_c = BLOCK_BACKENDS["bntt-c"].supports(dtype, device, p_facts[1])
