@@ -4,9 +4,10 @@ benchmarks/results/gpu-<device>.md and .json next to the projection (gpu-project
     python benchmarks/gpu_check.py            # about 3-5 minutes on one H100 / H200; run it alone
 
 * Without a CUDA GPU it prints one line and exits 0 (that is what CI runs).
-* The tests: tests/test_triton_bntt.py (the fused Triton BNTT block against the per-step reference, its
-  custom op, a whole model) and tests/test_kernels.py (every leaky scan, Triton included) on the device;
-  the Triton kernels are JIT-compiled there. ``--tests full`` runs the whole matrix.
+* The tests: the Triton entry of tests/test_backends.py (the fused block against the per-step reference: training,
+  the online rule, bf16; eval too with ``--tests full``), tests/test_triton_bntt.py (its currents, its
+  torch.library op, a whole model) and tests/test_kernels.py (every leaky scan, Triton included) on the device;
+  the Triton kernels are JIT-compiled there.
 * The rows (benchmarks/throughput.py, one process each): (a) the snnTorch per-step loop, (c) ours (on
   CUDA: the fused Triton BNTT block), (e) the ReLU ceiling, (f) SpikingJelly where it is installed; each
   in float32 and bf16 autocast, VGG9 T=25 at two batch sizes; train and inference images/s,
@@ -79,11 +80,11 @@ def run_tests(selection: str, env: dict, timeout: int) -> dict:
     if selection == "none":
         return dict(selection="none")
     keyword = {
-        "quick": "quick or whole_model or triton-cuda or torch-cuda",
-        "full": "quick or full or whole_model or cuda",
+        "quick": "(bntt-triton and not eval) or test_triton_bntt or triton-cuda or torch-cuda",
+        "full": "bntt-triton or test_triton_bntt or cuda",
     }[selection]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton_bntt.py",
-           "tests/test_kernels.py", "-k", keyword]  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_backends.py",
+           "tests/test_triton_bntt.py", "tests/test_kernels.py", "-k", keyword]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]

@@ -1,5 +1,5 @@
-"""Deprecated alias of ``python -m bntt_snntorch compare-norms`` (:mod:`bntt_snntorch._compat`)."""
+"""Deprecated alias of ``python -m bntt_snntorch compare-norms`` (:mod:`bntt_snntorch.commands.compat`)."""
 
-from ._compat import alias_module
+from .commands.compat import alias_module
 
 alias_module("bntt_snntorch.compare_norms", __name__)

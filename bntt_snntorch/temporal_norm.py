@@ -253,5 +253,11 @@ def none(num_features: int, num_steps: int, dims: int) -> None:
     return None
 
 
+def _old_temporal_norm(kind: str, num_features: int, time_steps: int, dims: int, bntt_eps: float = 1e-5):
+    """0.1's ``temporal_norm(kind, num_features, time_steps, dims, bntt_eps)``."""
+    return create_norm(kind, num_features, time_steps, dims, **({"eps": bntt_eps} if kind == "bntt" else {}))
+
+
 def __getattr__(name: str):
-    return old_attribute(__name__, name)
+    return old_attribute(__name__, name, {"temporal_norm": lambda: _old_temporal_norm,
+                                          "NORMS": lambda: tuple(list_norms())})  # fmt: skip

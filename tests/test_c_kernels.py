@@ -1,11 +1,7 @@
-"""The C loops of the fused BNTT block (bntt_snntorch/kernels/c_bntt.py, generated from the definition and
-built with the system's C compiler) against the per-step reference, and how they fall back.
-
-Every variant and surrogate of tests/test_lean.py's cases (convolution and linear blocks; convolutions in both
-layouts of the loops: flat and a channel's rows), training and eval, on
-fresh random inputs: spikes, gradients of the input, synapse weight, gammas, beta and threshold, and the
-running statistics, at test_lean.py's tolerances (float32 1e-5 abs / 1e-4 rel; parameter gradients
-1e-4 relative to their largest entry).
+"""The C loops of the fused BNTT block (kernels/csrc/bntt.c around the definition's generated functions, built with
+the system's C compiler): their statistics, their one-pass training forward and the whole block as one node, bit
+for bit; their running statistics; their binding's signature table and checks; how they fall back. (Against the
+per-step reference, in both layouts of the loops, with every other backend: tests/test_backends.py.)
 """
 
 import copy
@@ -15,14 +11,14 @@ import zlib
 import pytest
 import torch
 
-from bntt_snntorch.kernels import BLOCK_BACKENDS, c_bntt, c_build, choose_plan, clear_fallbacks
+from bntt_snntorch.kernels import BLOCK_BACKENDS, c_bntt, c_build, c_pool, choose_plan, clear_fallbacks
 from bntt_snntorch.kernels.auto_choice import Measurement
 from bntt_snntorch.kernels.c_definition import Build
 from bntt_snntorch.neurons import bntt_leaky
 from bntt_snntorch.profiling import saved_tensor_bytes
 
-from .helpers import assert_close
-from .test_lean import CASES, _block, _input, _run, assert_matches_reference
+from .backends import make_block, make_input
+from .helpers import VARIANTS, assert_close
 
 pytestmark = pytest.mark.skipif(shutil.which(c_build.compiler()) is None, reason="no C compiler here")
 
@@ -33,39 +29,12 @@ def c_loops(monkeypatch, tmp_path):
     monkeypatch.setenv("BNTT_KERNELS", "c")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     c_bntt.library.cache_clear()
+    c_pool.library.cache_clear()
     clear_fallbacks()
     yield tmp_path / "cache"
     c_bntt.library.cache_clear()
+    c_pool.library.cache_clear()
     clear_fallbacks()
-
-
-@pytest.mark.parametrize("dims,variant,sg,affine,scale", CASES)
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_c_loops_equal_the_per_step_reference(c_loops, dims, variant, sg, affine, scale, mode):
-    _check_against_reference(c_loops, dims, variant, sg, affine, scale, mode)
-
-
-@pytest.mark.parametrize("dims,variant,sg,affine,scale", [case for case in CASES if case[0] == 2])
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_c_row_loops_equal_the_per_step_reference(c_loops, monkeypatch, dims, variant, sg, affine, scale, mode):
-    """The cases' 5x5 maps run the flat loops (fewer than ROW_MIN positions); here the loops over a channel's rows."""
-    monkeypatch.setattr(c_bntt, "ROW_MIN", 1)
-    _check_against_reference(c_loops, dims, variant, sg, affine, scale, mode)
-
-
-def _check_against_reference(c_loops, dims, variant, sg, affine, scale, mode):
-    seed = zlib.crc32(repr(("c", dims, variant, sg, affine, scale, mode)).encode())
-    fast = _block(dims, variant, sg, affine, scale, seed)
-    if mode == "eval":  # non-trivial running statistics first
-        with torch.no_grad():
-            fast(_input(dims, seed + 1))
-        fast.eval()
-    slow = copy.deepcopy(fast)
-    x = _input(dims, seed)
-    result = _run(fast, x, True, seed)
-    assert fast.__dict__["_kernel_path_taken"] == "bntt-c"
-    assert_matches_reference(result, _run(slow, x, False, seed))
-    assert any(c_loops.rglob("bntt_*.so"))
 
 
 @pytest.mark.parametrize("shape", [(5, 7, 3, 4, 6), (5, 7, 3, 9, 9), (5, 7, 3)])  # flat, rows, linear
@@ -191,7 +160,7 @@ def test_running_statistics_updated_in_the_loops_pass_equal_batch_norms_rule(c_l
     vectors); where a step's buffer was replaced (no packed table) the block falls back to record_statistics."""
     from bntt_snntorch.bntt import BatchNormTT
 
-    fast = _block(dims, CASES[0][1], "triangle")
+    fast = make_block(dims, VARIANTS[0], "triangle")
     slow = copy.deepcopy(fast)
     slow.norm.packed_running_statistics = lambda *args, **kwargs: None  # record_statistics after the kernel
     recorded = []
@@ -199,7 +168,7 @@ def test_running_statistics_updated_in_the_loops_pass_equal_batch_norms_rule(c_l
     monkeypatch.setattr(BatchNormTT, "record_statistics", lambda self, *a: recorded.append(self) or record(self, *a))
 
     def train_and_compare(seed):
-        x = _input(dims, seed)
+        x = make_input(dims, seed)
         assert torch.equal(fast(x), slow(x))
         for (name, a), b in zip(fast.norm.named_buffers(), slow.norm.buffers()):
             assert torch.equal(a, b), name
@@ -217,8 +186,8 @@ def test_running_statistics_updated_in_the_loops_pass_equal_batch_norms_rule(c_l
 def test_c_loops_keep_what_the_eager_node_keeps(c_loops, monkeypatch):
     """One node for every backend: on the C loops it keeps for backward the same tensors as on the eager steps (the
     synapse's input and output, the (T, C) statistics and coefficients, the neuron's parameters)."""
-    block = _block(2, CASES[0][1], "triangle")
-    x = _input(2, 5)
+    block = make_block(2, VARIANTS[0], "triangle")
+    x = make_input(2, 5)
     c_saved = saved_tensor_bytes(block, x)
     assert block.__dict__["_kernel_path_taken"] == "bntt-c"
     monkeypatch.setenv("BNTT_KERNELS", "eager")
@@ -238,9 +207,9 @@ def test_c_loops_say_where_they_do_not_run(c_loops):
 
 def test_no_c_compiler_falls_back_to_the_eager_steps_with_one_warning(c_loops, monkeypatch):
     monkeypatch.setenv("CC", str(c_loops / "no-such-compiler"))
-    fast = _block(2, CASES[0][1], "triangle")
+    fast = make_block(2, VARIANTS[0], "triangle")
     slow = copy.deepcopy(fast)
-    x = _input(2, 3)
+    x = make_input(2, 3)
     with pytest.warns(UserWarning, match=r"the bntt-c kernels cannot run here \(CBuildError"):
         y = fast(x)
     assert fast.__dict__["_kernel_path_taken"] == "bntt-eager"
@@ -293,13 +262,13 @@ def test_a_float64_default_dtype_leaves_the_c_loops_float32(c_loops, mode):
     """The loops write float32 into every tensor they allocate, whatever ``torch.set_default_dtype`` says: a
     float32 block run with float64 as the default equals the same block run with float32 as the default (spikes,
     gradients, running statistics, bit for bit)."""
-    fast = _block(2, CASES[0][1], "triangle")
+    fast = make_block(2, VARIANTS[0], "triangle")
     if mode == "eval":
         with torch.no_grad():
-            fast(_input(2, 7))
+            fast(make_input(2, 7))
         fast.eval()
     slow = copy.deepcopy(fast)
-    x = _input(2, 3)
+    x = make_input(2, 3)
 
     def call(block):
         x_in = x.clone().requires_grad_()

@@ -15,8 +15,7 @@ import bntt_snntorch as bn
 from bntt_snntorch.kernels import explain
 from bntt_snntorch.models import is_ann, list_models
 
-from .helpers import assert_close
-from .test_loop import count_host_reads
+from .helpers import assert_close, count_host_reads
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "bntt_snntorch"

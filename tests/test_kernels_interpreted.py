@@ -1,9 +1,10 @@
-"""The Triton kernels on this CPU-only machine: tests/test_kernels.py's Triton scan cases and
-tests/test_triton_bntt.py's block cases, run by Triton's interpreter in a subprocess
-(``TRITON_INTERPRET=1`` must be set before Triton is imported). Every run (CI too) takes the Triton
-scan cases and the block's representative subset (the cases named ``quick``, every variant); the
-block's full matrix (about 3.5 minutes on 2 cores) runs where ``BNTT_TEST_FULL_MATRIX=1`` is set, and
-natively on a GPU in ``benchmarks/gpu_check.py``."""
+"""The Triton kernels on this CPU-only machine, run by Triton's interpreter in a subprocess (``TRITON_INTERPRET=1``
+must be set before Triton is imported): tests/test_kernels.py's Triton scan cases, the Triton entry of
+tests/test_backends.py (the harness every backend of the table runs: training, eval, the online rule, bf16) and
+tests/test_triton_bntt.py's own pieces. Every run (CI too) takes the scans and the block's cases in training, in
+the online rule and in bf16, and the block's own pieces but the whole model (under a minute on 2 cores); the
+eval cases and the whole model too (2 minutes) where ``BNTT_TEST_FULL_MATRIX=1`` is set, and natively on a GPU in
+``benchmarks/gpu_check.py``."""
 
 import os
 import re
@@ -17,6 +18,8 @@ pytest.importorskip("triton", reason="Triton is not installed (it ships with CUD
 HERE = Path(__file__).parent
 ON_INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 FULL_MATRIX = os.environ.get("BNTT_TEST_FULL_MATRIX") == "1"
+SELECTED = "bntt-triton or test_triton_bntt or (triton and test_kernels)"
+LEFT_TO_THE_FULL_MATRIX = "" if FULL_MATRIX else " and not (bntt-triton and eval) and not whole_model"
 
 
 def _interpreted(*args: str) -> str:
@@ -30,17 +33,8 @@ def _interpreted(*args: str) -> str:
 
 
 @pytest.mark.skipif(ON_INTERPRETER, reason="already inside the interpreter run")
-def test_triton_scans_and_block_subset_under_the_interpreter():
-    out = _interpreted(
-        "tests/test_triton_bntt.py", "tests/test_kernels.py", "-k", "quick or (triton and not test_triton_bntt)"
-    )
+def test_triton_scans_and_block_under_the_interpreter():
+    out = _interpreted("tests/test_backends.py", "tests/test_triton_bntt.py", "tests/test_kernels.py", "-k",
+                       f"({SELECTED}){LEFT_TO_THE_FULL_MATRIX}")  # fmt: skip
     passed = int(re.search(r"(\d+) passed", out).group(1))
-    assert passed >= 7 + 7 + 2 + 2 + 29 and "skipped" not in out, out[-500:]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(ON_INTERPRETER, reason="already inside the interpreter run")
-@pytest.mark.skipif(not FULL_MATRIX, reason="the block's full matrix runs with BNTT_TEST_FULL_MATRIX=1 (3.5 min)")
-def test_triton_block_full_matrix_under_the_interpreter():
-    out = _interpreted("tests/test_triton_bntt.py", "-k", "full")
-    assert "skipped" not in out.splitlines()[-1] and "failed" not in out, out[-500:]
+    assert passed >= (110 if FULL_MATRIX else 81) and "skipped" not in out, out[-500:]

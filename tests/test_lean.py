@@ -1,139 +1,34 @@
-"""The lean multi-step path against the per-step reference, and what it keeps for backward.
+"""What the lean multi-step path keeps for backward, where it runs, and its synapses.
 
-A SpikingBlock with BNTT runs normalisation + neuron as one fused node (kernels/bntt_scan.py) that
-saves only the synapse output; scans save h only; average pooling saves nothing. Each is compared
-with the per-step reference (``block.step`` looped: BNTT step t, then the snnTorch-semantics neuron
-step), on fresh random inputs per case: spikes, gradients of the input, synapse weight, gammas,
-beta and threshold, and the running statistics. Tolerances: float32 1e-5 abs / 1e-4 rel on values
-and input gradients; parameter gradients 1e-4 relative to their largest entry. bf16: see below.
+A SpikingBlock with BNTT runs normalisation + neuron as one fused node (kernels/fused_block.py) that
+saves only the synapse output; scans save h only; average pooling saves nothing. Every backend of the
+node against the per-step reference: tests/test_backends.py. Here: when the fused path is taken, what
+each path saves, how a path falls back, and the synapses that keep spikes as int8 codes or take OTTT's
+trace (values and gradients against the module's, 1e-5 / 1e-4).
 """
 
 import copy
-import itertools
 import zlib
 
 import pytest
 import torch
 from torch import nn
 
-from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, surrogate
+from bntt_snntorch import Leaky, surrogate
 from bntt_snntorch.layers import SpikingBlock, TimeDistributed
 from bntt_snntorch.profiling import saved_tensor_bytes
 
-from .helpers import VARIANTS, assert_close, learnable_leaky
-
-SURROGATES = {"triangle": surrogate.bntt_triangle(0.3, 1.0), "atan": surrogate.atan(2.0)}
-
-
-def _block(dims, variant, sg, affine=True, input_scale=1.0, seed=0):
-    torch.manual_seed(seed)
-    if dims == 2:
-        synapse, norm = nn.Conv2d(3, 6, 3, padding=1, bias=False), BatchNormTT2d(6, 5, affine=affine)
-    else:
-        synapse, norm = nn.Linear(7, 6, bias=False), BatchNormTT1d(6, 5, affine=affine)
-    if affine:
-        for bn in norm:
-            nn.init.uniform_(bn.weight, 0.5, 2.0)
-    neuron = learnable_leaky(Leaky, torch.tensor(0.8), torch.tensor(0.9), SURROGATES[sg], variant)
-    return SpikingBlock(synapse, norm, neuron, input_scale=input_scale)
-
-
-def _input(dims, seed, steps=4, batch=6):
-    g = torch.Generator().manual_seed(seed)
-    shape = (steps, batch, 3, 5, 5) if dims == 2 else (steps, batch, 7)
-    return torch.randn(shape, generator=g) * 2
-
-
-def _run(block, x, fused: bool, grad_seed: int):
-    x = x.clone().requires_grad_()
-    block.zero_grad()
-    if fused:
-        y = block(x)
-        assert "BNTTLeaky" in type(y.grad_fn).__name__
-    else:
-        state, outs = None, []
-        for t, x_t in enumerate(x):
-            spk, state = block.step(x_t, t, state)
-            outs.append(spk)
-        y = torch.stack(outs)
-    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_seed))
-    (y.float() * w).sum().backward()
-    grads = {n: p.grad.clone() for n, p in block.named_parameters() if p.grad is not None}
-    return y.detach(), x.grad, grads, {n: b.clone() for n, b in block.named_buffers()}
-
-
-CASES = [
-    (dims, v, sg, affine, scale)
-    for (dims, v, sg), affine, scale in zip(
-        itertools.product((2, 1), VARIANTS, SURROGATES), itertools.cycle([True, True, False]), itertools.cycle([1, 0.5])
-    )
-]
-
-
-@pytest.mark.parametrize("dims,variant,sg,affine,scale", CASES)
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_fused_bntt_block_equals_per_step(dims, variant, sg, affine, scale, mode):
-    seed = zlib.crc32(repr((dims, variant, sg, affine, scale, mode)).encode())
-    fast = _block(dims, variant, sg, affine, scale, seed)
-    if mode == "eval":  # non-trivial running statistics first
-        with torch.no_grad():
-            fast(_input(dims, seed + 1))
-        fast.eval()
-    slow = copy.deepcopy(fast)
-    x = _input(dims, seed)
-    assert_matches_reference(_run(fast, x, True, seed), _run(slow, x, False, seed))
-
-
-def assert_matches_reference(fast, slow):
-    """The fused run ``fast`` and the per-step run ``slow`` (each ``_run``'s result) agree at the module's
-    tolerances: spikes and input gradients, every parameter gradient, every buffer."""
-    (y_fast, gx_fast, grads_fast, bufs_fast), (y_slow, gx_slow, grads_slow, bufs_slow) = fast, slow
-    assert y_slow.sum() > 0
-    assert_close(y_fast, y_slow, atol=1e-5, rtol=1e-4, msg="spikes")
-    assert_close(gx_fast, gx_slow, atol=1e-5, rtol=1e-4, msg="grad input")
-    assert grads_fast.keys() == grads_slow.keys() and len(grads_slow) >= 3
-    for name, g in grads_slow.items():
-        scale_ = g.abs().max().clamp(min=1e-3)
-        assert_close(grads_fast[name] / scale_, g / scale_, atol=1e-4, rtol=1e-4, msg=f"grad {name}")
-    for name, b in bufs_slow.items():
-        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-5, msg=f"buffer {name}")
-
-
-def _rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-@pytest.mark.parametrize("dims,variant", [(2, v) for v in VARIANTS] + [(1, VARIANTS[5])])
-def test_fused_bntt_block_under_bf16_autocast_equals_per_step(dims, variant):
-    """Under bf16 autocast both paths round; the criterion is "as accurate as the reference": spikes
-    agree with the per-step bf16 run (>= 99 %: a rounding tie at the threshold may flip some), and
-    every gradient is as close to the float32 per-step result as the per-step bf16 one is
-    (relative L2 error <= 1.25x the reference's + 0.01)."""
-    seed = zlib.crc32(repr(("bf16", dims, variant)).encode())
-    fast = _block(dims, variant, "triangle", seed=seed)
-    slow, exact = copy.deepcopy(fast), copy.deepcopy(fast)
-    x = _input(dims, seed, batch=16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y_fast, gx_fast, grads_fast, bufs_fast = _run(fast, x, True, seed)
-        y_slow, gx_slow, grads_slow, bufs_slow = _run(slow, x, False, seed)
-    _, gx_exact, grads_exact, _ = _run(exact, x, False, seed)
-    assert y_fast.dtype == torch.bfloat16
-    assert (y_fast == y_slow).float().mean() >= 0.99
-    pairs = [("input", gx_fast, gx_slow, gx_exact)]
-    pairs += [(n, grads_fast[n], grads_slow[n], g) for n, g in grads_exact.items()]
-    for name, fused, reference, exact_grad in pairs:
-        assert _rel(fused, exact_grad) <= 1.25 * _rel(reference, exact_grad) + 0.01, name
-    for name, b in bufs_slow.items():
-        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-4, msg=f"buffer {name}")
+from .backends import make_block, make_input, run
+from .helpers import VARIANTS, assert_close
 
 
 def test_fused_path_is_taken_only_when_it_applies():
-    block = _block(2, VARIANTS[5], "triangle")
-    x = _input(2, 3)
+    block = make_block(2, VARIANTS[5], "triangle")
+    x = make_input(2, 3)
     assert "BNTTLeaky" in type(block(x).grad_fn).__name__
     block.norm[0].momentum = None  # cumulative averaging: the per-step batch norms
     assert "BNTTLeaky" not in type(block(x).grad_fn).__name__
-    snn_sg = _block(2, VARIANTS[5], "triangle")
+    snn_sg = make_block(2, VARIANTS[5], "triangle")
     from snntorch import surrogate as snn_surrogate
 
     snn_sg.neuron.spike_grad = snn_surrogate.atan()  # derivative only known to autograd
@@ -141,7 +36,7 @@ def test_fused_path_is_taken_only_when_it_applies():
 
 
 def test_training_statistics_need_more_than_one_value_per_channel():
-    block = _block(1, VARIANTS[5], "triangle")
+    block = make_block(1, VARIANTS[5], "triangle")
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         block(torch.randn(4, 1, 7))
 
@@ -173,8 +68,8 @@ def test_scan_saves_h_only():
 
 def test_fused_block_saves_the_synapse_output_only():
     """Per BNTT block: the synapse's input and output; the unfused graph kept ~3 more full tensors."""
-    block = _block(2, VARIANTS[5], "triangle")
-    x = _input(2, 1, steps=5, batch=8)
+    block = make_block(2, VARIANTS[5], "triangle")
+    x = make_input(2, 1, steps=5, batch=8)
     saved = saved_tensor_bytes(block, x)
     out_bytes = 5 * 8 * 6 * 5 * 5 * 4
     assert saved.total <= x.numel() * 4 + out_bytes + 4096  # + (T, C) statistics and scalars
@@ -183,7 +78,7 @@ def test_fused_block_saves_the_synapse_output_only():
 def test_the_kernel_setting_and_backend_decide_before_any_measurement(monkeypatch):
     from bntt_snntorch.kernels import auto_choice, choose_plan
 
-    p = _block(2, VARIANTS[5], "triangle").neuron.params()
+    p = make_block(2, VARIANTS[5], "triangle").neuron.params()
     x = torch.zeros(2, 4, 8, 4, 4)
     monkeypatch.setattr(auto_choice, "measure_layer", lambda *a: pytest.fail("measured"))
     monkeypatch.setenv("BNTT_KERNELS", "eager")
@@ -209,9 +104,9 @@ def test_a_bug_in_a_kernel_propagates_instead_of_falling_back(monkeypatch):
     monkeypatch.setenv("BNTT_KERNELS", "c")
     monkeypatch.setattr(BLOCK_BACKENDS["bntt-c"], "forward_with_statistics", buggy)
     monkeypatch.setattr(fallback_module, "FALLBACKS", {})
-    block = _block(2, VARIANTS[0], "triangle")
+    block = make_block(2, VARIANTS[0], "triangle")
     with pytest.raises(RuntimeError, match="is invalid for input"):
-        _run(block, _input(2, 11), True, 11)
+        run(block, make_input(2, 11), True, 11)
     assert fallback_module.FALLBACKS == {}
 
 
@@ -232,9 +127,9 @@ def test_the_triton_statistics_kernel_is_inside_the_fallback_rule(monkeypatch):
 
     monkeypatch.setattr(fallback_module, "FALLBACKS", {})
     monkeypatch.setattr(layers.SpikingBlock, "_plan", lambda self, cur, params, *_: Plan("bntt-triton", "forced"))
-    fast = _block(2, VARIANTS[0], "triangle")
+    fast = make_block(2, VARIANTS[0], "triangle")
     slow = copy.deepcopy(fast)
-    x = _input(2, 11)
+    x = make_input(2, 11)
     triton_backend = BLOCK_BACKENDS["bntt-triton"]
     monkeypatch.setattr(triton_backend, "statistics", failing(CompilationError("kernel.py", None, "no sm_90")))
     with pytest.warns(UserWarning, match="bntt-triton kernels cannot run here"):

@@ -1,7 +1,6 @@
 """The epoch loop keeps its sums on the device: the metrics equal those of the 0.1 loop (which read the
 device four times a batch) bit for bit, and the device is read only every few batches."""
 
-import contextlib
 import csv
 import time
 
@@ -12,6 +11,8 @@ from torch import nn
 
 from bntt_snntorch import TrainConfig, train
 from bntt_snntorch.training import loop
+
+from .helpers import count_host_reads
 
 
 # ----------------------------------------------------------------------------- the 0.1 loop, as it was (with
@@ -75,30 +76,6 @@ def test_metrics_equal_those_of_the_loop_that_read_every_batch(tmp_path, monkeyp
     train(TrainConfig.from_recipe("digits", output_dir=str(tmp_path / "old"), **settings))
     new, old = _metrics(tmp_path / "new"), _metrics(tmp_path / "old")
     assert len(new) == 2 and new == old  # every column but the timings, as written (full float precision)
-
-
-@contextlib.contextmanager
-def count_host_reads():
-    """Count the calls that copy a tensor's value to the host (item, tolist, bool, float, int), in every
-    thread (autograd's backward included)."""
-    calls = []
-    names = ("item", "tolist", "__bool__", "__float__", "__int__")
-    originals = {name: getattr(torch.Tensor, name) for name in names}
-
-    def counted(name, method):
-        def wrapper(self, *args, **kwargs):
-            calls.append(name)
-            return method(self, *args, **kwargs)
-
-        return wrapper
-
-    for name, method in originals.items():
-        setattr(torch.Tensor, name, counted(name, method))
-    try:
-        yield calls
-    finally:
-        for name, method in originals.items():
-            setattr(torch.Tensor, name, method)
 
 
 class _Net(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, encoding
 from bntt_snntorch.models import create_model, is_ann, list_models
 
-from .helpers import assert_close
+from .helpers import assert_close, rel
 
 SMALL = {
     "vgg9": dict(image_size=16),
@@ -125,10 +125,6 @@ def test_wrong_input_shape_says_expected_and_got():
         m(torch.randn(6, 2, 1, 8, 8))
 
 
-def _rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
 @pytest.mark.parametrize("name,kwargs", [("bntt_digits", {}), ("vgg9", dict(image_size=16))])
 def test_bf16_autocast_multistep_matches_per_step_under_the_same_autocast(name, kwargs):
     """bf16 rounds convolutions differently for a (T*B) batch than for B; spikes near the threshold
@@ -140,13 +136,13 @@ def test_bf16_autocast_multistep_matches_per_step_under_the_same_autocast(name, 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y_fast, y_slow = fast(x), slow.forward_per_step(x)
     assert y_fast.dtype == torch.bfloat16
-    assert _rel(y_fast, y_slow) < 0.02
+    assert rel(y_fast, y_slow) < 0.02
     g = torch.randn_like(y_fast.float())
     (y_fast.float() * g).sum().backward()
     (y_slow.float() * g).sum().backward()
     for (n, a), b in zip(fast.named_parameters(), slow.parameters()):
         if b.grad is not None and b.grad.norm() > 0:
-            assert _rel(a.grad, b.grad) < 0.05, n
+            assert rel(a.grad, b.grad) < 0.05, n
 
 
 def test_channels_last_equals_per_step():

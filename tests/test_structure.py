@@ -30,26 +30,65 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _imported(source: str, name: str, package: str, modules) -> set[str]:
+    """The package modules the module ``name`` (in ``package``) of ``source`` imports: import statements (relative
+    ones resolved; ``from . import x`` of a submodule ``x`` counts ``x``, not the package) and calls of
+    ``importlib.import_module("<literal>")``."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            submodules = {f"{base}.{a.name}" for a in node.names} & set(modules)
+            found |= submodules if len(submodules) == len(node.names) else submodules | {base}
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) in ("importlib.import_module", "import_module")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
+    return {m for m in found if m in modules and m != name}
+
+
 def _imports() -> dict[str, set[str]]:
-    """Module -> the package modules it imports (relative imports resolved; ``from . import x`` of a
-    submodule ``x`` counts ``x``, not the package)."""
+    """Module -> the package modules it imports (:func:`_imported`)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([base] if base else []))
-                submodules = {f"{base}.{a.name}" for a in node.names} & set(modules)
-                found |= submodules if len(submodules) == len(node.names) else submodules | {base}
-        graph[name] = {m for m in found if m in modules and m != name}
+        graph[name] = _imported(path.read_text(), name, package, modules)
     return graph
+
+
+def test_an_importlib_call_counts_as_an_import():
+    """A planted ``importlib.import_module`` of the commands tier in a library module is an upward arrow."""
+    modules = {"bntt_snntorch.bntt", "bntt_snntorch.commands.train"}
+    planted = 'import importlib\n\ndef f():\n    return importlib.import_module("bntt_snntorch.commands.train")\n'
+    found = _imported(planted, "bntt_snntorch.bntt", "bntt_snntorch", modules)
+    assert found == {"bntt_snntorch.commands.train"} and _tier("bntt_snntorch.commands.train") > _tier(
+        "bntt_snntorch.bntt"
+    )
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in helper modules (tests/helpers.py, tests/backends.py, ...), not in test modules."""
+    tests = Path(__file__).parent
+    names = {p.stem for p in tests.glob("test_*.py")}
+    offenders = [
+        (path.name, alias)
+        for path in tests.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        for alias in [node.module or ""] + [a.name for a in node.names]
+        if alias.split(".")[-1] in names
+    ]
+    assert offenders == []
 
 
 def _tier(module: str) -> int:

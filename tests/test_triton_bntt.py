@@ -1,30 +1,16 @@
-"""The Triton BNTT block (kernels/triton_bntt.py: statistics, normalisation and the leaky scan in one
-kernel per direction) against the per-step reference (``block.step`` looped: BNTT step t, then the
-snnTorch-semantics neuron step), for every variant, surrogate, fp32 and bf16 input, train and eval,
-affine or not, input scale, and the running statistics.
+"""The Triton BNTT block's own pieces (kernels/triton_bntt.py: statistics, normalisation and the leaky scan in one
+kernel per direction): its currents and last membrane against the reference, the torch.library op torch.compile
+sees (no graph break; opcheck), and a whole model on the Triton path against its per-step run. (Against the
+per-step reference case by case, with every other backend: tests/test_backends.py.)
 
 The cases run where Triton can: on CUDA, or on CPU under Triton's interpreter, which
 tests/test_kernels_interpreted.py starts in a subprocess (``TRITON_INTERPRET=1`` must be set before
-Triton is imported). Tolerances (float32): the last membrane 1e-5; spikes equal wherever the
-reference's pre-reset membrane is farther than 1e-5 from the threshold (a rounding difference may
-flip a spike that sits on it); gradients 1e-4 of their largest entry; running statistics 1e-5.
-
-bf16 (autocast): both paths round the current to bf16, but not bit for bit alike (batch norm's own
-kernels and ours compute the statistics and ``x * k + shift`` in another order, so a current may land
-one bf16 step apart and flip a spike near the threshold). The criterion: spikes >= 99 % equal to the
-per-step bf16 reference, the input and every tensor parameter's gradient within 25 % (relative L2;
-measured worst over the full matrix: 15 %), running statistics 1e-5. The scalar leak and threshold
-gradients are compared in fp32 only: in bf16 they are sums with heavy cancellation whose value the
-per-step bf16 reference itself misses by up to 200 % of the fp32 one.
-
-A case named ``quick`` belongs to the representative subset every run takes; the rest (``full``) run with
-``BNTT_TEST_FULL_MATRIX=1`` (tests/test_kernels_interpreted.py).
+Triton is imported). Tolerances (float32): currents and the last membrane 1e-5; the model's logits 1e-4 and its
+gradients 1e-4 of their largest entry.
 """
 
 import copy
-import itertools
 import os
-import zlib
 
 import pytest
 import torch
@@ -47,19 +33,6 @@ SURROGATES = [
     surrogate.sigmoid(4.0),
     surrogate.straight_through(),
 ]
-DTYPES = ["fp32", "bf16"]
-MODES = ["train", "eval"]
-
-
-def _cases():
-    cases = []
-    for i, (v, sg, dtype, mode) in enumerate(itertools.product(VARIANTS, SURROGATES, DTYPES, MODES)):
-        affine, scale, dims = i % 3 != 2, (1.0, 0.5)[i % 2], (2, 2, 1)[i % 3]
-        # the CI subset: every variant in fp32 and bf16 with a different surrogate and mode each
-        quick = SURROGATES.index(sg) == (VARIANTS.index(v) + DTYPES.index(dtype)) % 5 and mode == MODES[i % 2]
-        tag = "quick" if quick else "full"
-        cases.append(pytest.param(v, sg, dtype, mode, affine, scale, dims, id=f"{tag}-{v.name}-{sg!r}-{dtype}-{mode}"))
-    return cases
 
 
 def _block(dims, variant, sg, affine, scale, seed, backend):
@@ -82,29 +55,6 @@ def _input(dims, seed, batch=6):
     return (torch.randn(shape, generator=g) * 2).to(DEVICE)
 
 
-def _run(block, x, fused: bool, amp: bool, grad_seed: int):
-    x = x.clone().requires_grad_()
-    block.zero_grad()
-    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=amp):
-        if fused:
-            y = block(x)
-            assert "BNTTLeaky" in type(y.grad_fn).__name__, type(y.grad_fn).__name__
-        else:
-            state, outs = None, []
-            for t, x_t in enumerate(x):
-                spk, state = block.step(x_t, t, state)
-                outs.append(spk)
-            y = torch.stack(outs)
-    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_seed)).to(DEVICE)
-    (y.float() * w).sum().backward()
-    grads = {n: p.grad.clone() for n, p in block.named_parameters() if p.grad is not None}
-    return y.detach(), x.grad, grads, {n: b.clone() for n, b in block.named_buffers()}
-
-
-def _rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
 def _reference_h_and_last_membrane(block, x):
     """The reference's pre-reset membranes ``(T, B, ...)`` and last membrane, from its per-step currents."""
     from bntt_snntorch.kernels.torch_scan import NeuronSpec, NeuronTensors, forward_scan
@@ -116,45 +66,6 @@ def _reference_h_and_last_membrane(block, x):
         last = forward_scan(currents.__getitem__, len(x), torch.zeros_like(currents[0]), tensors, NeuronSpec.of(p),
                             dict(h=h))  # fmt: skip
     return h, last, p.threshold.detach()
-
-
-@pytest.mark.parametrize("variant,sg,dtype,mode,affine,scale,dims", _cases())
-def test_triton_bntt_block_equals_per_step(variant, sg, dtype, mode, affine, scale, dims):
-    seed = zlib.crc32(repr((variant, sg, dtype, mode, affine, scale, dims)).encode())
-    fast = _block(dims, variant, sg, affine, scale, seed, "triton")
-    x = _input(dims, seed)
-    if mode == "eval":  # non-trivial running statistics first
-        with torch.no_grad():
-            fast(_input(dims, seed + 1))
-        fast.eval()
-    slow = copy.deepcopy(fast)
-    slow.neuron.backend = "reference"
-    amp = dtype == "bf16"
-    if amp:
-        x = _input(dims, seed, batch=16)
-    y_fast, gx_fast, grads_fast, bufs_fast = _run(fast, x, True, amp, seed)
-    y_slow, gx_slow, grads_slow, bufs_slow = _run(slow, x, False, amp, seed)
-    for name, b in bufs_slow.items():
-        assert_close(bufs_fast[name].float(), b.float(), atol=1e-5, rtol=1e-4, msg=f"buffer {name}")
-    if amp:  # see the module docstring
-        assert y_fast.dtype == torch.bfloat16 and (y_fast == y_slow).float().mean() >= 0.99
-        tensors = [("input", gx_fast, gx_slow)]
-        tensors += [
-            (n, grads_fast[n], g) for n, g in grads_slow.items() if n not in ("neuron.beta", "neuron.threshold")
-        ]
-        for name, fused, reference in tensors:
-            assert _rel(fused, reference) <= 0.25, name
-        return
-    h, _, theta = _reference_h_and_last_membrane(slow, x)
-    clear = (h - theta).abs() > 1e-5
-    assert y_slow.sum() > 0 and clear.float().mean() > 0.9
-    assert torch.equal(y_fast[clear], y_slow[clear]), "spikes away from the threshold"
-    scale_ = gx_slow.abs().max().clamp(min=1e-3)
-    assert_close(gx_fast / scale_, gx_slow / scale_, atol=1e-4, rtol=0, msg="grad input")
-    assert grads_fast.keys() == grads_slow.keys() and len(grads_slow) >= 3
-    for name, g in grads_slow.items():
-        scale_ = g.abs().max().clamp(min=1e-3)
-        assert_close(grads_fast[name] / scale_, g / scale_, atol=1e-4, rtol=0, msg=f"grad {name}")
 
 
 @pytest.mark.parametrize("variant", [pytest.param(v, id=f"quick-{v.name}") for v in VARIANTS])
@@ -223,7 +134,7 @@ def test_whole_model_on_the_triton_path_equals_its_per_step_run(monkeypatch):
     fast = create_model("bntt_digits", num_steps=3).to(DEVICE)
     slow = copy.deepcopy(fast)
     x = (torch.rand(3, 8, 1, 8, 8, device=DEVICE) * 2 - 1).sign() * (torch.rand(3, 8, 1, 8, 8, device=DEVICE) < 0.5)
-    assert {line.path for line in explain(fast, x)} == {"bntt-triton"}
+    assert {line.path for line in explain(fast, x) if line.path.startswith("bntt")} == {"bntt-triton"}
     y_fast, y_slow = fast(x), slow.forward_per_step(x)
     assert_close(y_fast, y_slow, atol=1e-4, rtol=1e-4, msg="logits")
     g = torch.randn_like(y_fast)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._compat import old_attribute, old_script_route
+from .._compat import old_attribute
 from ..experiments import AnalysisOptions, analyze_run
 from .common import (
     add_device_flag,
@@ -22,6 +22,7 @@ from .common import (
     options_from_args,
     run_command_line,
 )
+from .compat import OLD_NAMES, old_script_route
 
 DEFAULTS = AnalysisOptions
 
@@ -82,7 +83,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def __getattr__(name: str):
-    return old_attribute(__name__, name)
+    return old_attribute(__name__, name, OLD_NAMES[__name__])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._compat import old_script_route
 from ..experiments import CodingStudyOptions, compare_coding
 from .common import (
     add_device_flag,
@@ -23,6 +22,7 @@ from .common import (
     options_from_args,
     run_command_line,
 )
+from .compat import old_script_route
 
 DEFAULTS = CodingStudyOptions
 

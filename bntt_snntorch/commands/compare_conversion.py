@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._compat import old_script_route
 from ..experiments import ConversionStudyOptions, compare_conversion
 from .common import add_flag, command_parser, options_from_args, run_command_line
+from .compat import old_script_route
 
 DEFAULTS = ConversionStudyOptions
 

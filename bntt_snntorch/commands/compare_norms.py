@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._compat import old_script_route
 from ..experiments import NormStudyOptions, compare_norms
 from ..temporal_norm import list_norms
 from .common import (
@@ -25,6 +24,7 @@ from .common import (
     options_from_args,
     run_command_line,
 )
+from .compat import old_script_route
 
 DEFAULTS = NormStudyOptions
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._compat import old_attribute, old_script_route
+from .._compat import old_attribute
 from ..experiments import ConversionOptions, convert_run
 from ..models import is_ann, list_models
 from .common import (
@@ -26,6 +26,7 @@ from .common import (
     options_from_args,
     run_command_line,
 )
+from .compat import OLD_NAMES, old_script_route
 
 DEFAULTS = ConversionOptions
 
@@ -110,7 +111,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def __getattr__(name: str):
-    return old_attribute(__name__, name)
+    return old_attribute(__name__, name, OLD_NAMES[__name__])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ registered model, neuron, norm and data set.
 :class:`~bntt_snntorch.TrainConfig`, ``main(args)`` trains (:func:`bntt_snntorch.train`) and
 returns the :class:`~bntt_snntorch.TrainResult`; ``run(argv)`` is the console entry point
 (user errors: one line on stderr, exit status 2). Its old routes (``train.py convert``,
-``--evaluate``) are in :mod:`bntt_snntorch._compat`.
+``--evaluate``) are in :mod:`bntt_snntorch.commands.compat`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import sys
 from dataclasses import fields
 
-from .._compat import add_old_train_flags, old_script_route, old_train_route
 from ..data import list_datasets
 from ..models import list_models
 from ..neurons import list_neurons
@@ -23,6 +22,7 @@ from ..training import TrainConfig, TrainResult, train
 from ..training.recipes import ARCH_ALIASES
 from ..utils import tune_cpu_allocator
 from .common import HelpFormatter, add_device_flag, add_flag, add_recipe_flag, exit_status
+from .compat import add_old_train_flags, old_script_route, old_train_route
 
 
 def _positive(kind):

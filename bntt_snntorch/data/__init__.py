@@ -35,4 +35,4 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    return old_attribute(__name__, name)
+    return old_attribute(__name__, name, {"EventOptions": lambda: DataOptions})
