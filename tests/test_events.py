@@ -427,3 +427,33 @@ def test_encode_flag_is_refused_for_event_data():
         config_from_args(get_args_parser().parse_args(["--dataset", "digits-dvs", "--encode", "p"]))
     with pytest.raises(ValueError, match=r"expected event frames \(B, T=4"):
         encoding.encode(torch.zeros(2, 3, 2, 8, 8), 4, "events")
+
+
+def test_only_a_recording_the_decoder_or_the_sensor_rejects_is_reported_a_bug_propagates():
+    """The frame builder reports what the decoder raises for a file it cannot read, and events that do not fit the
+    sensor, as a bad recording (one line naming it); any other error (a bug in the binning, here) propagates."""
+    from bntt_snntorch.data.events import BadEvents, _FrameBuilder
+
+    class Source:
+        data = ["good.aedat4", "cut.aedat4"]
+
+        def __getitem__(self, i):
+            if i == 1:
+                raise RuntimeError("failed to fill whole buffer")  # aedat's reader on a truncated file
+            return np.zeros(3), 0
+
+    def bad_events(events):
+        raise BadEvents("an event lies outside the 16x16 frame (tonic: IndexError)")
+
+    assert _FrameBuilder(Source(), lambda e: e, [1])[0] == (
+        1,
+        None,
+        "cut.aedat4: RuntimeError: failed to fill whole buffer",
+    )
+    assert _FrameBuilder(Source(), bad_events, [0])[0][2].startswith("good.aedat4: BadEvents: an event lies outside")
+
+    def buggy(events):
+        raise TypeError("unsupported operand type(s) for *: 'NoneType' and 'int'")
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _FrameBuilder(Source(), buggy, [0])[0]

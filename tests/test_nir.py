@@ -257,3 +257,21 @@ def test_the_nir_study_reads_both_networks_back(tmp_path):
     peer = by["exact", "SpikingJelly 2.0"]
     assert peer["differing_spikes"] <= peer["spike_positions"] // 1000
     assert "| exact | ours |" in (tmp_path / "comparison.md").read_text()
+
+
+def test_a_peers_refusal_is_one_line_and_a_bug_of_ours_propagates():
+    """The NIR study records what a peer's importer or modules raise as its refusal, in one line; the study's own
+    code is not wrapped, so an error of ours (here in the step loop's call) propagates."""
+    from bntt_snntorch.experiments.nir_study import PeerRefused, _peer, _per_step
+
+    def refusing(graph):
+        raise NotImplementedError("no conversion for node type 'PerStepAffine'\nsee the docs")
+
+    with pytest.raises(PeerRefused, match=r"^NotImplementedError: no conversion for node type 'PerStepAffine'$"):
+        _peer(refusing, None)
+
+    def ours(net, x, state):
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    with pytest.raises(TypeError, match="not subscriptable"):
+        _per_step(torch.nn.Identity(), torch.zeros(2, 1, 3), [], ours)

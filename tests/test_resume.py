@@ -304,3 +304,23 @@ def test_while_the_next_checkpoint_is_written_the_last_two_are_two_files(tmp_pat
     assert during == [(False, 2, 1)]
     assert torch.load(last)["epoch"] == 3 and torch.load(previous_path(last))["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.prev.pt", "last.pt"]  # no temporary left
+
+
+def test_an_unreadable_checkpoint_falls_back_in_one_line_and_a_bug_propagates(tmp_path, monkeypatch):
+    """load_latest_good falls back to ``.prev`` only for a file that cannot be read or unpickled, warning in one line
+    with the cause; any other error (a bug) propagates, whatever ``.prev`` holds."""
+    from bntt_snntorch.training import checkpoint
+
+    last, prev = tmp_path / "last.pt", tmp_path / "last.prev.pt"
+    torch.save({"epoch": 3}, prev)
+    last.write_bytes(b"")  # a save cut before its first byte
+    with pytest.warns(UserWarning, match=r"last.pt is unreadable \(EOFError: Ran out of input\); resuming from") as w:
+        state, used = checkpoint.load_latest_good(last)
+    assert state == {"epoch": 3} and used == prev and "\n" not in str(w[0].message)
+
+    def buggy(*args, **kwargs):
+        raise KeyError("weights_only")
+
+    monkeypatch.setattr(torch, "load", buggy)
+    with pytest.raises(KeyError, match="weights_only"):
+        checkpoint.load_latest_good(last)

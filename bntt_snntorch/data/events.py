@@ -86,6 +86,16 @@ def frame_transform(sensor_size: tuple[int, int, int], size: int, num_steps: int
     return tonic.transforms.Compose(steps)
 
 
+class BadEvents(ValueError):
+    """A recording's events that cannot be binned as the data set's sensor says (tonic refuses them too)."""
+
+
+#: What the decoders raise for a recording they cannot read (aedat's reader: RuntimeError, "failed to fill whole
+#: buffer" or "wrong magic number"; the file system: OSError; numpy and tonic: ValueError, EOFError), and the
+#: binning for events that do not fit the sensor. Any other error (a bug) propagates.
+UNREADABLE_RECORDING = (RuntimeError, OSError, ValueError, EOFError)
+
+
 def bin_events(events: np.ndarray, num_steps: int, size: int, sensor_size: tuple[int, int, int]) -> np.ndarray:
     """Event counts, int16 ``(T, P, size, size)``, equal to tonic's ``Downsample(spatial_factor=size / W)``
     then ``ToFrame(sensor_size=(size, size, P), n_time_bins=T)`` to the count: tonic's own time slices
@@ -108,9 +118,9 @@ def bin_events(events: np.ndarray, num_steps: int, size: int, sensor_size: tuple
     if factor != 1:  # tonic multiplies and stores back into the integer field: truncation
         x, y = (x * factor).astype(x.dtype), (y * factor).astype(y.dtype)
     if int(x.max(initial=0)) >= size or int(y.max(initial=0)) >= size:
-        raise ValueError(f"an event lies outside the {size}x{size} frame (tonic: IndexError)")
+        raise BadEvents(f"an event lies outside the {size}x{size} frame (tonic: IndexError)")
     if polarities == 1 and np.unique(events["p"]).size > 1:
-        raise ValueError("single polarity sensor, but the events have both polarities (as tonic says)")
+        raise BadEvents("single polarity sensor, but the events have both polarities (as tonic says)")
     # the flat index ((t_bin * P + p) * size + y) * size + x, built in place in int32 (T*P*size^2 < 2^31)
     flat = np.repeat(np.arange(0, num_steps * polarities, polarities, dtype=np.int32), hi - lo)
     if polarities > 1:
@@ -174,11 +184,17 @@ class _FrameBuilder(Dataset):
     def __getitem__(self, n: int):
         i = self.indices[n]
         try:
-            events, _ = self.source[i]
+            events, _ = self.source[i]  # the decoder (:data:`UNREADABLE_RECORDING`)
+        except UNREADABLE_RECORDING as err:
+            return i, None, self._error(i, err)
+        try:
             return i, self.frames_of(events), ""
-        except Exception as err:  # the decoder's errors have no common type
-            name = self.source.data[i] if hasattr(self.source, "data") else f"recording {i}"
-            return i, None, f"{name}: {type(err).__name__}: {err}".splitlines()[0]
+        except BadEvents as err:
+            return i, None, self._error(i, err)
+
+    def _error(self, i: int, err: BaseException) -> str:
+        name = self.source.data[i] if hasattr(self.source, "data") else f"recording {i}"
+        return f"{name}: {type(err).__name__}: {err}".splitlines()[0]
 
 
 SAVE_DONE_EVERY = 64  # recordings between saves of the first pass's progress (a killed pass resumes there)

@@ -147,6 +147,19 @@ def _ours(graph, x_seq, use_metadata: bool, neuron_names: list[str]):
     return readout, spikes
 
 
+class PeerRefused(Exception):
+    """A peer's importer or its modules refused our NIR file (the study records why)."""
+
+
+def _peer(call, *args):
+    """``call(*args)`` of a peer's code (its importer, its modules): whatever it raises is its refusal of our file,
+    said in one line (:class:`PeerRefused`); our own code around it is not wrapped, so our bugs propagate."""
+    try:
+        return call(*args)
+    except Exception as err:  # the peer's own errors have no common type
+        raise PeerRefused(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+
+
 def _per_step(net, x_seq, neuron_names, call):
     """Run a peer's module step by step with ``call(net, x_t, state) -> (out, state)``; spikes by hooks on
     the modules named after the neuron nodes."""
@@ -174,8 +187,8 @@ def read_with_spikingjelly(graph, x_seq, neuron_names):
     """SpikingJelly 2.0's import of ``graph`` run step by step: ``(outputs (T, B, ...), {neuron node: spikes})``."""
     from spikingjelly.activation_based.nir_exchange import import_from_nir as sj_import
 
-    net = sj_import(graph)
-    return _per_step(net, x_seq, neuron_names, lambda n, x, s: n(x) if s is None else n(x, s))
+    net = _peer(sj_import, graph)
+    return _per_step(net, x_seq, neuron_names, lambda n, x, s: _peer(n, x) if s is None else _peer(n, x, s))
 
 
 @torch.no_grad()
@@ -185,13 +198,14 @@ def read_with_snntorch(graph, x_seq, neuron_names):
     flattens the batch; with one image the two agree."""
     from snntorch.import_nir import import_from_nir as st_import
 
-    net = st_import(graph)
+    net = _peer(st_import, graph)
     outs, spikes = [], {name: [] for name in neuron_names}
     for b in range(x_seq.shape[1]):
         for module in net.modules():
             if hasattr(module, "reset_mem"):
                 module.reset_mem()
-        out, s = _per_step(net, x_seq[:, b : b + 1], neuron_names, lambda n, x, st: n(x) if st is None else n(x, st))
+        out, s = _per_step(net, x_seq[:, b : b + 1], neuron_names,
+                           lambda n, x, st: _peer(n, x) if st is None else _peer(n, x, st))  # fmt: skip
         outs.append(out)
         for name in neuron_names:
             spikes[name].append(s[name])
@@ -221,8 +235,8 @@ def measure(checkpoint: Path, nir_file: Path, net: str, o: NIRStudyOptions) -> l
         row = dict(net=net, reader=reader, exact_export=FidelityReport.of(graph).exact)
         try:
             out, spikes = read()
-        except Exception as err:  # a peer refuses the file: say why
-            rows.append({**row, "refused": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+        except PeerRefused as err:  # a peer refuses the file: say why
+            rows.append({**row, "refused": str(err)})
             continue
         out = out.reshape(ref_out.shape)
         differing = {n: int((spikes[n].reshape(ref_spikes[n].shape) != ref_spikes[n]).sum()) for n in names}

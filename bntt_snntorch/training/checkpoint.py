@@ -11,6 +11,7 @@ renames, not for the whole save).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import warnings
@@ -56,18 +57,24 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+#: What reading a checkpoint that cannot be read or unpickled raises (a truncated or corrupt file): the file
+#: system's and pickle's errors, and the zip reader's RuntimeError ("PytorchStreamReader failed ..."). Any other
+#: error (a bug) propagates.
+UNREADABLE = (OSError, EOFError, RuntimeError, pickle.UnpicklingError)
+
+
 def load_latest_good(path: str | os.PathLike, map_location="cpu") -> tuple[dict, Path]:
-    """Load ``path``; if it is unreadable (truncated, corrupt), warn and load ``<name>.prev.pt``."""
+    """Load ``path``; if it cannot be read or unpickled (truncated, corrupt: :data:`UNREADABLE`), warn in one line
+    with the cause and load ``<name>.prev.pt``."""
     path = Path(path)
     try:
         return load_checkpoint(path, map_location), path
-    except Exception as err:
+    except UNREADABLE as err:
         fallback = previous_path(path)
         if not fallback.exists():
             raise
-        warnings.warn(
-            f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); resuming from {fallback}", stacklevel=2
-        )
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        warnings.warn(f"checkpoint {path} is unreadable ({cause}); resuming from {fallback}", stacklevel=2)
         return load_checkpoint(fallback, map_location), fallback
 
 
