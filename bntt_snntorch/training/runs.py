@@ -9,7 +9,7 @@ import torch
 from ..data import DataOptions, build_datasets, dataset_info
 from ..layers import mark_spike_inputs
 from ..models import SpikingNet, create_model, is_ann, model_info
-from .checkpoint import load_checkpoint
+from .checkpoint import UNREADABLE, load_checkpoint
 from .config import TrainConfig
 
 
@@ -69,8 +69,9 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     ckpt_path = find_checkpoint(path)
     try:
         return load_checkpoint(ckpt_path, map_location=device), ckpt_path
-    except Exception as err:  # truncated or not a torch file
-        raise CheckpointError(f"cannot read {ckpt_path}: {err}") from None
+    except UNREADABLE as err:  # truncated or not a torch file
+        cause = " ".join(str(err).split())
+        raise CheckpointError(f"cannot read {ckpt_path}: {cause}") from None
 
 
 def load_weights(model, state_dict: dict, ckpt_path: Path, what: str) -> None:
