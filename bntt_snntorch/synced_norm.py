@@ -10,15 +10,15 @@ in float64 — never ``E[x^2] - mean^2``, which cancels catastrophically for act
 (mean 1e4, std 1: a negative variance in float32). ``nn.SyncBatchNorm`` combines with
 ``torch.batch_norm_gather_stats_with_counts``, which has no CPU kernel (torch 2.14), so the same
 formula is written here once for every device. The backward is ``nn.SyncBatchNorm``'s: the two
-per-channel gradient sums are all-reduced, the weight gradient stays local (DDP averages it); the inverse
-std, the sums and the input gradient are the definition's (:mod:`bntt_snntorch.definition`).
+per-channel gradient sums are all-reduced, the weight gradient stays local (DDP averages it). The normalisation
+(inverse std, coefficients, current), the sums and the input gradient are the definition's
+(:mod:`bntt_snntorch.definition`), as in the fused block a single process runs.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from . import definition
 
@@ -39,8 +39,11 @@ class _SyncedBatchNorm(torch.autograd.Function):
         var = (counts * (variances + (means - mean) ** 2)).sum(0) / total
         state = torch.promote_types(x.dtype, torch.float32)
         mean, var = mean.to(state), var.to(state)
-        out = F.batch_norm(x, mean, var, weight, None, False, 0.0, eps)
         rstd = definition.inverse_std(var, eps)
+        k, shift = definition.coefficients(mean, rstd, 1.0 if weight is None else weight.detach().to(state), 1.0)
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        rounds = x.dtype in (torch.bfloat16, torch.float16)
+        out = definition.current(x, k.view(shape), shift.view(shape), rounds).to(x.dtype)
         ctx.save_for_backward(x, weight, mean, rstd, total)
         ctx.mark_non_differentiable(mean, var, total)
         return out, mean, var, total
