@@ -1,5 +1,5 @@
-"""Sphinx configuration: MyST pages, the jupytext tutorials executed by myst-nb, autodoc API
-reference, argparse CLI reference, offline math (MathJax from the jupyter-server-mathjax wheel)."""
+"""Sphinx configuration: MyST pages, the tutorials' executed notebooks (myst-nb), autodoc API reference, argparse
+CLI reference, offline math (MathJax from the jupyter-server-mathjax wheel)."""
 
 import os
 import sys
@@ -27,13 +27,14 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints", "README.md", "conf.py"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".py": "myst-nb"}  # .rst first: autosummary's stubs
 templates_path = ["_templates"]
 
-# -- tutorials: the jupytext percent scripts themselves, executed in quick mode ----------------
-nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
-nb_execution_mode = os.environ.get("BNTT_DOCS_EXECUTE", "force")
+# -- tutorials: the executed notebooks paired with the jupytext scripts (full runs, outputs kept) ---------------
+# shown as they are (tests/test_tutorials.py runs every script; tests/test_docs.py keeps each notebook paired with
+# its script); BNTT_DOCS_EXECUTE=force executes them again (quick mode unless BNTT_TUTORIAL_QUICK=0).
+nb_execution_mode = os.environ.get("BNTT_DOCS_EXECUTE", "off")
 nb_execution_timeout = 900
 nb_execution_in_temp = True
 nb_execution_raise_on_error = True
-os.environ.setdefault("BNTT_TUTORIAL_QUICK", "1")  # full mode: BNTT_TUTORIAL_QUICK=0 sphinx-build ...
+os.environ.setdefault("BNTT_TUTORIAL_QUICK", "1")
 os.environ["BNTT_RESULTS_DIR"] = str(ROOT / "results")
 os.environ.pop("MPLBACKEND", None)  # the kernels' inline backend puts the tutorials' figures on the pages
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]

@@ -1,6 +1,6 @@
 """The documentation: every public name in the API reference with a docstring; the Sphinx site
-builds with warnings as errors (tutorials executed), works offline (local MathJax, local search)
-and renders its math and figures in a real headless browser; the tutorials' paired notebooks
+builds with warnings as errors (the tutorials' executed notebooks on its pages), works offline (local MathJax,
+local search) and renders its math and figures in a real headless browser; the tutorials' paired notebooks
 match their scripts."""
 
 import importlib
@@ -139,7 +139,7 @@ def test_pages_render_math_and_figures_in_a_browser(site, tmp_path):
     assert site / "concepts.html" in with_math
     for page in with_math:  # every formula of the site typesets: MathJax marks a failure in the page itself
         assert "Math Processing Error" not in dom(page), f"{page.relative_to(site)}: a formula did not typeset"
-    for page in (site / "tutorials").glob("0*.html"):  # what a reader sees of the executed tutorials
+    for page in (site / "tutorials").glob("0*.html"):  # what a reader sees of the executed notebooks
         text = page.read_text()
         for noise in ("No CUDA runtime is found", "cpp_extension", "DeprecationWarning", "UserWarning"):
             assert noise not in text, f"{page.name} shows {noise!r} in its output"

@@ -2,10 +2,7 @@
 path reported by explain, float64 everywhere, no host read inside a training step, bf16 only where it
 pays, and the default run compiling nothing it does not pay back."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -140,28 +137,3 @@ def test_amp_on_a_cpu_without_bf16_instructions_warns_naming_the_measurement(mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TrainConfig.from_recipe("digits", amp="bf16", device="cpu")
-
-
-def test_the_default_run_compiles_nothing_and_prints_no_compiler_warning(tmp_path, monkeypatch):
-    """``python train.py`` as a new user runs it (BNTT_KERNELS unset): no layer compiled by TorchInductor
-    (each on the eager steps or the C loops, whichever auto measured faster; the C loops' build is no
-    compile to pay back), and nothing on stderr but the progress bars."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BNTT_")}
-    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")  # a cold cache: a compile would show
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--num-epochs", "1", "--max-batches", "3", "--no-progress",
-         "--output-dir", str(tmp_path / "run")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stderr.strip() == "", result.stderr[-2000:]
-    built = list((tmp_path / "inductor").rglob("*.so"))
-    assert all("bntt_snntorch_c" in path.parts for path in built), built
-    monkeypatch.delenv("BNTT_KERNELS")
-    model = bn.create_model("bntt_digits")
-    lines = explain(model, torch.rand(10, 32, 1, 8, 8))  # the default run's batch and T
-    blocks = [line for line in lines if line.path.startswith("bntt")]
-    pools = [line for line in lines if line.path.startswith("pool")]
-    assert len(blocks) == 5 and {line.path for line in blocks} <= {"bntt-eager", "bntt-c"}
-    assert all(re.search(r"measured here: eager [\d.]+ ms(, C [\d.]+ ms)? a call", line.reason) for line in blocks)
-    assert [line.path for line in pools] == ["pool-c"] * 2, [str(line) for line in lines]

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -95,9 +95,10 @@ fig.tight_layout()
 fig.savefig(OUT / "memory_vs_T.png", dpi=120)
 
 # %% [markdown]
-# BPTT's bytes grow with T; the online rules' grow by exactly the input batch: the first
-# synapse saves its input `x_seq[t]`, a view that keeps the whole `(T, 32, 1, 8, 8)` tensor
-# (8 KiB a step) counted. Their activations are the same at every T.
+# BPTT's bytes grow with T; the online rules' do not: their peak is the same at every T, the
+# input included (each chunk of steps runs from a copy of its own steps, so nothing saved keeps
+# the whole `(T, 32, 1, 8, 8)` input). The sweep starts at T=8, where every rule carries its
+# membrane from one chunk of steps to the next (a first chunk starts from zeros and keeps none).
 #
 # ## 2. How far from BPTT is each rule's gradient?
 # The online rules drop the gradient's path through the membrane across steps (and take

@@ -1,1 +1,0 @@
-../../tutorials/01_bntt_in_snntorch.py

@@ -1,1 +1,0 @@
-../../tutorials/02_event_data.py

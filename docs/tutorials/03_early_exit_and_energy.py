@@ -1,1 +1,0 @@
-../../tutorials/03_early_exit_and_energy.py

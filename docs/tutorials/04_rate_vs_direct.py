@@ -1,1 +1,0 @@
-../../tutorials/04_rate_vs_direct.py

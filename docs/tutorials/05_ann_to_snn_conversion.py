@@ -1,1 +1,0 @@
-../../tutorials/05_ann_to_snn_conversion.py

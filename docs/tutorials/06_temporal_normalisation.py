@@ -1,1 +1,0 @@
-../../tutorials/06_temporal_normalisation.py

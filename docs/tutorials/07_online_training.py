@@ -1,1 +1,0 @@
-../../tutorials/07_online_training.py

@@ -1,1 +1,0 @@
-../../tutorials/08_deploy_with_nir.py
