@@ -23,18 +23,34 @@ from .helpers import VARIANTS, assert_close
 pytestmark = pytest.mark.skipif(shutil.which(c_build.compiler()) is None, reason="no C compiler here")
 
 
-@pytest.fixture
-def c_loops(monkeypatch, tmp_path):
-    """BNTT_KERNELS=c, the libraries built into a folder of the test's own."""
+@pytest.fixture(scope="module")
+def shared_builds(tmp_path_factory):
+    """A build folder of this module's own: each library built once for all its tests."""
+    return tmp_path_factory.mktemp("c-builds")
+
+
+def _c_loops(monkeypatch, cache):
     monkeypatch.setenv("BNTT_KERNELS", "c")
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
     c_bntt.library.cache_clear()
     c_pool.library.cache_clear()
     clear_fallbacks()
-    yield tmp_path / "cache"
+    yield cache
     c_bntt.library.cache_clear()
     c_pool.library.cache_clear()
     clear_fallbacks()
+
+
+@pytest.fixture
+def c_loops(monkeypatch, shared_builds):
+    """BNTT_KERNELS=c, the libraries built into the module's folder."""
+    yield from _c_loops(monkeypatch, shared_builds)
+
+
+@pytest.fixture
+def fresh_c_loops(monkeypatch, tmp_path):
+    """BNTT_KERNELS=c with an empty build folder of the test's own (nothing built yet: a build is attempted)."""
+    yield from _c_loops(monkeypatch, tmp_path / "cache")
 
 
 @pytest.mark.parametrize("shape", [(5, 7, 3, 4, 6), (5, 7, 3, 9, 9), (5, 7, 3)])  # flat, rows, linear
@@ -205,8 +221,8 @@ def test_c_loops_say_where_they_do_not_run(c_loops):
     assert choose_plan(torch.zeros(2, 3, 4), p, bntt=True).path == "bntt-c"
 
 
-def test_no_c_compiler_falls_back_to_the_eager_steps_with_one_warning(c_loops, monkeypatch):
-    monkeypatch.setenv("CC", str(c_loops / "no-such-compiler"))
+def test_no_c_compiler_falls_back_to_the_eager_steps_with_one_warning(fresh_c_loops, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_c_loops / "no-such-compiler"))
     fast = make_block(2, VARIANTS[0], "triangle")
     slow = copy.deepcopy(fast)
     x = make_input(2, 3)
@@ -228,7 +244,7 @@ def test_auto_takes_the_c_loops_where_they_won_by_five_percent():
     assert "eager 60.0 ms, C 20.0 ms a call" in str(Measurement(0.06, c_s=0.02))
 
 
-def test_auto_without_a_c_compiler_stays_eager_and_quiet(c_loops, monkeypatch):
+def test_auto_without_a_c_compiler_stays_eager_and_quiet(fresh_c_loops, monkeypatch):
     """auto only tries the C loops: without a compiler it measures the eager steps alone, warns nothing,
     and records the failure (later plans skip the C loops)."""
     import warnings
@@ -237,7 +253,7 @@ def test_auto_without_a_c_compiler_stays_eager_and_quiet(c_loops, monkeypatch):
     from bntt_snntorch.kernels import explain
 
     monkeypatch.setenv("BNTT_KERNELS", "auto")
-    monkeypatch.setenv("CC", str(c_loops / "no-such-compiler"))
+    monkeypatch.setenv("CC", str(fresh_c_loops / "no-such-compiler"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         lines = explain(create_model("bntt_digits", num_steps=2), torch.rand(2, 4, 1, 8, 8))
@@ -249,7 +265,7 @@ def test_auto_without_a_c_compiler_stays_eager_and_quiet(c_loops, monkeypatch):
     assert "CBuildError" in FALLBACKS["bntt-c"]
 
 
-def test_a_failing_build_names_the_compiler_and_its_exit(c_loops, monkeypatch):
+def test_a_failing_build_names_the_compiler_and_its_exit(fresh_c_loops, monkeypatch):
     from bntt_snntorch.kernels.fallback import CBuildError
 
     monkeypatch.setenv("CC", shutil.which("false") or "false")
