@@ -13,7 +13,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SHORT = ["--num_epochs", "3", "--max-batches", "10", "--num_steps", "4", "--no-progress"]
+SHORT = ["--num_epochs", "2", "--max-batches", "10", "--num_steps", "4", "--no-progress"]
 TIMING = {"epoch_seconds", "samples_per_s"}
 
 
@@ -51,12 +51,29 @@ def _kill_mid_epoch(run: Path, argv) -> tuple[int, int]:
     pytest.fail("the run ended before it could be killed mid-epoch")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Each data set's run of :data:`SHORT` without interruption (made once for the module's tests): its folder and
+    the command-line flags that made it."""
+    runs = {}
+
+    def run(dataset: str) -> tuple[Path, list[str]]:
+        if dataset not in runs:
+            folder = tmp_path_factory.mktemp(f"uninterrupted-{dataset}")
+            flags = [*SHORT, "--dataset", dataset, "--data-dir", str(folder / "data")]
+            subprocess.run(_cmd(*flags, "--output-dir", str(folder / "run")), cwd=ROOT, check=True, capture_output=True)
+            runs[dataset] = folder / "run", flags
+        return runs[dataset]
+
+    return run
+
+
 @pytest.mark.slow
+@pytest.mark.xdist_group("uninterrupted-runs")  # one worker: the uninterrupted runs made once
 @pytest.mark.parametrize("dataset", ["digits", "digits-dvs"])  # both recipes augment their training data
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, dataset):
-    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    short = [*SHORT, "--dataset", dataset, "--data-dir", str(tmp_path / "data")]
-    subprocess.run(_cmd(*short, "--output-dir", str(reference)), cwd=ROOT, check=True, capture_output=True)
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, dataset, uninterrupted):
+    reference, short = uninterrupted(dataset)
+    interrupted = tmp_path / "interrupted"
     argv = [*short, "--save-every", "1", "--output-dir", str(interrupted)]
     epoch, batches = _kill_mid_epoch(interrupted, argv)
     assert 0 < batches < 10
@@ -70,10 +87,11 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, dataset):
 
 
 @pytest.mark.slow
-def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path):
-    reference, run = tmp_path / "reference", tmp_path / "run"
-    subprocess.run(_cmd(*SHORT, "--output-dir", str(reference)), cwd=ROOT, check=True, capture_output=True)
-    argv = [*SHORT, "--save-every", "1", "--output-dir", str(run)]
+@pytest.mark.xdist_group("uninterrupted-runs")
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupted):
+    reference, short = uninterrupted("digits")
+    run = tmp_path / "run"
+    argv = [*short, "--save-every", "1", "--output-dir", str(run)]
     _kill_mid_epoch(run, argv)
     data = (run / "last.pt").read_bytes()
     (run / "last.pt").write_bytes(data[: len(data) // 2])  # a disk that lost the end of the file
