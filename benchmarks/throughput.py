@@ -570,8 +570,9 @@ def largest_batch(row: str, args) -> dict:
 def kernel_report() -> list[dict]:
     """Registers and spills of the Triton kernels the BNTT VGGs use (leaky scan and fused BNTT block, the seed
     neuron and snnTorch's default), compiled for sm_80 / sm_90."""
+    import triton_aot  # benchmarks/triton_aot.py, beside this script
+
     from bntt_snntorch.definition import Variant
-    from bntt_snntorch.kernels import triton_aot
 
     rows = []
     for variant in (Variant("subtract", False, "detached"), Variant("subtract", True, "none")):

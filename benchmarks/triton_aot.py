@@ -4,7 +4,8 @@
 cubin for a given architecture without a GPU present. This is how the kernels are shown to build
 for A100 (sm_80) and H100 (sm_90) on a CPU-only machine; :func:`ptxas_usage` reports their registers
 and spills. The variants come from the one list (:data:`bntt_snntorch.definition.VARIANTS`), the
-surrogates from :data:`bntt_snntorch.definition.SURROGATES`.
+surrogates from :data:`bntt_snntorch.definition.SURROGATES`. Used by tests/test_triton_aot.py and
+benchmarks/throughput.py's kernel report (beside which it lives).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from ..definition import SURROGATES, VARIANTS, Variant
-from . import triton_bntt as tb
-from . import triton_scan as ts
+from bntt_snntorch.definition import SURROGATES, VARIANTS, Variant
+from bntt_snntorch.kernels import triton_bntt as tb
+from bntt_snntorch.kernels import triton_scan as ts
 
 INPUT_DTYPES = ("fp32", "bf16", "fp16")  # x / spikes / their gradients; membrane and h stay fp32
 SURROGATE_NAMES = tuple(fn.__name__ for fn in SURROGATES)  # index = the surrogate's code
