@@ -332,7 +332,7 @@ def test_a_call_with_a_wrong_tensor_is_refused_before_the_loops_run(c_loops):
         kernels("bntt_stats_flat", x=x.double(), mean=mean, var=var, T=2, B=3, C=4, L=5)
     with pytest.raises(ValueError, match="not contiguous"):
         kernels("bntt_stats_flat", x=x.transpose(0, 1), mean=mean, var=var, T=2, B=3, C=4, L=5)
-    with pytest.raises(TypeError, match="missing argument 'var'"):
+    with pytest.raises(TypeError, match=r"missing arguments \['var'\]"):
         kernels("bntt_stats_flat", x=x, mean=mean, T=2, B=3, C=4, L=5)
 
 

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -68,9 +69,20 @@ _SCALARS = {"float": (ctypes.c_float, float), "double": (ctypes.c_double, float)
 _POINTEES = {"float": torch.float32, "int64_t": torch.int64}
 
 
-def _pointee(ctype: str) -> torch.dtype | None:
-    """The tensor dtype a pointer type points to (None for a scalar type)."""
-    return _POINTEES[ctype.removeprefix("const ").rstrip("*?")] if "*" in ctype else None
+class _Parameter(NamedTuple):
+    """One parameter of a C function as the binding checks it: ``dtype`` for a pointer (the tensor's; None for a
+    scalar), ``nullable`` for a pointer that may be NULL, ``scalar`` the Python type a scalar is converted to."""
+
+    name: str
+    dtype: torch.dtype | None
+    nullable: bool
+    scalar: type | None
+
+    @classmethod
+    def of(cls, name: str, ctype: str) -> _Parameter:
+        if "*" not in ctype:
+            return cls(name, None, False, _SCALARS[ctype][1])
+        return cls(name, _POINTEES[ctype.removeprefix("const ").rstrip("*?")], ctype.endswith("?"), None)
 
 
 class Kernels:
@@ -83,35 +95,36 @@ class Kernels:
             function = getattr(library, name)
             function.argtypes = [ctypes.c_void_p if "*" in t else _SCALARS[t][0] for _, t in SIGNATURES[name]]
             function.restype = ctypes.c_int
-            self._functions[name] = function
+            self._functions[name] = function, tuple(_Parameter.of(*parameter) for parameter in SIGNATURES[name])
 
     def __call__(self, name: str, **arguments) -> None:
+        function, parameters = self._functions[name]
+        if len(arguments) != len(parameters):
+            unexpected = sorted(set(arguments) - {p.name for p in parameters})
+            raise TypeError(
+                f"{name}() got unexpected arguments {unexpected}"
+                if unexpected
+                else f"{name}() missing arguments {sorted({p.name for p in parameters} - set(arguments))}"
+            )
         values = []
-        for parameter, ctype in SIGNATURES[name]:
-            if parameter not in arguments:
-                raise TypeError(f"{name}() missing argument {parameter!r}")
-            values.append(_argument(name, parameter, ctype, arguments.pop(parameter)))
-        if arguments:
-            raise TypeError(f"{name}() got unexpected arguments {sorted(arguments)}")
-        if self._functions[name](*values) != 0:
+        for parameter in parameters:  # one loop, no call an argument: this runs for every kernel call
+            value = arguments[parameter.name]
+            if parameter.dtype is None:
+                values.append(parameter.scalar(value))
+            elif value is None:
+                if not parameter.nullable:
+                    raise ValueError(f"{name}(): {parameter.name} may not be None")
+                values.append(None)
+            elif value.dtype is parameter.dtype and value.is_cpu and value.is_contiguous():
+                values.append(value.data_ptr())
+            else:
+                raise ValueError(
+                    f"{name}(): expected {parameter.name} a contiguous {parameter.dtype} CPU tensor, got {value.dtype} "
+                    f"on {value.device.type}{'' if value.is_contiguous() else ', not contiguous'}"
+                )
+        if function(*values) != 0:
             raise MemoryError(f"the C loops' {name} could not allocate their working memory: free memory or use a "
                               "smaller batch (BNTT_KERNELS=eager runs without them)")  # fmt: skip
-
-
-def _argument(name: str, parameter: str, ctype: str, value):
-    dtype = _pointee(ctype)
-    if dtype is None:
-        return _SCALARS[ctype][1](value)
-    if value is None:
-        if not ctype.endswith("?"):
-            raise ValueError(f"{name}(): {parameter} may not be None")
-        return None
-    if value.dtype != dtype or value.device.type != "cpu" or not value.is_contiguous():
-        raise ValueError(
-            f"{name}(): expected {parameter} a contiguous {dtype} CPU tensor, got {value.dtype} on "
-            f"{value.device.type}{'' if value.is_contiguous() else ', not contiguous'}"
-        )
-    return value.data_ptr()
 
 
 def _isa_flags() -> list[str]:
