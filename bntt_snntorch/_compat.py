@@ -54,7 +54,7 @@ SCRIPT_MODULES = {  # command modules once run as scripts -> their commands
     "bntt_snntorch.commands.compare_conversion": "compare-conversion",
 }
 OLD_FLAGS: dict[str, tuple[str, ...]] = {"--pgd-iterations": ("--pgd-steps", "--pgd_steps")}
-_KERNEL_SETTINGS = {"0": "eager"}  # 1 (compile) is auto since the compiled steps were retired in 0.3
+_KERNEL_SETTINGS = {"0": "eager"}  # 1 (compile): auto, the compiled steps being retired
 
 ROUTES: tuple[Route, ...] = (
     *(

@@ -10,7 +10,7 @@ about a second, once per machine; a build that fails counts as no gain).
 A measurement is taken once per (CPU capability, torch version, dtype, shape, training or not) and kept in
 ``bntt_snntorch_kernel_choices.json`` beside TorchInductor's cache (where the C libraries are kept too), so later
 runs on this machine reuse it. :func:`~bntt_snntorch.kernels.explain` shows the measured times behind each
-layer's choice. (0.2 also timed TorchInductor-compiled steps here; they were retired in 0.3: the C loops beat
+layer's choice. (It also timed TorchInductor-compiled steps once; they were retired: the C loops beat
 them at every layer measured, ``benchmarks/results/auto-vs-eager-*.md``.)
 """
 

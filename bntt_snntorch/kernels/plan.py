@@ -79,8 +79,8 @@ def kernel_setting() -> str:
     setting = os.environ.get("BNTT_KERNELS") or old_kernel_setting() or "auto"
     if setting == "compiled":
         raise ValueError(
-            "BNTT_KERNELS=compiled: the TorchInductor-compiled steps were retired in 0.3 (the C loops beat them at "
-            "every layer measured); use auto, c, eager or triton"
+            "BNTT_KERNELS=compiled: the TorchInductor-compiled steps were retired (the C loops beat them at every "
+            "layer measured); use auto, c, eager or triton"
         )
     if setting not in KERNEL_SETTINGS:
         raise ValueError(f"BNTT_KERNELS must be one of {', '.join(KERNEL_SETTINGS)}, got {setting!r}")
