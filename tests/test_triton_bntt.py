@@ -14,45 +14,20 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
-from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, surrogate
-from bntt_snntorch.layers import SpikingBlock
-
-from .helpers import VARIANTS, assert_close, learnable_leaky
+from .backends import DEVICE, make_block, make_input
+from .helpers import VARIANTS, assert_close
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if not (torch.cuda.is_available() or INTERPRET):
     pytest.skip("needs CUDA or TRITON_INTERPRET=1 (tests/test_kernels_interpreted.py runs it)", allow_module_level=True)
 
-SURROGATES = [
-    surrogate.bntt_triangle(0.3, 1.0),
-    surrogate.atan(2.0),
-    surrogate.fast_sigmoid(5.0),
-    surrogate.sigmoid(4.0),
-    surrogate.straight_through(),
-]
 
-
-def _block(dims, variant, sg, affine, scale, seed, backend):
-    torch.manual_seed(seed)
-    if dims == 2:
-        synapse, norm = nn.Conv2d(3, 4, 3, padding=1, bias=False), BatchNormTT2d(4, 4, affine=affine)
-    else:
-        synapse, norm = nn.Linear(7, 5, bias=False), BatchNormTT1d(5, 4, affine=affine)
-    if affine:
-        for bn in norm:
-            nn.init.uniform_(bn.weight, 0.5, 2.0)
-    neuron = learnable_leaky(Leaky, torch.tensor(0.8), torch.tensor(0.9), sg, variant)
-    neuron.backend = backend
-    return SpikingBlock(synapse, norm, neuron, input_scale=scale).to(DEVICE)
-
-
-def _input(dims, seed, batch=6):
-    g = torch.Generator().manual_seed(seed)
-    shape = (4, batch, 3, 5, 5) if dims == 2 else (4, batch, 7)
-    return (torch.randn(shape, generator=g) * 2).to(DEVICE)
+def _block(dims, variant, sg, affine, scale, seed):
+    """The harness's block (tests/backends.py) with its neuron's backend set to Triton."""
+    block = make_block(dims, variant, sg, affine, scale, seed)
+    block.neuron.backend = "triton"
+    return block
 
 
 def _reference_h_and_last_membrane(block, x):
@@ -75,8 +50,8 @@ def test_currents_and_last_membrane_equal_the_reference(variant):
     from bntt_snntorch.kernels.torch_scan import NeuronSpec, NeuronTensors
     from bntt_snntorch.kernels.triton_bntt import batch_statistics
 
-    block = _block(2, variant, SURROGATES[1], True, 0.5, 3, "triton").eval()
-    x = _input(2, 5)
+    block = _block(2, variant, "atan", True, 0.5, 3).eval()
+    x = make_input(2, 5)
     with torch.no_grad():
         cur = block.synapse(x.flatten(0, 1)).unflatten(0, x.shape[:2])
         weight = torch.stack(block.norm.step_gammas(cur))
@@ -101,8 +76,8 @@ def test_currents_and_last_membrane_equal_the_reference(variant):
 
 def test_quick_the_block_is_one_custom_op_for_torch_compile():
     """torch.compile traces the block with no graph break: its fused node is one torch.library op."""
-    block = _block(2, VARIANTS[5], SURROGATES[0], True, 1.0, 0, "triton")
-    x = _input(2, 1)
+    block = _block(2, VARIANTS[5], "triangle", True, 1.0, 0)
+    x = make_input(2, 1)
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(block)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
