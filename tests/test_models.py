@@ -159,12 +159,12 @@ def test_channels_last_equals_per_step():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", ["eager", "c", "auto"])
+@pytest.mark.parametrize("kernels", ["c", "auto"])
 def test_torch_compile_equals_per_step(kernels, monkeypatch):
     """torch.compile around the model: the plan is decided while tracing, outside the graph, and each block's fused
-    node is one torch.library op, so the whole model is one graph (no break) on every CPU setting (auto with
-    nothing measured yet takes the eager steps). Tolerance 1e-4 on the logits and every parameter's gradient
-    (each gets one), 1e-5 on the running statistics."""
+    node is one torch.library op, so the whole model is one graph (no break) on the C loops and under auto (with
+    nothing measured yet: the eager steps, as BNTT_KERNELS=eager gives). Tolerance 1e-4 on the logits and every
+    parameter's gradient (each gets one), 1e-5 on the running statistics."""
     from torch._dynamo.utils import counters
 
     monkeypatch.setenv("BNTT_KERNELS", kernels)
