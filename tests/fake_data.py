@@ -136,10 +136,10 @@ def random_events(rng: np.random.Generator, n: int, label: int, width: int = 128
 
 
 def write_cifar10_dvs(root: Path, per_class: int = 100, events_per_file: int = 200, seed: int = 0) -> Path:
-    from bntt_snntorch.data.aedat4 import write_aedat4
-
     """``root/CIFAR10DVS/<class>/cifar10_<class>_<i>.aedat4``: the extracted layout, no zip;
     100 per class (1,000 files) satisfies tonic's own extraction check."""
+    from bntt_snntorch.data.aedat4 import write_aedat4
+
     rng = np.random.default_rng(seed)
     base = root / "CIFAR10DVS"
     for label, name in enumerate(CIFAR10_DVS_CLASSES):
@@ -148,3 +148,80 @@ def write_cifar10_dvs(root: Path, per_class: int = 100, events_per_file: int = 2
         for i in range(per_class):
             write_aedat4(folder / f"cifar10_{name}_{i}.aedat4", random_events(rng, events_per_file, label))
     return base
+
+
+# ----------------------------------------------------------------------------- ATIS .bin (N-MNIST, N-Caltech101)
+def atis_records(rng: np.random.Generator, n: int, width: int, height: int, label: int = 0, overflows: int = 2,
+                 x0: int = 0, y0: int = 0) -> bytes:  # fmt: skip
+    """``n`` events as the 5-byte ATIS records of N-MNIST / N-Caltech101 (x, y, polarity bit 7 and a 23-bit
+    microsecond time), with ``overflows`` timestamp-overflow records (y = 240) at random places; class
+    ``label`` fires mostly in its own horizontal band; coordinates offset by ``(x0, y0)``."""
+    times = np.sort(rng.integers(0, 2**23, n))
+    band = max(1, height // 10)
+    y = np.where(rng.random(n) < 0.7, (label * band) % height + rng.integers(0, band, n), rng.integers(0, height, n))
+    records = np.zeros((n, 5), np.uint8)
+    records[:, 0], records[:, 1] = rng.integers(0, width, n) + x0, np.minimum(y, height - 1) + y0
+    records[:, 2] = ((rng.random(n) < 0.5) << 7) | (times >> 16)
+    records[:, 3], records[:, 4] = (times >> 8) & 255, times & 255
+    overflow = np.zeros((overflows, 5), np.uint8)
+    overflow[:, 1] = 240
+    return np.insert(records, np.sort(rng.integers(0, n + 1, overflows)), overflow, axis=0).tobytes()
+
+
+def write_nmnist(root: Path, per_digit=(3, 1), events: int = 300, seed: int = 0) -> Path:
+    """``root/NMNIST/{Train,Test}/<digit>/<nnnnn>.bin``, the layout tonic extracts ``train.zip`` / ``test.zip``
+    to, with ``per_digit`` recordings of each digit per split."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("Train", "Test"), per_digit):
+        for digit in range(10):
+            folder = root / "NMNIST" / split / str(digit)
+            folder.mkdir(parents=True)
+            for i in range(count):
+                (folder / f"{i:05d}.bin").write_bytes(atis_records(rng, events, 34, 34, digit))
+    return root / "NMNIST"
+
+
+def write_ncaltech101(root: Path, classes=("accordion", "BACKGROUND_Google", "yin_yang"), per_class: int = 10,
+                      events: int = 300, seed: int = 0) -> Path:  # fmt: skip
+    """``root/NCALTECH101/Caltech101/<class>/image_<nnnn>.bin``: recordings of up to 240 x 180 pixels at an
+    offset (tonic shifts each to start at 0)."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        folder = root / "NCALTECH101" / "Caltech101" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            width, height = int(rng.integers(150, 241)), int(rng.integers(100, 181))
+            x0, y0 = rng.integers(0, 257 - width), rng.integers(0, 241 - height)  # x is a byte, y = 240 an overflow
+            data = atis_records(rng, events, width, height, label, x0=int(x0), y0=int(y0))
+            (folder / f"image_{i + 1:04d}.bin").write_bytes(data)
+    return root / "NCALTECH101"
+
+
+# ----------------------------------------------------------------------------- DVS Gesture .npy
+LIGHTINGS = ("fluorescent", "fluorescent_led", "lab", "led", "natural")
+
+
+def gesture_columns(rng: np.random.Generator, n: int, label: int, dtype=np.float64) -> np.ndarray:
+    """``(n, 4)`` columns x, y, p, t [ms] of a recording as tonic's DVS Gesture holds them (fractional ms
+    in a float array); class ``label`` fires mostly in its own band of rows."""
+    columns = np.zeros((n, 4), dtype)
+    band = 128 // 11
+    in_band = rng.random(n) < 0.7
+    columns[:, 0] = rng.integers(0, 128, n)
+    columns[:, 1] = np.where(in_band, label * band + rng.integers(0, band, n), rng.integers(0, 128, n))
+    columns[:, 2] = rng.random(n) < 0.5
+    columns[:, 3] = np.sort(rng.random(n) * 6000.0)
+    return columns
+
+
+def write_dvsgesture(root: Path, counts=(1077, 264), events: int = 60, seed: int = 0) -> Path:
+    """``root/DVSGesture/ibmGesture{Train,Test}/user<NN>_<lighting>/<label>.npy`` with ``counts`` recordings (the
+    official 1,077 / 264 by default): users 1-23 train, 24-29 test, 11 gestures a session folder."""
+    rng = np.random.default_rng(seed)
+    for split, count, users in zip(("ibmGestureTrain", "ibmGestureTest"), counts, (range(1, 24), range(24, 30))):
+        sessions = [f"user{u:02d}_{light}" for light in LIGHTINGS for u in users]
+        for n in range(count):
+            folder = root / "DVSGesture" / split / sessions[n // 11]
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{n % 11}.npy", gesture_columns(rng, events, n % 11))
+    return root / "DVSGesture"

@@ -306,10 +306,11 @@ def test_built_wheel_runs_from_an_empty_folder(tmp_path):
 # ----------------------------------------------------------------------------- defaults in one place
 def test_recipes_hold_only_typed_config_fields_and_build_valid_configs():
     from bntt_snntorch.training.config import _check_recipe
-    from bntt_snntorch.training.recipes import RECIPES
+    from bntt_snntorch.training.recipes import DEFAULT_RECIPE_FOR_DATASET, RECIPES
 
+    dataset_of = {recipe: dataset for dataset, recipe in DEFAULT_RECIPE_FOR_DATASET.items()}
     for name in RECIPES:
-        dataset = {"bntt-dvs": "cifar10-dvs", "digits-dvs": "digits-dvs"}.get(name, "cifar10")
+        dataset = dataset_of.get(name, "cifar10")
         cfg = TrainConfig.from_recipe(name, dataset=dataset)
         assert cfg.num_steps is None or cfg.encode != "none", name  # ANNs carry no time steps
         assert cfg.momentum is None or cfg.optimizer == "sgd", name

@@ -100,7 +100,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "only) or ottt (spatial, weights from presynaptic traces); online needs a norm with per-step statistics",
     )
     add_flag(g, "--sltt-k", type=_positive(int), help="SLTT-K: backpropagate K random steps of each batch")
-    g = p.add_argument_group("event data (cifar10-dvs, digits-dvs)")
+    g = p.add_argument_group("event data (cifar10-dvs, nmnist, dvsgesture, ncaltech101, digits-dvs)")
     add_flag(
         g,
         "--dvs-size",

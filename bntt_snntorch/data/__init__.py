@@ -1,11 +1,12 @@
 """Data sets: ``build_datasets(name, data_dir)`` and the registry of names (:mod:`.registry`).
 
-Static images (:mod:`.static`), DVS-CIFAR10 as cached frames (:mod:`.events`)
-and simulated event digits (:mod:`.simulate`); importing this package registers them.
+Static images (:mod:`.static`), DVS-CIFAR10 as cached frames (:mod:`.events`), N-MNIST, DVS Gesture
+and N-Caltech101 from tonic's layouts (:mod:`.event_sets`) and simulated event digits (:mod:`.simulate`);
+importing this package registers them.
 """
 
 from .._compat import old_attribute
-from . import events, simulate, static  # noqa: F401  (register the data sets)
+from . import event_sets, events, simulate, static  # noqa: F401  (register the data sets)
 from .events import CIFAR10DVS
 from .registry import (
     CorruptRecordingError,

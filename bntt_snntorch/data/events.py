@@ -295,10 +295,12 @@ def translate(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
 class CachedFrames(Dataset):
     """``(frames (T, P, H, W) int16 event counts, label)`` of ``indices``, read from a frame cache's
     ``frames.npy`` (memory-mapped, opened lazily in each loader process). The counts stay int16
-    until :func:`bntt_snntorch.encoding.events` makes them float on the training device."""
+    until :func:`bntt_snntorch.encoding.events` makes them float on the training device.
+    ``recordings``: the recording of each cache row (its path), where the source lists them."""
 
-    def __init__(self, folder: Path, indices, targets, augment: FrameAugment | None = None):
+    def __init__(self, folder: Path, indices, targets, augment: FrameAugment | None = None, recordings=None):
         self.folder, self.indices, self.targets, self.augment = folder, list(indices), list(targets), augment
+        self.recordings = recordings
         self._frames = None
 
     def __len__(self) -> int:
@@ -343,9 +345,9 @@ def framed_split(
         source, spec, cache_root, frames_of, frame_shape, options.num_workers, options.skip_corrupt, options.progress
     )
     usable = set(usable)
-    targets = list(source.targets)
-    train = CachedFrames(folder, [i for i in train_idx if i in usable], targets, _augment(options, size))
-    test = CachedFrames(folder, [i for i in test_idx if i in usable], targets)
+    targets, names = list(source.targets), getattr(source, "data", None)
+    train = CachedFrames(folder, [i for i in train_idx if i in usable], targets, _augment(options, size), names)
+    test = CachedFrames(folder, [i for i in test_idx if i in usable], targets, recordings=names)
     return train, test
 
 

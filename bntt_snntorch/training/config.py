@@ -174,7 +174,9 @@ class TrainConfig:
                 raise ConfigError(f"--dataset {self.dataset} gives event frames: leave out --encode {explicit_encode}")
             self.encode = "events"
         elif self.encode == "events":
-            raise ConfigError(f"--recipe {self.recipe} is for event data: use --dataset cifar10-dvs or digits-dvs")
+            raise ConfigError(
+                f"--recipe {self.recipe} is for event data: use an event --dataset ({', '.join(_event_sets())})"
+            )
         if self.arch not in list_models():
             if self.arch in ARCH_ALIASES["rate-vs-direct"]:
                 raise ConfigError(
@@ -261,6 +263,10 @@ def _warn_if_bf16_is_emulated() -> None:
             f"CPU; {AMP_MEASUREMENT}); leave out --amp on this machine",
             stacklevel=4,
         )
+
+
+def _event_sets() -> list[str]:
+    return [name for name in list_datasets() if dataset_info(name).events]
 
 
 def _per_step_norms() -> list[str]:

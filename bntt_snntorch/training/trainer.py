@@ -295,6 +295,8 @@ class _Run:
         if is_main():
             self.out.mkdir(parents=True, exist_ok=True)
             provenance = {"git_commit": _git_commit(), "torch": torch.__version__, "command": sys.argv}
+            if hasattr(self.train_set, "split"):  # event sets: the split's rule and sizes
+                provenance["data_split"] = self.train_set.split
             write_json(self.out / "config.json", {**self.cfg.to_dict(), **provenance, "world_size": self.world})
 
     def _run_epoch(self, epoch: int, train_model: nn.Module, writer) -> None:
