@@ -180,7 +180,8 @@ class _Recordings:
         return self.events[i], 0
 
 
-def test_a_killed_first_pass_resumes_where_its_progress_was_saved(tmp_path):
+def test_a_killed_first_pass_resumes_where_its_progress_was_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(events_module, "SAVE_DONE_SECONDS", 0.0)  # saved every SAVE_DONE_EVERY recordings
     spec = events_module.CacheSpec("toy", 4, 16, "bin_events", "toy")
     frames_of = lambda events: bin_events(events, 4, 16, (128, 128, 2))  # noqa: E731
     args = (tmp_path / "cache", frames_of, (4, 2, 16, 16))

@@ -19,6 +19,7 @@ so the frames equal tonic's ``ToFrame(sensor_size=(240, 240, 2))``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import tonic
 from tonic.download_utils import extract_archive
 from torch.utils.data import Dataset
 
-from .event_readers import read_atis_bin, read_gesture_npy, read_ncaltech_bin
+from .event_readers import atis_columns, ncaltech_columns, read_gesture_npy
 from .events import framed_split, natural_key, recordings_digest, stratified_split
 from .registry import DataOptions, DatasetInfo, DatasetNotFoundError, register_dataset
 
@@ -90,10 +91,11 @@ NCALTECH101_CLASSES = 101  # 100 objects and BACKGROUND_Google
 
 class Recordings(Dataset):
     """Event recordings on disk: ``data`` (their paths), ``targets`` (their labels); item ``i`` is
-    ``(events, target)`` with ``events`` a structured array (x, y, t, p) as tonic's data set gives it."""
+    ``(events, target)`` with ``events`` what ``read`` gives: a structured array (x, y, t, p) as tonic's
+    data set gives it, or :class:`~.event_readers.EventColumns` of the same events."""
 
-    def __init__(self, paths: list[Path], targets: list[int], read: Callable):
-        self.data, self.targets, self.read = [str(p) for p in paths], list(targets), read
+    def __init__(self, paths: list[str], targets: list[int], read: Callable):
+        self.data, self.targets, self.read = list(paths), list(targets), read
 
     def __len__(self) -> int:
         return len(self.data)
@@ -102,37 +104,51 @@ class Recordings(Dataset):
         return self.read(self.data[index]), self.targets[index]
 
 
-def locate(data_dir: Path, spec: EventSet, download: bool) -> Path:
-    """``<data_dir>/<spec.folder>`` once every part holds its complete count of recordings: archives
-    found there are extracted first, and with ``download`` tonic fetches what is missing. Raises
-    :class:`DatasetNotFoundError` in one line naming the folder, the count found and where to get it."""
+def locate(data_dir: Path, spec: EventSet, download: bool) -> list[list[tuple[str, str]]]:
+    """The recordings of each part of ``spec`` under ``<data_dir>/<spec.folder>`` (:func:`listing`), once
+    every part holds its complete count: archives found there are extracted first, and with ``download``
+    tonic fetches what is missing. Raises :class:`DatasetNotFoundError` in one line naming the folder,
+    the count found and where to get it."""
     root = data_dir / spec.folder
-    missing = _incomplete(root, spec)
+    found = _listings(root, spec)
+    missing = _incomplete(spec, found)
     if missing and any((root / part.archive).exists() or (part.inner and (root / part.inner).exists())
                        for part in missing):  # fmt: skip
         _extract(root, missing)
-        missing = _incomplete(root, spec)
-    if missing and download:
+        found = _listings(root, spec)
+    if _incomplete(spec, found) and download:
         spec.download(str(data_dir))
-        _extract(root, _incomplete(root, spec))
-        missing = _incomplete(root, spec)
+        _extract(root, _incomplete(spec, found))
+        found = _listings(root, spec)
+    missing = _incomplete(spec, found)
     if missing:
         part = missing[0]
-        found = _count(root / part.folder, spec.suffix)
         fetch = " and ".join(f"{p.archive} from {p.url}" for p in missing)
         raise DatasetNotFoundError(
-            f"{spec.title} not found: {found} of {part.count} {spec.suffix} recordings in {root / part.folder}; "
-            f"download {fetch} and extract into {root}, or pass --download"
+            f"{spec.title} not found: {len(found[spec.parts.index(part)])} of {part.count} {spec.suffix} "
+            f"recordings in {root / part.folder}; download {fetch} and extract into {root}, or pass --download"
         )
-    return root
+    return found
 
 
-def _count(folder: Path, suffix: str) -> int:
-    return sum(1 for _ in folder.glob(f"**/*{suffix}")) if folder.is_dir() else 0
+def listing(folder: Path, suffix: str) -> list[tuple[str, str]]:
+    """``(sub-folder name, file path)`` of every ``*suffix`` file one level under ``folder``, in a
+    machine-independent order (sub-folder, then file name, digit runs compared as numbers)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for sub in sorted((e for e in os.scandir(folder) if e.is_dir()), key=lambda e: natural_key(e.name)):
+        names = sorted((e.name for e in os.scandir(sub.path) if e.name.endswith(suffix)), key=natural_key)
+        found += [(sub.name, os.path.join(sub.path, name)) for name in names]
+    return found
 
 
-def _incomplete(root: Path, spec: EventSet) -> list[Part]:
-    return [part for part in spec.parts if _count(root / part.folder, spec.suffix) < part.count]
+def _listings(root: Path, spec: EventSet) -> list[list[tuple[str, str]]]:
+    return [listing(root / part.folder, spec.suffix) for part in spec.parts]
+
+
+def _incomplete(spec: EventSet, found: list[list]) -> list[Part]:
+    return [part for part, files in zip(spec.parts, found) if len(files) < part.count]
 
 
 def _extract(root: Path, parts: list[Part]) -> None:
@@ -142,12 +158,6 @@ def _extract(root: Path, parts: list[Part]) -> None:
             extract_archive(str(root / part.archive), str(root))
         if part.inner and (root / part.inner).exists():
             extract_archive(str(root / part.inner), str(root))
-
-
-def _files(folder: Path, suffix: str) -> list[Path]:
-    """The recordings under ``folder``'s sub-folders, in a machine-independent order (folder, then
-    natural file-name order)."""
-    return sorted(folder.glob(f"*/*{suffix}"), key=lambda p: (natural_key(p.parent.name), natural_key(p.name)))
 
 
 def _framed(name: str, source: Recordings, sensor, options: DataOptions, data_dir: Path, n_train: int | None, rule):
@@ -168,10 +178,9 @@ def _framed(name: str, source: Recordings, sensor, options: DataOptions, data_di
 def nmnist(data_dir: Path, download: bool, options: DataOptions):
     """N-MNIST (snnTorch's tutorial 7) from ``<data_dir>/NMNIST/{Train,Test}/<digit>/*.bin``: the official
     60,000 / 10,000 split; the label is the digit folder's last character, as tonic reads it."""
-    root = locate(data_dir, NMNIST, download)
-    train_files, test_files = (_files(root / part.folder, NMNIST.suffix) for part in NMNIST.parts)
-    paths = train_files + test_files
-    source = Recordings(paths, [int(p.parent.name[-1]) for p in paths], read_atis_bin)
+    train_files, test_files = locate(data_dir, NMNIST, download)
+    files = train_files + test_files
+    source = Recordings([path for _, path in files], [int(digit[-1]) for digit, _ in files], atis_columns)
     return _framed("nmnist", source, NMNIST_SENSOR, options, data_dir, len(train_files), "official: Train / Test")
 
 
@@ -180,10 +189,10 @@ def dvsgesture(data_dir: Path, download: bool, options: DataOptions):
     """DVS Gesture from ``<data_dir>/DVSGesture/ibmGesture{Train,Test}/user<NN>_<lighting>/<label>.npy``
     (tonic's preprocessed recordings, one gesture a file): the official split by user (1-23 train,
     24-29 test)."""
-    root = locate(data_dir, DVS_GESTURE, download)
-    train_files, test_files = (_files(root / part.folder, DVS_GESTURE.suffix) for part in DVS_GESTURE.parts)
-    paths = train_files + test_files
-    source = Recordings(paths, [int(p.stem) for p in paths], read_gesture_npy)
+    train_files, test_files = locate(data_dir, DVS_GESTURE, download)
+    files = train_files + test_files
+    labels = [int(os.path.basename(path)[: -len(".npy")]) for _, path in files]
+    source = Recordings([path for _, path in files], labels, read_gesture_npy)
     rule = "official: users of ibmGestureTrain / ibmGestureTest"
     return _framed("dvsgesture", source, GESTURE_SENSOR, options, data_dir, len(train_files), rule)
 
@@ -192,15 +201,14 @@ def dvsgesture(data_dir: Path, download: bool, options: DataOptions):
 def ncaltech101(data_dir: Path, download: bool, options: DataOptions):
     """N-Caltech101 from ``<data_dir>/NCALTECH101/Caltech101/<class>/*.bin``: labels are the class folders
     in sorted order; no official split, so the fixed 9:1 split within each class (:func:`stratified_split`)."""
-    root = locate(data_dir, NCALTECH101, download)
-    paths = _files(root / NCALTECH101.parts[0].folder, NCALTECH101.suffix)
-    classes = sorted({p.parent.name for p in paths})
+    (files,) = locate(data_dir, NCALTECH101, download)
+    classes = sorted({name for name, _ in files})
     if len(classes) != NCALTECH101_CLASSES:
         raise DatasetNotFoundError(
-            f"N-Caltech101 in {root / 'Caltech101'} has {len(classes)} class folders, expected "
-            f"{NCALTECH101_CLASSES}; re-extract {NCALTECH101.parts[0].archive} from {NCALTECH101.parts[0].url}"
+            f"N-Caltech101 in {data_dir / NCALTECH101.folder / 'Caltech101'} has {len(classes)} class folders, "
+            f"expected {NCALTECH101_CLASSES}; re-extract {NCALTECH101.parts[0].archive} from {NCALTECH101.parts[0].url}"
         )
     label = {name: i for i, name in enumerate(classes)}
-    source = Recordings(paths, [label[p.parent.name] for p in paths], read_ncaltech_bin)
+    source = Recordings([path for _, path in files], [label[name] for name, _ in files], ncaltech_columns)
     rule = "fixed: the first 9/10 of each class in file order train (no official split)"
     return _framed("ncaltech101", source, NCALTECH101_SENSOR, options, data_dir, None, rule)
