@@ -252,3 +252,23 @@ def test_ncaltech101_trains_a_101_class_net_on_its_fixed_split(data_root, small_
     assert split["rule"].startswith("fixed") and (split["test"], len(result.rows)) == (3, 1)
     classifier = [w for k, w in result.model.state_dict().items() if k.endswith("weight") and w.ndim == 2][-1]
     assert classifier.shape[0] == 101
+
+
+def test_analyze_neurobench_on_a_dvs_gesture_run(data_root):
+    """NeuroBench's DVS example shape: DVS Gesture's 128x128 sensor binned to 32x32 frames, 11 classes."""
+    pytest.importorskip("neurobench", reason="the [neurobench] extra is not installed")
+    from bntt_snntorch.commands.analyze import run as analyze_main
+    from bntt_snntorch.commands.train import get_args_parser, main
+
+    run = data_root / "run"
+    flags = ["--dataset", "dvsgesture", "--data-dir", str(data_root), "--arch", "bntt_digits", "--num_epochs", "1"]
+    flags += ["--max-batches", "2", "--num_steps", "4", "--batch_size", "16", "--num_workers", "0", "--no-progress"]
+    main(get_args_parser().parse_args([*flags, "--output-dir", str(run)]))
+    assert analyze_main([str(run), "--neurobench", "--max-batches", "2"]) == 0
+    written = json.loads((run / "analysis" / "neurobench.json").read_text())
+    assert written["samples"] == 32
+    total = written["comparison"][-1]
+    assert total["neurobench_effective_ops"] > 0
+    assert total["ours_effective_ops"] == pytest.approx(total["neurobench_effective_ops"], rel=1e-9)
+    summary = (run / "analysis" / "summary.md").read_text()
+    assert "on dvsgesture (T=4)" in summary and "## NeuroBench" in summary
