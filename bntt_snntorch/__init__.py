@@ -9,6 +9,7 @@ without the data sets' libraries (tonic, torchvision's data sets).
 """
 
 from . import encoding, functional, surrogate, utils
+from .accumulated_norm import TemporalAccumulatedBatchNorm1d, TemporalAccumulatedBatchNorm2d
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, StepNeuron, bntt_leaky, create_neuron, list_neurons, register_neuron
@@ -51,6 +52,8 @@ __all__ = [
     "MultiStepLeaky",
     "NIRNetwork",
     "StepNeuron",
+    "TemporalAccumulatedBatchNorm1d",
+    "TemporalAccumulatedBatchNorm2d",
     "TemporalEffectiveBatchNorm1d",
     "TemporalEffectiveBatchNorm2d",
     "ThresholdDependentBatchNorm1d",

@@ -342,6 +342,20 @@ def running_update(running, batch, momentum):
     return lerp(running, batch, momentum)
 
 
+# -- TAB's prefix statistics (steps 0..t merged one step at a time: one pass over T) ---------------------
+def merged_mean(mean_a, count_a, mean_b, count_b):
+    """The mean of two groups of values from their means and counts (Chan et al.'s pairwise update):
+    TAB's prefix mean after step ``t``, from the prefix's (``a``: steps ``0..t-1``) and step ``t``'s (``b``)."""
+    return mean_a + (mean_b - mean_a) * (count_b / (count_a + count_b))
+
+
+def merged_squares(squares_a, mean_a, count_a, squares_b, mean_b, count_b):
+    """The summed squared deviations of two groups about their joint mean (Chan et al.): TAB's prefix
+    sum of squares from the prefix's and step ``t``'s, each about its own mean."""
+    d = mean_b - mean_a
+    return squares_a + squares_b + d * d * (count_a * count_b / (count_a + count_b))
+
+
 # -- BNTT's normalisation (the fused block: current = k * x + shift per step and channel) -------------
 def inverse_std(var, eps):
     """``1 / sqrt(var + eps)`` in double, rounded to ``var``'s precision, as batch norm's CPU kernel rounds

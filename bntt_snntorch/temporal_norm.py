@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ._compat import deprecated, old_attribute
+from .accumulated_norm import TemporalAccumulatedBatchNorm1d, TemporalAccumulatedBatchNorm2d
 from .bntt import BatchNormTT1d, BatchNormTT2d
 from .registry import Registry, RegistryEntry
 from .step_mode import StepCounter
@@ -245,6 +246,14 @@ def tdbn(num_features: int, num_steps: int, dims: int) -> nn.Module:
 def tebn(num_features: int, num_steps: int, dims: int) -> nn.Module:
     """Temporal effective batch norm (Duan et al. 2022): shared statistics, a learnable scale per step."""
     return (TemporalEffectiveBatchNorm1d if dims == 1 else TemporalEffectiveBatchNorm2d)(num_features, num_steps)
+
+
+@register_norm(label="TAB")
+def tab(num_features: int, num_steps: int, dims: int, eps: float = 1e-5) -> nn.Module:
+    """Temporal accumulated batch norm (Jiang et al. 2024): step t normalised with the statistics of steps
+    0..t, its own affine and a learnable p_t^2."""
+    layer = TemporalAccumulatedBatchNorm1d if dims == 1 else TemporalAccumulatedBatchNorm2d
+    return layer(num_features, num_steps, eps)
 
 
 @register_norm(label="none", per_step_statistics=True)

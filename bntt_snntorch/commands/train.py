@@ -80,7 +80,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--norm",
         choices=list_norms(),
         help="temporal normalisation of the BNTT VGGs: BNTT (per-step statistics and gamma), one BN over all steps, "
-        f"tdBN, TEBN, or none (the norm registry: bntt_snntorch.list_norms(); default: {TrainConfig.norm})",
+        "tdBN, TEBN, TAB (statistics of steps 0..t, per-step affine) or none (the norm registry: "
+        f"bntt_snntorch.list_norms(); default: {TrainConfig.norm})",
     )
     g.add_argument(
         "--neuron",
