@@ -11,6 +11,7 @@ without the data sets' libraries (tonic, torchvision's data sets).
 from . import encoding, functional, surrogate, utils
 from .accumulated_norm import TemporalAccumulatedBatchNorm1d, TemporalAccumulatedBatchNorm2d
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
+from .membrane_norm import MPBNLeaky, fold_thresholds
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, StepNeuron, bntt_leaky, create_neuron, list_neurons, register_neuron
 from .nir_exchange import FidelityReport, NIRNetwork, export_to_nir, import_from_nir
@@ -49,6 +50,7 @@ __all__ = [
     "BatchNormTT2d",
     "FidelityReport",
     "Leaky",
+    "MPBNLeaky",
     "MultiStepLeaky",
     "NIRNetwork",
     "StepNeuron",
@@ -66,6 +68,7 @@ __all__ = [
     "create_neuron",
     "create_norm",
     "export_to_nir",
+    "fold_thresholds",
     "import_from_nir",
     "list_models",
     "list_neurons",

@@ -308,18 +308,25 @@ def _initial_membrane(mem: torch.Tensor | None, x_seq: torch.Tensor) -> torch.Te
 @dataclass(frozen=True, kw_only=True)
 class NeuronInfo(RegistryEntry):
     """A registered neuron: ``factory(beta, threshold=1.0)`` builds a multi-step layer that meets
-    :class:`StepNeuron`'s protocol (its reset and surrogate are the layer's own, ``layer.params()``)."""
+    :class:`StepNeuron`'s protocol (its reset and surrogate are the layer's own, ``layer.params()``);
+    with ``takes_features`` the factory also takes the layer's channel count, ``features=C``."""
+
+    takes_features: bool = False
 
 
 NEURONS: Registry[NeuronInfo] = Registry("neuron", NeuronInfo)
-register_neuron = NEURONS.register  # @register_neuron: a factory fn(beta, threshold=1.0) under its name
+register_neuron = NEURONS.register  # @register_neuron, @register_neuron(takes_features=True): fn(beta, threshold=1.0)
 neuron_info = NEURONS.get
 list_neurons = NEURONS.names
 
 
-def create_neuron(name: str, beta: float, threshold: float = 1.0) -> nn.Module:
-    """A layer of the registered neuron ``name`` with leak ``beta`` and ``threshold``."""
-    return neuron_info(name).factory(beta, threshold)
+def create_neuron(name: str, beta: float, threshold: float = 1.0, features: int | None = None) -> nn.Module:
+    """A layer of the registered neuron ``name`` with leak ``beta`` and ``threshold``; ``features``: the layer's
+    channel count, for the neurons that need it (``takes_features``: e.g. ``mpbn``), ignored by the others."""
+    info = neuron_info(name)
+    if info.takes_features:
+        return info.factory(beta, threshold, features=features)
+    return info.factory(beta, threshold)
 
 
 @register_neuron

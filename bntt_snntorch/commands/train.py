@@ -86,8 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--neuron",
         choices=list_neurons(),
-        help="neuron of the spiking models: the BNTT seed's (soft reset), the same with reset to zero, or "
-        f"snnTorch's Leaky (the neuron registry: bntt_snntorch.list_neurons(); default: {TrainConfig.neuron})",
+        help="neuron of the spiking models: the BNTT seed's (soft reset), the same with reset to zero, "
+        "snnTorch's Leaky, or MPBN (a batch norm on the membrane before firing) (the neuron registry: "
+        f"bntt_snntorch.list_neurons(); default: {TrainConfig.neuron})",
     )
     g.add_argument(
         "--encode",

@@ -149,7 +149,7 @@ def _facts(x, p, backend, block, bntt, norm, neuron, pool, grad) -> tuple:
     if pool is not None:
         return ("pool", inputs, tuple(tuple(v) if isinstance(v, list) else v for v in _window(pool)))
     neuron_facts = (bool(getattr(neuron, "inhibition", False) or getattr(neuron, "state_quant", False)),
-                    _origin(neuron), type(neuron).__name__)  # fmt: skip
+                    _origin(neuron), type(neuron).__name__, getattr(neuron, "unfused_reason", ""))  # fmt: skip
     p_facts = None if p is None else (fusable(p), p.beta.numel() == 1 and p.threshold.numel() == 1)
     norm_facts = None
     if norm is not None:
@@ -225,7 +225,8 @@ def _why_unfused(norm, neuron, p_facts) -> str | None:
     if not fusable_norm:
         return f"{name} synchronised over ranks or with cumulative averages"
     if p_facts is None:
-        return f"{neuron[1]}neuron {neuron[2]}: kernel_params() is None, its own step runs (fused: leaky neurons)"
+        why = neuron[3] or "kernel_params() is None, its own step runs"
+        return f"{neuron[1]}neuron {neuron[2]}: {why} (fused: leaky neurons)"
     return None
 
 

@@ -50,7 +50,7 @@ def _create_bntt_vgg(
         else:
             conv = nn.Conv2d(channels, item, kernel_size=3, padding=1, bias=False)
             bn = create_norm(norm, item, num_steps, dims=2, **options)
-            features.append(SpikingBlock(conv, bn, create_neuron(neuron, leak_mem)))
+            features.append(SpikingBlock(conv, bn, create_neuron(neuron, leak_mem, features=item)))
             channels = item
     if size < 1:
         raise ValueError(f"image_size={image_size} is too small for {cfg}: it pools to nothing")
@@ -58,7 +58,7 @@ def _create_bntt_vgg(
     features.append(TimeDistributed(nn.Flatten()))
     fc = nn.Linear(channels * size * size, hidden, bias=False)
     bn = create_norm(norm, hidden, num_steps, dims=1, **options)
-    features.append(SpikingBlock(fc, bn, create_neuron(neuron, leak_mem)))
+    features.append(SpikingBlock(fc, bn, create_neuron(neuron, leak_mem, features=hidden)))
     model = SpikingNet(features, nn.Linear(hidden, num_classes, bias=False), num_steps, in_channels)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

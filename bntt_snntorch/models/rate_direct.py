@@ -30,9 +30,10 @@ cfgs = {
 
 def _block(synapse: nn.Module, lam: float, leak_on_input: bool, neuron: str) -> SpikingBlock:
     """``U = lam U + (1 - lam) I`` (``leak_on_input``) or ``U = (1 - lam) U + lam I``."""
+    features = getattr(synapse, "out_channels", None) or getattr(synapse, "out_features", None)
     if leak_on_input:
-        return SpikingBlock(synapse, None, create_neuron(neuron, lam), input_scale=1.0 - lam)
-    return SpikingBlock(synapse, None, create_neuron(neuron, 1.0 - lam), input_scale=lam)
+        return SpikingBlock(synapse, None, create_neuron(neuron, lam, features=features), input_scale=1.0 - lam)
+    return SpikingBlock(synapse, None, create_neuron(neuron, 1.0 - lam, features=features), input_scale=lam)
 
 
 def _init(model: nn.Module, gain: float) -> nn.Module:
