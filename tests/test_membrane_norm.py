@@ -143,3 +143,19 @@ def test_mpbn_trains_through_train_py_and_explain_says_how_it_runs(tmp_path):
     main(get_args_parser().parse_args([*flags, "--output-dir", str(run)]))
     ckpt = torch.load(run / "last.pt", weights_only=False)
     assert ckpt["config"]["neuron"] == "mpbn" and "features.0.neuron.bn.running_var" in ckpt["model"]
+
+
+@pytest.mark.slow
+def test_compare_norms_takes_tab_and_mpbn(tmp_path):
+    import csv
+    import json
+
+    from bntt_snntorch.commands import compare_norms
+
+    argv = ["--norms", "tab", "mpbn", "--seeds", "1", "--num-epochs", "1", "--max-batches", "2"]
+    assert compare_norms.run([*argv, "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    assert [r["norm"] for r in csv.DictReader(open(tmp_path / "comparison.csv"))] == ["tab", "mpbn"]
+    text = (tmp_path / "comparison.md").read_text()
+    assert "| TAB |" in text and "| MPBN (BN over T*B + membrane BN) |" in text
+    config = json.loads((tmp_path / "mpbn-seed0" / "config.json").read_text())
+    assert (config["norm"], config["neuron"]) == ("bn", "mpbn")

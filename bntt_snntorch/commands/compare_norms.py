@@ -3,7 +3,7 @@ normalisations side by side, same recipe, same seeds (:func:`bntt_snntorch.exper
 
     python -m bntt_snntorch compare-norms --dataset digits --seeds 3 --output-dir results/norm-study-digits
 
-Trains (or reuses) ``OUTPUT/<norm>-seed<s>`` for every ``--norms`` variant and seed with the data
+Trains (or reuses) ``OUTPUT/<variant>-seed<s>`` for every ``--norms`` variant and seed with the data
 set's recipe, then measures test accuracy after every exit step, spike rate, energy and training
 throughput; writes ``comparison.md`` / ``.csv``, ``accuracy_per_step.csv``, ``accuracy_vs_step.png``
 and ``gammas.png``.
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from ..experiments import NormStudyOptions, compare_norms
-from ..temporal_norm import list_norms
+from ..experiments.norm_study import study_variants
 from .common import (
     add_device_flag,
     add_flag,
@@ -37,9 +37,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--norms",
         nargs="+",
-        choices=list_norms(),
+        choices=study_variants(),
         default=DEFAULTS().norms,
-        help="registered norms to compare (default: all)",
+        help="variants to compare: the registered norms, and mpbn (a BN over T*B and one on the membrane); "
+        "default: all",
     )
     p.add_argument("--seeds", type=int, default=DEFAULTS.seeds, help="seeds 0..N-1 per variant")
     add_recipe_flag(p)

@@ -1,11 +1,12 @@
 """Is BNTT worth it? Temporal normalisation variants side by side, same recipe, same seeds.
 
 ``compare_norms(NormStudyOptions(...)) -> table``; what ``python -m bntt_snntorch compare-norms``
-runs. Trains (or reuses) ``OUTPUT/<norm>-seed<s>`` for every registered norm asked for and
-seed with the data set's recipe, then measures test accuracy after every exit step 1..T
-(``forward_steps``), spike rate and energy (45 nm) and training throughput. Writes
-``comparison.md`` / ``.csv`` (mean ± std over seeds), ``accuracy_per_step.csv``,
-``accuracy_vs_step.png`` and ``gammas.png`` (BNTT's mean gamma per step, TEBN's per-step scale).
+runs. Trains (or reuses) ``OUTPUT/<variant>-seed<s>`` for every variant asked for (a registered norm,
+or a neuron that normalises its membrane: :data:`NEURON_VARIANTS`) and seed with the data set's recipe,
+then measures test accuracy after every exit step 1..T (``forward_steps``), spike rate and energy
+(45 nm) and training throughput. Writes ``comparison.md`` / ``.csv`` (mean ± std over seeds),
+``accuracy_per_step.csv``, ``accuracy_vs_step.png`` and ``gammas.png`` (BNTT's mean gamma per step,
+TEBN's per-step scale, TAB's ``p_t^2 * weight_t``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import encoding
+from ..accumulated_norm import TemporalAccumulatedBatchNorm1d, TemporalAccumulatedBatchNorm2d
 from ..analysis import accuracy_per_step, count_operations, energy_table, exit_step, mean_gamma_curve
 from ..analysis.early_exit import DEFAULT_EXIT_THRESHOLD
 from ..files import write_csv, write_text
@@ -28,6 +30,19 @@ from ..training import TrainConfig, load_run, resolve_device, train_or_resume
 from ..training.runs import run_datasets
 from .command_line import command_line
 
+#: Study variants that are a neuron rather than a norm: name -> (the synapse's norm, the neuron, its label).
+#: MPBN as its authors built it: a batch norm over the T*B batch after each synapse, and one on the membrane.
+NEURON_VARIANTS = {"mpbn": ("bn", "mpbn", "MPBN (BN over T*B + membrane BN)")}
+
+
+def study_variants() -> list[str]:
+    """What ``--norms`` may name: the registered norms, then :data:`NEURON_VARIANTS`."""
+    return [*NORM_REGISTRY.in_order(), *NEURON_VARIANTS]
+
+
+def _variant_label(variant: str) -> str:
+    return NEURON_VARIANTS[variant][2] if variant in NEURON_VARIANTS else norm_info(variant).label
+
 
 @dataclass
 class NormStudyOptions:
@@ -35,7 +50,7 @@ class NormStudyOptions:
 
     dataset: str = "digits"
     recipe: str | None = None  # default: the data set's (a finished run of another recipe is refused)
-    norms: tuple = field(default_factory=lambda: tuple(NORM_REGISTRY.in_order()))  # registered norms to compare
+    norms: tuple = field(default_factory=lambda: tuple(study_variants()))  # variants to compare (study_variants())
     seeds: int = 3  # seeds 0..N-1 per norm
     num_epochs: int | None = None  # default: the recipe's
     output_dir: str | None = None  # default: runs/norm-study-<dataset>
@@ -52,7 +67,11 @@ def compare_norms(options: NormStudyOptions | None = None) -> list[dict]:
     device = resolve_device(o.device)
     out = Path(o.output_dir or f"runs/norm-study-{o.dataset}")
     out.mkdir(parents=True, exist_ok=True)
-    runs = [measure_run(_train_or_reuse(o, norm, seed, out), o, device) for norm in o.norms for seed in range(o.seeds)]
+    runs = [
+        measure_run(_train_or_reuse(o, variant, seed, out), o, device, variant)
+        for variant in o.norms
+        for seed in range(o.seeds)
+    ]
     table = summarize(runs)
     _write(table, runs, out, o, command_line("compare-norms", _with_output(o, out)))
     print((out / "comparison.md").read_text())
@@ -63,13 +82,15 @@ def _with_output(o: NormStudyOptions, out: Path) -> NormStudyOptions:
     return NormStudyOptions(**{**vars(o), "output_dir": str(out)})
 
 
-def _train_or_reuse(o: NormStudyOptions, norm: str, seed: int, out: Path) -> Path:
-    run = out / f"{norm}-seed{seed}"
+def _train_or_reuse(o: NormStudyOptions, variant: str, seed: int, out: Path) -> Path:
+    run = out / f"{variant}-seed{seed}"
+    norm, neuron, _ = NEURON_VARIANTS.get(variant, (variant, None, None))
     return train_or_resume(
         TrainConfig.from_recipe(
             o.recipe,
             dataset=o.dataset,
             norm=norm,
+            neuron=neuron,
             seed=seed,
             output_dir=str(run),
             num_epochs=o.num_epochs,
@@ -81,9 +102,10 @@ def _train_or_reuse(o: NormStudyOptions, norm: str, seed: int, out: Path) -> Pat
     )
 
 
-def measure_run(run: Path, o: NormStudyOptions, device) -> dict:
+def measure_run(run: Path, o: NormStudyOptions, device, variant: str | None = None) -> dict:
     """Accuracy per exit step, spike rate, energy, throughput and per-step gains of one trained run
-    (the last epoch's weights, as the table reports the final accuracy)."""
+    (the last epoch's weights, as the table reports the final accuracy); ``variant``: its study variant
+    (default: its norm)."""
     model, cfg, _ = load_run(run / "last.pt", device)
     _, test_set, _ = run_datasets(cfg, o.data_dir, progress=False)
     loader = DataLoader(test_set, batch_size=256, shuffle=False)
@@ -100,14 +122,12 @@ def measure_run(run: Path, o: NormStudyOptions, device) -> dict:
     rates = [op.output_rate for layer_ops in ops for op in layer_ops if op.output_rate is not None]
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    tebn = [
-        m.scale.detach().cpu()
-        for m in model.modules()
-        if isinstance(m, (TemporalEffectiveBatchNorm1d, TemporalEffectiveBatchNorm2d))
-    ]
-    gains = mean_gamma_curve(model).cpu() if cfg.norm == "bntt" else torch.stack(tebn).mean(0) if tebn else None
+    per_step = (TemporalEffectiveBatchNorm1d, TemporalEffectiveBatchNorm2d, TemporalAccumulatedBatchNorm1d,
+                TemporalAccumulatedBatchNorm2d)  # fmt: skip
+    scales = [m.gammas.mean(1).cpu() for m in model.modules() if isinstance(m, per_step)]
+    gains = mean_gamma_curve(model).cpu() if cfg.norm == "bntt" else torch.stack(scales).mean(0) if scales else None
     return dict(
-        norm=cfg.norm,
+        norm=variant or cfg.norm,
         seed=cfg.seed,
         accuracy=accuracy.tolist(),
         spike_rate=sum(rates) / len(rates),
@@ -149,7 +169,7 @@ def summarize(runs: list[dict], threshold: float = DEFAULT_EXIT_THRESHOLD) -> li
 
 def _write(table: list[dict], runs: list[dict], out: Path, o: NormStudyOptions, command: str) -> None:
     steps = len(runs[0]["accuracy"])
-    label = {r["norm"]: norm_info(r["norm"]).label for r in table}
+    label = {r["norm"]: _variant_label(r["norm"]) for r in table}
     write_csv(out / "comparison.csv", [{k: v for k, v in r.items() if k != "mean_gains"} for r in table])
     write_csv(
         out / "accuracy_per_step.csv",
