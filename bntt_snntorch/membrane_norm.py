@@ -107,10 +107,31 @@ class MPBNLeaky(StepNeuron):
 class FoldedMPBNLeaky(StepNeuron):
     """An :class:`MPBNLeaky` at inference, its batch norm folded into per-channel thresholds: fires where
     ``sign_c * (u - theta'_c) > 0`` (``sign_c``: the sign of the norm's weight), resets ``u`` as the neuron
-    did. Built by :func:`fold_thresholds`; ``thresholds`` and ``signs`` are ``(C,)`` buffers."""
+    did. Built by :func:`fold_thresholds` (:meth:`fold`) or from the values themselves (NIR import);
+    ``thresholds`` and ``signs`` are ``(C,)`` buffers."""
 
-    def __init__(self, neuron: MPBNLeaky, name: str = "neuron"):
+    def __init__(
+        self,
+        thresholds: torch.Tensor,
+        signs: torch.Tensor,
+        beta: float = 0.95,
+        threshold: float = 1.0,
+        spike_grad: Surrogate | None = None,
+        reset_mechanism: str = "zero",
+    ):
         super().__init__()
+        if reset_mechanism not in RESETS:
+            raise ValueError(f"reset_mechanism must be one of {', '.join(RESETS)}, got {reset_mechanism!r}")
+        self.register_buffer("thresholds", torch.as_tensor(thresholds).flatten().clone())
+        self.register_buffer("signs", torch.as_tensor(signs).flatten().clone())
+        self.beta, self.threshold = float(beta), float(threshold)
+        self.spike_grad = spike_grad or atan()
+        self.reset_mechanism = reset_mechanism
+
+    @classmethod
+    def fold(cls, neuron: MPBNLeaky, name: str = "neuron") -> FoldedMPBNLeaky:
+        """``neuron`` with its batch norm's running statistics and affine folded into
+        ``theta' = (theta - bias) * sqrt(var + eps) / weight + mean``; ``name`` names it in errors."""
         bn = neuron.bn
         if neuron.carry != "membrane":
             raise ValueError(
@@ -126,11 +147,10 @@ class FoldedMPBNLeaky(StepNeuron):
                 "whatever the membrane, which no threshold expresses"
             )
         std = torch.sqrt(bn.running_var + bn.eps)
-        self.register_buffer("thresholds", (neuron.threshold - bias) * std / weight + bn.running_mean)
-        self.register_buffer("signs", torch.sign(weight))
-        self.beta, self.threshold, self.spike_grad = neuron.beta, neuron.threshold, neuron.spike_grad
-        self.reset_mechanism = neuron.reset_mechanism
-        self.step_mode = neuron.step_mode
+        folded = cls((neuron.threshold - bias) * std / weight + bn.running_mean, torch.sign(weight), neuron.beta,
+                     neuron.threshold, neuron.spike_grad, neuron.reset_mechanism)  # fmt: skip
+        folded.step_mode = neuron.step_mode
+        return folded
 
     def step(self, x: torch.Tensor, mem: torch.Tensor | None = None):
         """One step ``x`` ``(B, C, ...)`` from the membrane ``mem`` (None: at rest) -> ``(spk, mem)``."""
@@ -151,7 +171,7 @@ def fold_thresholds(model: nn.Module) -> nn.Module:
         for child_name, child in list(module.named_children()):
             if isinstance(child, MPBNLeaky):
                 path = f"{name}.{child_name}" if name else child_name
-                setattr(module, child_name, FoldedMPBNLeaky(child, path).eval())
+                setattr(module, child_name, FoldedMPBNLeaky.fold(child, path).eval())
     return folded
 
 

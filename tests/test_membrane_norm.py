@@ -3,6 +3,8 @@
 input and norm-parameter gradients and running statistics within 1e-10 (the same operations in another
 order where they differ at all)."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -92,9 +94,9 @@ def test_the_normalised_carry_equals_spikingjellys_mpbn_lif_node(dims):
     assert_close(ours.bn.running_var, theirs.vbn.running_var, atol=1e-12, rtol=1e-12)
 
 
-def _trained_mpbn_model(seed=0, dtype=torch.float64):
+def _trained_mpbn_model(seed=0, dtype=torch.float64, norm="bntt"):
     torch.manual_seed(seed)
-    model = bs.create_model("bntt_digits", num_steps=4, neuron="mpbn").to(dtype)
+    model = bs.create_model("bntt_digits", num_steps=4, norm=norm, neuron="mpbn").to(dtype)
     x_seq = (torch.rand(4, 16, 1, 8, 8, dtype=dtype) < 0.3).to(dtype)
     with torch.no_grad():
         for _ in range(3):  # running statistics of a few batches
@@ -159,3 +161,53 @@ def test_compare_norms_takes_tab_and_mpbn(tmp_path):
     assert "| TAB |" in text and "| MPBN (BN over T*B + membrane BN) |" in text
     config = json.loads((tmp_path / "mpbn-seed0" / "config.json").read_text())
     assert (config["norm"], config["neuron"]) == ("bn", "mpbn")
+
+
+def test_the_folded_model_exports_to_nir_with_per_neuron_thresholds_and_reads_back_exactly(tmp_path):
+    """MPBN as its authors built it (a BN over T*B after each synapse, which folds into the weights exactly; reset
+    to zero): every node exact; each LIF's v_threshold is the folded threshold per neuron, the channel with a
+    negative norm weight written negated on both sides (its synapse row and its threshold); read back from a real
+    .nir file with our metadata the network is the folded model bit for bit, from NIR's values alone (another
+    rounding of the folded synapses) at most 0.1 % of the spikes differ."""
+    nir = pytest.importorskip("nir", reason="the nir extra: pip install -e '.[nir]'")
+    from bntt_snntorch.layers import SpikingBlock
+    from bntt_snntorch.nir_exchange import FidelityReport
+
+    model, x_seq = _trained_mpbn_model(dtype=torch.float32, norm="bn")
+    folded = bs.fold_thresholds(model)
+    graph = bs.export_to_nir(folded, x_seq[0])
+    assert FidelityReport.of(graph).exact, str(FidelityReport.of(graph))
+    first = folded.features[0].neuron
+    threshold = graph.nodes["features_0_neuron"].v_threshold
+    expected = (first.signs * first.thresholds).view(-1, 1, 1).expand(threshold.shape)
+    assert torch.equal(torch.as_tensor(threshold), expected) and len(torch.unique(expected)) > 1
+    unsigned = copy.deepcopy(folded)
+    unsigned.features[0].neuron.signs.fill_(1.0)
+    weight, plain = (
+        torch.as_tensor(g.nodes["features_0_synapse"].weight) for g in (graph, bs.export_to_nir(unsigned, x_seq[0]))
+    )
+    assert torch.equal(weight[0], -plain[0]) and torch.equal(weight[1:], plain[1:])  # channel 0: weight < 0
+
+    path = tmp_path / "folded.nir"
+    nir.write(str(path), graph)
+    read = nir.read(str(path))
+
+    def readout_and_spikes(net):
+        spikes = []
+        hooks = [
+            b.register_forward_hook(lambda m, a, y: spikes.append(y))
+            for b in net.modules()
+            if isinstance(b, SpikingBlock)
+        ]
+        with torch.no_grad():
+            out = net.classifier(net.features(x_seq)) if isinstance(net, bs.models.SpikingNet) else net(x_seq)
+        for h in hooks:
+            h.remove()
+        return out, spikes
+
+    reference, reference_spikes = readout_and_spikes(folded)
+    out, spikes = readout_and_spikes(bs.import_from_nir(read))
+    assert torch.equal(out, reference) and all(torch.equal(a, b) for a, b in zip(spikes, reference_spikes))
+    _, spikes = readout_and_spikes(bs.import_from_nir(read, use_metadata=False))
+    flips = sum(int((a != b).sum()) for a, b in zip(spikes, reference_spikes))
+    assert flips <= sum(s.numel() for s in spikes) // 1000

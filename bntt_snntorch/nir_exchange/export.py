@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..functional import LeakyParams
+from ..membrane_norm import FoldedMPBNLeaky
 from ..neurons import Leaky
 from .common import DT, ENCODINGS, META, nir_module, pair
 from .fidelity import FidelityReport, NodeFidelity
@@ -36,8 +37,9 @@ def _full(value, shape) -> np.ndarray:
     )
 
 
-def _synapse_node(nir, part: Synapse, shape: tuple, out_shape: tuple, dt: float):
-    """The NIR node of a synapse (its norm folded in), its fidelity and our metadata."""
+def _synapse_node(nir, part: Synapse, shape: tuple, out_shape: tuple, dt: float, signs: torch.Tensor | None = None):
+    """The NIR node of a synapse (its norm folded in), its fidelity and our metadata; ``signs`` ``(C_out,)``: each
+    output channel's values times its sign (a folded MPBN neuron after it, :func:`_folded_mpbn_node`)."""
     module, dims = part.module, 2 if isinstance(part.module, nn.Conv2d) else 1
     weight = module.weight.detach().double().cpu()
     bias = (
@@ -71,6 +73,9 @@ def _synapse_node(nir, part: Synapse, shape: tuple, out_shape: tuple, dt: float)
     if part.scale != 1.0:
         why += f"; input scale {part.scale:g} folded in"
     k = k * part.scale
+    if signs is not None:
+        k, b = k * signs.double(), b * signs.double()
+        why += "; channels whose membrane norm has a negative weight negated (the neuron's membrane with them)"
     w = (weight * k.view(-1, *([1] * (weight.dim() - 1)))).float().numpy()
     folded_bias = (k * bias + b * part.scale).float().numpy()
     has_bias = module.bias is not None or part.norm is not None
@@ -88,15 +93,50 @@ def _synapse_node(nir, part: Synapse, shape: tuple, out_shape: tuple, dt: float)
     return node, exact, why
 
 
+def _lif_or_if(nir, beta, threshold: np.ndarray, shape: tuple, dt: float, path: str):
+    """NIR's LIF (beta < 1) or IF (beta = 1) node, resetting to zero, with per-neuron ``threshold``; and its kind."""
+    beta_full = np.broadcast_to(beta, shape).astype(np.float64)
+    zeros = np.zeros(shape, np.float32)
+    if (beta_full == 1).all():
+        return nir.IF(r=np.full(shape, 1 / dt, np.float32), v_threshold=threshold, v_reset=zeros), "IF (beta = 1)"
+    if (beta_full < 1).all():
+        tau = dt / (1 - beta_full)
+        node = nir.LIF(tau=tau.astype(np.float32), r=(tau / dt).astype(np.float32), v_leak=zeros,
+                       v_threshold=threshold, v_reset=zeros)  # fmt: skip
+        return node, f"LIF with tau = dt / (1 - beta), r = tau / dt, dt = {dt:g}"
+    raise ValueError(f"cannot export {path}: beta mixes 1 (IF) and < 1 (LIF) within one layer")
+
+
+def _folded_mpbn_node(nir, part: Neuron, shape: tuple, dt: float):
+    """A :class:`~bntt_snntorch.membrane_norm.FoldedMPBNLeaky` as LIF / IF with per-neuron thresholds: channel c's
+    threshold ``sign_c * theta'_c`` on the membrane ``sign_c * u`` (the synapse before it writes its channel times
+    ``sign_c``), so a channel that fired below ``theta'`` fires above ``-theta'``; its fidelity and metadata."""
+    m = part.module
+    channel = (-1, *[1] * (len(shape) - 1))
+    threshold = _full((m.signs * m.thresholds).view(channel), shape)
+    node, kind = _lif_or_if(nir, np.clip(np.float64(m.beta), 0, 1), threshold, shape, dt, part.path)
+    node.metadata[META] = {
+        "folded_mpbn": True,
+        "beta": np.atleast_1d(np.float64(m.beta)),
+        "threshold": np.atleast_1d(np.float64(m.threshold)),
+        "thresholds": m.thresholds.detach().cpu().numpy(),
+        "signs": m.signs.detach().cpu().numpy(),
+        "reset_mechanism": m.reset_mechanism,
+    }
+    why = f"{kind}; MPBN's membrane norm folded into per-neuron thresholds"
+    if m.reset_mechanism == "zero":
+        return [(node, True, why + ", reset to zero in the step it fires")]
+    return [(node, False, why + "; reset by subtraction written as NIR's reset to zero (v_reset = 0)")]
+
+
 def _neuron_nodes(nir, part: Neuron, shape: tuple, dt: float):
     """The NIR node(s) of a neuron (LIF / IF, then a Scale for graded spikes), their fidelity, metadata."""
+    if isinstance(part.module, FoldedMPBNLeaky):
+        return _folded_mpbn_node(nir, part, shape, dt)
     p = _neuron_params(part.module, part.path)
     if p.reset_mechanism == "none":
         raise ValueError(f"cannot export {part.path}: a neuron without reset has no NIR node (NIR's LIF / IF reset)")
     beta = np.asarray(torch.as_tensor(p.beta).detach().double().clamp(0, 1).cpu())
-    beta_full = np.broadcast_to(beta, shape).astype(np.float64)
-    threshold = _full(p.threshold, shape)
-    zeros = np.zeros(shape, np.float32)
     same_step = p.detach_reset or not p.reset_delay
     g = torch.as_tensor(p.graded_spikes_factor).detach().cpu()
     meta = {
@@ -107,16 +147,7 @@ def _neuron_nodes(nir, part: Neuron, shape: tuple, dt: float):
         "detach_reset": bool(p.detach_reset),
         "graded_spikes_factor": np.atleast_1d(g.numpy()),
     }
-    if (beta_full == 1).all():
-        node = nir.IF(r=np.full(shape, 1 / dt, np.float32), v_threshold=threshold, v_reset=zeros)
-        kind = "IF (beta = 1)"
-    elif (beta_full < 1).all():
-        tau = dt / (1 - beta_full)
-        node = nir.LIF(tau=tau.astype(np.float32), r=(tau / dt).astype(np.float32), v_leak=zeros,
-                       v_threshold=threshold, v_reset=zeros)  # fmt: skip
-        kind = f"LIF with tau = dt / (1 - beta), r = tau / dt, dt = {dt:g}"
-    else:
-        raise ValueError(f"cannot export {part.path}: beta mixes 1 (IF) and < 1 (LIF) within one layer")
+    node, kind = _lif_or_if(nir, beta, _full(p.threshold, shape), shape, dt, part.path)
     node.metadata[META] = meta
     if p.reset_mechanism == "zero" and same_step:
         exact, why = True, f"{kind}; reset to zero in the step it fires"
@@ -189,11 +220,13 @@ def export_to_nir(model: nn.Module, sample: torch.Tensor, *, dt: float = DT, enc
         previous = name
 
     x = torch.zeros(1, *shape)
-    for part in parts:
+    for i, part in enumerate(parts):
         name = _node_name(part.path)
         if isinstance(part, Synapse):
             out = part.module(x)
-            add(name, *_synapse_node(nir, part, shape, tuple(out.shape[1:]), dt))
+            following = parts[i + 1].module if i + 1 < len(parts) else None
+            signs = following.signs.detach().cpu() if isinstance(following, FoldedMPBNLeaky) else None
+            add(name, *_synapse_node(nir, part, shape, tuple(out.shape[1:]), dt, signs))
         elif isinstance(part, Neuron):
             for i, (node, exact, why) in enumerate(_neuron_nodes(nir, part, shape, dt)):
                 add(name if i == 0 else f"{name}_graded", node, exact, why)

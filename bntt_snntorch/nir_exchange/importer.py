@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..layers import SpikingBlock, TimeDistributed
+from ..membrane_norm import FoldedMPBNLeaky
 from ..neurons import Leaky
 from .common import DT, META, nir_module, pair
 from .modules import NIRNetwork, PerStepAffine, Scale, StepDelay
@@ -57,8 +58,12 @@ def _synapse_module(nir, node, use_metadata: bool):
     return module, norm, float(np.asarray(meta["input_scale"]).flat[0])
 
 
-def _neuron_module(nir, node, dt: float, use_metadata: bool) -> Leaky:
+def _neuron_module(nir, node, dt: float, use_metadata: bool) -> Leaky | FoldedMPBNLeaky:
     meta = node.metadata.get(META) if use_metadata else None
+    if meta and "folded_mpbn" in meta:  # our export of fold_thresholds' neuron: rebuilt as it was
+        thresholds, signs = (torch.as_tensor(np.asarray(meta[key])) for key in ("thresholds", "signs"))
+        beta, threshold = (float(np.asarray(meta[key]).flat[0]) for key in ("beta", "threshold"))
+        return FoldedMPBNLeaky(thresholds, signs, beta, threshold, reset_mechanism=str(meta["reset_mechanism"]))
     if meta:
         return Leaky(
             _scalar_or_tensor(meta["beta"]),
