@@ -12,7 +12,9 @@ per-step affine map (as BNTT's). The authors' layer (``HaiyanJiang/SNN-TAB``, ``
 re-normalises the whole prefix at every step, about ``T(T+1)/2`` slices a layer. Here each step's
 moments are taken once and merged into the prefix's with Chan et al.'s pairwise update
 (:func:`~bntt_snntorch.definition.merged_mean`, :func:`~bntt_snntorch.definition.merged_squares`): one pass
-over T, and the backward runs through the prefix statistics by autograd, also in one pass.
+over T, and the backward runs through the prefix statistics by autograd, also in one pass. In a block before a
+leaky neuron (:class:`~bntt_snntorch.layers.SpikingBlock`) the plan runs it fused on the block's backend
+(:mod:`bntt_snntorch.kernels.fused_tab`), this module being the reference it is tested against.
 
 Step mode (:mod:`bntt_snntorch.step_mode`): "m" (default) — ``tab(x_seq)`` runs a sequence ``(T', B, C, ...)``;
 "s" — ``tab(x, t)`` (or ``tab(x)`` with the step counter) runs one step ``(B, C, ...)``, keeping the
@@ -142,11 +144,7 @@ class _TemporalAccumulatedBatchNorm(StepCounter, nn.Module):
         statistics (and updates step ``t``'s running ones); eval uses step ``t``'s running statistics."""
         if self.training:
             mean, var, count = prefix.add(x)
-            with torch.no_grad():
-                unbiased = D.unbiased_variance(var, D.unbiased_factor(count))
-                self.running_mean[t] = D.running_update(self.running_mean[t], mean, self.momentum)
-                self.running_var[t] = D.running_update(self.running_var[t], unbiased, self.momentum)
-                self.num_batches_tracked[t] += 1
+            self.record_statistics(t, mean, var, count)
         else:
             mean, var = self.running_mean[t], self.running_var[t]
         rstd = D.inverse_std(var, self.eps)
@@ -154,6 +152,15 @@ class _TemporalAccumulatedBatchNorm(StepCounter, nn.Module):
         k, shift = D.coefficients(mean, rstd, self.weight[t], 1.0)
         shape = (1, -1, *[1] * (x.dim() - 2))
         return gain * (D.normalise(x, k.view(shape), shift.view(shape)) + self.bias[t].view(shape))
+
+    @torch.no_grad()
+    def record_statistics(self, t: int, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """Move step ``t``'s running statistics toward the prefix's ``mean`` and biased ``var`` ``(C,)`` over
+        ``count`` values (made unbiased), as ``BatchNorm3d`` over the prefix moves them."""
+        unbiased = D.unbiased_variance(var, D.unbiased_factor(count))
+        self.running_mean[t] = D.running_update(self.running_mean[t], mean, self.momentum)
+        self.running_var[t] = D.running_update(self.running_var[t], unbiased, self.momentum)
+        self.num_batches_tracked[t] += 1
 
     def extra_repr(self) -> str:
         return (

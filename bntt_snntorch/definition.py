@@ -356,6 +356,16 @@ def merged_squares(squares_a, mean_a, count_a, squares_b, mean_b, count_b):
     return squares_a + squares_b + d * d * (count_a * count_b / (count_a + count_b))
 
 
+def prefix_gradient_terms(d_mean, d_var, mean, counts):
+    """TAB's backward through the prefix statistics, per step ``s`` and channel: ``dL/dx_s = k_s * dy_s + A_s +
+    B_s * x_s`` with ``B_s = sum_{t >= s} 2 dL/dvar_t / N_t`` and ``A_s = sum_{t >= s} (dL/dmean_t - 2 dL/dvar_t
+    mean_t) / N_t`` (``N_t``: the prefix's count, ``counts`` ``(T, 1)``; the biased prefix variance's derivative
+    in ``x_s`` is ``2 (x_s - mean_t) / N_t``). Returns ``(A, B)``, each ``(T, C)``, the suffix sums over t."""
+    b = 2.0 * d_var / counts
+    a = d_mean / counts - b * mean
+    return a.flip(0).cumsum(0).flip(0), b.flip(0).cumsum(0).flip(0)
+
+
 # -- BNTT's normalisation (the fused block: current = k * x + shift per step and channel) -------------
 def inverse_std(var, eps):
     """``1 / sqrt(var + eps)`` in double, rounded to ``var``'s precision, as batch norm's CPU kernel rounds

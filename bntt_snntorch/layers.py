@@ -203,10 +203,11 @@ class SpikingBlock(StepCounter, nn.Module):
             cur = spike_synapse.with_gradient(self.synapse, x, value, self.input_quantum).unflatten(0, x_seq.shape[:2])
         return self._norm_and_neuron(cur)
 
-    def _plan(self, cur: torch.Tensor, params, grad: bool | None = None):
-        """The block's plan for the synapse output ``cur`` (:func:`~bntt_snntorch.kernels.choose_plan`)."""
+    def _plan(self, cur: torch.Tensor, params, grad: bool | None = None, first_step: int = 0):
+        """The block's plan for the synapse output ``cur`` (:func:`~bntt_snntorch.kernels.choose_plan`) of steps
+        ``first_step ..``."""
         return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), block=True, norm=self.norm,
-                           neuron=self.neuron, grad=grad)  # fmt: skip
+                           neuron=self.neuron, grad=grad, first_step=first_step)  # fmt: skip
 
     def _norm_and_neuron(self, cur: torch.Tensor) -> torch.Tensor:
         """The unfused rest of the block on the synapse's output ``cur`` ``(T, B, ...)``: the norm's own
@@ -262,7 +263,7 @@ class SpikingBlock(StepCounter, nn.Module):
         else:
             cur = self._synapse_over_time(x_seq)
         params = self.neuron.params()
-        plan = report(self, self._plan(cur, params))
+        plan = report(self, self._plan(cur, params, None, first_step))
         if plan.fused:  # BNTT and the neuron as one node
             run = lambda path: fused_block(
                 path,

@@ -1,8 +1,10 @@
 """Every backend of the fused block's table (eager, C in both layouts, Triton) against the per-step reference,
 through one harness (tests/backends.py: the cases, the runs and the tolerances): BPTT in training and eval, the
 online rule's steps (no gradient through time, from a carried membrane), float64 where a backend takes it, bf16
-autocast where it takes that. The Triton cases run on CUDA, or under Triton's CPU interpreter in the subprocess
-tests/test_kernels_interpreted.py starts (``TRITON_INTERPRET=1`` must be set before Triton is imported)."""
+autocast where it takes that; TAB's fused node (its prefix statistics, weights, biases and ``p``) on every
+backend in training and eval, float64 where a backend takes it. The Triton cases run on CUDA, or under Triton's
+CPU interpreter in the subprocess tests/test_kernels_interpreted.py starts (``TRITON_INTERPRET=1`` must be set
+before Triton is imported)."""
 
 import pytest
 import torch
@@ -56,3 +58,20 @@ def test_backend_in_float64(monkeypatch, backend, variant, mode):
 @pytest.mark.parametrize("dims,variant", [(2, v) for v in VARIANTS] + [(1, VARIANTS[5])])
 def test_backend_under_bf16_autocast(monkeypatch, backend, dims, variant):
     check_backend(monkeypatch, backend, dims, variant, "triangle", True, 1.0, "train", torch.bfloat16)
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("dims", [2, 1])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_tab_block_on_backend_equals_the_per_step_reference(monkeypatch, backend, dims, mode):
+    """TAB's fused node (the prefix statistics merged over T, the backward through them added to the backend's)
+    against TAB's own steps, then the neuron's."""
+    if dims == 1 and backend.endswith(":rows"):
+        pytest.skip("a linear layer has no rows of positions")
+    check_backend(monkeypatch, backend, dims, VARIANTS[0], "atan", True, 0.5, mode, norm="tab")
+
+
+@pytest.mark.parametrize("backend", _taking(torch.float64))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_tab_block_in_float64(monkeypatch, backend, mode):
+    check_backend(monkeypatch, backend, 2, VARIANTS[3], "triangle", True, 1.0, mode, torch.float64, norm="tab")

@@ -11,7 +11,8 @@ in the layout ``(T, B, C, ...)``:
 * :meth:`Backend.forward_with_statistics` — training's forward: the statistics, the coefficients and the spikes
   (one pass over each channel where the backend can; the C loops also update the running statistics there);
 * :meth:`Backend.backward` — the input's gradient (batch norm's, through the statistics in training), the
-  gammas' ``sum(dy * xhat)``, and the leak's and threshold's raw sums.
+  gammas' ``sum(dy * xhat)``, the leak's and threshold's raw sums, and ``sum(dy)`` (TAB's bias and prefix
+  statistics need it, :mod:`.fused_tab`).
 
 :data:`BLOCK_BACKENDS` is the table; :func:`~bntt_snntorch.kernels.plan.choose_plan` is the one place that picks an
 entry, :mod:`.fused_block` the one autograd node that runs any of them.
@@ -113,9 +114,9 @@ class Backend:
 
     def backward(self, grad_spk, x_seq, coefficients: Coefficients, mean, mem0, neuron: NeuronTensors,
                  spec: BlockSpec, need: tuple[bool, bool]):  # fmt: skip
-        """``(dL/dx, sum(dy * xhat) (T, C), leak term, threshold term)`` for the forward from ``mem0`` (None:
-        zeros), ``dy = dL/dcurrent``; the leak's (of the clamped leak, in beta's shape) and threshold's sums where
-        ``need = (beta, theta)`` asks for them (else anything)."""
+        """``(dL/dx, sum(dy * xhat) (T, C), leak term, threshold term, sum(dy) (T, C))`` for the forward from
+        ``mem0`` (None: zeros), ``dy = dL/dcurrent``; the leak's (of the clamped leak, in beta's shape) and
+        threshold's sums where ``need = (beta, theta)`` asks for them (else anything)."""
         raise NotImplementedError
 
 
@@ -159,11 +160,12 @@ class EagerBackend(Backend):
         channel_dims = (0, *range(2, dims))
         count = x_seq[0].numel() // x_seq.shape[2]
         grad_x = torch.empty_like(x_seq)
-        sum_dy_xhat = torch.empty_like(coefficients.k)
+        sum_dy_xhat, sums_dy = torch.empty_like(coefficients.k), torch.empty_like(coefficients.k)
 
         def grad_x_at(t, delta_h):  # batch norm's backward of step t, the definition's
             dy, x = delta_h.to(x_seq.dtype).to(state), x_seq[t].to(state)  # a half-precision current's gradient
             sum_dy, sum_centred = dy.sum(channel_dims), D.centred_gradient(dy, x, m[t]).sum(channel_dims)
+            sums_dy[t] = sum_dy
             sum_dy_xhat[t], mean_dy, mean_dy_xhat = D.gradient_moments(sum_dy, sum_centred, coefficients.rstd[t],
                                                                        count)  # fmt: skip
             mean_dy, mean_dy_xhat = (_per_channel(v[None], dims)[0] for v in (mean_dy, mean_dy_xhat))
@@ -171,7 +173,7 @@ class EagerBackend(Backend):
 
         _, d_beta, d_theta = backward_scan(grad_spk, None, h_seq, m0, neuron, spec.neuron, need, grad_x_at,
                                            spec.through_time)  # fmt: skip
-        return grad_x, sum_dy_xhat, d_beta, d_theta
+        return grad_x, sum_dy_xhat, d_beta, d_theta, sums_dy
 
 
 class CBackend(Backend):
@@ -220,11 +222,11 @@ class CBackend(Backend):
         from . import c_bntt
 
         m0 = None if mem0 is None else mem0.contiguous()
-        grad_x, sum_dy_xhat, _, d_beta, d_theta = c_bntt.backward(
+        grad_x, sum_dy_xhat, sum_dy, d_beta, d_theta = c_bntt.backward(
             grad_spk, x_seq.contiguous(), coefficients.k, coefficients.shift, mean.contiguous(), coefficients.rstd, m0,
             params_tensor(neuron), self._build(spec),
         )  # fmt: skip
-        return grad_x, sum_dy_xhat, d_beta, d_theta
+        return grad_x, sum_dy_xhat, d_beta, d_theta, sum_dy
 
 
 class TritonBackend(Backend):

@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from .. import definition as D
+from ..accumulated_norm import _TemporalAccumulatedBatchNorm
 from . import spike_synapse
 from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients
+from .fused_tab import fused_tab
 from .torch_scan import NeuronSpec, NeuronTensors
 
 
@@ -74,7 +76,7 @@ class FusedBNTTLeaky(torch.autograd.Function):
     def backward(ctx, grad_spk, *_):  # the membrane and the statistics have no gradient
         cur, mean, k, shift, rstd, mem0, beta, theta, g, kept, synapse_weight = ctx.saved_tensors
         call, need = ctx.call, ctx.needs_input_grad
-        grad_cur, sum_dy_xhat, d_beta, d_theta = call.backend.backward(
+        grad_cur, sum_dy_xhat, d_beta, d_theta, _ = call.backend.backward(
             grad_spk, cur, Coefficients(k, shift, rstd), mean, mem0, NeuronTensors(beta, theta, g), call.spec,
             (need[6], need[7]),
         )  # fmt: skip
@@ -101,7 +103,13 @@ def fused_block(path: str, cur: torch.Tensor, norm, p, scale: float = 1.0, *, sy
     :func:`~.spike_synapse.supports`): ``cur`` is its output on ``x`` ``(T*B, ...)`` computed without a graph, and
     the node attaches its gradient (``x`` kept as int8 codes where ``quantum`` says it is spikes); else ``cur``'s
     own graph is followed. ``through_time=False``: each step's gradient through its own input only (the online
-    rules). Errors propagate: the caller applies the fallback rule (:func:`~.fallback.attempt`)."""
+    rules). Errors propagate: the caller applies the fallback rule (:func:`~.fallback.attempt`). A TAB ``norm``
+    runs as :func:`~.fused_tab.fused_tab` (from step 0, through time: the plan sees to it)."""
+    if isinstance(norm, _TemporalAccumulatedBatchNorm):
+        if first_step or not through_time:
+            raise ValueError("the fused TAB node runs a sequence from step 0 through time (the plan runs TAB's own "
+                             "multi_step for the online rules' later calls)")  # fmt: skip
+        return fused_tab(path, cur, norm, p, scale, synapse=synapse, x=x, quantum=quantum, mem0=mem0, last=last)
     backend = BLOCK_BACKENDS[path]
     state = torch.promote_types(cur.dtype, torch.float32)
     spec = BlockSpec(NeuronSpec.of(p), norm[first_step].eps, float(scale), norm.training, through_time)
@@ -208,7 +216,7 @@ def fused_bntt_leaky_backward(
     threshold's zeros where not needed)."""
     spec = BlockSpec.of_constants(codes, surrogate, unit_spikes, eps, scale, training, through_time)
     neuron = NeuronTensors(beta, theta, g)
-    grad_cur, sum_dy_xhat, d_beta, d_theta = BLOCK_BACKENDS[path].backward(
+    grad_cur, sum_dy_xhat, d_beta, d_theta, _ = BLOCK_BACKENDS[path].backward(
         grad_spk, cur, Coefficients(k, shift, rstd), mean, mem0, neuron, spec, (need_beta, need_theta)
     )
     grad_beta = (d_beta * D.leak_gradient_mask(beta)).reshape(beta.shape) if need_beta else torch.zeros_like(beta)

@@ -119,6 +119,7 @@ def choose_plan(
     pool=None,
     grad: bool | None = None,
     bntt: bool | None = None,
+    first_step: int = 0,
 ) -> Plan:
     """The plan for a layer fed ``x`` ``(T, B, ...)``.
 
@@ -127,22 +128,22 @@ def choose_plan(
     ``norm`` (a module, or None) precedes the neuron and could be fused with it (``bntt=True`` says the same for
     a BNTT norm known to be fusable); ``pool``: an ``nn.AvgPool2d`` run on ``x`` ``(N, C, H, W)``. ``grad``:
     whether the call will be differentiated (None: whether ``x`` requires grad, with grad mode on; given where
-    ``x`` was computed without a graph that is attached after). Raises a ValueError if a forced ``backend``
-    cannot run.
+    ``x`` was computed without a graph that is attached after); ``first_step``: the block's call continues a sequence
+    from that step (the online rules' later calls). Raises a ValueError if a forced ``backend`` cannot run.
 
     The decision is taken from these facts as Python constants (:func:`_decide`); under ``torch.compile`` it is
     taken once while tracing, outside the traced graph (``assume_constant_result``: no graph break), where a
     layer's shape not measured yet runs the eager steps (nothing is timed inside a trace)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    facts = _facts(x, p, backend, block or bool(bntt), bool(bntt), norm, neuron, pool, grad)
+    facts = _facts(x, p, backend, block or bool(bntt), bool(bntt), norm, neuron, pool, grad, first_step)
     path, reason, error = _decide_while_tracing(facts) if torch.compiler.is_compiling() else _decide(facts, p)
     if error:
         raise (RuntimeError if error == "RuntimeError" else ValueError)(reason)
     return Plan(path, reason)
 
 
-def _facts(x, p, backend, block, bntt, norm, neuron, pool, grad) -> tuple:
+def _facts(x, p, backend, block, bntt, norm, neuron, pool, grad, first_step=0) -> tuple:
     """What the plan depends on, as Python constants."""
     grad = torch.is_grad_enabled() and x.requires_grad if grad is None else grad
     inputs = (tuple(x.shape), x.dtype, x.device.type, bool(grad), x.dim(), x.is_contiguous())
@@ -153,10 +154,18 @@ def _facts(x, p, backend, block, bntt, norm, neuron, pool, grad) -> tuple:
     p_facts = None if p is None else (fusable(p), p.beta.numel() == 1 and p.threshold.numel() == 1)
     norm_facts = None
     if norm is not None:
+        from ..accumulated_norm import _TemporalAccumulatedBatchNorm
         from ..bntt import BatchNormTT
 
-        bntt_norm = isinstance(norm, BatchNormTT)
-        norm_facts = (_origin(norm), type(norm).__name__, bntt_norm, bntt_norm and norm.fusable())
+        bntt_norm, tab = isinstance(norm, BatchNormTT), isinstance(norm, _TemporalAccumulatedBatchNorm)
+        tab_facts = (first_step > 0, torch.compiler.is_compiling()) if tab else None
+        norm_facts = (
+            _origin(norm),
+            type(norm).__name__,
+            bntt_norm or tab,
+            tab or (bntt_norm and norm.fusable()),
+            tab_facts,
+        )
     setting = kernel_setting()
     return ("layer", inputs, backend, block, bntt, neuron_facts, p_facts, norm_facts, setting)
 
@@ -219,9 +228,13 @@ def _why_unfused(norm, neuron, p_facts) -> str | None:
     """Why a block's norm and neuron cannot run as one fused node, or None."""
     if norm is None:
         return "no norm"
-    origin, name, bntt_norm, fusable_norm = norm
+    origin, name, bntt_norm, fusable_norm, tab = norm
     if not bntt_norm:
         return f"{origin}norm {name} is not a BNTT: its own multi_step, then the neuron"
+    if tab and tab[0]:
+        return f"{name} continuing a sequence: its prefix statistics join an earlier call's, its own multi_step"
+    if tab and tab[1]:
+        return f"{name} under torch.compile: its own multi_step, traced (the fused TAB node is not a torch.library op)"
     if not fusable_norm:
         return f"{name} synchronised over ranks or with cumulative averages"
     if p_facts is None:

@@ -213,9 +213,9 @@ def forward(x, k, shift, mem0, params, codes) -> tuple[torch.Tensor, torch.Tenso
 
 
 def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool, through_time=True):
-    """``(dL/dx, sum(dy * xhat) (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the spikes' gradient
-    (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in training. ``surrogate``:
-    ``(SURR, a, b)``; ``through_time=False``: each step's gradient through its own input only."""
+    """``(dL/dx, sum(dy * xhat) (T, C), dL/dbeta (of the clamped beta), dL/dtheta, sum(dy) (T, C))`` from the
+    spikes' gradient (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in training.
+    ``surrogate``: ``(SURR, a, b)``; ``through_time=False``: each step's gradient through its own input only."""
     T, B, C, L = _layout(x)
     chunks = triton.cdiv(B * L, BLOCK)
     mem = torch.empty(x.shape, dtype=torch.float32, device=x.device)  # transient: the recomputed membranes
@@ -234,4 +234,4 @@ def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, 
     moments = torch.stack([mean_dy, mean_dy_xhat], dim=-1).contiguous()
     _input_grad_kernel[(C, chunks)](grad_x, x, k, mean, rstd, moments, T, B, C, L, TRAINING=training, BLOCK=BLOCK)
     totals = part.sum(0)
-    return grad_x, sum_dy_xhat, totals[0], totals[1]
+    return grad_x, sum_dy_xhat, totals[0], totals[1], sums[..., 0]
