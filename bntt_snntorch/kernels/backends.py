@@ -113,10 +113,12 @@ class Backend:
         return spikes, mem, mean, var, coefficients
 
     def backward(self, grad_spk, x_seq, coefficients: Coefficients, mean, mem0, neuron: NeuronTensors,
-                 spec: BlockSpec, need: tuple[bool, bool]):  # fmt: skip
+                 spec: BlockSpec, need: tuple[bool, bool], out=None):  # fmt: skip
         """``(dL/dx, sum(dy * xhat) (T, C), leak term, threshold term, sum(dy) (T, C))`` for the forward from
         ``mem0`` (None: zeros), ``dy = dL/dcurrent``; the leak's (of the clamped leak, in beta's shape) and
-        threshold's sums where ``need = (beta, theta)`` asks for them (else anything)."""
+        threshold's sums where ``need = (beta, theta)`` asks for them (else anything). ``out``: where to write
+        ``dL/dx`` (``grad_spk`` itself, contiguous and of ``x_seq``'s shape and dtype: each element of it is read
+        before the same element of the result is written), else a new tensor."""
         raise NotImplementedError
 
 
@@ -153,13 +155,13 @@ class EagerBackend(Backend):
         spikes, mem, _ = self._scan(x_seq, coefficients, mem0, neuron, spec, "spk")
         return spikes, mem if last else None
 
-    def backward(self, grad_spk, x_seq, coefficients, mean, mem0, neuron, spec, need):
+    def backward(self, grad_spk, x_seq, coefficients, mean, mem0, neuron, spec, need, out=None):
         h_seq, _, m0 = self._scan(x_seq, coefficients, mem0, neuron, spec, "h")
         state, dims = h_seq.dtype, x_seq.dim() - 1
         k, m, rstd = (_per_channel(v, dims) for v in (coefficients.k, mean, coefficients.rstd))
         channel_dims = (0, *range(2, dims))
         count = x_seq[0].numel() // x_seq.shape[2]
-        grad_x = torch.empty_like(x_seq)
+        grad_x = torch.empty_like(x_seq) if out is None else out
         sum_dy_xhat, sums_dy = torch.empty_like(coefficients.k), torch.empty_like(coefficients.k)
 
         def grad_x_at(t, delta_h):  # batch norm's backward of step t, the definition's
@@ -218,13 +220,13 @@ class CBackend(Backend):
         )
         return spikes, mem, mean, var, Coefficients(k, shift, rstd)
 
-    def backward(self, grad_spk, x_seq, coefficients, mean, mem0, neuron, spec, need):
+    def backward(self, grad_spk, x_seq, coefficients, mean, mem0, neuron, spec, need, out=None):
         from . import c_bntt
 
         m0 = None if mem0 is None else mem0.contiguous()
         grad_x, sum_dy_xhat, sum_dy, d_beta, d_theta = c_bntt.backward(
             grad_spk, x_seq.contiguous(), coefficients.k, coefficients.shift, mean.contiguous(), coefficients.rstd, m0,
-            params_tensor(neuron), self._build(spec),
+            params_tensor(neuron), self._build(spec), out,
         )  # fmt: skip
         return grad_x, sum_dy_xhat, d_beta, d_theta, sum_dy
 
@@ -260,13 +262,13 @@ class TritonBackend(Backend):
                                           spec.neuron.variant.codes)  # fmt: skip
         return spikes, mem if last else None
 
-    def backward(self, grad_spk, x_seq, coefficients, mean, mem0, neuron, spec, need):
+    def backward(self, grad_spk, x_seq, coefficients, mean, mem0, neuron, spec, need, out=None):
         from . import triton_bntt
 
         return triton_bntt.backward(
             grad_spk, x_seq.contiguous(), coefficients.k, coefficients.shift, mean.contiguous(), coefficients.rstd,
             self._initial(x_seq, mem0).contiguous(), params_tensor(neuron), spec.neuron.variant.codes, spec.surrogate,
-            spec.training, spec.through_time,
+            spec.training, spec.through_time, out,
         )  # fmt: skip
 
 

@@ -90,13 +90,14 @@ def forward(x, k, shift, mem0, params, build: Build, last=True):
     return spk, mem
 
 
-def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, build: Build):
+def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, build: Build, out=None):
     """``(dL/dx, sum(dy * xhat) (T, C), sum(dy) (T, C), dL/dbeta (of the clamped beta), dL/dtheta)`` from the
     spikes' gradient (``dy = dL/dcurrent``) for the forward from ``mem0`` (None: zeros); ``dL/dx`` includes the
     statistics' dependence on ``x`` where ``build.training``; ``build.through_time`` False: each step's
-    gradient through its own input only (no carry from step t + 1)."""
+    gradient through its own input only (no carry from step t + 1). ``out``: ``grad_spk`` itself (contiguous
+    float32) to receive ``dL/dx`` in place (each element is read before it is written), else a new tensor."""
     grad_spk = grad_spk.contiguous().float()
-    grad_x = torch.empty_like(x)
+    grad_x = torch.empty_like(x) if out is None else out
     sum_dy, sum_dy_xhat = _tables(x, 2)
     part = torch.empty(2, dtype=torch.float32)
     library(build)(_loops("bntt_backward", x), gs=grad_spk, x=x, k=k, shift=shift, mean=mean, rstd=rstd, m0=mem0,

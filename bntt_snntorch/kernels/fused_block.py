@@ -22,6 +22,7 @@ given membrane without the gradient through time (``through_time=False``), retur
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import torch
@@ -32,6 +33,7 @@ from ..accumulated_norm import _TemporalAccumulatedBatchNorm
 from . import spike_synapse
 from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients
 from .fused_tab import fused_tab
+from .overwrite import overwritable
 from .torch_scan import NeuronSpec, NeuronTensors
 
 
@@ -76,19 +78,20 @@ class FusedBNTTLeaky(torch.autograd.Function):
     def backward(ctx, grad_spk, *_):  # the membrane and the statistics have no gradient
         cur, mean, k, shift, rstd, mem0, beta, theta, g, kept, synapse_weight = ctx.saved_tensors
         call, need = ctx.call, ctx.needs_input_grad
+        out = grad_spk if overwritable(grad_spk, cur, sys.getrefcount(grad_spk)) else None
         grad_cur, sum_dy_xhat, d_beta, d_theta, _ = call.backend.backward(
             grad_spk, cur, Coefficients(k, shift, rstd), mean, mem0, NeuronTensors(beta, theta, g), call.spec,
-            (need[6], need[7]),
+            (need[6], need[7]), out,
         )  # fmt: skip
         grad_beta = (d_beta * D.leak_gradient_mask(beta)).reshape(beta.shape) if need[6] else None
         grad_theta = d_theta.reshape(theta.shape) if need[7] else None
         gammas = (sum_dy_xhat * call.spec.scale).unbind(0) if any(need[10:]) else (None,) * (len(need) - 10)
         grad_x = grad_w = None
         if synapse_weight is not None:  # the synapse's backward; its output (the node's cur) has no graph
-            x = None if kept is None else spike_synapse.input_for_weight(kept, call.quantum, grad_cur.dtype)
-            grad_x, grad_w = spike_synapse.synapse_backward(
-                grad_cur.flatten(0, 1), x, synapse_weight, call.conv, call.x_shape, call.x_dtype, need[1]
-            )
+            grad_x, grad_w = spike_synapse.kept_backward(
+                grad_cur.flatten(0, 1), kept, call.quantum, synapse_weight, call.conv, call.x_shape, call.x_dtype,
+                need[1],
+            )  # fmt: skip
             grad_cur = None
         return grad_cur, grad_x, grad_w, None, None, None, grad_beta, grad_theta, None, None, *gammas
 

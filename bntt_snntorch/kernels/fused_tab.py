@@ -19,6 +19,7 @@ tables.
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from .. import definition as D
 from . import spike_synapse
 from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients
+from .overwrite import overwritable
 from .torch_scan import NeuronSpec, NeuronTensors
 
 
@@ -93,9 +95,10 @@ class FusedTABLeaky(torch.autograd.Function):
             ctx.saved_tensors
         )
         call, need = ctx.call, ctx.needs_input_grad
+        out = grad_spk if overwritable(grad_spk, cur, sys.getrefcount(grad_spk)) else None
         grad_cur, sum_dy_xhat, d_beta, d_theta, sum_dy = call.backend.backward(
             grad_spk, cur, Coefficients(k, shift, rstd), mean, mem0, NeuronTensors(beta, theta, g), call.spec,
-            (need[6], need[7]),
+            (need[6], need[7]), out,
         )  # fmt: skip
         state, scale = rstd.dtype, call.spec.scale
         w, b, q = weight.detach().to(state), bias.detach().to(state), p.detach().to(state)[:, None]
@@ -113,10 +116,10 @@ class FusedTABLeaky(torch.autograd.Function):
         grad_theta = d_theta.reshape(theta.shape) if need[7] else None
         grad_x = grad_w = None
         if synapse_weight is not None:  # the synapse's backward; its output (the node's cur) has no graph
-            x = None if kept is None else spike_synapse.input_for_weight(kept, call.quantum, grad_cur.dtype)
-            grad_x, grad_w = spike_synapse.synapse_backward(
-                grad_cur.flatten(0, 1), x, synapse_weight, call.conv, call.x_shape, call.x_dtype, need[1]
-            )
+            grad_x, grad_w = spike_synapse.kept_backward(
+                grad_cur.flatten(0, 1), kept, call.quantum, synapse_weight, call.conv, call.x_shape, call.x_dtype,
+                need[1],
+            )  # fmt: skip
             grad_cur = None
         return (grad_cur, grad_x, grad_w, None, None, None, grad_beta, grad_theta, None, grad_weight, grad_bias,
                 grad_p, None)  # fmt: skip

@@ -104,6 +104,34 @@ def input_for_weight(kept: torch.Tensor, quantum: float | None, dtype: torch.dty
     return x.mul_(quantum) if quantum != 1.0 else x
 
 
+#: The synapse's backward from int8 codes runs on chunks of the batch of about this many bytes of float input
+#: (:func:`kept_backward`).
+BACKWARD_CHUNK_BYTES = 8 * 2**20
+
+
+def kept_backward(grad, kept, quantum: float | None, weight, conv: dict | None, x_shape, x_dtype, need_x: bool):
+    """:func:`synapse_backward` from :func:`kept_input`'s ``kept`` (None: no weight gradient). Where ``kept`` is int8
+    codes, on chunks of the batch of about :data:`BACKWARD_CHUNK_BYTES` of float input: each chunk's codes expanded
+    to float on their own, its input gradient written into the whole one, its weight gradient added up. Neither the
+    input's float copy nor the convolution's workspaces (oneDNN's reordered gradient and output, each as large as
+    the layer's activations) then exist whole at the backward's peak. Both gradients within float rounding of one
+    call's (the convolution's kernels may sum in another order for another batch size)."""
+    rows = x_shape[0]
+    step = rows if kept is None or quantum is None else max(1, BACKWARD_CHUNK_BYTES // (kept[0].numel() * 4))
+    if step >= rows:
+        x = None if kept is None else input_for_weight(kept, quantum, grad.dtype)
+        return synapse_backward(grad, x, weight, conv, x_shape, x_dtype, need_x)
+    grad_x = torch.empty(x_shape, dtype=x_dtype, device=grad.device) if need_x else None
+    grad_w = None
+    for start in range(0, rows, step):
+        x = input_for_weight(kept[start : start + step], quantum, grad.dtype)
+        part_x, part_w = synapse_backward(grad[start : start + step], x, weight, conv, x.shape, x_dtype, need_x)
+        if need_x:
+            grad_x[start : start + step] = part_x
+        grad_w = part_w if grad_w is None else grad_w.add_(part_w)
+    return grad_x, grad_w
+
+
 class _SynapseGradient(torch.autograd.Function):
     """``value`` (the synapse's output, computed without a graph) forward; backward, the synapse's
     gradients, its input kept as :func:`kept_input` keeps it."""
@@ -117,8 +145,9 @@ class _SynapseGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         kept, weight = ctx.saved_tensors
-        x = None if kept is None else input_for_weight(kept, ctx.quantum, grad.dtype)
-        grads = synapse_backward(grad, x, weight, ctx.conv, ctx.shape, ctx.x_dtype, ctx.needs_input_grad[0])
+        grads = kept_backward(
+            grad, kept, ctx.quantum, weight, ctx.conv, ctx.shape, ctx.x_dtype, ctx.needs_input_grad[0]
+        )
         return (*grads, None, None, None)
 
 

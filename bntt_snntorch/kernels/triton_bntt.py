@@ -212,14 +212,15 @@ def forward(x, k, shift, mem0, params, codes) -> tuple[torch.Tensor, torch.Tenso
     return spk, mem
 
 
-def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool, through_time=True):
+def backward(grad_spk, x, k, shift, mean, rstd, mem0, params, codes, surrogate, training: bool, through_time=True,
+             out=None):  # fmt: skip
     """``(dL/dx, sum(dy * xhat) (T, C), dL/dbeta (of the clamped beta), dL/dtheta, sum(dy) (T, C))`` from the
     spikes' gradient (``dy = dL/dcurrent``); ``dL/dx`` includes the statistics' dependence on ``x`` in training.
     ``surrogate``: ``(SURR, a, b)``; ``through_time=False``: each step's gradient through its own input only."""
     T, B, C, L = _layout(x)
     chunks = triton.cdiv(B * L, BLOCK)
     mem = torch.empty(x.shape, dtype=torch.float32, device=x.device)  # transient: the recomputed membranes
-    grad_x = torch.empty_like(x)  # dy first, then (in place) dL/dx
+    grad_x = torch.empty_like(x) if out is None else out  # dy first, then (in place) dL/dx; out: grad_spk itself
     sums = torch.zeros(T, C, 2, dtype=torch.float32, device=x.device)
     part = torch.empty(C * chunks, 2, dtype=torch.float32, device=x.device)
     RESET, DELAYED, SAME = codes
