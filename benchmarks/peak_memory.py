@@ -12,7 +12,9 @@ the step counts (activations, saved tensors, gradient buffers, kernel workspaces
 what the process held before do not. Beside it, the most bytes autograd held for backward at once
 over the same step (``bntt_snntorch.profiling.LiveSavedTensors``). Variants (``benchmarks/throughput.py``'s
 rows): ``a`` the snnTorch loop (``snn.Leaky`` + ``snn.BatchNormTT2d``), ``c`` ours
-(``create_model("vgg9")``, multi-step). Writes ``benchmarks/results/peak-memory-<cpu>.md`` / ``.json``.
+(``create_model("vgg9")``, multi-step), ``c-low`` ours after ``set_memory(model, "low")``. Each row's step time
+beside it (the median of three more steps in its process). Writes ``benchmarks/results/peak-memory-<cpu>.md`` /
+``.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,12 +36,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import build  # noqa: E402  (the rows' models, one definition)
 
+from bntt_snntorch import set_memory  # noqa: E402
 from bntt_snntorch.profiling import LiveSavedTensors  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     "a": ("snnTorch per-step loop (snn.Leaky + snn.BatchNormTT2d)", "snntorch"),
     "c": ("ours, multi-step", "ours"),
+    "c-low": ('ours, multi-step, set_memory(model, "low")', "ours"),
 }
 GLIBC_RETURNS_FREED = {"MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
 
@@ -55,6 +60,8 @@ def child(variant: str, args) -> dict:
     torch.manual_seed(0)
     args.arch = "vgg9"
     model = build(VARIANTS[variant][1], args)
+    if variant == "c-low":
+        set_memory(model, "low")
     x = (torch.rand(args.num_steps, args.batch_size, 3, 32, 32) < 0.2).float()
     labels = torch.randint(0, 10, (args.batch_size,))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
@@ -75,7 +82,13 @@ def child(variant: str, args) -> dict:
     peak = _status_kib("VmHWM") - before
     with LiveSavedTensors() as live:
         step()
-    return {"variant": variant, "peak_mib": peak / 1024, "saved_mib": live.peak / 2**20, "before_mib": before / 1024}
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"variant": variant, "peak_mib": peak / 1024, "saved_mib": live.peak / 2**20, "before_mib": before / 1024,
+            "step_ms": 1e3 * statistics.median(times)}  # fmt: skip
 
 
 def main(argv=None) -> dict:
@@ -106,6 +119,7 @@ def main(argv=None) -> dict:
             "peak_mib": statistics.median(r["peak_mib"] for r in runs),
             "peak_mib_runs": [round(r["peak_mib"], 1) for r in runs],
             "saved_mib": statistics.median(r["saved_mib"] for r in runs),
+            "step_ms": statistics.median(r["step_ms"] for r in runs),
         }
         for v, runs in rows.items()
     }
@@ -131,22 +145,28 @@ def main(argv=None) -> dict:
         f"`{meta['command']}` — {capability} CPU, {os.cpu_count()} cores, torch {torch.__version__}; each variant in "
         f"its own process, {args.runs} processes a variant (median; every run listed), glibc returning freed memory.",
         "",
-        "| variant | step peak (MiB) | runs | of the loop's | saved for backward, peak (MiB) | of the loop's |",
-        "|---|---|---|---|---|---|",
+        "| variant | step peak (MiB) | runs | of the loop's | saved for backward, peak (MiB) | of the loop's "
+        "| step (ms) | of ours, default |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    ours = summary.get("c")
     for row in summary.values():
         of_peak = f"{row['peak_mib'] / loop['peak_mib']:.2f}x" if loop else ""
         of_saved = f"{row['saved_mib'] / loop['saved_mib']:.2f}x" if loop else ""
+        of_ours = f"{row['step_ms'] / ours['step_ms']:.2f}x" if ours else ""
         runs = ", ".join(f"{r:.0f}" for r in row["peak_mib_runs"])
         lines.append(
-            f"| {row['label']} | {row['peak_mib']:.0f} | {runs} | {of_peak} | {row['saved_mib']:.0f} | {of_saved} |"
+            f"| {row['label']} | {row['peak_mib']:.0f} | {runs} | {of_peak} | {row['saved_mib']:.0f} | {of_saved} "
+            f"| {row['step_ms']:.0f} | {of_ours} |"
         )
     lines += [
         "",
         "Step peak: the growth of the resident high-water mark over one training step (forward, loss, backward, SGD) "
         "after two warm-up steps, from the resident size just before it (weights, gradients of the previous step, "
         "the input and the optimizer state excluded). Saved for backward: the most bytes autograd held at once over a "
-        "step (bntt_snntorch.profiling.LiveSavedTensors).",
+        "step (bntt_snntorch.profiling.LiveSavedTensors). Step: the median of three more steps in the same process "
+        "(this benchmark's allocator settings return every freed block, which slows every row alike; "
+        "benchmarks/throughput.py times steps as training runs them).",
     ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

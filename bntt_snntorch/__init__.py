@@ -12,6 +12,7 @@ from . import encoding, functional, surrogate, utils
 from .accumulated_norm import TemporalAccumulatedBatchNorm1d, TemporalAccumulatedBatchNorm2d
 from .bntt import BatchNormTT, BatchNormTT1d, BatchNormTT2d
 from .membrane_norm import MPBNLeaky, fold_thresholds
+from .memory import set_memory
 from .models import create_model, list_models
 from .neurons import Leaky, MultiStepLeaky, StepNeuron, bntt_leaky, create_neuron, list_neurons, register_neuron
 from .nir_exchange import FidelityReport, NIRNetwork, export_to_nir, import_from_nir
@@ -75,6 +76,7 @@ __all__ = [
     "list_norms",
     "register_neuron",
     "register_norm",
+    "set_memory",
     "set_step_mode",
     "train",
     "encoding",

@@ -120,6 +120,8 @@ class SpikingBlock(StepCounter, nn.Module):
     """
 
     default_step_mode = "m"
+    #: "default" or "low" (:func:`bntt_snntorch.set_memory`): what the fused node keeps for backward.
+    memory = "default"
 
     def __init__(
         self,
@@ -183,7 +185,7 @@ class SpikingBlock(StepCounter, nn.Module):
             grad = torch.is_grad_enabled() and (x.requires_grad or self.synapse.weight.requires_grad)
         else:  # under torch.compile value and gradient in one traced call
             x, cur, grad = None, self._synapse_over_time(x_seq), None
-        plan = report(self, self._plan(cur, params, grad))
+        plan = report(self, self._plan(cur, params, grad, 0, inside))
         if plan.fused:
             run = lambda path: fused_block(
                 path,
@@ -194,6 +196,7 @@ class SpikingBlock(StepCounter, nn.Module):
                 synapse=self.synapse if inside else None,
                 x=x,
                 quantum=self.input_quantum,
+                recompute=plan.recompute,
             )
             (spikes, _), path = attempt(self, plan.path, run)
             record_taken(self, path)
@@ -203,11 +206,12 @@ class SpikingBlock(StepCounter, nn.Module):
             cur = spike_synapse.with_gradient(self.synapse, x, value, self.input_quantum).unflatten(0, x_seq.shape[:2])
         return self._norm_and_neuron(cur)
 
-    def _plan(self, cur: torch.Tensor, params, grad: bool | None = None, first_step: int = 0):
+    def _plan(self, cur: torch.Tensor, params, grad: bool | None = None, first_step: int = 0, inside: bool = False):
         """The block's plan for the synapse output ``cur`` (:func:`~bntt_snntorch.kernels.choose_plan`) of steps
-        ``first_step ..``."""
+        ``first_step ..``; ``inside``: the synapse runs inside the fused node."""
         return choose_plan(cur, params, getattr(self.neuron, "backend", "auto"), block=True, norm=self.norm,
-                           neuron=self.neuron, grad=grad, first_step=first_step)  # fmt: skip
+                           neuron=self.neuron, grad=grad, first_step=first_step, memory=self.memory,
+                           synapse_inside=inside)  # fmt: skip
 
     def _norm_and_neuron(self, cur: torch.Tensor) -> torch.Tensor:
         """The unfused rest of the block on the synapse's output ``cur`` ``(T, B, ...)``: the norm's own

@@ -108,3 +108,63 @@ def test_the_synapse_backward_in_chunks_equals_one_call(monkeypatch):
         grads.append((x.grad.clone(), synapse.weight.grad.clone()))
     assert_close(grads[1][0], grads[0][0], atol=1e-6, rtol=1e-5)
     assert_close(grads[1][1], grads[0][1], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["eager", "c"])
+def test_memory_low_keeps_less_and_gives_the_default_modes_values_and_gradients_bit_for_bit(monkeypatch, kernels):
+    """set_memory(model, "low"): every fused node keeps the synapse's input only (no float32 tensor as large as a
+    synapse's output saved), recomputes the output in backward, and the spikes, readout and every gradient equal
+    the default mode's bit for bit; explain says what each layer keeps."""
+    from bntt_snntorch.kernels import explain
+
+    monkeypatch.setenv("BNTT_KERNELS", kernels)
+    model, x = _model_and_batch()
+    low = bs.set_memory(copy.deepcopy(model), "low")
+    g = torch.randn(4, 16, 10)
+    saved = {}
+    for name, net in (("default", model), ("low", low)):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t, sizes=sizes: sizes.append(t.numel() * t.element_size()) or t, lambda t: t
+        ):
+            y = net(x)
+        saved[name] = sum(sizes)
+        (y * g).sum().backward()
+        saved[name + "-y"] = y.detach()
+    assert torch.equal(saved["default-y"], saved["low-y"])
+    for (name, a), b in zip(model.named_parameters(), low.parameters()):
+        assert torch.equal(a.grad, b.grad), name
+    assert saved["low"] < 0.5 * saved["default"], saved
+    lines = explain(low, x)
+    blocks = [line for line in lines if line.path.startswith("bntt-")]
+    assert len(blocks) == 5 and all("memory low: keeps the synapse's input" in line.reason for line in blocks)
+
+
+def test_memory_low_says_where_it_does_not_apply_and_refuses_an_unknown_mode():
+    from bntt_snntorch.kernels import explain
+
+    x = torch.rand(4, 2, 1, 8, 8)
+    tab = bs.set_memory(bs.create_model("bntt_digits", num_steps=4, norm="tab"), "low")
+    assert "memory low not applied: TAB's node keeps the synapse's output" in explain(tab, x)[0].reason
+    bn = bs.set_memory(bs.create_model("bntt_digits", num_steps=4, norm="bn"), "low")
+    assert "memory low not applied: the block is not one fused node" in explain(bn, x)[0].reason
+    with pytest.raises(ValueError, match="memory mode must be one of default, low, got 'tiny'"):
+        bs.set_memory(bn, "tiny")
+
+
+def test_train_with_memory_low_ends_where_the_default_mode_does(tmp_path):
+    """A short run of the default recipe with --memory low: the same metrics, epoch for epoch, as without."""
+    from bntt_snntorch.training import TrainConfig, train
+
+    results = []
+    for memory in ("default", "low"):
+        cfg = TrainConfig.from_recipe(None, num_epochs=2, max_batches=3, progress=False, memory=memory,
+                                      output_dir=str(tmp_path / memory))  # fmt: skip
+        results.append(train(cfg))
+    rows = [(r.output_dir / "metrics.csv").read_text().splitlines() for r in results]
+    columns = rows[0][0].split(",")
+    keep = [i for i, c in enumerate(columns) if "loss" in c or "acc" in c]
+    assert len(keep) >= 3
+    for a, b in zip(rows[0][1:], rows[1][1:]):
+        assert [a.split(",")[i] for i in keep] == [b.split(",")[i] for i in keep]
+    assert '"memory": "low"' in (results[1].output_dir / "config.json").read_text()

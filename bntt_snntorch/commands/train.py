@@ -146,6 +146,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(
         g, "--channels-last", action="store_true", default=None, help="channels_last memory format for the convolutions"
     )
+    g.add_argument(
+        "--memory",
+        choices=["default", "low"],
+        help="what the fused blocks keep for backward: default (the synapse's output and input), or low (its input "
+        "only, the output recomputed in backward: the same gradients, one more convolution a block; "
+        "bntt_snntorch.set_memory)",
+    )
     add_old_train_flags(p)
     return p
 

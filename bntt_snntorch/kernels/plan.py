@@ -65,6 +65,7 @@ class Plan:
 
     path: str
     reason: str
+    recompute: bool = False  # memory "low": the fused node keeps the synapse's input only, its output recomputed
 
     @property
     def fused(self) -> bool:
@@ -120,6 +121,8 @@ def choose_plan(
     grad: bool | None = None,
     bntt: bool | None = None,
     first_step: int = 0,
+    memory: str = "default",
+    synapse_inside: bool = False,
 ) -> Plan:
     """The plan for a layer fed ``x`` ``(T, B, ...)``.
 
@@ -129,7 +132,10 @@ def choose_plan(
     a BNTT norm known to be fusable); ``pool``: an ``nn.AvgPool2d`` run on ``x`` ``(N, C, H, W)``. ``grad``:
     whether the call will be differentiated (None: whether ``x`` requires grad, with grad mode on; given where
     ``x`` was computed without a graph that is attached after); ``first_step``: the block's call continues a sequence
-    from that step (the online rules' later calls). Raises a ValueError if a forced ``backend`` cannot run.
+    from that step (the online rules' later calls). ``memory``: the block's mode (:func:`bntt_snntorch.set_memory`);
+    "low" recomputes the synapse's output in the fused node's backward where the synapse runs inside it
+    (``synapse_inside``: a plain convolution or linear layer, not under torch.compile), said in the reason. Raises a
+    ValueError if a forced ``backend`` cannot run.
 
     The decision is taken from these facts as Python constants (:func:`_decide`); under ``torch.compile`` it is
     taken once while tracing, outside the traced graph (``assume_constant_result``: no graph break), where a
@@ -140,7 +146,26 @@ def choose_plan(
     path, reason, error = _decide_while_tracing(facts) if torch.compiler.is_compiling() else _decide(facts, p)
     if error:
         raise (RuntimeError if error == "RuntimeError" else ValueError)(reason)
-    return Plan(path, reason)
+    if not block or memory != "low":
+        return Plan(path, reason)
+    why_not = _why_not_recomputed(path, norm, synapse_inside)
+    if why_not:
+        return Plan(path, f"{reason}; memory low not applied: {why_not}")
+    return Plan(path, f"{reason}; memory low: keeps the synapse's input (int8 codes for spikes), recomputes its "
+                      "output in backward", True)  # fmt: skip
+
+
+def _why_not_recomputed(path: str, norm, synapse_inside: bool) -> str | None:
+    """Why memory "low" cannot recompute this block's synapse output, or None."""
+    from ..accumulated_norm import _TemporalAccumulatedBatchNorm
+
+    if path not in BLOCK_BACKENDS:
+        return "the block is not one fused node (its parts keep what they keep)"
+    if isinstance(norm, _TemporalAccumulatedBatchNorm):
+        return "TAB's node keeps the synapse's output"
+    if not synapse_inside:
+        return "the synapse is not a plain convolution / linear layer inside the node (or torch.compile traces it)"
+    return None
 
 
 def _facts(x, p, backend, block, bntt, norm, neuron, pool, grad, first_step=0) -> tuple:

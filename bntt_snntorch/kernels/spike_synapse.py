@@ -132,6 +132,16 @@ def kept_backward(grad, kept, quantum: float | None, weight, conv: dict | None, 
     return grad_x, grad_w
 
 
+def recompute(
+    kept: torch.Tensor, quantum: float | None, weight: torch.Tensor, conv: dict | None, dtype
+) -> torch.Tensor:
+    """The synapse's output again from :func:`kept_input`'s ``kept``, in the compute ``dtype`` the forward ran in:
+    the forward's operation on the same values (spike codes times a power-of-two quantum are exact), so bit for
+    bit :func:`synapse_value`'s."""
+    with torch.no_grad():
+        return _synapse_op(input_for_weight(kept, quantum, dtype), weight.to(dtype), conv)
+
+
 class _SynapseGradient(torch.autograd.Function):
     """``value`` (the synapse's output, computed without a graph) forward; backward, the synapse's
     gradients, its input kept as :func:`kept_input` keeps it."""

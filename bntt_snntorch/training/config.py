@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data import dataset_info, list_datasets
+from ..memory import MEMORY_MODES
 from ..models import is_ann, list_models, model_info
 from ..neurons import list_neurons
 from ..temporal_norm import list_norms, norm_info
@@ -104,6 +105,7 @@ class TrainConfig:
     amp: str | None = None  # "bf16" or "fp16"
     compile: bool = False
     channels_last: bool = False
+    memory: str = "default"  # "default" or "low": what the fused blocks keep for backward (bntt_snntorch.set_memory)
 
     @classmethod
     def from_recipe(cls, recipe: str | None = None, **overrides) -> TrainConfig:
@@ -217,6 +219,8 @@ class TrainConfig:
             raise ConfigError(f"--seed must be >= 0 (it seeds numpy's generators too), got {self.seed}")
         if self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.memory not in MEMORY_MODES:
+            raise ConfigError(f"--memory must be one of {', '.join(MEMORY_MODES)}, got {self.memory!r}")
         self.device = str(resolve_device(self.device))
         if self.amp == "fp16" and not self.device.startswith("cuda"):
             raise ConfigError("--amp fp16 needs a CUDA device (it uses a GradScaler); on CPU use --amp bf16")

@@ -8,6 +8,7 @@ import torch
 
 from ..data import DataOptions, build_datasets, dataset_info
 from ..layers import mark_spike_inputs
+from ..memory import set_memory
 from ..models import SpikingNet, create_model, is_ann, model_info
 from .checkpoint import UNREADABLE, load_checkpoint
 from .config import TrainConfig
@@ -32,7 +33,8 @@ def build_model(cfg: TrainConfig):
     """The model ``cfg`` describes (arch, dataset, num_steps, leak_mem, encode, norm, neuron); each
     factory gets the arguments its registry entry declares (an ANN takes no num_steps or neuron).
     With Poisson input the first synapse keeps its spikes as int8 codes too
-    (:func:`~bntt_snntorch.layers.mark_spike_inputs`)."""
+    (:func:`~bntt_snntorch.layers.mark_spike_inputs`). What its blocks keep for backward: ``cfg.memory``
+    (:func:`~bntt_snntorch.set_memory`)."""
     info = dataset_info(cfg.dataset, cfg.dvs_size)
     arguments = dict(num_classes=info.num_classes, in_channels=info.in_channels, image_size=info.image_size)
     if not is_ann(cfg.arch):
@@ -46,7 +48,7 @@ def build_model(cfg: TrainConfig):
     model = create_model(cfg.arch, **arguments)
     if isinstance(model, SpikingNet) and cfg.encode == "p":  # Poisson spikes: the first synapse keeps int8 codes
         mark_spike_inputs(model.features, input_quantum=1.0)
-    return model
+    return set_memory(model, cfg.memory)
 
 
 def run_datasets(cfg: TrainConfig, data_dir: str | Path | None = None, download: bool = False, progress: bool = True):
