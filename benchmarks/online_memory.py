@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 STEPS = (4, 8, 16, 25, 32, 64)
 MODES = ("bptt", "sltt", "ottt")
+#: Every row a run may ask for: the three rules, and BPTT with set_memory(model, "low") (the synapse's output
+#: recomputed in backward), BPTT held near the online rules' memory.
+ALL_MODES = (*MODES, "bptt-low")
 
 
 def _training_step(num_steps: int, batch: int):
@@ -40,7 +43,7 @@ def _training_step(num_steps: int, batch: int):
     inside the online rules."""
     import torch.nn.functional as F
 
-    from bntt_snntorch import create_model
+    from bntt_snntorch import create_model, set_memory
     from bntt_snntorch.encoding import SequenceEncoder
     from bntt_snntorch.layers import mark_spike_inputs
     from bntt_snntorch.training.online import online_backward
@@ -56,7 +59,8 @@ def _training_step(num_steps: int, batch: int):
 
     def step(mode):
         opt.zero_grad(set_to_none=True)
-        if mode == "bptt":
+        set_memory(model, "low" if mode == "bptt-low" else "default")
+        if mode.startswith("bptt"):
             F.cross_entropy(model(encoder(images)), y).backward()
         else:
             online_backward(model, encoder.steps(images), y, mode, num_steps=num_steps)
@@ -93,15 +97,15 @@ def measure(mode: str, num_steps: int, batch: int, iters: int) -> dict:
     )
 
 
-def alternated_speed(num_steps: int, batch: int, rounds: int) -> dict:
-    """In one process: VGG9 training steps of the three rules alternated (one of each a round, after one
-    warm-up each), so a slow spell of the machine hits all three; ``{mode: img/s}`` of each one's fastest."""
+def alternated_speed(num_steps: int, batch: int, rounds: int, modes=MODES) -> dict:
+    """In one process: VGG9 training steps of the ``modes`` alternated (one of each a round, after one
+    warm-up each), so a slow spell of the machine hits all; ``{mode: img/s}`` of each one's fastest."""
     step = _training_step(num_steps, batch)
     best = {}
-    for mode in MODES:
+    for mode in modes:
         step(mode)
     for _ in range(rounds):
-        for mode in MODES:
+        for mode in modes:
             start = time.perf_counter()
             step(mode)
             best[mode] = min(best.get(mode, float("inf")), time.perf_counter() - start)
@@ -119,17 +123,18 @@ def main(argv=None) -> None:
     p.add_argument("--single", help=argparse.SUPPRESS)
     p.add_argument("--speed-at", type=int, help=argparse.SUPPRESS)
     p.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the committed .json")
+    p.add_argument("--stem", default="online-memory", help="the results' file name (benchmarks/results/<stem>.*)")
     args = p.parse_args(argv)
     if args.single:
         mode, steps = args.single.split(":")
         print(json.dumps(measure(mode, int(steps), args.batch_size, args.iters)))
         return
     if args.speed_at:
-        print(json.dumps(alternated_speed(args.speed_at, args.batch_size, args.speed_rounds)))
+        print(json.dumps(alternated_speed(args.speed_at, args.batch_size, args.speed_rounds, args.modes.split(","))))
         return
     if args.report_only:
-        saved = json.loads((RESULTS / "online-memory.json").read_text())
-        return write_report(saved["rows"], saved["meta"])
+        saved = json.loads((RESULTS / f"{args.stem}.json").read_text())
+        return write_report(saved["rows"], saved["meta"], args.stem)
     rows = {}
     for _ in range(args.rounds):
         for steps in map(int, args.steps.split(",")):
@@ -144,7 +149,8 @@ def main(argv=None) -> None:
     rows = list(rows.values())
     speed = {}
     for steps in (t for t in map(int, args.steps.split(",")) if t >= 16):
-        cmd = [sys.executable, __file__, "--speed-at", str(steps), "--batch-size", str(args.batch_size)]
+        cmd = [sys.executable, __file__, "--speed-at", str(steps), "--batch-size", str(args.batch_size), "--modes",
+               args.modes]  # fmt: skip
         out = subprocess.run(
             cmd + ["--speed-rounds", str(args.speed_rounds)], capture_output=True, text=True, check=True
         )
@@ -163,21 +169,21 @@ def main(argv=None) -> None:
         speed=speed,
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "online-memory.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    write_report(rows, meta)
+    (RESULTS / f"{args.stem}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    write_report(rows, meta, args.stem)
 
 
 def _input_mib(row: dict) -> float:
     """MiB of the coded input held at once, float32: the whole ``(T, B, 3, 32, 32)`` sequence for BPTT, one
     ``(B, 3, 32, 32)`` step for the online rules (coded step by step)."""
-    steps = row["num_steps"] if row["mode"] == "bptt" else 1
+    steps = row["num_steps"] if row["mode"].startswith("bptt") else 1
     return steps * row["batch"] * 3 * 32 * 32 * 4 / 2**20
 
 
-def write_report(rows: list[dict], meta: dict) -> None:
+def write_report(rows: list[dict], meta: dict, stem: str = "online-memory") -> None:
     from bntt_snntorch.plots import plot_online_memory
 
-    plot_online_memory(rows, RESULTS / "online-memory.png")
+    plot_online_memory([r for r in rows if r["mode"] in MODES], RESULTS / f"{stem}.png")
     by = {(r["mode"], r["num_steps"]) for r in rows}
     steps = sorted({r["num_steps"] for r in rows})
     get = {(r["mode"], r["num_steps"]): r for r in rows}
@@ -227,26 +233,57 @@ def write_report(rows: list[dict], meta: dict) -> None:
             f"round, {meta['speed_rounds']} rounds after a warm-up each) and keeps each one's fastest, so a slow spell "
             "of the machine hits all three (the img/s column above is one process a row):",
             "",
-            "| T | BPTT img/s | SLTT img/s (x BPTT) | OTTT img/s (x BPTT) |",
-            "|---|---|---|---|",
+            "| T | BPTT img/s | "
+            + " | ".join(f"{m} img/s (x BPTT)" for m in ALL_MODES[1:] if m in speed[min(speed)])
+            + " |",
+            "|---|---|" + "---|" * sum(m in speed[min(speed)] for m in ALL_MODES[1:]),
         ]
         for t, v in sorted(speed.items()):
-            lines.append(
-                f"| {t} | {v['bptt']:.2f} | {v['sltt']:.2f} ({v['sltt'] / v['bptt']:.2f}x) | "
-                f"{v['ottt']:.2f} ({v['ottt'] / v['bptt']:.2f}x) |"
-            )
+            others = " | ".join(f"{v[m]:.2f} ({v[m] / v['bptt']:.2f}x)" for m in ALL_MODES[1:] if m in v)
+            lines.append(f"| {t} | {v['bptt']:.2f} | {others} |")
     for mode, goal in (("sltt", 1.0), ("ottt", 1.2)):
         for t, v in sorted(speed.items()):
-            name = f"{mode}: its step time over BPTT's at T={t}, side by side, <= {goal:g}x"
-            goals.append((name, v["bptt"] / v[mode], goal))
+            if mode in v:
+                name = f"{mode}: its step time over BPTT's at T={t}, side by side, <= {goal:g}x"
+                goals.append((name, v["bptt"] / v[mode], goal))
+    lines += _equal_memory(get, speed)
     lines += ["", "Goals:", ""]
     lines += [
         f"- {name}: {'met' if value <= goal else f'MISSED by {100 * (value / goal - 1):.0f}%'} ({value:.2f} vs {goal})"
         for name, value, goal in goals
     ]
-    lines += ["", "![training memory vs T](online-memory.png)"]
-    (RESULTS / "online-memory.md").write_text("\n".join(lines) + "\n")
+    lines += ["", f"![training memory vs T]({stem}.png)"]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _equal_memory(get: dict, speed: dict) -> list[str]:
+    """BPTT at the online rules' memory: at each T >= 16 with the rows, BPTT with ``set_memory(model, "low")`` against
+    SLTT and OTTT, the step's peak RSS growth and the side-by-side speed."""
+    lines = []
+    for t in sorted(speed):
+        if ("bptt-low", t) not in get or "bptt-low" not in speed[t]:
+            continue
+        low = get["bptt-low", t]["peak_rss_growth_mib"]
+        for mode in ("sltt", "ottt"):
+            if (mode, t) in get and mode in speed[t]:
+                online = get[mode, t]["peak_rss_growth_mib"]
+                lines.append(
+                    f"| {t} | {mode} | {online:.0f} | {low:.0f} ({low / online:.2f}x) | "
+                    f"{speed[t][mode] / speed[t]['bptt-low']:.2f}x |"
+                )
+    if not lines:
+        return []
+    head = [
+        "",
+        "BPTT toward the online rules' memory: BPTT with set_memory(model, \"low\") (each block's synapse output "
+        "recomputed in backward) beside the online rule at the same T:",
+        "",
+        "| T | online rule | its peak RSS growth (MiB) | BPTT low's (x the rule's) "
+        "| the rule's speed over BPTT low's |",
+        "|---|---|---|---|---|",
+    ]
+    return head + lines
 
 
 if __name__ == "__main__":
