@@ -32,7 +32,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "compare-coding": Command("compare_coding", "rate vs direct coding: accuracy, FGSM/PGD, spikes, energy"),
     "compare-conversion": Command("compare_conversion", "full-precision vs binary ANN -> SNN conversion on digits"),
-    "compare-norms": Command("compare_norms", "BNTT vs BN over time, tdBN, TEBN and none, same recipe and seeds"),
+    "compare-norms": Command(
+        "compare_norms", "BNTT vs BN over time, tdBN, TEBN, TAB, MPBN and none, same recipe and seeds"
+    ),
     "compare-training": Command("compare_training", "BPTT vs online training (SLTT, SLTT-K, OTTT): accuracy, memory"),
     "export": Command("export", "a trained spiking run as a NIR file, with what is exact (nir extra)", "bntt-export"),
     "compare-nir": Command("compare_nir", "a network vs its NIR file read back by us, SpikingJelly and snnTorch"),
