@@ -122,6 +122,14 @@ class Backend:
         raise NotImplementedError
 
 
+def neuron_gradients(d_beta, d_theta, beta: torch.Tensor, theta: torch.Tensor, need: tuple[bool, bool]):
+    """``(dL/dbeta, dL/dtheta)`` in their parameters' shapes from a backward's raw leak and threshold terms (the
+    leak's through its clamp), None where ``need = (beta, theta)`` does not ask for them."""
+    grad_beta = (d_beta * D.leak_gradient_mask(beta)).reshape(beta.shape) if need[0] else None
+    grad_theta = d_theta.reshape(theta.shape) if need[1] else None
+    return grad_beta, grad_theta
+
+
 def _per_channel(v: torch.Tensor, dims: int) -> torch.Tensor:
     """``(T, C)`` -> ``(T, C, 1, ...)``: broadcastable against one step ``(B, C, ...)`` of ``dims`` dimensions."""
     return v.view(*v.shape, *([1] * (dims - 2)))

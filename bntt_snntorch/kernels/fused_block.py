@@ -31,7 +31,7 @@ from torch import nn
 from .. import definition as D
 from ..accumulated_norm import _TemporalAccumulatedBatchNorm
 from . import spike_synapse
-from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients
+from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients, neuron_gradients
 from .fused_tab import fused_tab
 from .overwrite import overwritable
 from .torch_scan import NeuronSpec, NeuronTensors
@@ -89,16 +89,9 @@ class FusedBNTTLeaky(torch.autograd.Function):
             grad_spk, cur, Coefficients(k, shift, rstd), mean, mem0, NeuronTensors(beta, theta, g), call.spec,
             (need[6], need[7]), out,
         )  # fmt: skip
-        grad_beta = (d_beta * D.leak_gradient_mask(beta)).reshape(beta.shape) if need[6] else None
-        grad_theta = d_theta.reshape(theta.shape) if need[7] else None
+        grad_beta, grad_theta = neuron_gradients(d_beta, d_theta, beta, theta, (need[6], need[7]))
         gammas = (sum_dy_xhat * call.spec.scale).unbind(0) if any(need[10:]) else (None,) * (len(need) - 10)
-        grad_x = grad_w = None
-        if synapse_weight is not None:  # the synapse's backward; its output (the node's cur) has no graph
-            grad_x, grad_w = spike_synapse.kept_backward(
-                grad_cur.flatten(0, 1), kept, call.quantum, synapse_weight, call.conv, call.x_shape, call.x_dtype,
-                need[1],
-            )  # fmt: skip
-            grad_cur = None
+        grad_cur, grad_x, grad_w = spike_synapse.inside_backward(grad_cur, kept, synapse_weight, call, need[1])
         return grad_cur, grad_x, grad_w, None, None, None, grad_beta, grad_theta, None, None, *gammas
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from .. import definition as D
 from . import spike_synapse
-from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients
+from .backends import BLOCK_BACKENDS, Backend, BlockSpec, Coefficients, neuron_gradients
 from .overwrite import overwritable
 from .torch_scan import NeuronSpec, NeuronTensors
 
@@ -112,15 +112,8 @@ class FusedTABLeaky(torch.autograd.Function):
         grad_weight = (gain * sum_dy_xhat).to(weight.dtype) if need[9] else None
         grad_bias = (gain * sum_dy).to(bias.dtype) if need[10] else None
         grad_p = (2 * q[:, 0] * scale * (w * sum_dy_xhat + b * sum_dy).sum(1)).to(p.dtype) if need[11] else None
-        grad_beta = (d_beta * D.leak_gradient_mask(beta)).reshape(beta.shape) if need[6] else None
-        grad_theta = d_theta.reshape(theta.shape) if need[7] else None
-        grad_x = grad_w = None
-        if synapse_weight is not None:  # the synapse's backward; its output (the node's cur) has no graph
-            grad_x, grad_w = spike_synapse.kept_backward(
-                grad_cur.flatten(0, 1), kept, call.quantum, synapse_weight, call.conv, call.x_shape, call.x_dtype,
-                need[1],
-            )  # fmt: skip
-            grad_cur = None
+        grad_beta, grad_theta = neuron_gradients(d_beta, d_theta, beta, theta, (need[6], need[7]))
+        grad_cur, grad_x, grad_w = spike_synapse.inside_backward(grad_cur, kept, synapse_weight, call, need[1])
         return (grad_cur, grad_x, grad_w, None, None, None, grad_beta, grad_theta, None, grad_weight, grad_bias,
                 grad_p, None)  # fmt: skip
 

@@ -132,6 +132,17 @@ def kept_backward(grad, kept, quantum: float | None, weight, conv: dict | None, 
     return grad_x, grad_w
 
 
+def inside_backward(grad_cur, kept, weight, call, need_x: bool):
+    """A fused node's gradients through the synapse inside it: ``(None, grad_x, grad_w)`` from ``dL/dcurrent``
+    ``(T, B, ...)`` where the node holds the synapse (``weight`` given; ``call``: the node's static part, with
+    ``quantum``, ``conv``, ``x_shape``, ``x_dtype``), else ``(grad_cur, None, None)``: its own graph carries it."""
+    if weight is None:
+        return grad_cur, None, None
+    grad_x, grad_w = kept_backward(grad_cur.flatten(0, 1), kept, call.quantum, weight, call.conv, call.x_shape,
+                                   call.x_dtype, need_x)  # fmt: skip
+    return None, grad_x, grad_w
+
+
 def recompute(
     kept: torch.Tensor, quantum: float | None, weight: torch.Tensor, conv: dict | None, dtype
 ) -> torch.Tensor:
