@@ -122,6 +122,9 @@ class SpikingBlock(StepCounter, nn.Module):
     default_step_mode = "m"
     #: "default" or "low" (:func:`bntt_snntorch.set_memory`): what the fused node keeps for backward.
     memory = "default"
+    #: ``(lo, hi)``: the range of the input's int8 codes where :func:`mark_spike_inputs` knows it (memory "low"
+    #: keeps them as ``ceil(log2(hi - lo + 1))`` bit planes), else None.
+    input_codes: tuple[int, int] | None = None
 
     def __init__(
         self,
@@ -197,6 +200,7 @@ class SpikingBlock(StepCounter, nn.Module):
                 x=x,
                 quantum=self.input_quantum,
                 recompute=plan.recompute,
+                codes=self.input_codes,
             )
             (spikes, _), path = attempt(self, plan.path, run)
             record_taken(self, path)
@@ -361,16 +365,22 @@ def mark_spike_inputs(layers: nn.Module, input_quantum: float | None = None) -> 
     graded factor, a power of two), divided by the area of power-of-two average pooling;
     anything else on the way (adaptive pooling, dropout, a learnable spike factor) stops the
     chain. Memory only: values and gradients are the same either way (tested). The same walk
-    records each block's presynaptic neuron (:attr:`SpikingBlock.presynaptic`, used by OTTT).
+    records each block's presynaptic neuron (:attr:`SpikingBlock.presynaptic`, used by OTTT) and the range of its
+    input's codes (:attr:`SpikingBlock.input_codes`: -1..1 for the encoded input, 0..1 after a neuron, times the
+    area of each pooling).
     """
     quantum, presynaptic = spike_synapse.power_of_two(input_quantum), None
+    codes = (-1, 1)  # the encoded input: signed spikes (unsigned ones fit too)
     for layer in layers:
         if isinstance(layer, SpikingBlock):
             layer.input_quantum = quantum if spike_synapse.supports(layer.synapse) else None
+            layer.input_codes = codes if layer.input_quantum is not None else None
             layer.__dict__["_presynaptic"] = presynaptic
-            quantum, presynaptic = layer.output_quantum(), layer.neuron
+            quantum, presynaptic, codes = layer.output_quantum(), layer.neuron, (0, 1)
         elif isinstance(layer, TimeDistributed):
-            quantum = _pooled_quantum(layer.module, quantum)
+            pooled = _pooled_quantum(layer.module, quantum)
+            area = 1 if pooled is None else round(quantum / pooled)
+            quantum, codes = pooled, (codes[0] * area, codes[1] * area)
             presynaptic = presynaptic if _is_linear(layer.module) else None
         else:
             quantum = presynaptic = None

@@ -2,11 +2,12 @@
 
 * ``"default"``: each fused ``synapse -> BNTT -> leaky`` node keeps the synapse's output ``(T, B, C, ...)`` and its
   input (int8 codes where it is spikes), the ``(T, C)`` tables besides.
-* ``"low"``: the node keeps the synapse's input only and computes the synapse's output again in backward (one more
-  convolution forward a block): the same operation on the same values, so the gradients are the default mode's
-  bit for bit. Blocks that are not one fused node (another norm than BNTT, TAB, a neuron the kernels do not run,
-  a synapse the node does not run inside) keep what they keep; :func:`bntt_snntorch.kernels.explain` says per
-  layer what was applied.
+* ``"low"``: the node keeps the synapse's input only (spikes as bit planes: 1 bit a spike, 2 for the signed
+  encoded input, 3 after a 2x2 pooling; where the range is not known, int8 codes) and computes the synapse's output
+  again in backward (one more convolution forward a block): the same operation on the same values, so the
+  gradients are the default mode's bit for bit. Blocks that are not one fused node (another norm than BNTT, TAB, a
+  neuron the kernels do not run, a synapse the node does not run inside) keep what they keep;
+  :func:`bntt_snntorch.kernels.explain` says per layer what was applied.
 """
 
 from __future__ import annotations

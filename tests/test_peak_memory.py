@@ -139,6 +139,11 @@ def test_memory_low_keeps_less_and_gives_the_default_modes_values_and_gradients_
     lines = explain(low, x)
     blocks = [line for line in lines if line.path.startswith("bntt-")]
     assert len(blocks) == 5 and all("memory low: keeps the synapse's input" in line.reason for line in blocks)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append((t.dtype, t.numel())) or t, lambda t: t):
+        low(x)
+    codes = [n for dtype, n in kept if dtype == torch.uint8]  # bit planes: x (2 bits), 4 blocks' spikes (1 or 3)
+    assert len(codes) == 5 and codes[0] == 2 * x[0].numel() * 4 // 8 and torch.int8 not in [d for d, _ in kept]
 
 
 def test_memory_low_says_where_it_does_not_apply_and_refuses_an_unknown_mode():

@@ -51,6 +51,7 @@ class _Call(NamedTuple):
     last: bool
     running: tuple | None
     recompute: bool = False
+    packing: spike_synapse.Packing | None = None  # memory "low": the kept input's bit planes
 
 
 class FusedBNTTLeaky(torch.autograd.Function):
@@ -69,7 +70,7 @@ class FusedBNTTLeaky(torch.autograd.Function):
             spikes, last = backend.forward(cur, coefficients, mem0, neuron, spec, call.last)
             statistics = None, None
         keep = ctx.needs_input_grad[2] or call.recompute
-        kept = spike_synapse.kept_input(x, call.quantum, cur.dtype) if keep else None
+        kept = spike_synapse.kept_input(x, call.quantum, cur.dtype, call.packing) if keep else None
         ctx.save_for_backward(None if call.recompute else cur, mean, *coefficients, mem0, beta, theta, g, kept,
                               synapse_weight)  # fmt: skip
         ctx.call, ctx.cur_shape = call, cur.shape
@@ -82,7 +83,8 @@ class FusedBNTTLeaky(torch.autograd.Function):
         cur, mean, k, shift, rstd, mem0, beta, theta, g, kept, synapse_weight = ctx.saved_tensors
         call, need = ctx.call, ctx.needs_input_grad
         if cur is None:  # memory "low": the synapse's output again, the forward's call on the kept input
-            cur = spike_synapse.recompute(kept, call.quantum, synapse_weight, call.conv, k.dtype).view(ctx.cur_shape)
+            cur = spike_synapse.recompute(kept, call.quantum, synapse_weight, call.conv, k.dtype, call.packing)
+            cur = cur.view(ctx.cur_shape)
             kept = kept if need[2] else None
         out = grad_spk if overwritable(grad_spk, cur, sys.getrefcount(grad_spk)) else None
         grad_cur, sum_dy_xhat, d_beta, d_theta, _ = call.backend.backward(
@@ -98,7 +100,7 @@ class FusedBNTTLeaky(torch.autograd.Function):
 def fused_block(path: str, cur: torch.Tensor, norm, p, scale: float = 1.0, *, synapse: nn.Module | None = None,
                 x: torch.Tensor | None = None, quantum: float | None = None, mem0: torch.Tensor | None = None,
                 first_step: int = 0, through_time: bool = True, last: bool = False,
-                recompute: bool = False):  # fmt: skip
+                recompute: bool = False, codes: tuple[int, int] | None = None):  # fmt: skip
     """Spikes ``(T, B, C, ...)`` of a leaky layer (LeakyParams ``p``) driven by ``scale * BNTT(cur)`` (``norm`` a
     :class:`~bntt_snntorch.BatchNormTT` run as steps ``first_step ..``) from membrane ``mem0`` (None: zeros), on the
     backend of ``path``; and the last membrane (no gradient; None unless ``last``). In training the batch
@@ -106,10 +108,10 @@ def fused_block(path: str, cur: torch.Tensor, norm, p, scale: float = 1.0, *, sy
     :func:`~.spike_synapse.supports`): ``cur`` is its output on ``x`` ``(T*B, ...)`` computed without a graph, and
     the node attaches its gradient (``x`` kept as int8 codes where ``quantum`` says it is spikes); else ``cur``'s
     own graph is followed. ``through_time=False``: each step's gradient through its own input only (the online
-    rules). ``recompute`` (memory "low", the synapse inside): the node keeps the synapse's input only and computes
-    its output again in backward. Errors propagate: the caller applies the fallback rule
-    (:func:`~.fallback.attempt`). A TAB ``norm``
-    runs as :func:`~.fused_tab.fused_tab` (from step 0, through time: the plan sees to it)."""
+    rules). ``recompute`` (memory "low", the synapse inside): the node keeps the synapse's input only (as bit planes
+    where ``codes``, the range of its int8 codes, is known) and computes its output again in backward. Errors
+    propagate: the caller applies the fallback rule (:func:`~.fallback.attempt`). A TAB ``norm`` runs as
+    :func:`~.fused_tab.fused_tab` (from step 0, through time: the plan sees to it)."""
     if isinstance(norm, _TemporalAccumulatedBatchNorm):
         if first_step or not through_time:
             raise ValueError("the fused TAB node runs a sequence from step 0 through time (the plan runs TAB's own "
@@ -130,19 +132,22 @@ def fused_block(path: str, cur: torch.Tensor, norm, p, scale: float = 1.0, *, sy
         spikes, mem, batch_mean, batch_var = _traced_block(path, cur, weight, mean, var, mem0, neuron, spec, last)
     else:
         spikes, mem, batch_mean, batch_var = _node(backend, spec, cur, norm, neuron, gammas, mean, var, running,
-                                                   synapse, x, quantum, mem0, last, recompute)  # fmt: skip
+                                                   synapse, x, quantum, mem0, last, recompute, codes)  # fmt: skip
     if norm.training and running is None:  # not moved in the backend's pass
         norm.record_statistics(cur, batch_mean, batch_var, first_step)
     return spikes, mem
 
 
 def _node(backend, spec, cur, norm, neuron, gammas, mean, var, running, synapse, x, quantum, mem0, last,
-          recompute=False):  # fmt: skip
+          recompute=False, codes=None):  # fmt: skip
     """:class:`FusedBNTTLeaky` applied: ``(spikes, mem, batch mean, batch var)``."""
     inside = synapse is not None
+    recompute = recompute and inside
+    bits = recompute and quantum is not None
+    packing = spike_synapse.packing_for(codes, x.shape[1:]) if bits else None
     call = _Call(backend, spec, spike_synapse.conv_args(synapse) if inside else None,
                  None if quantum is None else float(quantum), x.shape if inside else None, x.dtype if inside else None,
-                 last, running, recompute and inside)  # fmt: skip
+                 last, running, recompute, packing)  # fmt: skip
     return FusedBNTTLeaky.apply(
         cur.detach() if inside else cur, x if inside else None, synapse.weight if inside else None, mean, var, mem0,
         neuron.beta, neuron.theta, neuron.g, call, *gammas,

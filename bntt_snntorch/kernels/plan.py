@@ -151,8 +151,8 @@ def choose_plan(
     why_not = _why_not_recomputed(path, norm, synapse_inside)
     if why_not:
         return Plan(path, f"{reason}; memory low not applied: {why_not}")
-    return Plan(path, f"{reason}; memory low: keeps the synapse's input (int8 codes for spikes), recomputes its "
-                      "output in backward", True)  # fmt: skip
+    return Plan(path, f"{reason}; memory low: keeps the synapse's input (spikes as bit planes where their range is "
+                      "known, else int8 codes), recomputes its output in backward", True)  # fmt: skip
 
 
 def _why_not_recomputed(path: str, norm, synapse_inside: bool) -> str | None:

@@ -21,6 +21,7 @@ module's own).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,45 @@ def _codes(x: torch.Tensor, quantum: float) -> torch.Tensor:
         return x.to(torch.int8)
     scaled = x * (1.0 / quantum)
     return (scaled if power_of_two(quantum) else scaled.round_()).to(torch.int8)
+
+
+class Packing(NamedTuple):
+    """Int8 codes in ``[lo, lo + 2**bits)`` kept as ``bits`` bit planes a sample (memory "low"): ``(N, bits,
+    ceil(M / 8))`` bytes for ``N`` samples of ``M`` values, ``sample`` the shape of one."""
+
+    lo: int
+    bits: int
+    sample: tuple
+
+
+def packing_for(codes_range: tuple[int, int] | None, sample: tuple) -> Packing | None:
+    """The :class:`Packing` of codes in ``codes_range = (lo, hi)`` (None: not known, no packing)."""
+    if codes_range is None:
+        return None
+    lo, hi = codes_range
+    return Packing(lo, max(1, int(hi - lo).bit_length()), tuple(sample))
+
+
+def pack_codes(codes: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """Int8 ``codes`` ``(N, ...)`` as :class:`Packing`'s bit planes, uint8 ``(N, bits, ceil(M / 8))``."""
+    n = codes.shape[0]
+    u = (codes.reshape(n, -1) if packing.lo == 0 else codes.reshape(n, -1) - packing.lo).view(torch.uint8)
+    u = F.pad(u, (0, -u.shape[1] % 8)).view(n, 1, -1, 8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=codes.device)
+    if packing.bits > 1:
+        u = (u >> torch.arange(packing.bits, dtype=torch.uint8, device=codes.device).view(1, -1, 1, 1)) & 1
+    return (u * weights).sum(-1, dtype=torch.uint8)
+
+
+def unpack_codes(packed: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """:func:`pack_codes`' int8 codes back, ``(N, *packing.sample)``."""
+    n, m = packed.shape[0], math.prod(packing.sample)
+    bits = (packed.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1
+    if packing.bits > 1:
+        shifts = torch.arange(packing.bits, dtype=torch.uint8, device=packed.device).view(1, -1, 1, 1)
+        bits = (bits << shifts).sum(1, dtype=torch.uint8)
+    u = bits.view(n, -1)[:, :m].view(torch.int8)
+    return (u if packing.lo == 0 else u + packing.lo).view(n, *packing.sample)
 
 
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -89,18 +129,22 @@ def synapse_backward(grad, weight_input, weight, conv: dict | None, x_shape, x_d
     return grad_x, grad_w
 
 
-def kept_input(x: torch.Tensor, quantum: float | None, dtype: torch.dtype) -> torch.Tensor:
+def kept_input(x: torch.Tensor, quantum: float | None, dtype: torch.dtype, packing: Packing | None = None):
     """What a synapse's backward keeps of its input ``x``, in the synapse's compute ``dtype``: int8 codes where
-    ``quantum`` says it is spikes, else ``x`` itself."""
+    ``quantum`` says it is spikes (as bit planes where ``packing`` is given), else ``x`` itself."""
     x = x.to(dtype)
-    return x if quantum is None else _codes(x, quantum)
+    if quantum is None:
+        return x
+    codes = _codes(x, quantum)
+    return codes if packing is None else pack_codes(codes, packing)
 
 
-def input_for_weight(kept: torch.Tensor, quantum: float | None, dtype: torch.dtype) -> torch.Tensor:
-    """The input back from :func:`kept_input`'s ``kept``, in ``dtype``, for the weight gradient."""
+def input_for_weight(kept: torch.Tensor, quantum: float | None, dtype: torch.dtype, packing: Packing | None = None):
+    """The input back from :func:`kept_input`'s ``kept`` (bit planes where ``packing`` is given), in ``dtype``,
+    for the weight gradient."""
     if quantum is None:
         return kept
-    x = kept.to(dtype)
+    x = (kept if packing is None else unpack_codes(kept, packing)).to(dtype)
     return x.mul_(quantum) if quantum != 1.0 else x
 
 
@@ -109,22 +153,24 @@ def input_for_weight(kept: torch.Tensor, quantum: float | None, dtype: torch.dty
 BACKWARD_CHUNK_BYTES = 8 * 2**20
 
 
-def kept_backward(grad, kept, quantum: float | None, weight, conv: dict | None, x_shape, x_dtype, need_x: bool):
+def kept_backward(grad, kept, quantum: float | None, weight, conv: dict | None, x_shape, x_dtype, need_x: bool,
+                  packing: Packing | None = None):  # fmt: skip
     """:func:`synapse_backward` from :func:`kept_input`'s ``kept`` (None: no weight gradient). Where ``kept`` is int8
     codes, on chunks of the batch of about :data:`BACKWARD_CHUNK_BYTES` of float input: each chunk's codes expanded
     to float on their own, its input gradient written into the whole one, its weight gradient added up. Neither the
     input's float copy nor the convolution's workspaces (oneDNN's reordered gradient and output, each as large as
     the layer's activations) then exist whole at the backward's peak. Both gradients within float rounding of one
-    call's (the convolution's kernels may sum in another order for another batch size)."""
+    call's (the convolution's kernels may sum in another order for another batch size). ``packing``: ``kept`` is
+    bit planes (memory "low")."""
     rows = x_shape[0]
-    step = rows if kept is None or quantum is None else max(1, BACKWARD_CHUNK_BYTES // (kept[0].numel() * 4))
+    step = rows if kept is None or quantum is None else max(1, BACKWARD_CHUNK_BYTES // (math.prod(x_shape[1:]) * 4))
     if step >= rows:
-        x = None if kept is None else input_for_weight(kept, quantum, grad.dtype)
+        x = None if kept is None else input_for_weight(kept, quantum, grad.dtype, packing)
         return synapse_backward(grad, x, weight, conv, x_shape, x_dtype, need_x)
     grad_x = torch.empty(x_shape, dtype=x_dtype, device=grad.device) if need_x else None
     grad_w = None
     for start in range(0, rows, step):
-        x = input_for_weight(kept[start : start + step], quantum, grad.dtype)
+        x = input_for_weight(kept[start : start + step], quantum, grad.dtype, packing)
         part_x, part_w = synapse_backward(grad[start : start + step], x, weight, conv, x.shape, x_dtype, need_x)
         if need_x:
             grad_x[start : start + step] = part_x
@@ -135,22 +181,22 @@ def kept_backward(grad, kept, quantum: float | None, weight, conv: dict | None, 
 def inside_backward(grad_cur, kept, weight, call, need_x: bool):
     """A fused node's gradients through the synapse inside it: ``(None, grad_x, grad_w)`` from ``dL/dcurrent``
     ``(T, B, ...)`` where the node holds the synapse (``weight`` given; ``call``: the node's static part, with
-    ``quantum``, ``conv``, ``x_shape``, ``x_dtype``), else ``(grad_cur, None, None)``: its own graph carries it."""
+    ``quantum``, ``conv``, ``x_shape``, ``x_dtype`` and ``packing``), else ``(grad_cur, None, None)``: its own graph
+    carries it."""
     if weight is None:
         return grad_cur, None, None
     grad_x, grad_w = kept_backward(grad_cur.flatten(0, 1), kept, call.quantum, weight, call.conv, call.x_shape,
-                                   call.x_dtype, need_x)  # fmt: skip
+                                   call.x_dtype, need_x, getattr(call, "packing", None))  # fmt: skip
     return None, grad_x, grad_w
 
 
-def recompute(
-    kept: torch.Tensor, quantum: float | None, weight: torch.Tensor, conv: dict | None, dtype
-) -> torch.Tensor:
+def recompute(kept: torch.Tensor, quantum: float | None, weight: torch.Tensor, conv: dict | None, dtype,
+              packing: Packing | None = None) -> torch.Tensor:  # fmt: skip
     """The synapse's output again from :func:`kept_input`'s ``kept``, in the compute ``dtype`` the forward ran in:
     the forward's operation on the same values (spike codes times a power-of-two quantum are exact), so bit for
     bit :func:`synapse_value`'s."""
     with torch.no_grad():
-        return _synapse_op(input_for_weight(kept, quantum, dtype), weight.to(dtype), conv)
+        return _synapse_op(input_for_weight(kept, quantum, dtype, packing), weight.to(dtype), conv)
 
 
 class _SynapseGradient(torch.autograd.Function):
