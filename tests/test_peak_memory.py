@@ -99,7 +99,11 @@ def test_the_synapse_backward_in_chunks_equals_one_call(monkeypatch):
     torch.manual_seed(1)
     synapse = torch.nn.Conv2d(4, 6, 3, padding=1, bias=False)
     x = torch.randint(-1, 2, (10, 4, 7, 7)).float().requires_grad_()
-    grads = []
+    grads, calls = [], []
+    one_call = spike_synapse.synapse_backward
+    monkeypatch.setattr(
+        spike_synapse, "synapse_backward", lambda grad, *a: calls.append(len(grad)) or one_call(grad, *a)
+    )
     for chunk_bytes in (None, 3 * 4 * 7 * 7 * 4):
         if chunk_bytes:
             monkeypatch.setattr(spike_synapse, "BACKWARD_CHUNK_BYTES", chunk_bytes)
@@ -107,6 +111,7 @@ def test_the_synapse_backward_in_chunks_equals_one_call(monkeypatch):
         y = spike_synapse.spike_synapse(synapse, x, 1.0)
         (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
         grads.append((x.grad.clone(), synapse.weight.grad.clone()))
+    assert calls == [10, 3, 3, 3, 1]  # the whole batch at once, then chunks of 3 samples
     assert_close(grads[1][0], grads[0][0], atol=1e-5, rtol=1e-4)
     assert_close(grads[1][1], grads[0][1], atol=1e-5, rtol=1e-4)
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..definition import clamp_leak
 from ..functional import LeakyParams
 from ..membrane_norm import FoldedMPBNLeaky
 from ..neurons import Leaky
@@ -114,7 +115,8 @@ def _folded_mpbn_node(nir, part: Neuron, shape: tuple, dt: float):
     m = part.module
     channel = (-1, *[1] * (len(shape) - 1))
     threshold = _full((m.signs * m.thresholds).view(channel), shape)
-    node, kind = _lif_or_if(nir, np.clip(np.float64(m.beta), 0, 1), threshold, shape, dt, part.path)
+    beta = np.asarray(clamp_leak(torch.tensor(m.beta, dtype=torch.float64)))
+    node, kind = _lif_or_if(nir, beta, threshold, shape, dt, part.path)
     node.metadata[META] = {
         "folded_mpbn": True,
         "beta": np.atleast_1d(np.float64(m.beta)),
@@ -136,7 +138,7 @@ def _neuron_nodes(nir, part: Neuron, shape: tuple, dt: float):
     p = _neuron_params(part.module, part.path)
     if p.reset_mechanism == "none":
         raise ValueError(f"cannot export {part.path}: a neuron without reset has no NIR node (NIR's LIF / IF reset)")
-    beta = np.asarray(torch.as_tensor(p.beta).detach().double().clamp(0, 1).cpu())
+    beta = np.asarray(clamp_leak(torch.as_tensor(p.beta).detach().double()).cpu())
     same_step = p.detach_reset or not p.reset_delay
     g = torch.as_tensor(p.graded_spikes_factor).detach().cpu()
     meta = {
