@@ -27,7 +27,7 @@ import pytest
 import torch
 from torch import nn
 
-from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, create_norm, surrogate
+from bntt_snntorch import BatchNormTT1d, BatchNormTT2d, Leaky, create_norm, set_memory, surrogate
 from bntt_snntorch.kernels import BLOCK_BACKENDS, Plan
 from bntt_snntorch.kernels.c_build import compiler
 from bntt_snntorch.kernels.plan import triton_usable
@@ -79,7 +79,11 @@ def forced(monkeypatch, name: str) -> str:
     from bntt_snntorch.kernels import c_bntt
 
     path, _, layout = name.partition(":")
-    monkeypatch.setattr(SpikingBlock, "_plan", lambda self, cur, params, *_: Plan(path, "forced by the test"))
+
+    def plan(self, cur, params, *_):
+        return Plan(path, "forced by the test", self.memory == "low")
+
+    monkeypatch.setattr(SpikingBlock, "_plan", plan)
     if layout == "rows":
         monkeypatch.setattr(c_bntt, "ROW_MIN", 1)
     return path
@@ -212,9 +216,9 @@ def assert_as_accurate_as_the_reference_in_bf16(fast, slow, exact, factor: float
 
 
 def check_backend(monkeypatch, name: str, dims, variant, sg, affine, scale, mode, dtype=torch.float32, local=False,
-                  norm="bntt"):  # fmt: skip
+                  norm="bntt", memory="default"):  # fmt: skip
     """The fused run on backend ``name`` against the per-step reference (see the module docstring); ``norm``:
-    "bntt" or "tab"."""
+    "bntt" or "tab"; ``memory``: the block's mode (:func:`bntt_snntorch.set_memory`)."""
     if not supported(name, dtype):
         pytest.skip(f"{name} does not take {dtype}")
     path = forced(monkeypatch, name)
@@ -222,6 +226,7 @@ def check_backend(monkeypatch, name: str, dims, variant, sg, affine, scale, mode
     amp = dtype == torch.bfloat16
     exact = dtype == torch.float64
     fast = make_block(dims, variant, sg, affine, scale, seed, torch.float64 if exact else torch.float32, norm)
+    set_memory(fast, memory)
     x = make_input(dims, seed, batch=16 if amp else 6, dtype=torch.float64 if exact else torch.float32)
     if mode == "eval":  # non-trivial running statistics first
         with torch.no_grad():

@@ -9,7 +9,9 @@ before Triton is imported)."""
 import pytest
 import torch
 
-from .backends import BACKENDS, CASES, check_backend, runnable, supported
+from bntt_snntorch import set_memory
+
+from .backends import BACKENDS, CASES, check_backend, make_block, make_input, runnable, supported
 from .helpers import VARIANTS
 
 
@@ -75,3 +77,19 @@ def test_tab_block_on_backend_equals_the_per_step_reference(monkeypatch, backend
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_tab_block_in_float64(monkeypatch, backend, mode):
     check_backend(monkeypatch, backend, 2, VARIANTS[3], "triangle", True, 1.0, mode, torch.float64, norm="tab")
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("dims", [2, 1])
+def test_backend_in_the_low_memory_mode_equals_the_per_step_reference(monkeypatch, backend, dims):
+    """set_memory(block, "low"): the node keeps no synapse output (recomputed in backward) and still equals the
+    per-step reference."""
+    if dims == 1 and backend.endswith(":rows"):
+        pytest.skip("a linear layer has no rows of positions")
+    check_backend(monkeypatch, backend, dims, VARIANTS[1], "atan", True, 0.5, "train", memory="low")
+    block = make_block(dims, VARIANTS[1], "atan")
+    set_memory(block, "low")
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        y = block(make_input(dims, 0).requires_grad_())
+    assert "BNTTLeaky" in type(y.grad_fn).__name__ and y.shape not in shapes  # the (T, B, 6, ...) output not kept
