@@ -91,16 +91,53 @@ def child(variant: str, args) -> dict:
             "step_ms": 1e3 * statistics.median(times)}  # fmt: skip
 
 
+def alternated_speed(args) -> dict:
+    """In one process, as training runs (the default allocator): ours in the default mode and after
+    ``set_memory(model, "low")``, steps alternated for ``--speed-rounds`` rounds after two warm-up steps each;
+    each one's fastest step (ms) and the median over the rounds of the low step over the default one."""
+    import copy
+
+    torch.manual_seed(0)
+    args.arch = "vgg9"
+    default = build("ours", args)
+    low = set_memory(copy.deepcopy(default), "low")
+    x = (torch.rand(args.num_steps, args.batch_size, 3, 32, 32) < 0.2).float()
+    labels = torch.randint(0, 10, (args.batch_size,))
+    optimizers = {id(m): torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9, foreach=True) for m in (default, low)}
+
+    def step(model) -> float:
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(x), labels)
+        optimizers[id(model)].zero_grad(set_to_none=False)
+        loss.backward()
+        optimizers[id(model)].step()
+        return time.perf_counter() - start
+
+    for model in (default, low, default, low):
+        step(model)
+    rounds = [(step(default), step(low)) for _ in range(args.speed_rounds)]
+    return {
+        "default_ms": 1e3 * min(d for d, _ in rounds),
+        "low_ms": 1e3 * min(lo for _, lo in rounds),
+        "median_ratio": statistics.median(lo / d for d, lo in rounds),
+    }
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-steps", dest="num_steps", type=int, default=10)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=16)
     p.add_argument("--runs", type=int, default=2, help="processes a variant (median reported)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--speed-rounds", type=int, default=7, help="alternated default / low steps in one process")
     p.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    p.add_argument("--speed", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args)))
+        return {}
+    if args.speed:
+        print(json.dumps(alternated_speed(args)))
         return {}
 
     env = {**os.environ, **GLIBC_RETURNS_FREED, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
@@ -113,6 +150,10 @@ def main(argv=None) -> dict:
                 [*command, "--batch-size", str(args.batch_size)], env=env, capture_output=True, text=True, check=True
             )
             rows.setdefault(variant, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+    command = [sys.executable, __file__, "--speed", "--num-steps", str(args.num_steps), "--batch-size",
+               str(args.batch_size), "--speed-rounds", str(args.speed_rounds)]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True)  # the default allocator
+    speed = json.loads(out.stdout.strip().splitlines()[-1])
     summary = {
         v: {
             "label": VARIANTS[v][0],
@@ -137,7 +178,7 @@ def main(argv=None) -> dict:
     }
     RESULTS.mkdir(exist_ok=True)
     stem = f"peak-memory-{capability.lower()}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "variants": summary}, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, "variants": summary, "speed": speed}, indent=2) + "\n")
     loop = summary.get("a")
     lines = [
         f"# A training step's peak memory, VGG9-BNTT, T={args.num_steps}, B={args.batch_size}, 32x32, fp32",
@@ -167,6 +208,11 @@ def main(argv=None) -> dict:
         "step (bntt_snntorch.profiling.LiveSavedTensors). Step: the median of three more steps in the same process "
         "(this benchmark's allocator settings return every freed block, which slows every row alike; "
         "benchmarks/throughput.py times steps as training runs them).",
+        "",
+        f"The low mode's step, as training runs it (one process, the default allocator, the two modes' steps "
+        f"alternated for {args.speed_rounds} rounds after two warm-up steps each): fastest {speed['low_ms']:.0f} ms "
+        f"against {speed['default_ms']:.0f} ms, **{speed['low_ms'] / speed['default_ms']:.2f}x** the default "
+        f"mode's (median of the rounds' ratios {speed['median_ratio']:.2f}x).",
     ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
